@@ -1,0 +1,98 @@
+//! The one mapping of kiln's errors to GraphQL errors with an `extensions.code`.
+//!
+//! Codes: `BAD_USER_INPUT` (with `extensions.field`), `NOT_FOUND`, `CONFLICT`, `UNAUTHENTICATED`,
+//! `FORBIDDEN`, `INTERNAL_SERVER_ERROR`. Internal errors are logged with their whole chain and answered
+//! with a reference only, never with their text.
+
+use std::sync::Arc;
+
+use crate::domain::FieldError;
+use crate::store::StoreError;
+
+/// Deliberately not `Display`: that keeps async-graphql's blanket conversion from any displayable error
+/// away, so every error reaches the client through [`From<ApiError>`] below.
+#[derive(Debug, Clone)]
+pub enum ApiError {
+    BadInput { field: String, message: String },
+    NotFound(String),
+    Conflict(String),
+    Unauthenticated(String),
+    Forbidden(String),
+    Internal(Arc<anyhow::Error>),
+}
+
+impl ApiError {
+    pub fn bad(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::BadInput {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(Arc::new(e.into()))
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        Self::BadInput {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
+            StoreError::Conflict(message) => Self::Conflict(message),
+            StoreError::Other(e) => Self::Internal(Arc::new(e)),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Internal(Arc::new(e))
+    }
+}
+
+impl From<async_graphql::Error> for ApiError {
+    fn from(e: async_graphql::Error) -> Self {
+        Self::internal(anyhow::anyhow!(e.message))
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(e: ApiError) -> Self {
+        let (code, message, field) = match e {
+            ApiError::BadInput { field, message } => {
+                ("BAD_USER_INPUT", format!("{field}: {message}"), Some(field))
+            }
+            ApiError::NotFound(m) => ("NOT_FOUND", m, None),
+            ApiError::Conflict(m) => ("CONFLICT", m, None),
+            ApiError::Unauthenticated(m) => ("UNAUTHENTICATED", m, None),
+            ApiError::Forbidden(m) => ("FORBIDDEN", m, None),
+            ApiError::Internal(e) => {
+                let reference = uuid::Uuid::new_v4();
+                tracing::error!(error = format!("{e:#}"), %reference, "internal error");
+                (
+                    "INTERNAL_SERVER_ERROR",
+                    format!("internal error (reference {reference}); see the server log"),
+                    None,
+                )
+            }
+        };
+        use async_graphql::ErrorExtensions;
+        async_graphql::Error::new(message).extend_with(|_, ext| {
+            ext.set("code", code);
+            if let Some(field) = &field {
+                ext.set("field", field.as_str());
+            }
+        })
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

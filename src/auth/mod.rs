@@ -1,0 +1,158 @@
+//! API tokens: minted at random, shown once, stored as SHA-256 hashes, checked on every request.
+//!
+//! Verified tokens are cached in memory for [`CACHE_SECONDS`], so a request costs no database round
+//! trip for authentication once its token has been seen.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::store::{Store, StoreError};
+
+pub const CACHE_SECONDS: u64 = 60;
+const TOKEN_PREFIX: &str = "kiln_";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+
+    fn parse(raw: &str) -> Self {
+        if raw == "admin" {
+            Self::Admin
+        } else {
+            Self::Member
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub token_id: String,
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing API token: send the header `Authorization: Bearer <token>`")]
+    Missing,
+    #[error("invalid API token")]
+    Invalid,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Authenticator {
+    store: Store,
+    cache: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A new random token: `kiln_` and 64 hex digits.
+pub fn generate_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
+}
+
+impl Authenticator {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checks an `Authorization` header value (`Bearer <token>`).
+    pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+        let token = header
+            .map(str::trim)
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        let key = hash(token);
+        if let Some((principal, at)) = self.cache.lock().expect("auth cache").get(&key) {
+            if at.elapsed() < Duration::from_secs(CACHE_SECONDS) {
+                return Ok(principal.clone());
+            }
+        }
+        let record = self
+            .store
+            .find_token(&key)
+            .await?
+            .ok_or(AuthError::Invalid)?;
+        let principal = Principal {
+            token_id: record.id,
+            name: record.name,
+            role: Role::parse(&record.role),
+        };
+        self.cache
+            .lock()
+            .expect("auth cache")
+            .insert(key, (principal.clone(), Instant::now()));
+        Ok(principal)
+    }
+
+    /// Mints a token; the plain token is returned once and only its hash is kept.
+    pub async fn mint(
+        &self,
+        name: &str,
+        role: Role,
+    ) -> Result<(String, crate::store::TokenRecord), StoreError> {
+        let token = generate_token();
+        let id = uuid::Uuid::new_v4().to_string();
+        let record = self
+            .store
+            .insert_token(&id, name, &hash(&token), role.as_str())
+            .await?;
+        Ok((token, record))
+    }
+
+    /// Makes sure an admin can get in: stores `configured` when given and unknown; otherwise, when no
+    /// token exists at all, mints one and returns it so the caller can print it.
+    pub async fn bootstrap_admin(
+        &self,
+        configured: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        if let Some(token) = configured {
+            if self.store.find_token(&hash(token)).await?.is_none() {
+                let id = uuid::Uuid::new_v4().to_string();
+                self.store
+                    .insert_token(
+                        &id,
+                        "admin (KILN_ADMIN_TOKEN)",
+                        &hash(token),
+                        Role::Admin.as_str(),
+                    )
+                    .await?;
+            }
+            return Ok(None);
+        }
+        if self.store.count_tokens().await? > 0 {
+            return Ok(None);
+        }
+        let (token, _) = self.mint("admin", Role::Admin).await?;
+        Ok(Some(token))
+    }
+}

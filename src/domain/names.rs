@@ -1,0 +1,121 @@
+//! Names that end up in object keys and URLs, so their alphabet is restricted.
+
+use super::FieldError;
+
+/// The name of a registry model: 1–64 characters of letters, digits, `.`, `_` and `-`, starting with a
+/// letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelName(String);
+
+impl ModelName {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(FieldError::new(field, "must not be empty"));
+        }
+        if raw.len() > Self::MAX_LEN {
+            return Err(FieldError::new(
+                field,
+                format!("must be at most {} characters", Self::MAX_LEN),
+            ));
+        }
+        if !raw.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(FieldError::new(
+                field,
+                "must start with a letter or a digit",
+            ));
+        }
+        if let Some(bad) = raw
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(FieldError::new(
+                field,
+                format!("may hold only letters, digits, '.', '_' and '-' (found {bad:?})"),
+            ));
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ModelName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A key in the object store: relative, `/`-separated, no empty, `.` or `..` segments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        if raw.is_empty() || raw.len() > 1024 {
+            return Err(FieldError::new("key", "must be 1 to 1024 characters"));
+        }
+        if raw.starts_with('/') {
+            return Err(FieldError::new("key", "must be relative (no leading '/')"));
+        }
+        for segment in raw.split('/') {
+            if segment.is_empty() || segment == "." || segment == ".." {
+                return Err(FieldError::new(
+                    "key",
+                    format!("has an invalid segment {segment:?}"),
+                ));
+            }
+            if segment.chars().any(|c| c.is_control() || c == '\\') {
+                return Err(FieldError::new(
+                    "key",
+                    "must not hold control characters or '\\'",
+                ));
+            }
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    /// Joins a prefix and a file name that are known to be valid (ids, model names, fixed file names).
+    pub fn join(&self, name: &str) -> Result<Self, FieldError> {
+        Self::parse(&format!("{}/{}", self.0, name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_are_restricted_to_a_safe_alphabet() {
+        assert!(ModelName::parse("modelName", "pi-detector_v2.1").is_ok());
+        assert_eq!(
+            ModelName::parse("modelName", "").unwrap_err().field,
+            "modelName"
+        );
+        assert!(ModelName::parse("modelName", "../etc").is_err());
+        assert!(ModelName::parse("modelName", "a b").is_err());
+        assert!(ModelName::parse("modelName", &"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn object_keys_cannot_escape_their_root() {
+        assert!(ObjectKey::parse("datasets/abc/data.jsonl").is_ok());
+        assert!(ObjectKey::parse("/etc/passwd").is_err());
+        assert!(ObjectKey::parse("a/../b").is_err());
+        assert!(ObjectKey::parse("a//b").is_err());
+    }
+}

@@ -1,0 +1,173 @@
+//! axum only: the router, GraphQL over POST (JSON and multipart uploads) and WebSocket
+//! (`graphql-transport-ws` and `graphql-ws`, same path), health checks, and the embedded playground.
+//!
+//! Authentication happens here, before a request body is read: `Authorization: Bearer <token>` on HTTP,
+//! `{"Authorization": "Bearer <token>"}` in the WebSocket `connection_init` payload.
+
+use std::sync::Arc;
+
+use async_graphql::Data;
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::TryStreamExt;
+use rust_embed::RustEmbed;
+
+use crate::api::{self, ApiError, ApiSchema};
+use crate::app::AppState;
+use crate::auth::AuthError;
+
+#[derive(RustEmbed)]
+#[folder = "web-playground/"]
+struct Playground;
+
+#[derive(Clone)]
+struct HttpState {
+    app: Arc<AppState>,
+    schema: ApiSchema,
+}
+
+pub fn router(app: Arc<AppState>) -> Router {
+    let schema = api::schema(app.clone());
+    Router::new()
+        .route("/", get(|| playground_file(Path("index.html".to_string()))))
+        .route("/playground/{*file}", get(playground_file))
+        .route("/graphql", get(graphql_ws).post(graphql_post))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(HttpState { app, schema })
+}
+
+fn auth_error(error: AuthError) -> ApiError {
+    match error {
+        AuthError::Store(e) => e.into(),
+        other => ApiError::Unauthenticated(other.to_string()),
+    }
+}
+
+async fn graphql_post(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match s.app.auth.authenticate(authorization).await {
+        Ok(p) => p,
+        Err(e) => {
+            let status = if matches!(e, AuthError::Store(_)) {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            return (
+                status,
+                GraphQLResponse::from(api::error_response(auth_error(e))),
+            )
+                .into_response();
+        }
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = request
+        .into_body()
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .into_async_read();
+    let parsed = async_graphql::http::receive_body(
+        content_type,
+        body,
+        api::multipart_options(s.app.config.max_upload_bytes),
+    )
+    .await;
+    let gql_request = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            let error = ApiError::bad("request", e.to_string());
+            return (
+                StatusCode::BAD_REQUEST,
+                GraphQLResponse::from(api::error_response(error)),
+            )
+                .into_response();
+        }
+    };
+    GraphQLResponse::from(
+        s.schema
+            .execute(api::prepare(gql_request, &s.app, principal))
+            .await,
+    )
+    .into_response()
+}
+
+async fn graphql_ws(
+    State(s): State<HttpState>,
+    protocol: GraphQLProtocol,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            let app = s.app.clone();
+            GraphQLWebSocket::new(socket, s.schema.clone(), protocol)
+                .on_connection_init(move |payload| async move {
+                    let header = payload
+                        .get("Authorization")
+                        .or_else(|| payload.get("authorization"))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string);
+                    let principal =
+                        app.auth
+                            .authenticate(header.as_deref())
+                            .await
+                            .map_err(|e| {
+                                let error: async_graphql::Error = auth_error(e).into();
+                                error
+                            })?;
+                    let mut data = Data::default();
+                    data.insert(principal);
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+async fn readyz(State(s): State<HttpState>) -> Response {
+    let db = s.app.store.ping().await;
+    let objects = s.app.objects.ping().await;
+    match (db, objects) {
+        (Ok(()), Ok(())) => (StatusCode::OK, "ready").into_response(),
+        (db, objects) => {
+            tracing::warn!(database = ?db.err(), objects = ?objects.err(), "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+        }
+    }
+}
+
+async fn playground_file(Path(file): Path<String>) -> Response {
+    match Playground::get(&file) {
+        Some(content) => {
+            let mime = mime_of(&file);
+            Response::builder()
+                .header(header::CONTENT_TYPE, mime)
+                .body(Body::from(content.data.into_owned()))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn mime_of(file: &str) -> &'static str {
+    match file.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}

@@ -1,0 +1,42 @@
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use kiln::config::Config;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// kiln: a machine-learning training service.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API, the playground and the workers.
+    Serve(Config),
+    /// Run workers only (no API), sharing the database with a `serve`.
+    Worker(Config),
+    /// Apply database migrations and exit.
+    Migrate(Config),
+    /// Print the GraphQL schema (SDL).
+    Schema,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    kiln::telemetry::init();
+    match cli.command {
+        Command::Schema => {
+            print!("{}", kiln::api::sdl());
+            Ok(())
+        }
+        Command::Serve(config) => kiln::cli::serve(config, true).await,
+        Command::Worker(config) => kiln::cli::serve(config, false).await,
+        Command::Migrate(config) => kiln::cli::migrate(config).await,
+    }
+}

@@ -1,0 +1,194 @@
+//! The object store: dataset files and model artifacts. Local files (`file://` or a plain path) for the
+//! embedded default, S3 or any S3-protocol server (MinIO) for production, behind one type.
+//!
+//! Writes stream: bytes go up in parts while a SHA-256 is computed, never whole in memory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::config::StorageConfig;
+use crate::domain::ObjectKey;
+
+/// Size of each part sent while streaming an upload.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts in flight at once.
+const PARTS_IN_FLIGHT: usize = 2;
+
+#[derive(Clone)]
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    /// `file:///abs/dir` or `s3://bucket/prefix`, joined with keys to make artifact URIs.
+    base_uri: String,
+}
+
+/// What a streamed write stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub size_bytes: u64,
+    pub sha256: String,
+}
+
+impl Objects {
+    pub fn from_config(config: &StorageConfig) -> Result<Self> {
+        let url = config.url.as_str();
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                bail!("KILN_STORAGE_URL {url:?} names no bucket (expected s3://bucket/prefix)");
+            }
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(bucket)
+                .with_region(config.s3_region.clone())
+                .with_allow_http(config.s3_allow_http);
+            if let Some(endpoint) = &config.s3_endpoint {
+                builder = builder
+                    .with_endpoint(endpoint.clone())
+                    .with_virtual_hosted_style_request(false);
+            }
+            if let (Some(key), Some(secret)) =
+                (&config.s3_access_key_id, &config.s3_secret_access_key)
+            {
+                builder = builder
+                    .with_access_key_id(key.clone())
+                    .with_secret_access_key(secret.expose().to_string());
+            }
+            let store = builder.build().context("configuring the S3 object store")?;
+            let prefix = prefix.trim_matches('/').to_string();
+            let base_uri = if prefix.is_empty() {
+                format!("s3://{bucket}")
+            } else {
+                format!("s3://{bucket}/{prefix}")
+            };
+            Ok(Self {
+                store: Arc::new(store),
+                prefix,
+                base_uri,
+            })
+        } else {
+            let dir = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating the object folder {}", dir.display()))?;
+            let dir = dir
+                .canonicalize()
+                .with_context(|| format!("resolving {}", dir.display()))?;
+            let store =
+                LocalFileSystem::new_with_prefix(&dir).context("opening the object folder")?;
+            Ok(Self {
+                store: Arc::new(store),
+                prefix: String::new(),
+                base_uri: format!("file://{}", dir.display()),
+            })
+        }
+    }
+
+    fn path(&self, key: &ObjectKey) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(key.as_str())
+        } else {
+            Path::from(format!("{}/{}", self.prefix, key.as_str()))
+        }
+    }
+
+    /// The URI of a key (or key prefix) as users see it: `s3://bucket/prefix/key` or `file:///dir/key`.
+    pub fn uri(&self, key: &ObjectKey) -> String {
+        format!("{}/{}", self.base_uri, key.as_str())
+    }
+
+    /// Streams `reader` to `key` in parts, computing its SHA-256. At most `max_bytes` are accepted.
+    pub async fn put_stream(
+        &self,
+        key: &ObjectKey,
+        mut reader: impl AsyncRead + Unpin,
+        max_bytes: u64,
+    ) -> Result<Stored> {
+        let upload = self
+            .store
+            .put_multipart(&self.path(key))
+            .await
+            .with_context(|| format!("starting upload of {key}"))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e).with_context(|| format!("reading the data for {key}"));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            if size > max_bytes {
+                let _ = writer.abort().await;
+                bail!("the file is larger than the limit of {max_bytes} bytes");
+            }
+            hasher.update(&buf[..n]);
+            writer
+                .wait_for_capacity(PARTS_IN_FLIGHT)
+                .await
+                .with_context(|| format!("uploading {key}"))?;
+            writer.write(&buf[..n]);
+        }
+        writer
+            .finish()
+            .await
+            .with_context(|| format!("finishing upload of {key}"))?;
+        Ok(Stored {
+            size_bytes: size,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    /// Uploads a local file, streaming.
+    pub async fn put_file(&self, key: &ObjectKey, file: &std::path::Path) -> Result<Stored> {
+        let reader = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("opening {}", file.display()))?;
+        self.put_stream(key, reader, u64::MAX).await
+    }
+
+    /// The whole object in memory (datasets for training, small model files).
+    pub async fn get_bytes(&self, key: &ObjectKey) -> Result<Bytes> {
+        let result = self
+            .store
+            .get(&self.path(key))
+            .await
+            .with_context(|| format!("reading {key}"))?;
+        let mut stream = result.into_stream();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk.with_context(|| format!("reading {key}"))?);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Whether `key` exists and how large it is.
+    pub async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>> {
+        match self.store.head(&self.path(key)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up {key}")),
+        }
+    }
+
+    /// A cheap reachability check for `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        let key = ObjectKey::parse("kiln-readyz").expect("valid key");
+        self.size_of(&key).await.map(|_| ())
+    }
+}

@@ -1,0 +1,204 @@
+//! Dataset rows: what was uploaded, where its bytes are, and what validation found.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, StoreResult, corrupt, placeholders};
+use crate::data::RowError;
+use crate::domain::{DatasetFormat, DatasetKind, DatasetStatus};
+
+#[derive(Debug, Clone)]
+pub struct NewDataset {
+    pub id: String,
+    pub name: String,
+    pub format: DatasetFormat,
+    pub object_key: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub text_field: String,
+    pub label_field: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatasetRecord {
+    pub id: String,
+    pub name: String,
+    pub format: DatasetFormat,
+    pub kind: Option<DatasetKind>,
+    pub status: DatasetStatus,
+    pub object_key: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub row_count: i64,
+    pub text_field: String,
+    pub label_field: String,
+    pub features: Vec<String>,
+    pub labels: Vec<(String, i64)>,
+    pub errors: Vec<RowError>,
+    pub error_count: i64,
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "id, name, format, kind, status, object_key, size_bytes, sha256, row_count, text_field, \
+                       label_field, features, labels, errors, error_count, created_at";
+
+fn decode(row: &AnyRow) -> StoreResult<DatasetRecord> {
+    let kind: Option<String> = row.try_get("kind")?;
+    let features: String = row.try_get("features")?;
+    let labels: String = row.try_get("labels")?;
+    let errors: String = row.try_get("errors")?;
+    let errors: Vec<(Option<u64>, String)> =
+        serde_json::from_str(&errors).map_err(|e| corrupt("dataset errors", e))?;
+    Ok(DatasetRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        format: DatasetFormat::parse(&row.try_get::<String, _>("format")?)
+            .map_err(|e| corrupt("dataset", e))?,
+        kind: kind
+            .map(|k| DatasetKind::parse(&k))
+            .transpose()
+            .map_err(|e| corrupt("dataset", e))?,
+        status: DatasetStatus::parse(&row.try_get::<String, _>("status")?)
+            .map_err(|e| corrupt("dataset", e))?,
+        object_key: row.try_get("object_key")?,
+        size_bytes: row.try_get("size_bytes")?,
+        sha256: row.try_get("sha256")?,
+        row_count: row.try_get("row_count")?,
+        text_field: row.try_get("text_field")?,
+        label_field: row.try_get("label_field")?,
+        features: serde_json::from_str(&features).map_err(|e| corrupt("dataset features", e))?,
+        labels: serde_json::from_str(&labels).map_err(|e| corrupt("dataset labels", e))?,
+        errors: errors
+            .into_iter()
+            .map(|(line, message)| RowError { line, message })
+            .collect(),
+        error_count: row.try_get("error_count")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    /// Records an upload whose bytes are stored but not yet validated (`UPLOADED`).
+    pub async fn insert_dataset(&self, new: &NewDataset, created_at: i64) -> StoreResult<()> {
+        self.tick();
+        sqlx::query(
+            "INSERT INTO datasets (id, name, format, kind, status, object_key, size_bytes, sha256, row_count, \
+             text_field, label_field, features, labels, errors, error_count, created_at) \
+             VALUES ($1, $2, $3, NULL, 'UPLOADED', $4, $5, $6, 0, $7, $8, '[]', '[]', '[]', 0, $9)",
+        )
+        .bind(&new.id)
+        .bind(&new.name)
+        .bind(new.format.as_str())
+        .bind(&new.object_key)
+        .bind(new.size_bytes)
+        .bind(&new.sha256)
+        .bind(&new.text_field)
+        .bind(&new.label_field)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores what validation found and moves the dataset to `READY` or `INVALID`.
+    pub async fn finish_dataset_validation(
+        &self,
+        id: &str,
+        scan: &crate::data::Scan,
+    ) -> StoreResult<DatasetRecord> {
+        self.tick();
+        let status = if scan.is_valid() {
+            DatasetStatus::Ready
+        } else {
+            DatasetStatus::Invalid
+        };
+        let labels: Vec<(&String, &u64)> = scan.labels.iter().collect();
+        let errors: Vec<(Option<u64>, &String)> =
+            scan.errors.iter().map(|e| (e.line, &e.message)).collect();
+        let row = sqlx::query(
+            "UPDATE datasets SET status = $1, kind = $2, row_count = $3, features = $4, labels = $5, errors = $6, \
+             error_count = $7 WHERE id = $8 RETURNING *",
+        )
+        .bind(status.as_str())
+        .bind(scan.kind.map(|k| k.as_str()))
+        .bind(scan.row_count as i64)
+        .bind(serde_json::to_string(&scan.features).map_err(anyhow::Error::from)?)
+        .bind(serde_json::to_string(&labels).map_err(anyhow::Error::from)?)
+        .bind(serde_json::to_string(&errors).map_err(anyhow::Error::from)?)
+        .bind(scan.error_count as i64)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("dataset"))?;
+        decode(&row)
+    }
+
+    pub async fn get_dataset(&self, id: &str) -> StoreResult<Option<DatasetRecord>> {
+        Ok(self
+            .get_datasets(&[id.to_string()])
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Datasets by id, in one round trip (DataLoader batches).
+    pub async fn get_datasets(&self, ids: &[String]) -> StoreResult<Vec<DatasetRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.tick();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM datasets WHERE id IN ({})",
+            placeholders(1, ids.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(id);
+        }
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    /// Newest first; `after` is the `(created_at, id)` of the last row of the previous page.
+    pub async fn list_datasets(
+        &self,
+        first: i64,
+        after: Option<(i64, String)>,
+    ) -> StoreResult<Vec<DatasetRecord>> {
+        self.tick();
+        let rows = match after {
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM datasets ORDER BY created_at DESC, id DESC LIMIT $1"
+                )))
+                .bind(first)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some((at, id)) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM datasets WHERE created_at < $1 OR (created_at = $1 AND id < $2) \
+                     ORDER BY created_at DESC, id DESC LIMIT $3"
+                )))
+                .bind(at)
+                .bind(id)
+                .bind(first)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(decode).collect()
+    }
+
+    pub async fn count_datasets(&self) -> StoreResult<i64> {
+        self.tick();
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM datasets")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+}

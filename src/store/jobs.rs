@@ -1,0 +1,490 @@
+//! Jobs, the durable queue they form, their epochs and their step metrics.
+//!
+//! The queue order is `priority DESC, created_at ASC`. A worker claims a job by writing its lease in the
+//! same statement that selects it; a `RUNNING` job whose lease has expired (its worker died) is claimable
+//! again, up to `max_attempts` claims.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Dialect, Store, StoreError, StoreResult, corrupt, placeholders};
+use crate::domain::{Hyperparams, JobStatus, ModelConfig, Priority, TaskKind, now_ms};
+use crate::train::EpochMetrics;
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub name: String,
+    pub model_name: String,
+    pub task: TaskKind,
+    pub dataset_id: String,
+    pub base_model: Option<String>,
+    pub model_config: Option<ModelConfig>,
+    pub hyperparameters: Hyperparams,
+    pub priority: Priority,
+    pub max_attempts: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub id: String,
+    pub name: String,
+    pub model_name: String,
+    pub task: TaskKind,
+    pub dataset_id: String,
+    pub base_model: Option<String>,
+    pub model_config: Option<ModelConfig>,
+    pub hyperparameters: Hyperparams,
+    pub priority: Priority,
+    pub status: JobStatus,
+    pub error: Option<String>,
+    /// JSON written by the runner; see `runner::Progress`.
+    pub progress: Option<String>,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub cancel_requested: bool,
+    pub model_version_id: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub model_name: Option<String>,
+}
+
+/// One page of a newest-first listing; `after` is the `(created_at, id)` of the previous page's last row.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub first: i64,
+    pub after: Option<(i64, String)>,
+}
+
+/// One recorded value of a named metric at a training step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPoint {
+    pub name: String,
+    pub step: i64,
+    pub epoch: i64,
+    pub value: f64,
+    pub created_at: i64,
+}
+
+pub(super) const COLUMNS: &str = "id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, priority, \
+                       status, error, progress, attempts, max_attempts, lease_owner, lease_expires_at, \
+                       cancel_requested, model_version_id, created_at, started_at, finished_at";
+
+pub(super) fn decode(row: &AnyRow) -> StoreResult<JobRecord> {
+    let model_config: Option<String> = row.try_get("model_config")?;
+    let hyper: String = row.try_get("hyperparameters")?;
+    let cancel: i64 = row.try_get("cancel_requested")?;
+    Ok(JobRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        model_name: row.try_get("model_name")?,
+        task: TaskKind::parse(&row.try_get::<String, _>("task")?).map_err(|e| corrupt("job", e))?,
+        dataset_id: row.try_get("dataset_id")?,
+        base_model: row.try_get("base_model")?,
+        model_config: model_config
+            .map(|c| serde_json::from_str(&c))
+            .transpose()
+            .map_err(|e| corrupt("job model config", e))?,
+        hyperparameters: serde_json::from_str(&hyper)
+            .map_err(|e| corrupt("job hyperparameters", e))?,
+        priority: Priority::from_rank(row.try_get::<i64, _>("priority")? as i32),
+        status: JobStatus::parse(&row.try_get::<String, _>("status")?)
+            .map_err(|e| corrupt("job", e))?,
+        error: row.try_get("error")?,
+        progress: row.try_get("progress")?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        cancel_requested: cancel != 0,
+        model_version_id: row.try_get("model_version_id")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn status_list(statuses: &[JobStatus]) -> String {
+    statuses
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    pub async fn insert_job(&self, job: &NewJob) -> StoreResult<JobRecord> {
+        self.tick();
+        let now = now_ms();
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO jobs (id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, \
+             priority, status, attempts, max_attempts, cancel_requested, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'QUEUED', 0, $10, 0, $11, $11) RETURNING {COLUMNS}"
+        )))
+        .bind(&job.id)
+        .bind(&job.name)
+        .bind(&job.model_name)
+        .bind(job.task.as_str())
+        .bind(&job.dataset_id)
+        .bind(job.base_model.as_deref())
+        .bind(job.model_config.map(|c| serde_json::to_string(&c).expect("config serialises")))
+        .bind(serde_json::to_string(&job.hyperparameters).map_err(anyhow::Error::from)?)
+        .bind(job.priority.rank() as i64)
+        .bind(job.max_attempts)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        decode(&row)
+    }
+
+    pub async fn get_job(&self, id: &str) -> StoreResult<Option<JobRecord>> {
+        self.tick();
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Newest first, filtered; one round trip.
+    pub async fn list_jobs(&self, filter: &JobFilter, page: &Page) -> StoreResult<Vec<JobRecord>> {
+        self.tick();
+        let mut clauses = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if filter.status.is_some() {
+            clauses.push(format!("status = {}", next()));
+        }
+        if filter.model_name.is_some() {
+            clauses.push(format!("model_name = {}", next()));
+        }
+        if page.after.is_some() {
+            let (at, id) = (next(), next());
+            clauses.push(format!(
+                "(created_at < {at} OR (created_at = {at} AND id < {id}))"
+            ));
+        }
+        let limit = next();
+        let filter_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs {filter_sql} ORDER BY created_at DESC, id DESC LIMIT {limit}"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Some(status) = filter.status {
+            query = query.bind(status.as_str());
+        }
+        if let Some(model) = &filter.model_name {
+            query = query.bind(model.clone());
+        }
+        if let Some((at, id)) = &page.after {
+            query = query.bind(*at).bind(id.clone());
+        }
+        query = query.bind(page.first);
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    pub async fn count_jobs(&self, filter: &JobFilter) -> StoreResult<i64> {
+        self.tick();
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE ($1 = '' OR status = $1) AND ($2 = '' OR model_name = $2)",
+        )
+        .bind(filter.status.map(|s| s.as_str()).unwrap_or(""))
+        .bind(filter.model_name.clone().unwrap_or_default())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Claims the next job for `worker`: the highest-priority, oldest `QUEUED` job, or a `RUNNING` job
+    /// whose lease expired and that has attempts left. Sets `RUNNING`, the lease, and counts the attempt.
+    pub async fn claim_next_job(
+        &self,
+        worker: &str,
+        lease_ms: i64,
+    ) -> StoreResult<Option<JobRecord>> {
+        self.tick();
+        let now = now_ms();
+        let lock = match self.dialect {
+            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET status = 'RUNNING', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
+             started_at = COALESCE(started_at, $3), updated_at = $3, error = NULL \
+             WHERE id = (SELECT id FROM jobs \
+                         WHERE status = 'QUEUED' \
+                            OR (status = 'RUNNING' AND lease_expires_at < $3 AND attempts < max_attempts) \
+                         ORDER BY priority DESC, created_at ASC, id ASC LIMIT 1 {lock}) \
+             RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(now + lease_ms)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Fails `RUNNING` jobs whose lease expired with no attempts left, and returns them.
+    pub async fn fail_exhausted_jobs(&self) -> StoreResult<Vec<JobRecord>> {
+        self.tick();
+        let now = now_ms();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET status = 'FAILED', finished_at = $1, updated_at = $1, lease_owner = NULL, \
+             error = 'the job''s worker stopped responding ' || CAST(attempts AS TEXT) || ' time(s); no attempts left' \
+             WHERE status = 'RUNNING' AND lease_expires_at < $1 AND attempts >= max_attempts RETURNING {COLUMNS}"
+        )))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Extends `worker`'s lease. Returns whether a cancel was asked for, or `None` when the worker no
+    /// longer holds the job (its lease expired and another worker took it, or it was cancelled).
+    pub async fn heartbeat_job(
+        &self,
+        id: &str,
+        worker: &str,
+        lease_ms: i64,
+    ) -> StoreResult<Option<bool>> {
+        self.tick();
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $1, updated_at = $2 \
+             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING' RETURNING cancel_requested",
+        )
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| r.try_get::<i64, _>("cancel_requested"))
+            .transpose()?
+            .map(|c| c != 0))
+    }
+
+    /// Moves a job held by `worker` to `to`, which must be a legal transition from `RUNNING`. Returns the
+    /// updated job, or `None` if the worker no longer holds it.
+    pub async fn finish_job(
+        &self,
+        id: &str,
+        worker: &str,
+        to: JobStatus,
+        error: Option<&str>,
+    ) -> StoreResult<Option<JobRecord>> {
+        if !JobStatus::Running.can_become(to) {
+            return Err(StoreError::Conflict(format!(
+                "a running job cannot become {}",
+                to.as_str()
+            )));
+        }
+        self.tick();
+        let now = now_ms();
+        let finished = if to.is_terminal() { Some(now) } else { None };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET status = $1, error = $2, finished_at = $3, updated_at = $4, lease_owner = NULL, \
+             lease_expires_at = NULL WHERE id = $5 AND lease_owner = $6 AND status = 'RUNNING' RETURNING {COLUMNS}"
+        )))
+        .bind(to.as_str())
+        .bind(error)
+        .bind(finished)
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Cancels a job: a queued (or paused) one at once, a running one by asking its worker to stop.
+    /// Returns the job as it is now; a `Conflict` when it has already finished.
+    pub async fn cancel_job(&self, id: &str) -> StoreResult<JobRecord> {
+        self.tick();
+        let now = now_ms();
+        let direct = status_list(
+            &JobStatus::sources_of(JobStatus::Cancelled)
+                .into_iter()
+                .filter(|s| *s != JobStatus::Running)
+                .collect::<Vec<_>>(),
+        );
+        let sql = format!(
+            "UPDATE jobs SET \
+               status = CASE WHEN status IN ({direct}) THEN 'CANCELLED' ELSE status END, \
+               finished_at = CASE WHEN status IN ({direct}) THEN $1 ELSE finished_at END, \
+               cancel_requested = CASE WHEN status = 'RUNNING' THEN 1 ELSE cancel_requested END, \
+               updated_at = $1 \
+             WHERE id = $2 RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("job"))?;
+        let job = decode(&row)?;
+        if job.status.is_terminal() && job.status != JobStatus::Cancelled {
+            return Err(StoreError::Conflict(format!(
+                "the job has already finished ({})",
+                job.status.as_str()
+            )));
+        }
+        Ok(job)
+    }
+
+    pub async fn update_job_progress(&self, id: &str, progress_json: &str) -> StoreResult<()> {
+        self.tick();
+        sqlx::query("UPDATE jobs SET progress = $1, updated_at = $2 WHERE id = $3")
+            .bind(progress_json)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores one epoch's metrics; storing the same epoch again (a retried job) replaces it.
+    pub async fn insert_epoch(&self, job_id: &str, m: &EpochMetrics) -> StoreResult<()> {
+        self.tick();
+        sqlx::query(
+            "INSERT INTO job_epochs (job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (job_id, epoch) DO UPDATE SET train_loss = excluded.train_loss, \
+             val_loss = excluded.val_loss, accuracy = excluded.accuracy, prec = excluded.prec, \
+             recall = excluded.recall, f1 = excluded.f1, created_at = excluded.created_at",
+        )
+        .bind(job_id)
+        .bind(m.epoch as i64)
+        .bind(m.train_loss)
+        .bind(m.val_loss)
+        .bind(m.accuracy)
+        .bind(m.precision)
+        .bind(m.recall)
+        .bind(m.f1)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Epochs of many jobs in one round trip, ordered by job then epoch.
+    pub async fn epochs_of(&self, job_ids: &[String]) -> StoreResult<Vec<(String, EpochMetrics)>> {
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.tick();
+        let sql = format!(
+            "SELECT job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1 FROM job_epochs \
+             WHERE job_id IN ({}) ORDER BY job_id, epoch",
+            placeholders(1, job_ids.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in job_ids {
+            query = query.bind(id);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("job_id")?,
+                    EpochMetrics {
+                        epoch: r.try_get::<i64, _>("epoch")? as u32,
+                        train_loss: r.try_get("train_loss")?,
+                        val_loss: r.try_get("val_loss")?,
+                        accuracy: r.try_get("accuracy")?,
+                        precision: r.try_get("prec")?,
+                        recall: r.try_get("recall")?,
+                        f1: r.try_get("f1")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Stores step metrics in one statement; a point already stored for the same step is replaced.
+    pub async fn insert_metrics(&self, job_id: &str, points: &[MetricPoint]) -> StoreResult<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        self.tick();
+        let values: Vec<String> = (0..points.len())
+            .map(|i| format!("({})", placeholders(i * 6 + 1, 6)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO job_metrics (job_id, name, step, epoch, value, created_at) VALUES {} \
+             ON CONFLICT (job_id, name, step) DO UPDATE SET value = excluded.value, epoch = excluded.epoch",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for p in points {
+            query = query
+                .bind(job_id)
+                .bind(p.name.clone())
+                .bind(p.step)
+                .bind(p.epoch)
+                .bind(p.value)
+                .bind(p.created_at);
+        }
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The last `last` points of one metric (all metrics when `name` is `None`), oldest first.
+    pub async fn job_metrics(
+        &self,
+        job_id: &str,
+        name: Option<&str>,
+        last: i64,
+    ) -> StoreResult<Vec<MetricPoint>> {
+        self.tick();
+        let rows = sqlx::query(
+            "SELECT name, step, epoch, value, created_at FROM job_metrics \
+             WHERE job_id = $1 AND ($2 = '' OR name = $2) ORDER BY step DESC, name LIMIT $3",
+        )
+        .bind(job_id)
+        .bind(name.unwrap_or(""))
+        .bind(last)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut points = rows
+            .iter()
+            .map(|r| {
+                Ok(MetricPoint {
+                    name: r.try_get("name")?,
+                    step: r.try_get("step")?,
+                    epoch: r.try_get("epoch")?,
+                    value: r.try_get("value")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        points.reverse();
+        Ok(points)
+    }
+}

@@ -1,0 +1,170 @@
+//! The only place with SQL. One code path for SQLite and Postgres through sqlx's `Any` driver, with a
+//! portable schema (ids and JSON as TEXT, times as BIGINT epoch ms, flags as BIGINT 0/1) and two
+//! migration folders holding the same tables. Dialect-specific SQL appears only where it must differ
+//! (claiming a job uses `FOR UPDATE SKIP LOCKED` on Postgres).
+//!
+//! Every statement sent is counted ([`Store::query_count`]), so tests can hold the API to a constant
+//! number of round trips per request.
+
+mod datasets;
+mod jobs;
+mod models;
+mod tokens;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use datasets::{DatasetRecord, NewDataset};
+pub use jobs::{JobFilter, JobRecord, MetricPoint, NewJob, Page};
+pub use models::{ModelRecord, ModelVersionRecord};
+pub use tokens::TokenRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Other(anyhow::Error::new(e))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+    queries: Arc<AtomicU64>,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+impl Store {
+    /// Connects to `sqlite://path` (the file and its folder are created) or `postgres://…`.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            anyhow::bail!(
+                "KILN_DATABASE_URL must start with sqlite:// or postgres:// (got {url:?})"
+            );
+        };
+        let url = match dialect {
+            Dialect::Sqlite => {
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
+                let path = path.split('?').next().unwrap_or(path);
+                if let Some(parent) = std::path::Path::new(path).parent() {
+                    if !parent.as_os_str().is_empty() {
+                        std::fs::create_dir_all(parent).with_context(|| {
+                            format!("creating the database folder {}", parent.display())
+                        })?;
+                    }
+                }
+                format!("sqlite://{path}?mode=rwc")
+            }
+            Dialect::Postgres => url.to_string(),
+        };
+        let options = AnyConnectOptions::from_str(&url).context("parsing the database URL")?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        conn.execute("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .context("connecting to the database")?;
+        if dialect == Dialect::Sqlite {
+            // WAL lets readers run while a worker writes; it is a property of the file, set once.
+            pool.execute("PRAGMA journal_mode = WAL;")
+                .await
+                .context("enabling WAL")?;
+        }
+        Ok(Self {
+            pool,
+            dialect,
+            queries: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Applies the embedded migrations of this dialect.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = match self.dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .context("applying database migrations")?;
+        Ok(())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Statements sent since start.
+    pub fn query_count(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    /// Counts one round trip; every statement calls it once.
+    fn tick(&self) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cheap liveness check for `/readyz`.
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.tick();
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `$1, $2, …, $n` starting at `first`.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(anyhow::anyhow!("stored {what} is unreadable: {e}"))
+}

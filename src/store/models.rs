@@ -1,0 +1,194 @@
+//! The model registry: named models and their numbered versions, each tied to the job and dataset that
+//! produced it.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::jobs::JobRecord;
+use super::{Store, StoreError, StoreResult, placeholders};
+use crate::domain::now_ms;
+
+#[derive(Debug, Clone)]
+pub struct ModelRecord {
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelVersionRecord {
+    pub id: String,
+    pub model_name: String,
+    pub version: i64,
+    pub job_id: String,
+    pub dataset_id: String,
+    pub artifact_uri: String,
+    /// JSON of the final epoch's metrics.
+    pub metrics: String,
+    pub created_at: i64,
+}
+
+const VERSION_COLUMNS: &str =
+    "id, model_name, version, job_id, dataset_id, artifact_uri, metrics, created_at";
+
+fn decode_version(row: &AnyRow) -> StoreResult<ModelVersionRecord> {
+    Ok(ModelVersionRecord {
+        id: row.try_get("id")?,
+        model_name: row.try_get("model_name")?,
+        version: row.try_get("version")?,
+        job_id: row.try_get("job_id")?,
+        dataset_id: row.try_get("dataset_id")?,
+        artifact_uri: row.try_get("artifact_uri")?,
+        metrics: row.try_get("metrics")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn decode_model(row: &AnyRow) -> StoreResult<ModelRecord> {
+    Ok(ModelRecord {
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    /// In one transaction: registers the next version of the job's model and marks the job `COMPLETED`
+    /// with it. Nothing is written if `worker` no longer holds the job.
+    pub async fn complete_job_with_version(
+        &self,
+        job: &JobRecord,
+        worker: &str,
+        version_id: &str,
+        artifact_uri: &str,
+        metrics_json: &str,
+    ) -> StoreResult<(JobRecord, ModelVersionRecord)> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        self.tick();
+        sqlx::query(
+            "INSERT INTO models (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&job.model_name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        self.tick();
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO model_versions ({VERSION_COLUMNS}) \
+             SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6, $7 FROM model_versions WHERE model_name = $2 \
+             RETURNING {VERSION_COLUMNS}"
+        )))
+        .bind(version_id)
+        .bind(&job.model_name)
+        .bind(&job.id)
+        .bind(&job.dataset_id)
+        .bind(artifact_uri)
+        .bind(metrics_json)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let version = decode_version(&row)?;
+        self.tick();
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET status = 'COMPLETED', model_version_id = $1, finished_at = $2, updated_at = $2, \
+             lease_owner = NULL, lease_expires_at = NULL, error = NULL \
+             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING' RETURNING {}",
+            super::jobs::COLUMNS
+        )))
+        .bind(version_id)
+        .bind(now)
+        .bind(&job.id)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(
+                "the worker no longer holds the job".into(),
+            ));
+        };
+        let job = super::jobs::decode(&row)?;
+        tx.commit().await?;
+        Ok((job, version))
+    }
+
+    pub async fn get_model(&self, name: &str) -> StoreResult<Option<ModelRecord>> {
+        self.tick();
+        let row = sqlx::query("SELECT name, created_at FROM models WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode_model).transpose()
+    }
+
+    /// Models by name, in name order, after `after`.
+    pub async fn list_models(
+        &self,
+        first: i64,
+        after: Option<&str>,
+    ) -> StoreResult<Vec<ModelRecord>> {
+        self.tick();
+        let rows = sqlx::query(
+            "SELECT name, created_at FROM models WHERE name > $1 ORDER BY name LIMIT $2",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(first)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_model).collect()
+    }
+
+    pub async fn count_models(&self) -> StoreResult<i64> {
+        self.tick();
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM models")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Versions by id, in one round trip.
+    pub async fn get_model_versions(&self, ids: &[String]) -> StoreResult<Vec<ModelVersionRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.tick();
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM model_versions WHERE id IN ({})",
+            placeholders(1, ids.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(id);
+        }
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode_version)
+            .collect()
+    }
+
+    /// All versions of many models, in one round trip, ordered by model then version.
+    pub async fn versions_of_models(
+        &self,
+        names: &[String],
+    ) -> StoreResult<Vec<ModelVersionRecord>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.tick();
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM model_versions WHERE model_name IN ({}) ORDER BY model_name, version",
+            placeholders(1, names.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for name in names {
+            query = query.bind(name);
+        }
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode_version)
+            .collect()
+    }
+}

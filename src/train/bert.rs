@@ -1,0 +1,365 @@
+//! kiln's own BERT encoder, written so that every weight receives a gradient.
+//!
+//! `candle-transformers`' BERT uses candle-nn's fused layer norm, which has no backward pass: nothing
+//! below the head would learn. This encoder uses the differentiable `layer_norm_slow`, composed softmax
+//! and GELU, and HuggingFace's tensor names (`bert.embeddings.word_embeddings.weight`, …), so pretrained
+//! weights load and a trained model loads back in Python `transformers` as `BertForSequenceClassification`
+//! (kiln pools by the attention-masked mean of the last hidden states; `kiln.json` records it).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::{Embedding, Linear, Module};
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use super::params::{Params, dropout};
+use crate::domain::ModelConfig;
+
+/// The fields of a HuggingFace BERT `config.json` that kiln reads; other fields are kept as they were.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_max_positions() -> usize {
+    512
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+
+impl BertConfig {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: Self =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        anyhow::ensure!(
+            config.hidden_size % config.num_attention_heads == 0,
+            "{}: hidden_size {} is not a multiple of num_attention_heads {}",
+            path.display(),
+            config.hidden_size,
+            config.num_attention_heads
+        );
+        anyhow::ensure!(
+            matches!(config.hidden_act.as_str(), "gelu" | "gelu_new" | "relu"),
+            "{}: hidden_act {:?} is not supported (gelu, gelu_new, relu)",
+            path.display(),
+            config.hidden_act
+        );
+        Ok(config)
+    }
+
+    /// A small config for a model trained from random weights.
+    pub fn small(size: &ModelConfig, vocab_size: usize, max_positions: usize) -> Self {
+        Self {
+            vocab_size,
+            hidden_size: size.hidden_size as usize,
+            num_hidden_layers: size.num_layers as usize,
+            num_attention_heads: size.num_heads as usize,
+            intermediate_size: size.intermediate_size as usize,
+            max_position_embeddings: max_positions,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_dropout_prob: 0.1,
+            hidden_act: "gelu".into(),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// The config of the trained classifier, as `transformers` expects for
+    /// `BertForSequenceClassification`.
+    pub fn for_classifier(&self, labels: &[String]) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).expect("config serialises");
+        let obj = value.as_object_mut().expect("config is an object");
+        obj.insert("model_type".into(), "bert".into());
+        obj.insert(
+            "architectures".into(),
+            serde_json::json!(["BertForSequenceClassification"]),
+        );
+        obj.insert("num_labels".into(), labels.len().into());
+        let id2label: serde_json::Map<_, _> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), serde_json::Value::from(l.clone())))
+            .collect();
+        let label2id: serde_json::Map<_, _> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), serde_json::Value::from(i)))
+            .collect();
+        obj.insert("id2label".into(), id2label.into());
+        obj.insert("label2id".into(), label2id.into());
+        value
+    }
+}
+
+struct LayerNorm {
+    gamma: Tensor,
+    beta: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn new(params: &mut Params, name: &str, size: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            gamma: params.constant(&format!("{name}.weight"), &[size], 1.0)?,
+            beta: params.constant(&format!("{name}.bias"), &[size], 0.0)?,
+            eps: eps as f32,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::layer_norm_slow(
+            x,
+            &self.gamma,
+            &self.beta,
+            self.eps,
+        )?)
+    }
+}
+
+fn linear(
+    params: &mut Params,
+    name: &str,
+    inputs: usize,
+    outputs: usize,
+    std: f32,
+) -> Result<Linear> {
+    let w = params.normal(&format!("{name}.weight"), &[outputs, inputs], std)?;
+    let b = params.constant(&format!("{name}.bias"), &[outputs], 0.0)?;
+    Ok(Linear::new(w, Some(b)))
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    out_norm: LayerNorm,
+}
+
+/// BERT encoder plus a linear classification head over mean-pooled hidden states.
+pub struct BertClassifier {
+    pub config: BertConfig,
+    word: Embedding,
+    position: Embedding,
+    token_type: Embedding,
+    emb_norm: LayerNorm,
+    layers: Vec<Layer>,
+    classifier: Linear,
+    heads: usize,
+    head_dim: usize,
+    dropout: f32,
+    relu: bool,
+}
+
+/// Initialiser spread of HF BERT (`initializer_range`).
+const INIT_STD: f32 = 0.02;
+
+impl BertClassifier {
+    /// Creates every variable under `bert.` (random, N(0, 0.02) like HF) and the head as `classifier.`.
+    /// Load pretrained weights with [`Params::load_prefixed`] afterwards: the head stays random.
+    pub fn new(params: &mut Params, config: BertConfig, num_labels: usize) -> Result<Self> {
+        let h = config.hidden_size;
+        let emb = |params: &mut Params, name: &str, rows: usize| -> Result<Embedding> {
+            Ok(Embedding::new(
+                params.normal(
+                    &format!("bert.embeddings.{name}.weight"),
+                    &[rows, h],
+                    INIT_STD,
+                )?,
+                h,
+            ))
+        };
+        let word = emb(params, "word_embeddings", config.vocab_size)?;
+        let position = emb(
+            params,
+            "position_embeddings",
+            config.max_position_embeddings,
+        )?;
+        let token_type = emb(params, "token_type_embeddings", config.type_vocab_size)?;
+        let emb_norm = LayerNorm::new(
+            params,
+            "bert.embeddings.LayerNorm",
+            h,
+            config.layer_norm_eps,
+        )?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("bert.encoder.layer.{i}");
+            layers.push(Layer {
+                query: linear(params, &format!("{p}.attention.self.query"), h, h, INIT_STD)?,
+                key: linear(params, &format!("{p}.attention.self.key"), h, h, INIT_STD)?,
+                value: linear(params, &format!("{p}.attention.self.value"), h, h, INIT_STD)?,
+                attn_out: linear(
+                    params,
+                    &format!("{p}.attention.output.dense"),
+                    h,
+                    h,
+                    INIT_STD,
+                )?,
+                attn_norm: LayerNorm::new(
+                    params,
+                    &format!("{p}.attention.output.LayerNorm"),
+                    h,
+                    config.layer_norm_eps,
+                )?,
+                intermediate: linear(
+                    params,
+                    &format!("{p}.intermediate.dense"),
+                    h,
+                    config.intermediate_size,
+                    INIT_STD,
+                )?,
+                output: linear(
+                    params,
+                    &format!("{p}.output.dense"),
+                    config.intermediate_size,
+                    h,
+                    INIT_STD,
+                )?,
+                out_norm: LayerNorm::new(
+                    params,
+                    &format!("{p}.output.LayerNorm"),
+                    h,
+                    config.layer_norm_eps,
+                )?,
+            });
+        }
+        let classifier = linear(params, "classifier", h, num_labels, INIT_STD)?;
+        Ok(Self {
+            heads: config.num_attention_heads,
+            head_dim: h / config.num_attention_heads,
+            dropout: config.hidden_dropout_prob as f32,
+            relu: config.hidden_act == "relu",
+            word,
+            position,
+            token_type,
+            emb_norm,
+            layers,
+            classifier,
+            config,
+        })
+    }
+
+    /// Logits `(batch, labels)` for token ids and an attention mask, both `(batch, seq)` u32.
+    /// `rng` is `Some` while training (dropout on) and `None` for evaluation.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        mut rng: Option<&mut StdRng>,
+    ) -> Result<Tensor> {
+        let (b, s) = ids.dims2()?;
+        let device = ids.device();
+        let positions = Tensor::arange(0u32, s as u32, device)?
+            .unsqueeze(0)?
+            .broadcast_as((b, s))?
+            .contiguous()?;
+        let types = Tensor::zeros((b, s), DType::U32, device)?;
+        let x = self
+            .word
+            .forward(ids)?
+            .add(&self.position.forward(&positions)?)?
+            .add(&self.token_type.forward(&types)?)?;
+        let mut x = self.drop(&self.emb_norm.forward(&x)?, &mut rng)?;
+
+        let mask_f = mask.to_dtype(DType::F32)?;
+        // Additive attention bias: 0 where attended, a large negative number on padding.
+        let bias = ((mask_f.clone() - 1.0)? * 1e4)?.reshape((b, 1, 1, s))?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        for layer in &self.layers {
+            let split = |t: Tensor| -> Result<Tensor> {
+                Ok(t.reshape((b, s, self.heads, self.head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()?)
+            };
+            let q = split(layer.query.forward(&x)?)?;
+            let k = split(layer.key.forward(&x)?)?;
+            let v = split(layer.value.forward(&x)?)?;
+            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&bias)?;
+            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((
+                b,
+                s,
+                self.heads * self.head_dim,
+            ))?;
+            let attn = self.drop(&layer.attn_out.forward(&ctx)?, &mut rng)?;
+            x = layer.attn_norm.forward(&attn.add(&x)?)?;
+            let inner = layer.intermediate.forward(&x)?;
+            let inner = if self.relu {
+                inner.relu()?
+            } else {
+                inner.gelu_erf()?
+            };
+            let out = self.drop(&layer.output.forward(&inner)?, &mut rng)?;
+            x = layer.out_norm.forward(&out.add(&x)?)?;
+        }
+
+        // Mean over the tokens the mask keeps.
+        let m = mask_f.unsqueeze(2)?;
+        let summed = x.broadcast_mul(&m)?.sum(1)?;
+        let counts = m.sum(1)?.clamp(1.0, f64::MAX)?;
+        let pooled = summed.broadcast_div(&counts)?;
+        let pooled = self.drop(&pooled, &mut rng)?;
+        Ok(self.classifier.forward(&pooled)?)
+    }
+
+    fn drop(&self, x: &Tensor, rng: &mut Option<&mut StdRng>) -> Result<Tensor> {
+        match rng {
+            Some(rng) => dropout(x, self.dropout, rng),
+            None => Ok(x.clone()),
+        }
+    }
+}
+
+/// Token ids and attention mask tensors for a batch of encodings (already padded to one length).
+pub fn batch_tensors(
+    encodings: &[tokenizers::Encoding],
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let b = encodings.len();
+    let s = encodings.first().map(|e| e.len()).unwrap_or(0);
+    let mut ids = Vec::with_capacity(b * s);
+    let mut mask = Vec::with_capacity(b * s);
+    for e in encodings {
+        anyhow::ensure!(e.len() == s, "encodings of one batch must have one length");
+        ids.extend_from_slice(e.get_ids());
+        mask.extend_from_slice(e.get_attention_mask());
+    }
+    Ok((
+        Tensor::from_vec(ids, (b, s), device)?,
+        Tensor::from_vec(mask, (b, s), device)?,
+    ))
+}

@@ -1,0 +1,148 @@
+//! Named trainable parameters with deterministic initialisation.
+//!
+//! candle cannot seed its CPU random generator, so kiln draws initial weights itself from a seeded
+//! generator: the same seed gives the same model, which exact resumption and reproducible runs need.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// A [`VarMap`] plus the generator that initialises new variables.
+pub struct Params {
+    pub varmap: VarMap,
+    rng: StdRng,
+    device: Device,
+}
+
+impl Params {
+    pub fn new(seed: u64, device: &Device) -> Self {
+        Self {
+            varmap: VarMap::new(),
+            rng: StdRng::seed_from_u64(seed),
+            device: device.clone(),
+        }
+    }
+
+    fn insert(&mut self, name: &str, values: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        let tensor = Tensor::from_vec(values, shape, &self.device)?;
+        let var = Var::from_tensor(&tensor)?;
+        let out = var.as_tensor().clone();
+        self.varmap
+            .data()
+            .lock()
+            .expect("varmap lock")
+            .insert(name.to_string(), var);
+        Ok(out)
+    }
+
+    /// Normal(0, std) initialised weights.
+    pub fn normal(&mut self, name: &str, shape: &[usize], std: f32) -> Result<Tensor> {
+        let n = shape.iter().product();
+        let values = (0..n)
+            .map(|_| std * standard_normal(&mut self.rng))
+            .collect();
+        self.insert(name, values, shape)
+    }
+
+    /// Uniform(-bound, bound) initialised weights (PyTorch's default for linear layers).
+    pub fn uniform(&mut self, name: &str, shape: &[usize], bound: f32) -> Result<Tensor> {
+        let n = shape.iter().product();
+        let values = (0..n)
+            .map(|_| self.rng.random_range(-bound..=bound))
+            .collect();
+        self.insert(name, values, shape)
+    }
+
+    pub fn constant(&mut self, name: &str, shape: &[usize], value: f32) -> Result<Tensor> {
+        let n = shape.iter().product();
+        self.insert(name, vec![value; n], shape)
+    }
+
+    pub fn all_vars(&self) -> Vec<Var> {
+        self.varmap.all_vars()
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.all_vars().iter().map(|v| v.elem_count()).sum()
+    }
+
+    /// Overwrites every variable whose name starts with `prefix` with the tensor of the same name in a
+    /// safetensors file, where the file's names may or may not carry `prefix` (sentence-transformers
+    /// checkpoints name `embeddings.…`, `BertForSequenceClassification` names `bert.embeddings.…`).
+    /// Every such variable must be present with the same shape; extra tensors in the file are ignored.
+    pub fn load_prefixed(&self, path: &Path, prefix: &str) -> Result<usize> {
+        let tensors: HashMap<String, Tensor> =
+            candle_core::safetensors::load(path, &self.device)
+                .with_context(|| format!("reading weights from {}", path.display()))?;
+        let data = self.varmap.data().lock().expect("varmap lock");
+        let mut loaded = 0;
+        for (name, var) in data.iter() {
+            let Some(stripped) = name.strip_prefix(prefix) else {
+                continue;
+            };
+            let tensor = tensors
+                .get(name)
+                .or_else(|| tensors.get(stripped))
+                .with_context(|| format!("{} has no tensor named {stripped:?}", path.display()))?;
+            if tensor.dims() != var.dims() {
+                bail!(
+                    "tensor {stripped:?} in {} has shape {:?}, the config implies {:?}",
+                    path.display(),
+                    tensor.dims(),
+                    var.dims()
+                );
+            }
+            var.set(&tensor.to_dtype(DType::F32)?)?;
+            loaded += 1;
+        }
+        Ok(loaded)
+    }
+
+    /// Writes every variable to a safetensors file under its own name.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.varmap
+            .save(path)
+            .with_context(|| format!("writing weights to {}", path.display()))
+    }
+
+    /// The current values of all variables, for comparing before and after training.
+    pub fn snapshot(&self) -> Result<HashMap<String, Tensor>> {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        data.iter()
+            .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?)))
+            .collect()
+    }
+}
+
+/// One draw from N(0, 1) by the Box–Muller transform.
+pub fn standard_normal(rng: &mut StdRng) -> f32 {
+    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+}
+
+/// Inverted dropout with a mask drawn from `rng`, so runs are reproducible.
+pub fn dropout(x: &Tensor, p: f32, rng: &mut StdRng) -> Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 - p;
+    let scale = 1.0 / keep;
+    let n = x.elem_count();
+    let mask: Vec<f32> = (0..n)
+        .map(|_| {
+            if rng.random::<f32>() < keep {
+                scale
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    Ok(x.mul(&mask)?)
+}
