@@ -92,10 +92,10 @@ impl Authenticator {
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
         let key = hash(token);
-        if let Some((principal, at)) = self.cache.lock().expect("auth cache").get(&key) {
-            if at.elapsed() < Duration::from_secs(CACHE_SECONDS) {
-                return Ok(principal.clone());
-            }
+        if let Some((principal, at)) = self.cache.lock().expect("auth cache").get(&key)
+            && at.elapsed() < Duration::from_secs(CACHE_SECONDS)
+        {
+            return Ok(principal.clone());
         }
         let record = self
             .store

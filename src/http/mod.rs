@@ -122,13 +122,19 @@ async fn graphql_ws(
                         .or_else(|| payload.get("authorization"))
                         .and_then(|v| v.as_str())
                         .map(str::to_string);
+                    // async-graphql closes a refused connection with code 1002 and the error's message
+                    // as the reason; the reason starts with the error code so clients can tell why.
                     let principal =
                         app.auth
                             .authenticate(header.as_deref())
                             .await
-                            .map_err(|e| {
-                                let error: async_graphql::Error = auth_error(e).into();
-                                error
+                            .map_err(|e| match e {
+                                AuthError::Store(e) => {
+                                    async_graphql::Error::from(ApiError::from(e))
+                                }
+                                other => {
+                                    async_graphql::Error::new(format!("UNAUTHENTICATED: {other}"))
+                                }
                             })?;
                     let mut data = Data::default();
                     data.insert(principal);

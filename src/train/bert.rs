@@ -62,7 +62,9 @@ impl BertConfig {
         let config: Self =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         anyhow::ensure!(
-            config.hidden_size % config.num_attention_heads == 0,
+            config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads),
             "{}: hidden_size {} is not a multiple of num_attention_heads {}",
             path.display(),
             config.hidden_size,

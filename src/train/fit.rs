@@ -28,7 +28,7 @@ const WARMUP_SHARE: f64 = 0.1;
 enum Net {
     Text {
         model: BertClassifier,
-        tokenizer: Tokenizer,
+        tokenizer: Box<Tokenizer>,
         token_ids: Vec<Vec<u32>>,
         pad_id: u32,
         base: String,
@@ -256,7 +256,7 @@ fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<N
                 .collect();
             Ok(Net::Text {
                 model,
-                tokenizer,
+                tokenizer: Box::new(tokenizer),
                 token_ids,
                 pad_id,
                 base,

@@ -1,0 +1,74 @@
+use serde_json::json;
+
+use crate::helpers::{Db, Objects, spawn_app};
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_refused_as_unauthenticated() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+
+    for token in [None, Some("kiln_not_a_real_token")] {
+        let body = app
+            .graphql_as(token, "{ jobs { nodes { id } } }", json!({}))
+            .await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+            "{body}"
+        );
+        assert!(body["data"].is_null(), "{body}");
+    }
+
+    let refused = app
+        .connect_ws(None)
+        .await
+        .err()
+        .expect("a WebSocket without a token is refused");
+    assert!(
+        refused.starts_with("1002 UNAUTHENTICATED"),
+        "close frame: {refused:?}"
+    );
+    assert!(app.connect_ws(Some("kiln_wrong")).await.is_err());
+}
+
+#[tokio::test]
+async fn an_admin_mints_a_token_that_then_works_and_is_stored_hashed() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+
+    let data = app
+        .data(
+            "mutation { createApiToken(name: \"ci\") { token apiToken { id name role } } }",
+            json!({}),
+        )
+        .await;
+    let token = data["createApiToken"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(token.starts_with("kiln_") && token.len() > 40);
+    assert_eq!(data["createApiToken"]["apiToken"]["role"], "member");
+
+    let body = app
+        .graphql_as(Some(&token), "{ me { name role } }", json!({}))
+        .await;
+    assert_eq!(body["data"]["me"]["name"], "ci", "{body}");
+
+    // A member may not mint tokens.
+    let body = app
+        .graphql_as(
+            Some(&token),
+            "mutation { createApiToken(name: \"x\") { token } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{body}"
+    );
+
+    // Only the hash is in the database.
+    let db = std::fs::read(app.dir.path().join("kiln.db")).unwrap();
+    let needle = token.as_bytes();
+    assert!(
+        !db.windows(needle.len()).any(|w| w == needle),
+        "the plain token is stored"
+    );
+}

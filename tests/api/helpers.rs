@@ -1,0 +1,522 @@
+//! `spawn_app()`: a real kiln on port 0 with a fresh database (SQLite file or a new Postgres database)
+//! and a fresh object store (temp folder or an in-process S3 server that checks signatures), plus a
+//! client that speaks to it as users do: GraphQL over HTTP, multipart uploads, graphql-transport-ws.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use kiln::app::{AppState, Startup};
+use kiln::config::{Config, Secret, StorageConfig};
+use kiln::runner::{Outcome, Worker};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objects {
+    Local,
+    S3,
+}
+
+pub const ADMIN_TOKEN: &str = "kiln_test_admin_token_0123456789";
+
+/// Logs go to the test output only with `TEST_LOG=1`.
+fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        kiln::telemetry::init();
+    }
+}
+
+/// A Postgres server the tests may create databases on.
+fn postgres_admin_url() -> String {
+    std::env::var("KILN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let base = postgres_admin_url();
+    let name = format!("kiln_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::postgres::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Postgres must be running at {base} (scripts/test starts it): {e}")
+        });
+    sqlx::Executor::execute(
+        &mut conn,
+        sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
+    )
+    .await
+    .expect("creating a test database");
+    format!("{base}/{name}")
+}
+
+/// An S3 server (s3s-fs) on a random loopback port, storing into a folder, checking signatures.
+pub struct S3Server {
+    pub endpoint: String,
+    handle: JoinHandle<()>,
+}
+
+pub const S3_BUCKET: &str = "kiln-test";
+const S3_KEY: &str = "kiln-test-key";
+const S3_SECRET: &str = "kiln-test-secret-0123456789";
+
+impl S3Server {
+    async fn start(root: &Path) -> Self {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::server::conn::auto::Builder;
+        std::fs::create_dir_all(root.join(S3_BUCKET)).unwrap();
+        let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs root");
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(S3_KEY, S3_SECRET));
+        let service = builder.build();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let handle = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    break;
+                };
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let _ = Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+            }
+        });
+        Self { endpoint, handle }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+/// How to start a test app.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub db: Db,
+    pub objects: Objects,
+    pub workers: usize,
+    pub lease_seconds: u64,
+}
+
+impl Options {
+    pub fn new(db: Db, objects: Objects) -> Self {
+        Self {
+            db,
+            objects,
+            workers: 0,
+            lease_seconds: 30,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    pub client: reqwest::Client,
+    pub token: String,
+    pub dir: Arc<TempDir>,
+    pub s3: Option<Arc<S3Server>>,
+    config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app(db: Db, objects: Objects) -> TestApp {
+    spawn_with(Options::new(db, objects)).await
+}
+
+pub async fn spawn_with(options: Options) -> TestApp {
+    init_logs();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut config = Config::embedded(dir.path());
+    config.workers = options.workers;
+    config.lease_seconds = options.lease_seconds;
+    config.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    if options.db == Db::Postgres {
+        config.database_url = fresh_postgres_database().await;
+    }
+    let s3 = if options.objects == Objects::S3 {
+        let server = S3Server::start(&dir.path().join("s3")).await;
+        config.storage = StorageConfig {
+            url: format!("s3://{S3_BUCKET}/objects"),
+            s3_endpoint: Some(server.endpoint.clone()),
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: Some(S3_KEY.into()),
+            s3_secret_access_key: Some(Secret::new(S3_SECRET)),
+            s3_allow_http: true,
+        };
+        Some(Arc::new(server))
+    } else {
+        None
+    };
+    start(config, dir, s3).await
+}
+
+async fn start(config: Config, dir: Arc<TempDir>, s3: Option<Arc<S3Server>>) -> TestApp {
+    let Startup { state, .. } = AppState::build(config.clone()).await.expect("kiln starts");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(kiln::app::run(listener, state.clone(), async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        state,
+        client: reqwest::Client::new(),
+        token: ADMIN_TOKEN.to_string(),
+        dir,
+        s3,
+        config,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+/// One received subscription message.
+#[derive(Debug, Clone)]
+pub enum WsMessage {
+    Next(Value),
+    Error(Value),
+    Complete,
+}
+
+pub struct Subscription {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Subscription {
+    /// The next message, or panics after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> WsMessage {
+        loop {
+            let msg = tokio::time::timeout(timeout, self.socket.next())
+                .await
+                .expect("a subscription message in time")
+                .expect("the socket is open")
+                .expect("a readable message");
+            let Message::Text(text) = msg else { continue };
+            let value: Value = serde_json::from_str(&text).unwrap();
+            match value["type"].as_str() {
+                Some("next") => return WsMessage::Next(value["payload"].clone()),
+                Some("error") => return WsMessage::Error(value["payload"].clone()),
+                Some("complete") => return WsMessage::Complete,
+                Some("ping") => {
+                    self.socket
+                        .send(Message::Text(r#"{"type":"pong"}"#.into()))
+                        .await
+                        .unwrap();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Every `jobEvents` payload until the server completes the subscription.
+    pub async fn collect_until_complete(&mut self, timeout: Duration) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            match self.next(timeout).await {
+                WsMessage::Next(payload) => {
+                    assert!(
+                        payload.get("errors").is_none(),
+                        "subscription error: {payload}"
+                    );
+                    events.push(payload["data"]["jobEvents"].clone());
+                }
+                WsMessage::Error(e) => panic!("subscription error: {e}"),
+                WsMessage::Complete => return events,
+            }
+        }
+    }
+}
+
+pub const JOB_EVENTS: &str = "subscription($id: ID!) { jobEvents(jobId: $id) { __typename \
+    ... on JobStatusChanged { status error } \
+    ... on EpochCompleted { epoch trainLoss valLoss accuracy precision recall f1 } \
+    ... on StepProgress { step epoch loss learningRate samplesPerSecond } } }";
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a GraphQL request with the admin token and returns the whole response body.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        self.graphql_as(Some(&self.token), query, variables).await
+    }
+
+    pub async fn graphql_as(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
+            .send()
+            .await
+            .expect("kiln answers")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
+    /// `data` of a request that must succeed.
+    pub async fn data(&self, query: &str, variables: Value) -> Value {
+        let body = self.graphql(query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Uploads a dataset through the GraphQL multipart request spec.
+    pub async fn upload(&self, name: &str, file_name: &str, bytes: Vec<u8>, extra: Value) -> Value {
+        let mut variables = json!({ "file": null, "name": name });
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            variables[k] = v;
+        }
+        let operations = json!({
+            "query": "mutation($file: Upload!, $name: String!, $format: DatasetFormat, $textField: String, $labelField: String) { \
+                uploadDataset(file: $file, name: $name, format: $format, textField: $textField, labelField: $labelField) { \
+                id name format kind status rowCount sizeBytes sha256 features labels { label count } errors { line message } errorCount } }",
+            "variables": variables,
+        });
+        let form = reqwest::multipart::Form::new()
+            .text("operations", operations.to_string())
+            .text("map", r#"{"0": ["variables.file"]}"#)
+            .part(
+                "0",
+                reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
+            );
+        self.client
+            .post(self.url("/graphql"))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("kiln answers")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
+    /// Uploads a dataset that must be READY and returns its id.
+    pub async fn ready_dataset(&self, file_name: &str, bytes: Vec<u8>) -> String {
+        let body = self.upload("test data", file_name, bytes, json!({})).await;
+        let dataset = &body["data"]["uploadDataset"];
+        assert_eq!(dataset["status"], "READY", "{body}");
+        dataset["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn submit_job(&self, input: Value) -> Value {
+        self.graphql(
+            "mutation($input: SubmitJobInput!) { submitJob(input: $input) { id name status priority task modelName \
+             hyperparameters { epochs batchSize learningRate validationSplit seed maxSeqLength } } }",
+            json!({ "input": input }),
+        )
+        .await
+    }
+
+    /// Submits a job that must be accepted and returns its id.
+    pub async fn queued_job(&self, input: Value) -> String {
+        let body = self.submit_job(input).await;
+        assert!(body.get("errors").is_none(), "submitJob failed: {body}");
+        body["data"]["submitJob"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        self.data(
+            "query($id: ID!) { job(id: $id) { id name status error attempts progress { epoch totalEpochs step totalSteps percent } \
+             epochs { epoch trainLoss valLoss accuracy precision recall f1 } \
+             modelVersion { id version artifactUri metrics { accuracy } model { name } } } }",
+            json!({ "id": id }),
+        )
+        .await["job"]
+            .clone()
+    }
+
+    /// Runs one queued job to its end on a worker driven by hand.
+    pub async fn run_next_job(&self) -> Outcome {
+        Worker::new(self.state.clone())
+            .try_run_next()
+            .await
+            .expect("the worker runs")
+    }
+
+    /// Opens a `graphql-transport-ws` connection with `token` in `connection_init`; returns the socket
+    /// after `connection_ack`, or the close frame's reason if the server refuses.
+    pub async fn connect_ws(&self, token: Option<&str>) -> Result<Subscription, String> {
+        let mut request = format!("ws://{}/graphql", self.addr)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket upgrade");
+        let payload = match token {
+            Some(t) => json!({ "Authorization": format!("Bearer {t}") }),
+            None => json!({}),
+        };
+        socket
+            .send(Message::Text(
+                json!({ "type": "connection_init", "payload": payload })
+                    .to_string()
+                    .into(),
+            ))
+            .await
+            .unwrap();
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("an answer in time");
+            match msg {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text).unwrap();
+                    if value["type"] == "connection_ack" {
+                        return Ok(Subscription { socket });
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(frame
+                        .map(|f| format!("{} {}", u16::from(f.code), f.reason))
+                        .unwrap_or_default());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("closed".into()),
+            }
+        }
+    }
+
+    /// Subscribes to `jobEvents` of a job.
+    pub async fn subscribe_job(&self, job_id: &str) -> Subscription {
+        let mut sub = self
+            .connect_ws(Some(&self.token))
+            .await
+            .expect("connection_ack");
+        let msg = json!({ "id": "1", "type": "subscribe", "payload": { "query": JOB_EVENTS, "variables": { "id": job_id } } });
+        sub.socket
+            .send(Message::Text(msg.to_string().into()))
+            .await
+            .unwrap();
+        sub
+    }
+
+    /// Stops this instance (as a crash would leave the database) and starts a new one on the same
+    /// database and objects.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        start(self.config.clone(), self.dir.clone(), self.s3.clone()).await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
+    /// The objects folder of a local store, or the S3 server's folder for the bucket.
+    pub fn object_root(&self) -> PathBuf {
+        match &self.s3 {
+            Some(_) => self.dir.path().join("s3").join(S3_BUCKET).join("objects"),
+            None => self.dir.path().join("objects"),
+        }
+    }
+}
+
+/// A separable text dataset: "injection" rows use one vocabulary, "benign" rows another.
+pub fn separable_text_jsonl(rows: usize, seed: u64) -> Vec<u8> {
+    use rand::{Rng, SeedableRng};
+    let injection = [
+        "ignore",
+        "previous",
+        "instructions",
+        "reveal",
+        "system",
+        "prompt",
+        "disregard",
+        "rules",
+        "pretend",
+        "jailbreak",
+        "override",
+        "secret",
+    ];
+    let benign = [
+        "weather", "recipe", "garden", "travel", "museum", "coffee", "bicycle", "music", "holiday",
+        "library", "football", "painting",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = String::new();
+    for i in 0..rows {
+        let (label, words) = if i % 2 == 0 {
+            ("injection", &injection)
+        } else {
+            ("benign", &benign)
+        };
+        let n = rng.random_range(4..10);
+        let text: Vec<&str> = (0..n)
+            .map(|_| words[rng.random_range(0..words.len())])
+            .collect();
+        out.push_str(&json!({ "text": text.join(" "), "label": label }).to_string());
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// A separable tabular dataset: the label is whether x + y > 0.
+pub fn separable_tabular_csv(rows: usize, seed: u64) -> Vec<u8> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = String::from("x,y,noise,label\n");
+    for _ in 0..rows {
+        let x: f64 = rng.random_range(-3.0..3.0);
+        let y: f64 = rng.random_range(-3.0..3.0);
+        let noise: f64 = rng.random_range(0.0..1.0);
+        let label = if x + y > 0.0 { "positive" } else { "negative" };
+        out.push_str(&format!("{x:.4},{y:.4},{noise:.4},{label}\n"));
+    }
+    out.into_bytes()
+}
+
+/// Waits until `check` holds, polling; panics after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,500 @@
+use std::time::Duration;
+
+use kiln::domain::JobStatus;
+use kiln::runner::Outcome;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Db, Objects, TestApp, WsMessage, eventually, separable_text_jsonl, spawn_app,
+};
+
+fn text_job(dataset_id: &str) -> Value {
+    json!({
+        "name": "injection detector",
+        "modelName": "pi-detector",
+        "task": "TEXT_CLASSIFICATION",
+        "datasetId": dataset_id,
+        "hyperparameters": { "epochs": 4, "batchSize": 16, "learningRate": 0.002, "seed": 7, "maxSeqLength": 32 },
+    })
+}
+
+async fn count_jobs(app: &TestApp) -> i64 {
+    app.data("{ jobs { totalCount } }", json!({})).await["jobs"]["totalCount"]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_invalid_field_is_refused_by_name_and_nothing_is_queued() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 3))
+        .await;
+    let tabular = app
+        .ready_dataset("t.csv", crate::helpers::separable_tabular_csv(20, 3))
+        .await;
+    let hp = |extra: Value| {
+        let mut job = text_job(&dataset);
+        for (k, v) in extra.as_object().unwrap() {
+            job["hyperparameters"][k] = v.clone();
+        }
+        job
+    };
+    let with = |key: &str, value: Value| {
+        let mut job = text_job(&dataset);
+        job[key] = value;
+        job
+    };
+    let cases = [
+        (with("datasetId", json!("no-such-dataset")), "datasetId"),
+        (with("datasetId", json!(tabular)), "datasetId"),
+        (with("name", json!("  ")), "name"),
+        (with("modelName", json!("../escape")), "modelName"),
+        (with("baseModel", json!("/no/such/dir")), "baseModel"),
+        (
+            with("modelConfig", json!({ "hiddenSize": 30, "numHeads": 4 })),
+            "modelConfig.numHeads",
+        ),
+        (hp(json!({ "epochs": 0 })), "hyperparameters.epochs"),
+        (
+            hp(json!({ "learningRate": 0.0 })),
+            "hyperparameters.learningRate",
+        ),
+        (
+            hp(json!({ "learningRate": -1.0 })),
+            "hyperparameters.learningRate",
+        ),
+        (
+            hp(json!({ "validationSplit": 0.0 })),
+            "hyperparameters.validationSplit",
+        ),
+        (
+            hp(json!({ "validationSplit": 1.0 })),
+            "hyperparameters.validationSplit",
+        ),
+        (hp(json!({ "batchSize": 0 })), "hyperparameters.batchSize"),
+        (
+            hp(json!({ "maxSeqLength": 100000 })),
+            "hyperparameters.maxSeqLength",
+        ),
+    ];
+    for (input, field) in cases {
+        let body = app.submit_job(input.clone()).await;
+        let error = &body["errors"][0];
+        assert_eq!(
+            error["extensions"]["code"], "BAD_USER_INPUT",
+            "{input} → {body}"
+        );
+        assert_eq!(error["extensions"]["field"], field, "{input} → {body}");
+        assert!(
+            error["message"].as_str().unwrap().starts_with(field),
+            "{body}"
+        );
+    }
+    assert_eq!(count_jobs(&app).await, 0, "a refused job was queued");
+
+    // Defaults are filled in and documented values hold.
+    let body = app.submit_job(json!({ "name": "d", "modelName": "m", "task": "TEXT_CLASSIFICATION", "datasetId": dataset })).await;
+    let h = &body["data"]["submitJob"]["hyperparameters"];
+    assert_eq!(
+        *h,
+        json!({ "epochs": 3, "batchSize": 16, "learningRate": 0.001, "validationSplit": 0.2, "seed": "42", "maxSeqLength": 128 })
+    );
+    assert_eq!(body["data"]["submitJob"]["priority"], "NORMAL");
+    assert_eq!(body["data"]["submitJob"]["status"], "QUEUED");
+}
+
+/// The whole spine: upload → submit → subscribe → train → every epoch live → COMPLETED → model version
+/// registered → artifacts in the store.
+async fn a_text_job_trains_live_and_registers_a_model(db: Db, objects: Objects) {
+    let app = spawn_app(db, objects).await;
+    let dataset = app
+        .ready_dataset("prompts.jsonl", separable_text_jsonl(300, 11))
+        .await;
+    let job_id = app.queued_job(text_job(&dataset)).await;
+    let mut sub = app.subscribe_job(&job_id).await;
+    // The first event is the status at subscription time; after it, nothing can be missed.
+    let first = sub.next(Duration::from_secs(10)).await;
+
+    let outcome = app.run_next_job().await;
+    assert_eq!(
+        outcome,
+        Outcome::Ran {
+            job_id: job_id.clone(),
+            status: JobStatus::Completed
+        }
+    );
+
+    let mut events = match first {
+        WsMessage::Next(payload) => vec![payload["data"]["jobEvents"].clone()],
+        other => panic!("expected the job's status, got {other:?}"),
+    };
+    events.extend(sub.collect_until_complete(Duration::from_secs(30)).await);
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter(|e| e["__typename"] == "JobStatusChanged")
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec!["QUEUED", "RUNNING", "COMPLETED"],
+        "{events:?}"
+    );
+    let epochs: Vec<i64> = events
+        .iter()
+        .filter(|e| e["__typename"] == "EpochCompleted")
+        .map(|e| e["epoch"].as_i64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![1, 2, 3, 4]);
+    assert!(
+        events.iter().any(|e| e["__typename"] == "StepProgress"),
+        "no step progress was sent"
+    );
+
+    let job = app.job(&job_id).await;
+    assert_eq!(job["status"], "COMPLETED");
+    assert_eq!(job["epochs"].as_array().unwrap().len(), 4);
+    let accuracy = job["epochs"][3]["accuracy"].as_f64().unwrap();
+    assert!(
+        accuracy >= 0.9,
+        "validation accuracy {accuracy} < 0.9: {job}"
+    );
+    assert_eq!(job["progress"]["percent"], 100.0);
+    let version = &job["modelVersion"];
+    assert_eq!(version["version"], 1);
+    assert_eq!(version["model"]["name"], "pi-detector");
+
+    let model = app.data("{ model(name: \"pi-detector\") { name latestVersion { version } versions { version } } }", json!({})).await;
+    assert_eq!(model["model"]["latestVersion"]["version"], 1);
+
+    let prefix = app
+        .object_root()
+        .join("models/pi-detector/runs")
+        .join(&job_id);
+    for file in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "kiln.json",
+    ] {
+        let meta = std::fs::metadata(prefix.join(file))
+            .unwrap_or_else(|_| panic!("{file} is missing in the store"));
+        assert!(meta.len() > 0, "{file} is empty");
+    }
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(prefix.join("kiln.json")).unwrap()).unwrap();
+    assert_eq!(manifest["labels"], json!(["benign", "injection"]));
+    assert_eq!(manifest["task"], "TEXT_CLASSIFICATION");
+    let uri = version["artifactUri"].as_str().unwrap();
+    assert!(
+        uri.ends_with(&format!("models/pi-detector/runs/{job_id}")),
+        "{uri}"
+    );
+    if objects == Objects::S3 {
+        assert!(uri.starts_with("s3://kiln-test/objects/"), "{uri}");
+    }
+
+    // A second run of the same model is version 2.
+    let second = app
+        .queued_job(
+            json!({ "name": "again", "modelName": "pi-detector", "task": "TEXT_CLASSIFICATION",
+        "datasetId": dataset, "hyperparameters": { "epochs": 1, "maxSeqLength": 16 } }),
+        )
+        .await;
+    app.run_next_job().await;
+    assert_eq!(app.job(&second).await["modelVersion"]["version"], 2);
+}
+
+#[tokio::test]
+async fn a_text_job_trains_live_and_registers_a_model_on_sqlite_and_local_files() {
+    a_text_job_trains_live_and_registers_a_model(Db::Sqlite, Objects::Local).await;
+}
+
+#[tokio::test]
+async fn a_text_job_trains_live_and_registers_a_model_on_sqlite_and_s3() {
+    a_text_job_trains_live_and_registers_a_model(Db::Sqlite, Objects::S3).await;
+}
+
+#[tokio::test]
+async fn a_text_job_trains_live_and_registers_a_model_on_postgres_and_local_files() {
+    a_text_job_trains_live_and_registers_a_model(Db::Postgres, Objects::Local).await;
+}
+
+#[tokio::test]
+async fn a_text_job_trains_live_and_registers_a_model_on_postgres_and_s3() {
+    a_text_job_trains_live_and_registers_a_model(Db::Postgres, Objects::S3).await;
+}
+
+#[tokio::test]
+async fn a_tabular_job_learns_a_separable_rule() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("points.csv", crate::helpers::separable_tabular_csv(400, 5))
+        .await;
+    let job_id = app
+        .queued_job(json!({ "name": "points", "modelName": "points", "task": "TABULAR_CLASSIFICATION", "datasetId": dataset,
+            "hyperparameters": { "epochs": 8, "batchSize": 32, "learningRate": 0.01 } }))
+        .await;
+
+    assert_eq!(
+        app.run_next_job().await,
+        Outcome::Ran {
+            job_id: job_id.clone(),
+            status: JobStatus::Completed
+        }
+    );
+
+    let job = app.job(&job_id).await;
+    let accuracy = job["epochs"][7]["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.9, "tabular accuracy {accuracy}: {job}");
+    let prefix = app.object_root().join("models/points/runs").join(&job_id);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(prefix.join("kiln.json")).unwrap()).unwrap();
+    assert_eq!(manifest["features"], json!(["x", "y", "noise"]));
+    assert_eq!(
+        manifest["standardization"]["mean"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_queued_job_is_cancelled_at_once_and_never_runs() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 3))
+        .await;
+    let job_id = app.queued_job(text_job(&dataset)).await;
+
+    let body = app
+        .data(
+            "mutation($id: ID!) { cancelJob(id: $id) { status finishedAt } }",
+            json!({ "id": job_id }),
+        )
+        .await;
+
+    assert_eq!(body["cancelJob"]["status"], "CANCELLED");
+    assert!(body["cancelJob"]["finishedAt"].is_string());
+    assert_eq!(app.run_next_job().await, Outcome::Empty);
+    let again = app
+        .graphql(
+            "mutation($id: ID!) { cancelJob(id: $id) { status } }",
+            json!({ "id": job_id }),
+        )
+        .await;
+    assert_eq!(
+        again["data"]["cancelJob"]["status"], "CANCELLED",
+        "cancelling twice is harmless: {again}"
+    );
+    let missing = app
+        .graphql("mutation { cancelJob(id: \"nope\") { status } }", json!({}))
+        .await;
+    assert_eq!(missing["errors"][0]["extensions"]["code"], "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_running_job_stops_within_a_step_when_cancelled() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(200, 3))
+        .await;
+    let mut input = text_job(&dataset);
+    input["hyperparameters"]["epochs"] = json!(200);
+    input["hyperparameters"]["batchSize"] = json!(4);
+    let job_id = app.queued_job(input).await;
+
+    let worker = {
+        let state = app.state.clone();
+        tokio::spawn(async move {
+            kiln::runner::Worker::new(state)
+                .try_run_next()
+                .await
+                .unwrap()
+        })
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the job to make progress",
+        || async {
+            app.job(&job_id).await["progress"]["step"]
+                .as_i64()
+                .unwrap_or(0)
+                >= 2
+        },
+    )
+    .await;
+    let body = app
+        .data(
+            "mutation($id: ID!) { cancelJob(id: $id) { status } }",
+            json!({ "id": job_id }),
+        )
+        .await;
+    assert_eq!(
+        body["cancelJob"]["status"], "RUNNING",
+        "the answer shows the job still stopping"
+    );
+
+    let outcome = tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .expect("the job stops promptly")
+        .unwrap();
+
+    assert_eq!(
+        outcome,
+        Outcome::Ran {
+            job_id: job_id.clone(),
+            status: JobStatus::Cancelled
+        }
+    );
+    let job = app.job(&job_id).await;
+    assert_eq!(job["status"], "CANCELLED");
+    assert!(
+        job["progress"]["step"].as_i64().unwrap() < job["progress"]["totalSteps"].as_i64().unwrap()
+    );
+    assert!(job["modelVersion"].is_null());
+}
+
+#[tokio::test]
+async fn a_failing_job_is_failed_with_a_readable_error() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 3))
+        .await;
+    // A base model directory with the three files, but a config that cannot be read.
+    let dir = app.dir.path().join("broken-model");
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::write(dir.join(file), b"not what it should be").unwrap();
+    }
+    let mut input = text_job(&dataset);
+    input["baseModel"] = json!(dir.display().to_string());
+    let job_id = app.queued_job(input).await;
+
+    assert_eq!(
+        app.run_next_job().await,
+        Outcome::Ran {
+            job_id: job_id.clone(),
+            status: JobStatus::Failed
+        }
+    );
+
+    let job = app.job(&job_id).await;
+    assert_eq!(job["status"], "FAILED");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("config.json"), "{error}");
+}
+
+async fn listing_jobs_costs_a_constant_number_of_round_trips(db: Db) {
+    let app = spawn_app(db, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 3))
+        .await;
+    for i in 0..48 {
+        app.queued_job(json!({ "name": format!("queued {i}"), "modelName": "m", "task": "TEXT_CLASSIFICATION", "datasetId": dataset })).await;
+    }
+    // The two newest jobs run (URGENT goes first) so that every page holds versions and epochs.
+    for i in 0..2 {
+        app.queued_job(json!({ "name": format!("done {i}"), "modelName": "m", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
+            "priority": "URGENT", "hyperparameters": { "epochs": 1, "maxSeqLength": 16 } })).await;
+        app.run_next_job().await;
+    }
+    let query = "query($first: Int) { jobs(first: $first) { nodes { id name dataset { id name rowCount } \
+                 modelVersion { id version } epochs { epoch accuracy } } } }";
+
+    let mut costs = Vec::new();
+    for first in [50, 5] {
+        let before = app.state.store.query_count();
+        let data = app.data(query, json!({ "first": first })).await;
+        costs.push(app.state.store.query_count() - before);
+        assert_eq!(data["jobs"]["nodes"].as_array().unwrap().len(), first);
+    }
+    let data = app.data(query, json!({ "first": 50 })).await;
+    let with_versions = data["jobs"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| !j["modelVersion"].is_null())
+        .count();
+    assert_eq!(
+        with_versions, 2,
+        "the listing resolves the versions it should"
+    );
+
+    assert!(
+        costs[0] <= 4,
+        "listing 50 jobs took {} round trips",
+        costs[0]
+    );
+    assert_eq!(
+        costs[0], costs[1],
+        "round trips grow with the page size: {costs:?}"
+    );
+}
+
+#[tokio::test]
+async fn listing_jobs_costs_a_constant_number_of_round_trips_on_sqlite() {
+    listing_jobs_costs_a_constant_number_of_round_trips(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn listing_jobs_costs_a_constant_number_of_round_trips_on_postgres() {
+    listing_jobs_costs_a_constant_number_of_round_trips(Db::Postgres).await;
+}
+
+#[tokio::test]
+async fn jobs_are_paged_with_cursors_and_filtered() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 3))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let model = if i % 2 == 0 { "even" } else { "odd" };
+        ids.push(app.queued_job(json!({ "name": format!("j{i}"), "modelName": model, "task": "TEXT_CLASSIFICATION", "datasetId": dataset })).await);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let page = |after: Value| {
+        let app = &app;
+        async move {
+            app.data("query($after: String) { jobs(first: 2, after: $after) { totalCount nodes { id } pageInfo { hasNextPage endCursor } } }",
+                json!({ "after": after })).await["jobs"].clone()
+        }
+    };
+    let mut seen = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let p = page(after.clone()).await;
+        assert_eq!(p["totalCount"], 5);
+        seen.extend(
+            p["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["id"].as_str().unwrap().to_string()),
+        );
+        if p["pageInfo"]["hasNextPage"] == false {
+            break;
+        }
+        after = p["pageInfo"]["endCursor"].clone();
+    }
+    ids.reverse();
+    assert_eq!(seen, ids, "pages are newest first with no gap or repeat");
+
+    let odd = app
+        .data(
+            "{ jobs(modelName: \"odd\") { totalCount nodes { name } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(odd["jobs"]["totalCount"], 2);
+    let queued = app
+        .data("{ jobs(status: QUEUED) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(queued["jobs"]["totalCount"], 5);
+    let bad = app
+        .graphql("{ jobs(first: 1000) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(bad["errors"][0]["extensions"]["field"], "first");
+}

@@ -1,0 +1,11 @@
+//! kiln's integration tests: one binary, each test a real kiln on port 0 talking HTTP and WebSocket.
+//! Postgres must be running (`scripts/test` makes sure); S3 runs in-process.
+
+mod auth;
+mod datasets;
+mod helpers;
+mod jobs;
+mod queue;
+mod schema;
+mod subscriptions;
+mod training;

