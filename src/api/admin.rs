@@ -35,7 +35,7 @@ impl AdminQuery {
             id: ID(p.token_id.clone()),
             name: p.name.clone(),
             role: p.role.as_str().into(),
-            created_at: String::new(),
+            created_at: timestamp(p.created_at),
         })
     }
 }

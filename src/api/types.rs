@@ -498,13 +498,8 @@ pub struct JobStatusChanged {
 #[derive(SimpleObject)]
 pub struct EpochCompleted {
     pub job_id: ID,
-    pub epoch: i32,
-    pub train_loss: f64,
-    pub val_loss: f64,
-    pub accuracy: f64,
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
+    #[graphql(flatten)]
+    pub metrics: EpochMetrics,
 }
 
 /// Sent a few times a second at most while a job trains.
@@ -530,13 +525,7 @@ impl JobEvent {
             }),
             E::EpochCompleted(m) => Self::EpochCompleted(EpochCompleted {
                 job_id,
-                epoch: m.epoch as i32,
-                train_loss: m.train_loss,
-                val_loss: m.val_loss,
-                accuracy: m.accuracy,
-                precision: m.precision,
-                recall: m.recall,
-                f1: m.f1,
+                metrics: m.into(),
             }),
             E::StepProgress {
                 step,

@@ -44,6 +44,8 @@ pub struct Principal {
     pub token_id: String,
     pub name: String,
     pub role: Role,
+    /// When the token was minted, epoch ms.
+    pub created_at: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,7 @@ impl Authenticator {
             token_id: record.id,
             name: record.name,
             role: Role::parse(&record.role),
+            created_at: record.created_at,
         };
         self.cache
             .lock()

@@ -15,12 +15,15 @@ use axum::extract::{Path, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::TryStreamExt;
+use futures::{AsyncReadExt, TryStreamExt};
 use rust_embed::RustEmbed;
 
 use crate::api::{self, ApiError, ApiSchema};
 use crate::app::AppState;
 use crate::auth::AuthError;
+
+/// Largest GraphQL request body that is not a multipart upload.
+pub const MAX_JSON_BODY: u64 = 1024 * 1024;
 
 #[derive(RustEmbed)]
 #[folder = "web-playground/"]
@@ -77,11 +80,36 @@ async fn graphql_post(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let multipart = content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("multipart/"));
+    let limit = if multipart {
+        s.app.config.max_upload_bytes.saturating_add(MAX_JSON_BODY)
+    } else {
+        MAX_JSON_BODY
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        let error = ApiError::bad(
+            "request",
+            format!("the body is larger than the limit of {limit} bytes"),
+        );
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            GraphQLResponse::from(api::error_response(error)),
+        )
+            .into_response();
+    }
+    // Bodies without a declared length are cut at the limit (the parser then reports them incomplete).
     let body = request
         .into_body()
         .into_data_stream()
         .map_err(std::io::Error::other)
-        .into_async_read();
+        .into_async_read()
+        .take(limit);
     let parsed = async_graphql::http::receive_body(
         content_type,
         body,

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, StoreResult, corrupt, placeholders};
+use super::{Store, StoreError, StoreResult, corrupt};
 use crate::data::RowError;
 use crate::domain::{DatasetFormat, DatasetKind, DatasetStatus};
 
@@ -143,20 +143,8 @@ impl Store {
 
     /// Datasets by id, in one round trip (DataLoader batches).
     pub async fn get_datasets(&self, ids: &[String]) -> StoreResult<Vec<DatasetRecord>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.tick();
-        let sql = format!(
-            "SELECT {COLUMNS} FROM datasets WHERE id IN ({})",
-            placeholders(1, ids.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in ids {
-            query = query.bind(id);
-        }
-        query
-            .fetch_all(&self.pool)
+        let select = format!("SELECT {COLUMNS} FROM datasets WHERE id IN ({{in}})");
+        self.fetch_in(&select, ids)
             .await?
             .iter()
             .map(decode)

@@ -395,20 +395,13 @@ impl Store {
 
     /// Epochs of many jobs in one round trip, ordered by job then epoch.
     pub async fn epochs_of(&self, job_ids: &[String]) -> StoreResult<Vec<(String, EpochMetrics)>> {
-        if job_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.tick();
-        let sql = format!(
-            "SELECT job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1 FROM job_epochs \
-             WHERE job_id IN ({}) ORDER BY job_id, epoch",
-            placeholders(1, job_ids.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in job_ids {
-            query = query.bind(id);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = self
+            .fetch_in(
+                "SELECT job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1 FROM job_epochs \
+                 WHERE job_id IN ({in}) ORDER BY job_id, epoch",
+                job_ids,
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok((

@@ -152,6 +152,21 @@ impl Store {
         Ok(())
     }
 
+    /// The rows of `select` for a list of keys, in one round trip: `select` holds `{in}` where the
+    /// placeholder list goes. No keys, no query.
+    async fn fetch_in(&self, select: &str, keys: &[String]) -> StoreResult<Vec<sqlx::any::AnyRow>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.tick();
+        let sql = select.replace("{in}", &placeholders(1, keys.len()));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for key in keys {
+            query = query.bind(key);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

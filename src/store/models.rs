@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::jobs::JobRecord;
-use super::{Store, StoreError, StoreResult, placeholders};
+use super::{Store, StoreError, StoreResult};
 use crate::domain::now_ms;
 
 #[derive(Debug, Clone)]
@@ -147,20 +147,8 @@ impl Store {
 
     /// Versions by id, in one round trip.
     pub async fn get_model_versions(&self, ids: &[String]) -> StoreResult<Vec<ModelVersionRecord>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.tick();
-        let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM model_versions WHERE id IN ({})",
-            placeholders(1, ids.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in ids {
-            query = query.bind(id);
-        }
-        query
-            .fetch_all(&self.pool)
+        let select = format!("SELECT {VERSION_COLUMNS} FROM model_versions WHERE id IN ({{in}})");
+        self.fetch_in(&select, ids)
             .await?
             .iter()
             .map(decode_version)
@@ -172,20 +160,10 @@ impl Store {
         &self,
         names: &[String],
     ) -> StoreResult<Vec<ModelVersionRecord>> {
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.tick();
-        let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM model_versions WHERE model_name IN ({}) ORDER BY model_name, version",
-            placeholders(1, names.len())
+        let select = format!(
+            "SELECT {VERSION_COLUMNS} FROM model_versions WHERE model_name IN ({{in}}) ORDER BY model_name, version"
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for name in names {
-            query = query.bind(name);
-        }
-        query
-            .fetch_all(&self.pool)
+        self.fetch_in(&select, names)
             .await?
             .iter()
             .map(decode_version)

@@ -72,3 +72,29 @@ async fn an_admin_mints_a_token_that_then_works_and_is_stored_hashed() {
         "the plain token is stored"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_request_body_is_refused_without_being_read() {
+    let app = spawn_app(crate::helpers::Db::Sqlite, crate::helpers::Objects::Local).await;
+    let huge = format!(
+        "{{\"query\": \"{{ jobs {{ totalCount }} }}\", \"padding\": \"{}\"}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(&app.token)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+}
