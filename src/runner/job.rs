@@ -139,6 +139,10 @@ async fn train_and_register(
     job: &JobRecord,
     flag: Arc<StopFlag>,
 ) -> Result<Option<JobStatus>> {
+    if job.attempts > 1 {
+        // No checkpoints yet: a job started again trains from the beginning.
+        state.store.reset_job_history(&job.id).await?;
+    }
     let dataset = state
         .store
         .get_dataset(&job.dataset_id)

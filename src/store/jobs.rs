@@ -358,6 +358,22 @@ impl Store {
         Ok(job)
     }
 
+    /// Forgets the epochs, step metrics and progress of an earlier attempt: a job that is started again
+    /// trains from the beginning.
+    pub async fn reset_job_history(&self, id: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for sql in [
+            "DELETE FROM job_epochs WHERE job_id = $1",
+            "DELETE FROM job_metrics WHERE job_id = $1",
+            "UPDATE jobs SET progress = NULL WHERE id = $1",
+        ] {
+            self.tick();
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn update_job_progress(&self, id: &str, progress_json: &str) -> StoreResult<()> {
         self.tick();
         sqlx::query("UPDATE jobs SET progress = $1, updated_at = $2 WHERE id = $3")

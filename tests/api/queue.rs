@@ -59,6 +59,19 @@ async fn a_job_whose_worker_died_is_run_again_after_a_restart(db: Db) {
         .unwrap()
         .unwrap();
     assert_eq!(claimed.id, job_id);
+    // It had got as far as a second epoch.
+    for epoch in [1, 2] {
+        let m = kiln::train::EpochMetrics {
+            epoch,
+            train_loss: 9.0,
+            val_loss: 9.0,
+            accuracy: 0.0,
+            precision: 0.0,
+            recall: 0.0,
+            f1: 0.0,
+        };
+        app.state.store.insert_epoch(&job_id, &m).await.unwrap();
+    }
     assert_eq!(
         app.run_next_job().await,
         Outcome::Empty,
@@ -79,6 +92,14 @@ async fn a_job_whose_worker_died_is_run_again_after_a_restart(db: Db) {
     let job = app.job(&job_id).await;
     assert_eq!(job["status"], "COMPLETED");
     assert_eq!(job["attempts"], 2);
+    let epochs: Vec<i64> = job["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["epoch"].as_i64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![1], "only the finished attempt's epochs remain");
+    assert_ne!(job["epochs"][0]["trainLoss"], 9.0);
     assert_eq!(job["modelVersion"]["version"], 1);
 }
 
