@@ -43,6 +43,8 @@ impl AppState {
         let store = Store::connect(&config.database_url, config.database_max_connections).await?;
         store.migrate().await?;
         let objects = Objects::from_config(&config.storage)?;
+        // Fail at start, not at the first upload, when the object store is unreachable or refuses us.
+        objects.ping().await.context("checking the object store")?;
         let auth = Authenticator::new(store.clone());
         let new_admin_token = auth
             .bootstrap_admin(config.admin_token.as_ref().map(|s| s.expose()))

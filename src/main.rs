@@ -1,3 +1,5 @@
+//! The `kiln` binary: parses the command line, starts logging and hands over to [`kiln::cli`].
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
