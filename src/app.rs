@@ -45,6 +45,10 @@ impl AppState {
         let objects = Objects::from_config(&config.storage)?;
         // Fail at start, not at the first upload, when the object store is unreachable or refuses us.
         objects.ping().await.context("checking the object store")?;
+        let events = match &config.redis_url {
+            Some(url) => EventHub::with_redis(url).await?,
+            None => EventHub::new(),
+        };
         let auth = Authenticator::new(store.clone());
         let new_admin_token = auth
             .bootstrap_admin(config.admin_token.as_ref().map(|s| s.expose()))
@@ -54,7 +58,7 @@ impl AppState {
             config,
             store,
             objects,
-            events: EventHub::new(),
+            events,
             auth,
             running: RunningJobs::default(),
             wake_workers: Notify::new(),

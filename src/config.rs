@@ -89,6 +89,9 @@ pub struct Config {
     pub database_max_connections: u32,
     #[command(flatten)]
     pub storage: StorageConfig,
+    /// Redis for job events shared by several kiln processes (`redis://host:6379`); absent: in-process.
+    #[arg(long = "redis-url", env = "KILN_REDIS_URL")]
+    pub redis_url: Option<String>,
     /// Training workers in this process (0 = API only).
     #[arg(long, env = "KILN_WORKERS", default_value_t = 1)]
     pub workers: usize,
@@ -117,6 +120,7 @@ impl Config {
             database_url: format!("sqlite://{}", dir.join("kiln.db").display()),
             database_max_connections: 10,
             storage: StorageConfig::local(dir.join("objects")),
+            redis_url: None,
             workers: 1,
             admin_token: None,
             lease_seconds: 30,

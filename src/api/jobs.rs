@@ -172,8 +172,11 @@ impl JobsMutation {
             other => other.into(),
         })?;
         match job.status {
-            domain::JobStatus::Running => {
-                app.running.stop(&job.id, crate::runner::StopReason::Cancel);
+            // Stopped here at once; on another replica through the event bus (or its next heartbeat).
+            domain::JobStatus::Running
+                if !app.running.stop(&job.id, crate::runner::StopReason::Cancel) =>
+            {
+                app.events.publish(&job.id, BusEvent::CancelRequested);
             }
             domain::JobStatus::Cancelled => {
                 app.events.publish(
@@ -360,33 +363,45 @@ async fn job_event_stream(
     Ok(async_stream::stream! {
         let mut status = job.status;
         let mut last_epoch = 0;
-        yield JobEvent::from_event(&id, &BusEvent::StatusChanged { status, error: job.error.clone() });
+        let current = BusEvent::StatusChanged { status, error: job.error.clone() };
+        if let Some(e) = JobEvent::from_event(&id, &current) {
+            yield e;
+        }
         for (_, epoch) in &stored {
             last_epoch = epoch.epoch;
-            yield JobEvent::from_event(&id, &BusEvent::EpochCompleted(epoch.clone()));
+            if let Some(e) = JobEvent::from_event(&id, &BusEvent::EpochCompleted(epoch.clone())) {
+                yield e;
+            }
         }
         while !status.is_terminal() {
             let event = match rx.recv().await {
+                Ok(envelope) if envelope.event == BusEvent::Resync => BusEvent::Resync,
                 Ok(envelope) if envelope.job_id == id => envelope.event.clone(),
                 Ok(_) => continue,
                 Err(RecvError::Closed) => break,
-                Err(RecvError::Lagged(_)) => {
-                    // Too slow for the channel: catch up from the store.
+                // Too slow for the channel: catch up from the store.
+                Err(RecvError::Lagged(_)) => BusEvent::Resync,
+            };
+            match &event {
+                BusEvent::Resync => {
                     let Ok(Some(job)) = app.store.get_job(&id).await else { break };
                     let Ok(epochs) = app.store.epochs_of(std::slice::from_ref(&id)).await else { break };
                     let missed: Vec<_> = epochs.into_iter().filter(|(_, e)| e.epoch > last_epoch).collect();
                     for (_, epoch) in missed {
                         last_epoch = epoch.epoch;
-                        yield JobEvent::from_event(&id, &BusEvent::EpochCompleted(epoch));
+                        if let Some(e) = JobEvent::from_event(&id, &BusEvent::EpochCompleted(epoch)) {
+                            yield e;
+                        }
                     }
                     if job.status != status {
                         status = job.status;
-                        yield JobEvent::from_event(&id, &BusEvent::StatusChanged { status, error: job.error });
+                        let current = BusEvent::StatusChanged { status, error: job.error };
+                        if let Some(e) = JobEvent::from_event(&id, &current) {
+                            yield e;
+                        }
                     }
                     continue;
                 }
-            };
-            match &event {
                 BusEvent::StatusChanged { status: next, .. } => {
                     if *next == status {
                         continue;
@@ -400,8 +415,11 @@ async fn job_event_stream(
                     last_epoch = m.epoch;
                 }
                 BusEvent::StepProgress { .. } => {}
+                BusEvent::CancelRequested => continue,
             }
-            yield JobEvent::from_event(&id, &event);
+            if let Some(e) = JobEvent::from_event(&id, &event) {
+                yield e;
+            }
         }
     })
 }

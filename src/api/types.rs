@@ -514,10 +514,11 @@ pub struct StepProgress {
 }
 
 impl JobEvent {
-    pub fn from_event(job_id: &str, event: &crate::events::JobEvent) -> Self {
+    /// The GraphQL form of a bus event; `None` for the bus's own signals, which clients do not see.
+    pub fn from_event(job_id: &str, event: &crate::events::JobEvent) -> Option<Self> {
         use crate::events::JobEvent as E;
         let job_id = ID(job_id.to_string());
-        match event {
+        Some(match event {
             E::StatusChanged { status, error } => Self::JobStatusChanged(JobStatusChanged {
                 job_id,
                 status: (*status).into(),
@@ -541,7 +542,8 @@ impl JobEvent {
                 learning_rate: *learning_rate,
                 samples_per_second: *samples_per_second,
             }),
-        }
+            E::CancelRequested | E::Resync => return None,
+        })
     }
 }
 

@@ -6,7 +6,8 @@ use super::FieldError;
 
 /// Where a job is in its life. Transitions are checked by [`JobStatus::can_become`]; the store refuses a
 /// write that is not a legal transition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobStatus {
     Queued,
     Running,

@@ -1,21 +1,34 @@
-//! Job events fan-out. The embedded default is one in-process broadcast channel that every
-//! subscription filters by job.
+//! Job events fan-out.
+//!
+//! Subscribers always read from one in-process broadcast channel and filter by job. Where events enter it
+//! depends on the profile:
+//! - embedded default: [`EventHub::publish`] sends straight into the channel;
+//! - with Redis (`KILN_REDIS_URL`): `publish` sends to the Redis channel [`REDIS_CHANNEL`], and a bridge
+//!   task feeds every message of that channel into the local one, so each replica's subscribers see the
+//!   events of every replica's workers, in the order each worker published them.
 //!
 //! Capacity: [`CHANNEL_CAPACITY`] events. A subscriber that falls further behind is told it lagged
-//! (`RecvError::Lagged`) and re-reads what it missed from the store, so a slow client loses no stored
-//! event (step progress, which is not stored, may be skipped). Events are published only after the
-//! change they describe has been written.
+//! (`RecvError::Lagged`); after the Redis bridge reconnects, a [`JobEvent::Resync`] is sent to everyone.
+//! Either way subscribers re-read the store, so no stored event (status, epoch) is lost; step progress,
+//! which is not stored, may be skipped. Events are published only after the change they describe is
+//! written.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::broadcast;
+use anyhow::Context;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::domain::JobStatus;
 use crate::train::EpochMetrics;
 
 pub const CHANNEL_CAPACITY: usize = 1024;
+/// The Redis pub/sub channel all replicas share.
+pub const REDIS_CHANNEL: &str = "kiln:job-events";
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobEvent {
     StatusChanged {
         status: JobStatus,
@@ -29,9 +42,13 @@ pub enum JobEvent {
         learning_rate: f64,
         samples_per_second: f64,
     },
+    /// A user asked to cancel the job; the worker running it stops (it may be on another replica).
+    CancelRequested,
+    /// Events may have been dropped (the Redis bridge reconnected): subscribers re-read the store.
+    Resync,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     pub job_id: String,
     pub event: JobEvent,
@@ -40,7 +57,9 @@ pub struct Envelope {
 /// The event hub handed to the API and the workers.
 #[derive(Clone)]
 pub struct EventHub {
-    tx: broadcast::Sender<Arc<Envelope>>,
+    local: broadcast::Sender<Arc<Envelope>>,
+    /// Set when events travel through Redis: the publisher task's queue.
+    redis: Option<mpsc::UnboundedSender<Envelope>>,
 }
 
 impl Default for EventHub {
@@ -50,20 +69,117 @@ impl Default for EventHub {
 }
 
 impl EventHub {
+    /// The in-process hub of the embedded default.
     pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
-        Self { tx }
+        let (local, _) = broadcast::channel(CHANNEL_CAPACITY);
+        Self { local, redis: None }
+    }
+
+    /// A hub whose events travel through Redis at `url`. Fails when Redis cannot be reached now; later
+    /// connection losses are retried in the background.
+    pub async fn with_redis(url: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).context("parsing KILN_REDIS_URL")?;
+        let publisher = client
+            .get_connection_manager()
+            .await
+            .context("connecting to Redis")?;
+        let mut pubsub = client
+            .get_async_pubsub()
+            .await
+            .context("connecting to Redis")?;
+        pubsub
+            .subscribe(REDIS_CHANNEL)
+            .await
+            .context("subscribing to Redis")?;
+        let (local, _) = broadcast::channel(CHANNEL_CAPACITY);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(publish_to_redis(publisher, rx));
+        tokio::spawn(bridge_from_redis(client, pubsub, local.clone()));
+        Ok(Self {
+            local,
+            redis: Some(tx),
+        })
     }
 
     /// Sends to every current subscriber; with none, the event is dropped (it is in the store already).
     pub fn publish(&self, job_id: &str, event: JobEvent) {
-        let _ = self.tx.send(Arc::new(Envelope {
+        let envelope = Envelope {
             job_id: job_id.to_string(),
             event,
-        }));
+        };
+        match &self.redis {
+            Some(queue) => {
+                let _ = queue.send(envelope);
+            }
+            None => {
+                let _ = self.local.send(Arc::new(envelope));
+            }
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
-        self.tx.subscribe()
+        self.local.subscribe()
+    }
+}
+
+/// Publishes queued events one at a time, so one process's events keep their order.
+async fn publish_to_redis(
+    mut connection: redis::aio::ConnectionManager,
+    mut queue: mpsc::UnboundedReceiver<Envelope>,
+) {
+    while let Some(envelope) = queue.recv().await {
+        let payload = match serde_json::to_string(&envelope) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "an event could not be encoded");
+                continue;
+            }
+        };
+        let sent: redis::RedisResult<()> = redis::cmd("PUBLISH")
+            .arg(REDIS_CHANNEL)
+            .arg(payload)
+            .query_async(&mut connection)
+            .await;
+        if let Err(e) = sent {
+            // The connection manager reconnects by itself; this event is lost to live subscribers but
+            // whatever it describes is in the store.
+            tracing::warn!(error = %e, "publishing an event to Redis failed");
+        }
+    }
+}
+
+/// Feeds Redis messages into the local channel, reconnecting with back-off when the connection drops.
+async fn bridge_from_redis(
+    client: redis::Client,
+    mut pubsub: redis::aio::PubSub,
+    local: broadcast::Sender<Arc<Envelope>>,
+) {
+    loop {
+        {
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                match serde_json::from_slice::<Envelope>(message.get_payload_bytes()) {
+                    Ok(envelope) => {
+                        let _ = local.send(Arc::new(envelope));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "ignoring an unreadable event from Redis"),
+                }
+            }
+        }
+        tracing::warn!("the Redis event subscription ended; reconnecting");
+        let mut delay = Duration::from_millis(100);
+        pubsub = loop {
+            tokio::time::sleep(delay).await;
+            if let Ok(mut p) = client.get_async_pubsub().await
+                && p.subscribe(REDIS_CHANNEL).await.is_ok()
+            {
+                break p;
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        };
+        let _ = local.send(Arc::new(Envelope {
+            job_id: String::new(),
+            event: JobEvent::Resync,
+        }));
     }
 }

@@ -113,12 +113,27 @@ pub async fn run(state: &Arc<AppState>, worker: &str, job: JobRecord) -> JobStat
     }
 }
 
-/// Keeps the lease alive and relays a cancel asked for through the database (from another host).
+/// Keeps the lease alive and relays a cancel asked for on another replica: at once when the cancel
+/// arrives as an event (shared through Redis), at the next heartbeat when it is only in the database.
 async fn heartbeat(state: Arc<AppState>, job_id: String, worker: String, flag: Arc<StopFlag>) {
     let lease_ms = state.config.lease_seconds as i64 * 1000;
     let every = Duration::from_millis((lease_ms / 3).clamp(100, 10_000) as u64);
+    let mut events = state.events.subscribe();
+    let mut next_beat = tokio::time::Instant::now() + every;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            received = events.recv() => {
+                if let Ok(envelope) = received
+                    && envelope.job_id == job_id
+                    && envelope.event == JobEvent::CancelRequested
+                {
+                    flag.stop(StopReason::Cancel);
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(next_beat) => {}
+        }
+        next_beat = tokio::time::Instant::now() + every;
         match state.store.heartbeat_job(&job_id, &worker, lease_ms).await {
             Ok(Some(true)) => flag.stop(StopReason::Cancel),
             Ok(Some(false)) => {}

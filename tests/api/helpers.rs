@@ -115,6 +115,8 @@ pub struct Options {
     pub objects: Objects,
     pub workers: usize,
     pub lease_seconds: u64,
+    /// Share job events through the Redis at `KILN_TEST_REDIS_URL` (default 127.0.0.1:6379).
+    pub redis: bool,
 }
 
 impl Options {
@@ -124,6 +126,7 @@ impl Options {
             objects,
             workers: 0,
             lease_seconds: 30,
+            redis: false,
         }
     }
 }
@@ -153,6 +156,12 @@ pub async fn spawn_with(options: Options) -> TestApp {
     config.admin_token = Some(Secret::new(ADMIN_TOKEN));
     if options.db == Db::Postgres {
         config.database_url = fresh_postgres_database().await;
+    }
+    if options.redis {
+        config.redis_url = Some(
+            std::env::var("KILN_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        );
     }
     let s3 = if options.objects == Objects::S3 {
         let server = S3Server::start(&dir.path().join("s3")).await;
@@ -433,6 +442,11 @@ impl TestApp {
     /// database and objects.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
+        start(self.config.clone(), self.dir.clone(), self.s3.clone()).await
+    }
+
+    /// A second kiln process on the same database, objects and events (another replica).
+    pub async fn replica(&self) -> TestApp {
         start(self.config.clone(), self.dir.clone(), self.s3.clone()).await
     }
 

@@ -6,6 +6,7 @@ mod datasets;
 mod helpers;
 mod jobs;
 mod queue;
+mod replicas;
 mod schema;
 mod subscriptions;
 mod training;
