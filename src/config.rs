@@ -92,6 +92,16 @@ pub struct Config {
     /// Redis for job events shared by several kiln processes (`redis://host:6379`); absent: in-process.
     #[arg(long = "redis-url", env = "KILN_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Hub that `baseModel: "hf:org/name"` downloads from.
+    #[arg(
+        long = "hf-endpoint",
+        env = "KILN_HF_ENDPOINT",
+        default_value = "https://huggingface.co"
+    )]
+    pub hf_endpoint: String,
+    /// Token for private hub repositories.
+    #[arg(long = "hf-token", env = "KILN_HF_TOKEN", hide_env_values = true)]
+    pub hf_token: Option<Secret>,
     /// Training workers in this process (0 = API only).
     #[arg(long, env = "KILN_WORKERS", default_value_t = 1)]
     pub workers: usize,
@@ -121,6 +131,8 @@ impl Config {
             database_max_connections: 10,
             storage: StorageConfig::local(dir.join("objects")),
             redis_url: None,
+            hf_endpoint: "https://huggingface.co".into(),
+            hf_token: None,
             workers: 1,
             admin_token: None,
             lease_seconds: 30,

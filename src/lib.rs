@@ -16,6 +16,7 @@ pub mod data;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod hub;
 pub mod objects;
 pub mod runner;
 pub mod store;

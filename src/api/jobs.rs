@@ -55,8 +55,9 @@ pub struct SubmitJobInput {
     pub task: TaskKind,
     /// A READY dataset whose kind fits the task.
     pub dataset_id: ID,
-    /// Path of a local HuggingFace-format directory (`config.json`, `tokenizer.json`,
-    /// `model.safetensors`) to fine-tune. Absent: a small random-initialised BERT. Text tasks only.
+    /// The pretrained model to fine-tune: the path of a HuggingFace-format directory on the server
+    /// (`config.json`, `tokenizer.json`, `model.safetensors`), or `hf:org/name[@revision]` to download
+    /// from the hub. Absent: a small random-initialised BERT. Text tasks only.
     pub base_model: Option<String>,
     pub model_config: Option<ModelConfigInputGql>,
     pub hyperparameters: Option<HyperparametersInput>,
@@ -250,10 +251,16 @@ async fn parse_submission(ctx: &Context<'_>, input: SubmitJobInput) -> ApiResult
                 "applies to TEXT_CLASSIFICATION only",
             ));
         }
-        Some(path) => {
-            check_model_dir(Path::new(path)).await?;
-            Some(path.to_string())
-        }
+        Some(reference) => match crate::hub::HubModel::parse("baseModel", reference) {
+            Some(hub) => {
+                hub?;
+                Some(reference.to_string())
+            }
+            None => {
+                check_model_dir(Path::new(reference)).await?;
+                Some(reference.to_string())
+            }
+        },
     };
     let model_config = match (&input.model_config, &base_model, task) {
         (Some(_), Some(_), _) => {
@@ -319,7 +326,7 @@ async fn check_model_dir(dir: &Path) -> ApiResult<()> {
             format!("{} is not a directory on the server", dir.display()),
         ));
     }
-    for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+    for file in crate::hub::MODEL_FILES {
         if tokio::fs::metadata(dir.join(file)).await.is_err() {
             return Err(ApiError::bad(
                 "baseModel",

@@ -194,7 +194,7 @@ async fn train_and_register(
         label_names,
         hyper: job.hyperparameters.clone(),
         base: match &job.base_model {
-            Some(path) => BaseModel::Pretrained(path.into()),
+            Some(reference) => BaseModel::Pretrained(base_model_dir(state, reference).await?),
             None => BaseModel::Random(job.model_config.unwrap_or_default()),
         },
         output_dir: output_dir.clone(),
@@ -260,6 +260,24 @@ async fn train_and_register(
         },
     );
     Ok(Some(done.status))
+}
+
+/// The local directory of a base model: the path itself, or the hub cache after downloading.
+async fn base_model_dir(state: &AppState, reference: &str) -> Result<std::path::PathBuf> {
+    match crate::hub::HubModel::parse("baseModel", reference) {
+        None => Ok(reference.into()),
+        Some(hub) => {
+            let config = &state.config;
+            let token = config.hf_token.as_ref().map(|t| t.expose());
+            crate::hub::fetch(
+                &hub?,
+                &config.hf_endpoint,
+                token,
+                &config.work_dir.join("hub"),
+            )
+            .await
+        }
+    }
 }
 
 /// Turns training events into store writes and published events, throttled.

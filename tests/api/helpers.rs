@@ -117,6 +117,8 @@ pub struct Options {
     pub lease_seconds: u64,
     /// Share job events through the Redis at `KILN_TEST_REDIS_URL` (default 127.0.0.1:6379).
     pub redis: bool,
+    /// The model hub `hf:` base models come from.
+    pub hf_endpoint: Option<String>,
 }
 
 impl Options {
@@ -127,6 +129,7 @@ impl Options {
             workers: 0,
             lease_seconds: 30,
             redis: false,
+            hf_endpoint: None,
         }
     }
 }
@@ -156,6 +159,9 @@ pub async fn spawn_with(options: Options) -> TestApp {
     config.admin_token = Some(Secret::new(ADMIN_TOKEN));
     if options.db == Db::Postgres {
         config.database_url = fresh_postgres_database().await;
+    }
+    if let Some(endpoint) = &options.hf_endpoint {
+        config.hf_endpoint = endpoint.clone();
     }
     if options.redis {
         config.redis_url = Some(

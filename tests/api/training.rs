@@ -3,13 +3,15 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{Device, Tensor};
 use kiln::domain::JobStatus;
 use kiln::runner::Outcome;
 use serde_json::json;
 
-use crate::helpers::{Db, Objects, separable_text_jsonl, spawn_app};
+use crate::helpers::{Db, Objects, Options, separable_text_jsonl, spawn_app, spawn_with};
 
 fn minilm_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("KILN_TEST_MINILM_DIR") {
@@ -96,4 +98,111 @@ async fn fine_tuning_the_pretrained_minilm_changes_encoder_weights_and_lowers_th
     assert_eq!(config["architectures"][0], "BertForSequenceClassification");
     assert_eq!(config["hidden_size"], 384);
     assert_eq!(config["id2label"]["1"], "injection");
+}
+
+/// A model hub on loopback serving the MiniLM as `sentence-transformers/all-MiniLM-L6-v2`, counting the
+/// files it sends.
+async fn local_hub(model_dir: PathBuf) -> (String, Arc<AtomicUsize>) {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+
+    type Hub = (PathBuf, Arc<AtomicUsize>);
+    async fn file(
+        State((dir, sent)): State<Hub>,
+        Path((org, name, rev, file)): Path<(String, String, String, String)>,
+    ) -> axum::response::Response {
+        let known = org == "sentence-transformers" && name == "all-MiniLM-L6-v2" && rev == "main";
+        if !known || !kiln::hub::MODEL_FILES.contains(&file.as_str()) {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        sent.fetch_add(1, Ordering::SeqCst);
+        tokio::fs::read(dir.join(file))
+            .await
+            .unwrap()
+            .into_response()
+    }
+
+    let sent = Arc::new(AtomicUsize::new(0));
+    let router = axum::Router::new()
+        .route(
+            "/{org}/{name}/resolve/{rev}/{file}",
+            axum::routing::get(file),
+        )
+        .with_state((model_dir, sent.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (endpoint, sent)
+}
+
+#[tokio::test]
+async fn a_hub_model_is_downloaded_once_then_fine_tuned_from_the_cache() {
+    let (endpoint, sent) = local_hub(minilm_dir()).await;
+    let mut options = Options::new(Db::Sqlite, Objects::Local);
+    options.hf_endpoint = Some(endpoint);
+    let app = spawn_with(options).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 9))
+        .await;
+    let job = |base: &str| {
+        json!({ "name": "hub", "modelName": "hub-pi", "task": "TEXT_CLASSIFICATION", "datasetId": dataset, "baseModel": base,
+            "hyperparameters": { "epochs": 1, "batchSize": 8, "maxSeqLength": 16 } })
+    };
+
+    let first = app
+        .queued_job(job("hf:sentence-transformers/all-MiniLM-L6-v2"))
+        .await;
+    assert_eq!(
+        app.run_next_job().await,
+        Outcome::Ran {
+            job_id: first,
+            status: JobStatus::Completed
+        }
+    );
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        3,
+        "config.json, tokenizer.json and model.safetensors"
+    );
+
+    let second = app
+        .queued_job(job("hf:sentence-transformers/all-MiniLM-L6-v2"))
+        .await;
+    assert_eq!(
+        app.run_next_job().await,
+        Outcome::Ran {
+            job_id: second.clone(),
+            status: JobStatus::Completed
+        }
+    );
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        3,
+        "the second job used the cache"
+    );
+    assert_eq!(app.job(&second).await["modelVersion"]["version"], 2);
+
+    let missing = app.queued_job(job("hf:nobody/missing")).await;
+    assert_eq!(
+        app.run_next_job().await,
+        Outcome::Ran {
+            job_id: missing.clone(),
+            status: JobStatus::Failed
+        }
+    );
+    let error = app.job(&missing).await["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("config.json of nobody/missing@main") && error.contains("404"),
+        "{error}"
+    );
+
+    let refused = app.submit_job(job("hf:a/b/c")).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["field"], "baseModel",
+        "{refused}"
+    );
 }
