@@ -540,3 +540,21 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The statuses of the `JobStatusChanged` events among `events`, in order.
+pub fn statuses(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["__typename"] == "JobStatusChanged")
+        .map(|e| e["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The epochs of the `EpochCompleted` events among `events`, in order.
+pub fn epochs(events: &[Value]) -> Vec<i64> {
+    events
+        .iter()
+        .filter(|e| e["__typename"] == "EpochCompleted")
+        .map(|e| e["epoch"].as_i64().unwrap())
+        .collect()
+}

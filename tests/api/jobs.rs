@@ -5,7 +5,7 @@ use kiln::runner::Outcome;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Db, Objects, TestApp, WsMessage, eventually, separable_text_jsonl, spawn_app,
+    Db, Objects, TestApp, WsMessage, epochs, eventually, separable_text_jsonl, spawn_app, statuses,
 };
 
 fn text_job(dataset_id: &str) -> Value {
@@ -130,22 +130,12 @@ async fn a_text_job_trains_live_and_registers_a_model(db: Db, objects: Objects) 
         other => panic!("expected the job's status, got {other:?}"),
     };
     events.extend(sub.collect_until_complete(Duration::from_secs(30)).await);
-    let statuses: Vec<&str> = events
-        .iter()
-        .filter(|e| e["__typename"] == "JobStatusChanged")
-        .map(|e| e["status"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        statuses,
+        statuses(&events),
         vec!["QUEUED", "RUNNING", "COMPLETED"],
         "{events:?}"
     );
-    let epochs: Vec<i64> = events
-        .iter()
-        .filter(|e| e["__typename"] == "EpochCompleted")
-        .map(|e| e["epoch"].as_i64().unwrap())
-        .collect();
-    assert_eq!(epochs, vec![1, 2, 3, 4]);
+    assert_eq!(epochs(&events), vec![1, 2, 3, 4]);
     assert!(
         events.iter().any(|e| e["__typename"] == "StepProgress"),
         "no step progress was sent"

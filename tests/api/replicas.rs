@@ -7,7 +7,7 @@ use kiln::runner::{Outcome, Worker};
 use serde_json::json;
 
 use crate::helpers::{
-    Db, Objects, Options, WsMessage, eventually, separable_text_jsonl, spawn_with,
+    Db, Objects, Options, WsMessage, epochs, eventually, separable_text_jsonl, spawn_with, statuses,
 };
 
 fn replicated() -> Options {
@@ -44,18 +44,8 @@ async fn a_subscriber_on_one_replica_follows_a_job_trained_on_another() {
     );
 
     let events = sub.collect_until_complete(Duration::from_secs(20)).await;
-    let statuses: Vec<&str> = events
-        .iter()
-        .filter(|e| e["__typename"] == "JobStatusChanged")
-        .map(|e| e["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, vec!["RUNNING", "COMPLETED"]);
-    let epochs: Vec<i64> = events
-        .iter()
-        .filter(|e| e["__typename"] == "EpochCompleted")
-        .map(|e| e["epoch"].as_i64().unwrap())
-        .collect();
-    assert_eq!(epochs, vec![1, 2, 3]);
+    assert_eq!(statuses(&events), vec!["RUNNING", "COMPLETED"]);
+    assert_eq!(epochs(&events), vec![1, 2, 3]);
 }
 
 #[tokio::test]

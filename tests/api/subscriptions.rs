@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{Db, Objects, eventually, separable_text_jsonl, spawn_app};
+use crate::helpers::{Db, Objects, epochs, eventually, separable_text_jsonl, spawn_app};
 
 #[tokio::test]
 async fn a_subscriber_joining_mid_job_gets_history_then_live_events_without_gap_or_repeat() {
@@ -41,13 +41,8 @@ async fn a_subscriber_joining_mid_job_gets_history_then_live_events_without_gap_
         events[0]["status"], "RUNNING",
         "the first event is the status at joining"
     );
-    let epochs: Vec<i64> = events
-        .iter()
-        .filter(|e| e["__typename"] == "EpochCompleted")
-        .map(|e| e["epoch"].as_i64().unwrap())
-        .collect();
     assert_eq!(
-        epochs,
+        epochs(&events),
         (1..=20).collect::<Vec<_>>(),
         "every epoch once, in order"
     );
