@@ -1,6 +1,11 @@
 //! What the `kiln` commands do, so `main.rs` stays a parser.
 
-use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
 use tokio::net::TcpListener;
 
 use crate::app::{self, AppState};
@@ -46,6 +51,204 @@ pub async fn migrate(config: Config) -> Result<()> {
     store.migrate().await?;
     println!("migrations applied to {}", redact_url(&config.database_url));
     Ok(())
+}
+
+/// `kiln train`: one training run from a local file.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The dataset: JSONL or CSV, as for uploads.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// JSONL or CSV; default: from the file's extension.
+    #[arg(long)]
+    pub format: Option<String>,
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    #[arg(long, default_value = "label")]
+    pub label_field: String,
+    /// A HuggingFace-format directory or `hf:org/name[@revision]` to fine-tune (text only); default: a
+    /// small random-initialised BERT.
+    #[arg(long)]
+    pub base_model: Option<String>,
+    #[arg(long)]
+    pub epochs: Option<i64>,
+    #[arg(long)]
+    pub batch_size: Option<i64>,
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    #[arg(long)]
+    pub validation_split: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<i64>,
+    #[arg(long)]
+    pub max_seq_length: Option<i64>,
+    /// Where the model's files go.
+    #[arg(long, default_value = "./kiln-model")]
+    pub output: PathBuf,
+    #[arg(
+        long,
+        env = "KILN_HF_ENDPOINT",
+        default_value = "https://huggingface.co"
+    )]
+    pub hf_endpoint: String,
+    #[arg(long, env = "KILN_HF_TOKEN", hide_env_values = true)]
+    pub hf_token: Option<crate::config::Secret>,
+}
+
+/// Prints step progress at most twice a second on one line, and one line per epoch.
+struct ConsoleSink {
+    last: Option<Instant>,
+}
+
+impl crate::train::ProgressSink for ConsoleSink {
+    fn on_step(&mut self, r: &crate::train::StepReport) {
+        let due = self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
+        if !due && r.step != r.total_steps {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let done = r.step as f64 / r.total_steps.max(1) as f64;
+        let eta = r.elapsed_seconds * (1.0 - done) / done.max(1e-9);
+        eprint!(
+            "\repoch {}/{}  step {}/{} ({:.0}%)  loss {:.4}  lr {:.2e}  {:.0} samples/s  ETA {:.0}s   ",
+            r.epoch,
+            r.total_epochs,
+            r.step,
+            r.total_steps,
+            done * 100.0,
+            r.loss,
+            r.learning_rate,
+            r.samples_per_second,
+            eta
+        );
+        let _ = std::io::stderr().flush();
+    }
+
+    fn on_epoch(&mut self, m: &crate::train::EpochMetrics) {
+        eprintln!(
+            "\repoch {}: train loss {:.4}  val loss {:.4}  accuracy {:.4}  precision {:.4}  recall {:.4}  F1 {:.4}{}",
+            m.epoch,
+            m.train_loss,
+            m.val_loss,
+            m.accuracy,
+            m.precision,
+            m.recall,
+            m.f1,
+            " ".repeat(20)
+        );
+    }
+}
+
+/// `kiln train`.
+pub async fn train(args: TrainArgs) -> Result<()> {
+    use crate::data::{FieldNames, scan};
+    use crate::domain::{DatasetFormat, DatasetKind, Hyperparams, HyperparamsInput, TaskKind};
+    use crate::train::{BaseModel, TrainOutcome, TrainSpec};
+
+    let format = match &args.format {
+        Some(f) => DatasetFormat::parse(&f.to_ascii_uppercase())?,
+        None => DatasetFormat::from_file_name(&args.data.display().to_string())
+            .context("--format: cannot be told from the file name; pass jsonl or csv")?,
+    };
+    let names = FieldNames {
+        text: args.text_field.clone(),
+        label: args.label_field.clone(),
+    };
+    let path = args.data.clone();
+    let scanned = tokio::task::spawn_blocking(move || -> Result<_> {
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(scan(std::io::BufReader::new(file), format, &names, true))
+    })
+    .await??;
+    if !scanned.is_valid() {
+        for e in &scanned.errors {
+            match e.line {
+                Some(line) => eprintln!("{}:{line}: {}", args.data.display(), e.message),
+                None => eprintln!("{}: {}", args.data.display(), e.message),
+            }
+        }
+        bail!(
+            "{} has {} problem(s); nothing was trained",
+            args.data.display(),
+            scanned.error_count
+        );
+    }
+    let task = match scanned.kind {
+        Some(DatasetKind::Tabular) => TaskKind::TabularClassification,
+        _ => TaskKind::TextClassification,
+    };
+    let base = match &args.base_model {
+        None => BaseModel::Random(Default::default()),
+        Some(_) if task == TaskKind::TabularClassification => {
+            bail!("--base-model applies to text data only")
+        }
+        Some(reference) => match crate::hub::HubModel::parse("--base-model", reference) {
+            None => BaseModel::Pretrained(reference.into()),
+            Some(hub) => {
+                let token = args.hf_token.as_ref().map(|t| t.expose());
+                let cache = std::env::temp_dir().join("kiln-hub");
+                BaseModel::Pretrained(
+                    crate::hub::fetch(&hub?, &args.hf_endpoint, token, &cache).await?,
+                )
+            }
+        },
+    };
+    let hyper = Hyperparams::parse(
+        "hyperparameters",
+        &HyperparamsInput {
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            learning_rate: args.learning_rate,
+            validation_split: args.validation_split,
+            seed: args.seed,
+            max_seq_length: args.max_seq_length,
+        },
+        matches!(base, BaseModel::Pretrained(_)),
+    )?;
+    eprintln!(
+        "training {} on {} rows ({} labels), {} epochs",
+        task.as_str(),
+        scanned.row_count,
+        scanned.labels.len(),
+        hyper.epochs
+    );
+    let (data, label_names) = scanned.into_train_data();
+    let spec = TrainSpec {
+        task,
+        data,
+        label_names,
+        hyper,
+        base,
+        output_dir: args.output.clone(),
+        device: crate::train::default_device(),
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on_ctrl_c = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let outcome = tokio::task::spawn_blocking(move || {
+        crate::train::run(&spec, &mut ConsoleSink { last: None }, stop.as_ref())
+    })
+    .await??;
+    match outcome {
+        TrainOutcome::Completed(model) => {
+            println!(
+                "model written to {} ({})",
+                args.output.display(),
+                model.files.join(", ")
+            );
+            Ok(())
+        }
+        TrainOutcome::Interrupted { epochs_done } => {
+            bail!("interrupted after {epochs_done} epoch(s); nothing was written")
+        }
+    }
 }
 
 /// Hides a password in a database URL.

@@ -26,6 +26,8 @@ enum Command {
     Migrate(Config),
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Train a model from a local file, with no server, printing progress.
+    Train(kiln::cli::TrainArgs),
 }
 
 #[tokio::main]
@@ -40,5 +42,6 @@ async fn main() -> Result<()> {
         Command::Serve(config) => kiln::cli::serve(config, true).await,
         Command::Worker(config) => kiln::cli::serve(config, false).await,
         Command::Migrate(config) => kiln::cli::migrate(config).await,
+        Command::Train(args) => kiln::cli::train(args).await,
     }
 }
