@@ -170,3 +170,45 @@ async fn custom_field_names_and_an_unknown_extension_are_handled() {
         json!([{ "label": "0", "count": 1 }, { "label": "1", "count": 1 }])
     );
 }
+
+#[tokio::test]
+async fn an_empty_file_is_stored_and_marked_invalid_on_s3() {
+    let app = spawn_app(Db::Sqlite, Objects::S3).await;
+
+    let body = app
+        .upload("empty", "empty.jsonl", Vec::new(), json!({}))
+        .await;
+
+    let d = &body["data"]["uploadDataset"];
+    assert_eq!(d["status"], "INVALID", "{body}");
+    assert_eq!(d["sizeBytes"], 0);
+    assert_eq!(d["errors"][0]["message"], "the file holds no rows");
+}
+
+#[tokio::test]
+async fn a_file_larger_than_one_part_reaches_s3_whole() {
+    let app = spawn_app(Db::Sqlite, Objects::S3).await;
+    // About 12 MiB: two 8 MiB parts of the streamed multipart upload.
+    let mut bytes = Vec::new();
+    while bytes.len() < 12 * 1024 * 1024 {
+        bytes.extend_from_slice(&separable_text_jsonl(2000, bytes.len() as u64));
+    }
+
+    let body = app
+        .upload("big", "big.jsonl", bytes.clone(), json!({}))
+        .await;
+
+    let d = &body["data"]["uploadDataset"];
+    assert_eq!(d["status"], "READY", "{}", d["errors"]);
+    assert_eq!(d["sizeBytes"], bytes.len());
+    assert_eq!(d["sha256"], hex::encode(Sha256::digest(&bytes)));
+    let id = d["id"].as_str().unwrap();
+    let stored = std::fs::read(
+        app.object_root()
+            .join("datasets")
+            .join(id)
+            .join("data.jsonl"),
+    )
+    .unwrap();
+    assert!(stored == bytes, "the stored object differs from the upload");
+}
