@@ -84,17 +84,22 @@ pub async fn run(
             Worker::new(state.clone()).run_until_stopped(stop.clone()),
         ));
     }
-    let router = crate::http::router(state.clone());
+    // At the signal, running jobs are interrupted at once (they go back to the queue) while HTTP drains.
+    let interrupt_jobs = {
+        let (state, stop) = (state.clone(), stop.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            state.running.stop_all(StopReason::Shutdown);
+        })
+    };
     let stop_http = stop.clone();
     let signal = async move {
         shutdown.await;
         stop_http.cancel();
     };
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(signal)
-        .await;
+    let served = crate::http::serve(listener, state.clone(), signal).await;
     stop.cancel();
-    state.running.stop_all(StopReason::Shutdown);
+    let _ = interrupt_jobs.await;
     for worker in workers {
         let _ = worker.await;
     }

@@ -35,6 +35,17 @@ struct HttpState {
     schema: ApiSchema,
 }
 
+/// Serves the API on `listener` until `shutdown` completes, then lets open requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 pub fn router(app: Arc<AppState>) -> Router {
     let schema = api::schema(app.clone());
     Router::new()

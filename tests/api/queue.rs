@@ -175,3 +175,34 @@ async fn a_served_instance_runs_submitted_jobs_by_itself() {
         .unwrap();
     assert!(playground.contains("GraphiQL"));
 }
+
+#[tokio::test]
+async fn stopping_kiln_puts_a_running_job_back_in_the_queue_even_with_a_subscriber_connected() {
+    let mut options = Options::new(Db::Sqlite, Objects::Local);
+    options.workers = 1;
+    let mut app = spawn_with(options).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(100, 3))
+        .await;
+    let mut input = quick_job(&dataset, "long", "NORMAL");
+    input["hyperparameters"] = json!({ "epochs": 500, "batchSize": 4, "maxSeqLength": 16 });
+    let job_id = app.queued_job(input).await;
+    eventually(Duration::from_secs(20), "training to start", || async {
+        app.job(&job_id).await["progress"]["step"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 2
+    })
+    .await;
+    let _subscriber = app.subscribe_job(&job_id).await;
+
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("kiln stops promptly");
+
+    let url = format!("sqlite://{}", app.dir.path().join("kiln.db").display());
+    let store = kiln::store::Store::connect(&url, 1).await.unwrap();
+    let job = store.get_job(&job_id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Queued);
+    assert!(job.lease_owner.is_none());
+}
