@@ -207,6 +207,17 @@ async fn start(config: Config, dir: Arc<TempDir>, s3: Option<Arc<S3Server>>) -> 
     }
 }
 
+/// Sends a request and returns its JSON body, whatever the HTTP status.
+async fn send(request: reqwest::RequestBuilder) -> Value {
+    request
+        .send()
+        .await
+        .expect("kiln answers")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
 /// One received subscription message.
 #[derive(Debug, Clone)]
 pub enum WsMessage {
@@ -289,13 +300,7 @@ impl TestApp {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        request
-            .send()
-            .await
-            .expect("kiln answers")
-            .json()
-            .await
-            .expect("a JSON body")
+        send(request).await
     }
 
     /// `data` of a request that must succeed.
@@ -324,16 +329,13 @@ impl TestApp {
                 "0",
                 reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
             );
-        self.client
-            .post(self.url("/graphql"))
-            .bearer_auth(&self.token)
-            .multipart(form)
-            .send()
-            .await
-            .expect("kiln answers")
-            .json()
-            .await
-            .expect("a JSON body")
+        send(
+            self.client
+                .post(self.url("/graphql"))
+                .bearer_auth(&self.token)
+                .multipart(form),
+        )
+        .await
     }
 
     /// Uploads a dataset that must be READY and returns its id.
@@ -380,6 +382,17 @@ impl TestApp {
             .try_run_next()
             .await
             .expect("the worker runs")
+    }
+
+    /// Runs one queued job on a worker in the background, for tests that act while it trains.
+    pub fn run_next_job_in_background(&self) -> JoinHandle<Outcome> {
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            Worker::new(state)
+                .try_run_next()
+                .await
+                .expect("the worker runs")
+        })
     }
 
     /// Opens a `graphql-transport-ws` connection with `token` in `connection_init`; returns the socket

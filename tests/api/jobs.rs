@@ -295,15 +295,7 @@ async fn a_running_job_stops_within_a_step_when_cancelled() {
     input["hyperparameters"]["batchSize"] = json!(4);
     let job_id = app.queued_job(input).await;
 
-    let worker = {
-        let state = app.state.clone();
-        tokio::spawn(async move {
-            kiln::runner::Worker::new(state)
-                .try_run_next()
-                .await
-                .unwrap()
-        })
-    };
+    let worker = app.run_next_job_in_background();
     eventually(
         Duration::from_secs(30),
         "the job to make progress",

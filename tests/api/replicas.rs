@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use kiln::domain::JobStatus;
-use kiln::runner::{Outcome, Worker};
+use kiln::runner::Outcome;
 use serde_json::json;
 
 use crate::helpers::{
@@ -62,10 +62,7 @@ async fn cancelling_on_one_replica_stops_the_job_running_on_another_at_once() {
         .queued_job(json!({ "name": "long", "modelName": "long", "task": "TEXT_CLASSIFICATION",
             "datasetId": dataset, "hyperparameters": { "epochs": 500, "batchSize": 4, "maxSeqLength": 16 } }))
         .await;
-    let running = {
-        let state = trainer.state.clone();
-        tokio::spawn(async move { Worker::new(state).try_run_next().await.unwrap() })
-    };
+    let running = trainer.run_next_job_in_background();
     eventually(Duration::from_secs(20), "training to start", || async {
         api.job(&job_id).await["progress"]["step"]
             .as_i64()

@@ -14,15 +14,7 @@ async fn a_subscriber_joining_mid_job_gets_history_then_live_events_without_gap_
         .queued_job(json!({ "name": "watched", "modelName": "w", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
             "hyperparameters": { "epochs": 20, "batchSize": 4, "maxSeqLength": 16 } }))
         .await;
-    let worker = {
-        let state = app.state.clone();
-        tokio::spawn(async move {
-            kiln::runner::Worker::new(state)
-                .try_run_next()
-                .await
-                .unwrap()
-        })
-    };
+    let worker = app.run_next_job_in_background();
     eventually(Duration::from_secs(60), "two finished epochs", || async {
         app.job(&job_id).await["epochs"]
             .as_array()
