@@ -25,13 +25,7 @@ async fn a_valid_text_upload_is_ready_with_statistics(db: Db, objects: Objects) 
     assert_eq!(d["errors"], json!([]));
     // The bytes are in the object store, unchanged.
     let id = d["id"].as_str().unwrap();
-    let stored = std::fs::read(
-        app.object_root()
-            .join("datasets")
-            .join(id)
-            .join("data.jsonl"),
-    )
-    .unwrap();
+    let stored = app.stored_dataset(id, "jsonl");
     assert_eq!(stored, bytes);
 }
 
@@ -203,12 +197,6 @@ async fn a_file_larger_than_one_part_reaches_s3_whole() {
     assert_eq!(d["sizeBytes"], bytes.len());
     assert_eq!(d["sha256"], hex::encode(Sha256::digest(&bytes)));
     let id = d["id"].as_str().unwrap();
-    let stored = std::fs::read(
-        app.object_root()
-            .join("datasets")
-            .join(id)
-            .join("data.jsonl"),
-    )
-    .unwrap();
+    let stored = app.stored_dataset(id, "jsonl");
     assert!(stored == bytes, "the stored object differs from the upload");
 }

@@ -478,6 +478,17 @@ impl TestApp {
         }
     }
 
+    /// The bytes of an uploaded dataset as the object store holds them.
+    pub fn stored_dataset(&self, id: &str, extension: &str) -> Vec<u8> {
+        std::fs::read(
+            self.object_root()
+                .join("datasets")
+                .join(id)
+                .join(format!("data.{extension}")),
+        )
+        .expect("the dataset is in the object store")
+    }
+
     /// The objects folder of a local store, or the S3 server's folder for the bucket.
     pub fn object_root(&self) -> PathBuf {
         match &self.s3 {
