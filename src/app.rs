@@ -1,41 +1,37 @@
-//! Builds kiln's shared state (store, objects, events, auth, workers) and runs it: the HTTP API and the
-//! in-process worker pool, until the caller's shutdown signal.
+//! The composition root: connects the store, object store and event hub, builds the [`Service`], and
+//! runs the HTTP API and the in-process workers until the caller's shutdown signal. Nothing else in the
+//! library imports this module.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::events::EventHub;
 use crate::objects::Objects;
-use crate::runner::{RunningJobs, StopReason, Worker};
+use crate::runner::{Worker, WorkerSettings};
+use crate::service::{Service, Settings};
 use crate::store::Store;
 
-/// Everything the API and the workers share.
-pub struct AppState {
+/// A started kiln: its settings, the use cases, and the token check.
+pub struct App {
     pub config: Config,
-    pub store: Store,
-    pub objects: Objects,
-    pub events: EventHub,
-    pub auth: Authenticator,
-    pub running: RunningJobs,
-    /// Notified when a job is queued, so idle workers claim it at once.
-    pub wake_workers: Notify,
+    pub service: Service,
+    pub auth: Arc<Authenticator>,
 }
 
-/// What [`AppState::build`] found worth telling the operator.
+/// What [`App::build`] found worth telling the operator.
 pub struct Startup {
-    pub state: Arc<AppState>,
+    pub app: App,
     /// A newly minted admin token, on a first start without `KILN_ADMIN_TOKEN`.
     pub new_admin_token: Option<String>,
 }
 
-impl AppState {
+impl App {
     /// Connects to the database and object store, applies migrations and makes sure an admin token exists.
     pub async fn build(config: Config) -> Result<Startup> {
         std::fs::create_dir_all(&config.work_dir)
@@ -54,55 +50,59 @@ impl AppState {
             .bootstrap_admin(config.admin_token.as_ref().map(|s| s.expose()))
             .await
             .context("creating the admin token")?;
-        let state = Arc::new(AppState {
-            config,
-            store,
-            objects,
-            events,
-            auth,
-            running: RunningJobs::default(),
-            wake_workers: Notify::new(),
-        });
+        let service = Service::new(store, objects, events, Settings::from_config(&config));
         Ok(Startup {
-            state,
+            app: App {
+                config,
+                service,
+                auth: Arc::new(auth),
+            },
             new_admin_token,
         })
     }
-}
 
-/// Serves the API on `listener` and runs `config.workers` workers until `shutdown` completes; then stops
-/// accepting requests, interrupts running jobs (they go back to the queue) and waits for the workers.
-pub async fn run(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let stop = CancellationToken::new();
-    let mut workers = Vec::new();
-    for _ in 0..state.config.workers {
-        workers.push(tokio::spawn(
-            Worker::new(state.clone()).run_until_stopped(stop.clone()),
-        ));
+    /// A worker of this app, for running the queue by hand (tests) or in the pool.
+    pub fn worker(&self) -> Worker {
+        Worker::new(
+            self.service.clone(),
+            WorkerSettings::from_config(&self.config),
+        )
     }
-    // At the signal, running jobs are interrupted at once (they go back to the queue) while HTTP drains.
-    let interrupt_jobs = {
-        let (state, stop) = (state.clone(), stop.clone());
-        tokio::spawn(async move {
-            stop.cancelled().await;
-            state.running.stop_all(StopReason::Shutdown);
-        })
-    };
-    let stop_http = stop.clone();
-    let signal = async move {
-        shutdown.await;
-        stop_http.cancel();
-    };
-    let served = crate::http::serve(listener, state.clone(), signal).await;
-    stop.cancel();
-    let _ = interrupt_jobs.await;
-    for worker in workers {
-        let _ = worker.await;
+
+    /// Serves the API on `listener` and runs `config.workers` workers until `shutdown` completes; then
+    /// interrupts running jobs at once (they go back to the queue), lets HTTP drain and waits for the
+    /// workers.
+    pub async fn run(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let stop = CancellationToken::new();
+        let workers: Vec<_> = (0..self.config.workers)
+            .map(|_| {
+                tokio::spawn(
+                    self.worker()
+                        .with_shutdown(stop.clone())
+                        .run_until_stopped(),
+                )
+            })
+            .collect();
+        let stop_http = stop.clone();
+        let signal = async move {
+            shutdown.await;
+            stop_http.cancel();
+        };
+        let http = crate::http::HttpState::new(
+            self.service.clone(),
+            self.auth.clone(),
+            self.config.max_upload_bytes,
+        );
+        let served = crate::http::serve(listener, http, signal).await;
+        stop.cancel();
+        for worker in workers {
+            let _ = worker.await;
+        }
+        self.service.store().close().await;
+        served.context("serving HTTP")
     }
-    state.store.close().await;
-    served.context("serving HTTP")
 }

@@ -8,8 +8,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use tokio::net::TcpListener;
 
-use crate::app::{self, AppState};
+use crate::app::App;
 use crate::config::Config;
+use crate::domain::{FieldError, TrainingSettings};
 
 /// `kiln serve` (with the API) and `kiln worker` (workers only): runs until Ctrl-C or SIGTERM.
 pub async fn serve(mut config: Config, with_api: bool) -> Result<()> {
@@ -21,8 +22,9 @@ pub async fn serve(mut config: Config, with_api: bool) -> Result<()> {
         // Workers only: listen on an ephemeral loopback port for health checks.
         config.bind = "127.0.0.1:0".parse().expect("valid address");
     }
-    let startup = AppState::build(config).await?;
-    let listener = TcpListener::bind(startup.state.config.bind)
+    let startup = App::build(config).await?;
+    let app = startup.app;
+    let listener = TcpListener::bind(app.config.bind)
         .await
         .with_context(|| format!("binding {bind}"))?;
     let addr = listener.local_addr()?;
@@ -32,9 +34,9 @@ pub async fn serve(mut config: Config, with_api: bool) -> Result<()> {
     );
     println!(
         "database: {}  objects: {}  workers: {}",
-        redact_url(&startup.state.config.database_url),
-        startup.state.config.storage.url,
-        startup.state.config.workers
+        redact_url(&app.config.database_url),
+        app.config.storage.url,
+        app.config.workers
     );
     if let Some(token) = &startup.new_admin_token {
         println!(
@@ -42,7 +44,7 @@ pub async fn serve(mut config: Config, with_api: bool) -> Result<()> {
         );
         println!("Send it as the header  Authorization: Bearer {token}\n");
     }
-    app::run(listener, startup.state, shutdown_signal()).await
+    app.run(listener, shutdown_signal()).await
 }
 
 /// `kiln migrate`.
@@ -126,7 +128,7 @@ impl crate::train::ProgressSink for ConsoleSink {
         let _ = std::io::stderr().flush();
     }
 
-    fn on_epoch(&mut self, m: &crate::train::EpochMetrics) {
+    fn on_epoch(&mut self, m: &crate::domain::EpochMetrics) {
         eprintln!(
             "\repoch {}: train loss {:.4}  val loss {:.4}  accuracy {:.4}  precision {:.4}  recall {:.4}  F1 {:.4}{}",
             m.epoch,
@@ -141,14 +143,15 @@ impl crate::train::ProgressSink for ConsoleSink {
     }
 }
 
-/// `kiln train`.
+/// `kiln train`: the same rules as `submitJob`, on a local file, with no server.
 pub async fn train(args: TrainArgs) -> Result<()> {
-    use crate::data::{FieldNames, scan};
-    use crate::domain::{DatasetFormat, DatasetKind, Hyperparams, HyperparamsInput, TaskKind};
-    use crate::train::{BaseModel, TrainOutcome, TrainSpec};
+    use crate::data::FieldNames;
+    use crate::domain::{DatasetFormat, HyperparamsInput, TaskKind, TrainData, TrainingInput};
+    use crate::service::{HubSettings, training};
+    use crate::train::{TrainOutcome, TrainSpec};
 
     let format = match &args.format {
-        Some(f) => DatasetFormat::parse(&f.to_ascii_uppercase())?,
+        Some(f) => DatasetFormat::parse(&f.to_ascii_uppercase()).map_err(as_flag)?,
         None => DatasetFormat::from_file_name(&args.data.display().to_string())
             .context("--format: cannot be told from the file name; pass jsonl or csv")?,
     };
@@ -157,48 +160,41 @@ pub async fn train(args: TrainArgs) -> Result<()> {
         label: args.label_field.clone(),
     };
     let path = args.data.clone();
-    let scanned = tokio::task::spawn_blocking(move || -> Result<_> {
+    let loaded = tokio::task::spawn_blocking(move || -> Result<_> {
         let file =
             std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        Ok(scan(std::io::BufReader::new(file), format, &names, true))
+        Ok(training::load_examples(
+            std::io::BufReader::new(file),
+            format,
+            &names,
+        ))
     })
     .await??;
-    if !scanned.is_valid() {
-        for e in &scanned.errors {
-            match e.line {
-                Some(line) => eprintln!("{}:{line}: {}", args.data.display(), e.message),
-                None => eprintln!("{}: {}", args.data.display(), e.message),
+    let examples = match loaded {
+        Ok(examples) => examples,
+        Err(summary) => {
+            for e in &summary.errors {
+                match e.line {
+                    Some(line) => eprintln!("{}:{line}: {}", args.data.display(), e.message),
+                    None => eprintln!("{}: {}", args.data.display(), e.message),
+                }
             }
+            bail!(
+                "{} has {} problem(s); nothing was trained",
+                args.data.display(),
+                summary.error_count
+            );
         }
-        bail!(
-            "{} has {} problem(s); nothing was trained",
-            args.data.display(),
-            scanned.error_count
-        );
-    }
-    let task = match scanned.kind {
-        Some(DatasetKind::Tabular) => TaskKind::TabularClassification,
-        _ => TaskKind::TextClassification,
     };
-    let base = match &args.base_model {
-        None => BaseModel::Random(Default::default()),
-        Some(_) if task == TaskKind::TabularClassification => {
-            bail!("--base-model applies to text data only")
-        }
-        Some(reference) => match crate::hub::HubModel::parse("--base-model", reference) {
-            None => BaseModel::Pretrained(reference.into()),
-            Some(hub) => {
-                let token = args.hf_token.as_ref().map(|t| t.expose());
-                let cache = std::env::temp_dir().join("kiln-hub");
-                BaseModel::Pretrained(
-                    crate::hub::fetch(&hub?, &args.hf_endpoint, token, &cache).await?,
-                )
-            }
-        },
+    let task = match &examples.0 {
+        TrainData::Tabular { .. } => TaskKind::TabularClassification,
+        TrainData::Text { .. } => TaskKind::TextClassification,
     };
-    let hyper = Hyperparams::parse(
-        "hyperparameters",
-        &HyperparamsInput {
+    let settings = TrainingSettings::parse(&TrainingInput {
+        task: Some(task),
+        base_model: args.base_model.clone(),
+        model_config: None,
+        hyperparameters: HyperparamsInput {
             epochs: args.epochs,
             batch_size: args.batch_size,
             learning_rate: args.learning_rate,
@@ -206,25 +202,28 @@ pub async fn train(args: TrainArgs) -> Result<()> {
             seed: args.seed,
             max_seq_length: args.max_seq_length,
         },
-        matches!(base, BaseModel::Pretrained(_)),
-    )?;
+    })
+    .map_err(as_flag)?;
+    let base_dir = match &settings.base_model {
+        None => None,
+        Some(base) => {
+            training::check_base_model("--base-model", base).await?;
+            let hub = HubSettings {
+                endpoint: args.hf_endpoint.clone(),
+                token: args.hf_token.clone(),
+            };
+            let cache = std::env::temp_dir().join("kiln-hub");
+            Some(training::fetch_base_model(base, &hub, &cache).await?)
+        }
+    };
     eprintln!(
         "training {} on {} rows ({} labels), {} epochs",
         task.as_str(),
-        scanned.row_count,
-        scanned.labels.len(),
-        hyper.epochs
+        examples.0.len(),
+        examples.1.len(),
+        settings.hyperparameters.epochs
     );
-    let (data, label_names) = scanned.into_train_data();
-    let spec = TrainSpec {
-        task,
-        data,
-        label_names,
-        hyper,
-        base,
-        output_dir: args.output.clone(),
-        device: crate::train::default_device(),
-    };
+    let spec = TrainSpec::new(settings, examples, base_dir, args.output.clone());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let on_ctrl_c = stop.clone();
     tokio::spawn(async move {
@@ -249,6 +248,21 @@ pub async fn train(args: TrainArgs) -> Result<()> {
             bail!("interrupted after {epochs_done} epoch(s); nothing was written")
         }
     }
+}
+
+/// A settings error in the CLI's terms: `hyperparameters.maxSeqLength` is the flag `--max-seq-length`.
+fn as_flag(e: FieldError) -> anyhow::Error {
+    let name = e.field.rsplit('.').next().unwrap_or(&e.field);
+    let mut flag = String::from("--");
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            flag.push('-');
+            flag.push(c.to_ascii_lowercase());
+        } else {
+            flag.push(c);
+        }
+    }
+    anyhow::anyhow!("{flag}: {}", e.message)
 }
 
 /// Hides a password in a database URL.
@@ -287,6 +301,18 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn settings_errors_name_the_flag() {
+        let e = super::as_flag(crate::domain::FieldError::new(
+            "hyperparameters.maxSeqLength",
+            "must be between 8 and 512 (got 4)",
+        ));
+        assert_eq!(
+            e.to_string(),
+            "--max-seq-length: must be between 8 and 512 (got 4)"
+        );
+    }
+
     #[test]
     fn database_passwords_are_hidden() {
         assert_eq!(

@@ -2,9 +2,7 @@
 
 use async_graphql::{Context, ID, Object, SimpleObject};
 
-use super::error::{ApiError, ApiResult};
-use super::types::{state, timestamp};
-use crate::auth::{Principal, Role};
+use super::{ApiResult, caller, service, timestamp};
 
 #[derive(SimpleObject)]
 pub struct ApiToken {
@@ -28,9 +26,7 @@ pub struct AdminQuery;
 impl AdminQuery {
     /// The token this request was made with.
     async fn me(&self, ctx: &Context<'_>) -> ApiResult<ApiToken> {
-        let p = ctx
-            .data_opt::<Principal>()
-            .ok_or_else(|| ApiError::Unauthenticated("no API token".into()))?;
+        let p = caller(ctx)?;
         Ok(ApiToken {
             id: ID(p.token_id.clone()),
             name: p.name.clone(),
@@ -51,19 +47,7 @@ impl AdminMutation {
         ctx: &Context<'_>,
         name: String,
     ) -> ApiResult<CreatedApiToken> {
-        let caller = ctx
-            .data_opt::<Principal>()
-            .ok_or_else(|| ApiError::Unauthenticated("no API token".into()))?;
-        if caller.role != Role::Admin {
-            return Err(ApiError::Forbidden(
-                "only an admin token can create tokens".into(),
-            ));
-        }
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(ApiError::bad("name", "must be 1 to 200 characters"));
-        }
-        let (token, record) = state(ctx).auth.mint(name, Role::Member).await?;
+        let (token, record) = service(ctx).create_token(caller(ctx)?, &name).await?;
         Ok(CreatedApiToken {
             token,
             api_token: ApiToken {

@@ -1,19 +1,122 @@
 //! Datasets: upload (GraphQL multipart request), look up, list.
 
-use std::io::{BufReader, Seek, SeekFrom};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, ID, Object, SimpleObject, Upload};
 
-use async_graphql::{Context, ID, Object, Upload};
+use super::loaders::DatasetLoader;
+use super::paging::{Count, Page, PageRequest, page};
+use super::{ApiError, ApiResult, service, timestamp};
+use crate::domain::{self, DatasetRecord};
+use crate::service::UploadRequest;
 
-use super::error::{ApiError, ApiResult};
-use super::types::{
-    Dataset, DatasetFormat, PageInfo, decode_cursor, encode_cursor, page_size, state,
-};
-use crate::data::{FieldNames, scan};
-use crate::domain::{self, ObjectKey, now_ms};
-use crate::store::NewDataset;
+mirror_enum!(
+    /// File format of a dataset.
+    DatasetFormat => domain::DatasetFormat { Jsonl, Csv }
+);
+mirror_enum!(
+    /// What a dataset can train: TEXT (a text and a label field) or TABULAR (numeric features and a label).
+    DatasetKind => domain::DatasetKind { Text, Tabular }
+);
+mirror_enum!(
+    /// UPLOADED while being checked, then READY or INVALID.
+    DatasetStatus => domain::DatasetStatus { Uploaded, Ready, Invalid }
+);
 
-/// Longest dataset name and field name.
-pub const MAX_NAME: usize = 200;
+#[derive(SimpleObject)]
+pub struct LabelCount {
+    pub label: String,
+    pub count: i64,
+}
+
+/// One problem found in a dataset file.
+#[derive(SimpleObject)]
+pub struct DatasetError {
+    /// 1-based line of the file (CSV: the header is line 1); null for problems of the whole file.
+    pub line: Option<i64>,
+    pub message: String,
+}
+
+pub struct Dataset(pub DatasetRecord);
+
+impl Dataset {
+    /// A dataset by id through the request's DataLoader (one round trip for every dataset a response
+    /// holds).
+    pub async fn load(ctx: &Context<'_>, id: &str) -> ApiResult<Option<Self>> {
+        let loader = ctx.data_unchecked::<DataLoader<DatasetLoader>>();
+        Ok(loader.load_one(id.to_string()).await?.map(Self))
+    }
+}
+
+#[Object]
+impl Dataset {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn format(&self) -> DatasetFormat {
+        self.0.format.into()
+    }
+    /// Known once the file has been read.
+    async fn kind(&self) -> Option<DatasetKind> {
+        self.0.summary.kind.map(Into::into)
+    }
+    async fn status(&self) -> DatasetStatus {
+        self.0.status.into()
+    }
+    /// Valid rows (rows with errors are not counted).
+    async fn row_count(&self) -> i64 {
+        self.0.summary.row_count as i64
+    }
+    async fn size_bytes(&self) -> i64 {
+        self.0.size_bytes
+    }
+    /// SHA-256 of the uploaded bytes, hex.
+    async fn sha256(&self) -> &str {
+        &self.0.sha256
+    }
+    async fn text_field(&self) -> &str {
+        &self.0.text_field
+    }
+    async fn label_field(&self) -> &str {
+        &self.0.label_field
+    }
+    /// Feature columns of a tabular dataset.
+    async fn features(&self) -> &[String] {
+        &self.0.summary.features
+    }
+    /// Rows per label, sorted by label.
+    async fn labels(&self) -> Vec<LabelCount> {
+        self.0
+            .summary
+            .labels
+            .iter()
+            .map(|(label, count)| LabelCount {
+                label: label.clone(),
+                count: *count as i64,
+            })
+            .collect()
+    }
+    /// The first 100 problems found; `errorCount` counts all of them.
+    async fn errors(&self) -> Vec<DatasetError> {
+        self.0
+            .summary
+            .errors
+            .iter()
+            .map(|e| DatasetError {
+                line: e.line.map(|l| l as i64),
+                message: e.message.clone(),
+            })
+            .collect()
+    }
+    async fn error_count(&self) -> i64 {
+        self.0.summary.error_count as i64
+    }
+    async fn created_at(&self) -> String {
+        timestamp(self.0.created_at)
+    }
+}
 
 #[derive(Default)]
 pub struct DatasetsQuery;
@@ -21,7 +124,7 @@ pub struct DatasetsQuery;
 #[Object]
 impl DatasetsQuery {
     async fn dataset(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Dataset>> {
-        Ok(state(ctx).store.get_dataset(&id).await?.map(Dataset))
+        Ok(service(ctx).dataset(&id).await?.map(Dataset))
     }
 
     /// Newest first. `first`: 1–100 (default 20).
@@ -30,56 +133,19 @@ impl DatasetsQuery {
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> ApiResult<DatasetConnection> {
-        let first = page_size(first)?;
-        let mut datasets = state(ctx)
-            .store
-            .list_datasets(first + 1, decode_cursor(after)?)
+    ) -> ApiResult<Page<(i64, String), Dataset>> {
+        let request = PageRequest::parse(first, after)?;
+        let rows = service(ctx)
+            .datasets(request.fetch(), request.after.clone())
             .await?;
-        let has_next_page = datasets.len() as i64 > first;
-        datasets.truncate(first as usize);
-        Ok(DatasetConnection {
-            datasets,
-            has_next_page,
-        })
+        Ok(page(
+            &request,
+            rows,
+            Count::Datasets,
+            |d| (d.created_at, d.id.clone()),
+            Dataset,
+        ))
     }
-}
-
-pub struct DatasetConnection {
-    datasets: Vec<crate::store::DatasetRecord>,
-    has_next_page: bool,
-}
-
-#[Object]
-impl DatasetConnection {
-    async fn nodes(&self) -> Vec<Dataset> {
-        self.datasets.iter().cloned().map(Dataset).collect()
-    }
-    async fn page_info(&self) -> PageInfo {
-        PageInfo {
-            has_next_page: self.has_next_page,
-            end_cursor: self
-                .datasets
-                .last()
-                .map(|d| encode_cursor(d.created_at, &d.id)),
-        }
-    }
-    async fn total_count(&self, ctx: &Context<'_>) -> ApiResult<i64> {
-        Ok(state(ctx).store.count_datasets().await?)
-    }
-}
-
-fn field_name(field: &str, value: Option<String>, default: &str) -> ApiResult<String> {
-    let value = value
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| default.to_string());
-    if value.is_empty() || value.chars().count() > MAX_NAME {
-        return Err(ApiError::bad(
-            field,
-            format!("must be 1 to {MAX_NAME} characters"),
-        ));
-    }
-    Ok(value)
 }
 
 #[derive(Default)]
@@ -100,72 +166,17 @@ impl DatasetsMutation {
         text_field: Option<String>,
         label_field: Option<String>,
     ) -> ApiResult<Dataset> {
-        let app = state(ctx);
         let upload = file
             .value(ctx)
             .map_err(|e| ApiError::bad("file", format!("cannot be read: {e}")))?;
-        let name = field_name("name", Some(name), "")?;
-        let names = FieldNames {
-            text: field_name("textField", text_field, "text")?,
-            label: field_name("labelField", label_field, "label")?,
-        };
-        if names.text == names.label {
-            return Err(ApiError::bad("labelField", "must differ from textField"));
-        }
-        let format: domain::DatasetFormat = match format {
-            Some(f) => f.into(),
-            None => domain::DatasetFormat::from_file_name(&upload.filename).ok_or_else(|| {
-                ApiError::bad(
-                    "format",
-                    format!(
-                        "cannot be told from the file name {:?}; pass JSONL or CSV",
-                        upload.filename
-                    ),
-                )
-            })?,
-        };
-
-        let id = uuid::Uuid::new_v4().to_string();
-        let key = ObjectKey::parse(&format!("datasets/{id}/data.{}", format.extension()))?;
-        let mut local = upload.content;
-        let for_store = local.try_clone().map_err(ApiError::internal)?;
-        let stored = app
-            .objects
-            .put_stream(
-                &key,
-                tokio::fs::File::from_std(for_store),
-                app.config.max_upload_bytes,
-            )
-            .await
-            .map_err(|e| {
-                if format!("{e}").contains("larger than the limit") {
-                    ApiError::bad("file", format!("{e}"))
-                } else {
-                    ApiError::internal(e)
-                }
-            })?;
-        let new = NewDataset {
-            id: id.clone(),
+        let request = UploadRequest {
             name,
-            format,
-            object_key: key.to_string(),
-            size_bytes: stored.size_bytes as i64,
-            sha256: stored.sha256,
-            text_field: names.text.clone(),
-            label_field: names.label.clone(),
+            file_name: upload.filename,
+            format: format.map(Into::into),
+            text_field,
+            label_field,
+            content: upload.content,
         };
-        app.store.insert_dataset(&new, now_ms()).await?;
-
-        // Validate from the local copy the multipart parser spooled to disk: one streaming pass.
-        let scanned = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            local.seek(SeekFrom::Start(0))?;
-            Ok(scan(BufReader::new(local), format, &names, false))
-        })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
-        Ok(Dataset(
-            app.store.finish_dataset_validation(&id, &scanned).await?,
-        ))
+        Ok(Dataset(service(ctx).upload_dataset(request).await?))
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::domain::FieldError;
-use crate::store::StoreError;
+use crate::service::ServiceError;
 
 /// Deliberately not `Display`: that keeps async-graphql's blanket conversion from any displayable error
 /// away, so every error reaches the client through [`From<ApiError>`] below.
@@ -43,12 +43,14 @@ impl From<FieldError> for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
         match e {
-            StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
-            StoreError::Conflict(message) => Self::Conflict(message),
-            StoreError::Other(e) => Self::Internal(Arc::new(e)),
+            ServiceError::BadInput(e) => e.into(),
+            ServiceError::NotFound(m) => Self::NotFound(m),
+            ServiceError::Conflict(m) => Self::Conflict(m),
+            ServiceError::Forbidden(m) => Self::Forbidden(m),
+            ServiceError::Internal(e) => Self::Internal(Arc::new(e)),
         }
     }
 }

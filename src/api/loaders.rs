@@ -1,30 +1,37 @@
-//! DataLoaders, created per request: every `Job.dataset`, `Job.modelVersion` and `Job.epochs` of one
-//! response is fetched in one round trip each, whatever the page size.
+//! DataLoaders, created per request: every `Job.dataset`, `Job.modelVersion`, `Job.epochs` and
+//! `Model.versions` of one response is fetched in one round trip each, whatever the page size.
 
 use std::collections::HashMap;
 
 use async_graphql::dataloader::{DataLoader, Loader};
 
 use super::error::ApiError;
-use crate::store::{DatasetRecord, ModelVersionRecord, Store};
-use crate::train::EpochMetrics;
+use crate::domain::{DatasetRecord, EpochMetrics, ModelVersionRecord};
+use crate::service::Service;
 
-pub struct DatasetLoader(pub Store);
-pub struct ModelVersionLoader(pub Store);
-pub struct EpochsLoader(pub Store);
-pub struct VersionsByModelLoader(pub Store);
+pub struct DatasetLoader(Service);
+pub struct ModelVersionLoader(Service);
+pub struct EpochsLoader(Service);
+pub struct VersionsByModelLoader(Service);
+
+/// Groups rows by key, every requested key present (with no rows when none matched).
+fn group<T>(
+    keys: &[String],
+    rows: impl IntoIterator<Item = (String, T)>,
+) -> HashMap<String, Vec<T>> {
+    let mut out: HashMap<String, Vec<T>> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+    for (key, row) in rows {
+        out.entry(key).or_default().push(row);
+    }
+    out
+}
 
 impl Loader<String> for DatasetLoader {
     type Value = DatasetRecord;
     type Error = ApiError;
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, DatasetRecord>, ApiError> {
-        Ok(self
-            .0
-            .get_datasets(keys)
-            .await?
-            .into_iter()
-            .map(|d| (d.id.clone(), d))
-            .collect())
+        let rows = self.0.datasets_by_id(keys).await?;
+        Ok(rows.into_iter().map(|d| (d.id.clone(), d)).collect())
     }
 }
 
@@ -32,13 +39,8 @@ impl Loader<String> for ModelVersionLoader {
     type Value = ModelVersionRecord;
     type Error = ApiError;
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, ModelVersionRecord>, ApiError> {
-        Ok(self
-            .0
-            .get_model_versions(keys)
-            .await?
-            .into_iter()
-            .map(|v| (v.id.clone(), v))
-            .collect())
+        let rows = self.0.model_versions_by_id(keys).await?;
+        Ok(rows.into_iter().map(|v| (v.id.clone(), v)).collect())
     }
 }
 
@@ -46,12 +48,7 @@ impl Loader<String> for EpochsLoader {
     type Value = Vec<EpochMetrics>;
     type Error = ApiError;
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Vec<EpochMetrics>>, ApiError> {
-        let mut out: HashMap<String, Vec<EpochMetrics>> =
-            keys.iter().map(|k| (k.clone(), Vec::new())).collect();
-        for (job_id, epoch) in self.0.epochs_of(keys).await? {
-            out.entry(job_id).or_default().push(epoch);
-        }
-        Ok(out)
+        Ok(group(keys, self.0.epochs_of(keys).await?))
     }
 }
 
@@ -62,28 +59,28 @@ impl Loader<String> for VersionsByModelLoader {
         &self,
         keys: &[String],
     ) -> Result<HashMap<String, Vec<ModelVersionRecord>>, ApiError> {
-        let mut out: HashMap<String, Vec<ModelVersionRecord>> =
-            keys.iter().map(|k| (k.clone(), Vec::new())).collect();
-        for version in self.0.versions_of_models(keys).await? {
-            out.entry(version.model_name.clone())
-                .or_default()
-                .push(version);
-        }
-        Ok(out)
+        let rows = self.0.versions_of_models(keys).await?;
+        Ok(group(
+            keys,
+            rows.into_iter().map(|v| (v.model_name.clone(), v)),
+        ))
     }
 }
 
 /// Adds a fresh set of loaders to one request.
-pub fn attach(request: async_graphql::Request, store: &Store) -> async_graphql::Request {
+pub fn attach(request: async_graphql::Request, service: &Service) -> async_graphql::Request {
     request
-        .data(DataLoader::new(DatasetLoader(store.clone()), tokio::spawn))
         .data(DataLoader::new(
-            ModelVersionLoader(store.clone()),
+            DatasetLoader(service.clone()),
             tokio::spawn,
         ))
-        .data(DataLoader::new(EpochsLoader(store.clone()), tokio::spawn))
         .data(DataLoader::new(
-            VersionsByModelLoader(store.clone()),
+            ModelVersionLoader(service.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(EpochsLoader(service.clone()), tokio::spawn))
+        .data(DataLoader::new(
+            VersionsByModelLoader(service.clone()),
             tokio::spawn,
         ))
 }

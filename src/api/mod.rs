@@ -1,7 +1,25 @@
-//! The GraphQL API, independent of the web framework: roots merged from one file per domain, errors
-//! mapped in one place ([`error`]), DataLoaders created per request ([`loaders`]).
+//! The GraphQL API, independent of the web framework. Resolvers are thin: they parse GraphQL input, call
+//! a use case of `service/`, and map the result. Roots are merged from one module per domain ([`jobs`],
+//! [`datasets`], [`models`], [`admin`]), each holding its resolvers and output types; errors are mapped
+//! to codes in one place ([`error`]), every list pages one way ([`paging`]), and DataLoaders are created
+//! per request ([`loaders`]).
 //!
 //! Limits: query depth 16, complexity 5000, page size 100, metric points per request 10000.
+
+/// A GraphQL enum mirroring a domain enum variant for variant, with conversions both ways.
+macro_rules! mirror_enum {
+    ($(#[$meta:meta])* $name:ident => $domain:path { $($variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(async_graphql::Enum, Copy, Clone, Eq, PartialEq, Debug)]
+        pub enum $name { $($variant),+ }
+        impl From<$domain> for $name {
+            fn from(v: $domain) -> Self { match v { $(<$domain>::$variant => Self::$variant),+ } }
+        }
+        impl From<$name> for $domain {
+            fn from(v: $name) -> Self { match v { $($name::$variant => <$domain>::$variant),+ } }
+        }
+    };
+}
 
 pub mod admin;
 pub mod datasets;
@@ -9,16 +27,16 @@ pub mod error;
 pub mod jobs;
 pub mod loaders;
 pub mod models;
-pub mod types;
+pub mod paging;
+mod time;
 
-use std::sync::Arc;
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
-use async_graphql::{MergedObject, MergedSubscription, Schema};
-
-use crate::app::AppState;
 use crate::auth::Principal;
+use crate::service::Service;
 
-pub use error::ApiError;
+pub use error::{ApiError, ApiResult};
+pub use time::timestamp;
 
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(
@@ -53,8 +71,8 @@ fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, Subscripti
     .limit_complexity(MAX_COMPLEXITY)
 }
 
-pub fn schema(state: Arc<AppState>) -> ApiSchema {
-    builder().data(state).finish()
+pub fn schema(service: Service) -> ApiSchema {
+    builder().data(service).finish()
 }
 
 /// The SDL that `kiln schema` prints and `schema.graphql` holds.
@@ -62,13 +80,24 @@ pub fn sdl() -> String {
     builder().finish().sdl()
 }
 
+/// The use cases, from a resolver's context.
+fn service<'a>(ctx: &Context<'a>) -> &'a Service {
+    ctx.data_unchecked::<Service>()
+}
+
+/// The caller, from a resolver's context.
+fn caller<'a>(ctx: &Context<'a>) -> ApiResult<&'a Principal> {
+    ctx.data_opt::<Principal>()
+        .ok_or_else(|| ApiError::Unauthenticated("no API token".into()))
+}
+
 /// Adds what one request needs: the caller and fresh DataLoaders.
 pub fn prepare(
     request: async_graphql::Request,
-    state: &AppState,
+    service: &Service,
     principal: Principal,
 ) -> async_graphql::Request {
-    loaders::attach(request.data(principal), &state.store)
+    loaders::attach(request.data(principal), service)
 }
 
 /// A response holding only `error`, for requests refused before they reach the schema.

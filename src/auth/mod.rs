@@ -74,6 +74,20 @@ pub fn generate_token() -> String {
     format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
 }
 
+/// Mints a token; the plain token is returned once and only its hash is kept.
+pub async fn mint(
+    store: &Store,
+    name: &str,
+    role: Role,
+) -> Result<(String, crate::store::TokenRecord), StoreError> {
+    let token = generate_token();
+    let id = uuid::Uuid::new_v4().to_string();
+    let record = store
+        .insert_token(&id, name, &hash(&token), role.as_str())
+        .await?;
+    Ok((token, record))
+}
+
 impl Authenticator {
     pub fn new(store: Store) -> Self {
         Self {
@@ -117,21 +131,6 @@ impl Authenticator {
         Ok(principal)
     }
 
-    /// Mints a token; the plain token is returned once and only its hash is kept.
-    pub async fn mint(
-        &self,
-        name: &str,
-        role: Role,
-    ) -> Result<(String, crate::store::TokenRecord), StoreError> {
-        let token = generate_token();
-        let id = uuid::Uuid::new_v4().to_string();
-        let record = self
-            .store
-            .insert_token(&id, name, &hash(&token), role.as_str())
-            .await?;
-        Ok((token, record))
-    }
-
     /// Makes sure an admin can get in: stores `configured` when given and unknown; otherwise, when no
     /// token exists at all, mints one and returns it so the caller can print it.
     pub async fn bootstrap_admin(
@@ -155,7 +154,7 @@ impl Authenticator {
         if self.store.count_tokens().await? > 0 {
             return Ok(None);
         }
-        let (token, _) = self.mint("admin", Role::Admin).await?;
+        let (token, _) = mint(&self.store, "admin", Role::Admin).await?;
         Ok(Some(token))
     }
 }

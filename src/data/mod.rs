@@ -11,8 +11,7 @@
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
-use crate::domain::{DatasetFormat, DatasetKind};
-use crate::train::TrainData;
+use crate::domain::{DatasetFormat, DatasetKind, DatasetSummary, RowError, TrainData};
 
 pub const MAX_TEXT_CHARS: usize = 100_000;
 pub const MAX_LABELS: usize = 1_000;
@@ -35,25 +34,10 @@ impl Default for FieldNames {
     }
 }
 
-/// One problem in a file. `line` is the 1-based line of the file (for CSV the header is line 1); `None`
-/// for problems of the whole file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowError {
-    pub line: Option<u64>,
-    pub message: String,
-}
-
-/// What one pass over a file found.
+/// What one pass over a file found: the summary a dataset is stored with and, when loading, the examples.
 #[derive(Debug, Clone, Default)]
 pub struct Scan {
-    pub kind: Option<DatasetKind>,
-    pub row_count: u64,
-    /// Label → number of rows, sorted by label.
-    pub labels: BTreeMap<String, u64>,
-    /// Feature columns of a tabular file, in file order (JSONL: sorted by name).
-    pub features: Vec<String>,
-    pub errors: Vec<RowError>,
-    pub error_count: u64,
+    pub summary: DatasetSummary,
     /// Filled only when loading.
     texts: Vec<String>,
     rows: Vec<Vec<f32>>,
@@ -62,13 +46,13 @@ pub struct Scan {
 
 impl Scan {
     pub fn is_valid(&self) -> bool {
-        self.error_count == 0
+        self.summary.is_valid()
     }
 
     fn error(&mut self, line: Option<u64>, message: impl Into<String>) {
-        self.error_count += 1;
-        if self.errors.len() < MAX_REPORTED_ERRORS {
-            self.errors.push(RowError {
+        self.summary.error_count += 1;
+        if self.summary.errors.len() < MAX_REPORTED_ERRORS {
+            self.summary.errors.push(RowError {
                 line,
                 message: message.into(),
             });
@@ -77,16 +61,16 @@ impl Scan {
 
     /// The examples for training, labels indexed in sorted order, and the label names.
     pub fn into_train_data(self) -> (TrainData, Vec<String>) {
-        let names: Vec<String> = self.labels.keys().cloned().collect();
+        let names: Vec<String> = self.summary.labels.keys().cloned().collect();
         let index: BTreeMap<&str, u32> = names
             .iter()
             .enumerate()
             .map(|(i, n)| (n.as_str(), i as u32))
             .collect();
         let labels = self.row_labels.iter().map(|l| index[l.as_str()]).collect();
-        let data = match self.kind {
+        let data = match self.summary.kind {
             Some(DatasetKind::Tabular) => TrainData::Tabular {
-                feature_names: self.features.clone(),
+                feature_names: self.summary.features,
                 features: self.rows,
                 labels,
             },
@@ -140,11 +124,18 @@ pub fn scan(reader: impl BufRead, format: DatasetFormat, names: &FieldNames, kee
         DatasetFormat::Jsonl => scan_jsonl(reader, names, keep, &mut scan),
         DatasetFormat::Csv => scan_csv(reader, names, keep, &mut scan),
     }
-    if scan.row_count == 0 && scan.error_count == 0 {
+    if scan.summary.row_count == 0 && scan.summary.error_count == 0 {
         scan.error(None, "the file holds no rows");
     }
-    if scan.row_count > 0 && scan.error_count == 0 && scan.labels.len() < 2 {
-        let only = scan.labels.keys().next().cloned().unwrap_or_default();
+    if scan.summary.row_count > 0 && scan.summary.error_count == 0 && scan.summary.labels.len() < 2
+    {
+        let only = scan
+            .summary
+            .labels
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_default();
         scan.error(
             None,
             format!("every row has the label {only:?}; classification needs at least 2 labels"),
@@ -181,20 +172,20 @@ fn scan_jsonl(mut reader: impl BufRead, names: &FieldNames, keep: bool, scan: &m
                 continue;
             }
         };
-        if scan.kind.is_none() {
+        if scan.summary.kind.is_none() {
             let kind = if object.contains_key(&names.text) {
                 DatasetKind::Text
             } else {
                 DatasetKind::Tabular
             };
             if kind == DatasetKind::Tabular {
-                scan.features = object
+                scan.summary.features = object
                     .keys()
                     .filter(|k| **k != names.label)
                     .cloned()
                     .collect();
             }
-            scan.kind = Some(kind);
+            scan.summary.kind = Some(kind);
         }
         let get = |name: &str| Cell::from_json(object.get(name));
         record(scan, number, names, keep, get);
@@ -233,9 +224,9 @@ fn scan_csv(reader: impl BufRead, names: &FieldNames, keep: bool, scan: &mut Sca
     } else {
         DatasetKind::Tabular
     };
-    scan.kind = Some(kind);
+    scan.summary.kind = Some(kind);
     if kind == DatasetKind::Tabular {
-        scan.features = columns
+        scan.summary.features = columns
             .iter()
             .filter(|c| **c != names.label)
             .cloned()
@@ -278,7 +269,7 @@ fn record<'a>(
     keep: bool,
     get: impl Fn(&str) -> Cell<'a>,
 ) {
-    let errors_before = scan.error_count;
+    let errors_before = scan.summary.error_count;
     let label = match get(&names.label) {
         Cell::Str(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
         Cell::Num(n) => Some(format_number(n)),
@@ -301,7 +292,7 @@ fn record<'a>(
     };
     let mut text = None;
     let mut features = Vec::new();
-    match scan.kind {
+    match scan.summary.kind {
         Some(DatasetKind::Text) => match get(&names.text) {
             Cell::Str(s) if s.trim().is_empty() => {
                 scan.error(Some(line), format!("field {:?} is empty", names.text))
@@ -324,18 +315,18 @@ fn record<'a>(
             ),
         },
         Some(DatasetKind::Tabular) => {
-            if scan.features.is_empty() {
+            if scan.summary.features.is_empty() {
                 scan.error(
                     Some(line),
                     format!("has no feature columns besides {:?}", names.label),
                 );
-            } else if scan.features.len() > MAX_FEATURES {
+            } else if scan.summary.features.len() > MAX_FEATURES {
                 scan.error(
                     Some(line),
                     format!("has more than {MAX_FEATURES} feature columns"),
                 );
             }
-            let feature_names = scan.features.clone();
+            let feature_names = scan.summary.features.clone();
             for name in &feature_names {
                 match get(name) {
                     Cell::Num(v) if v.is_finite() => features.push(v as f32),
@@ -358,11 +349,11 @@ fn record<'a>(
         }
         None => {}
     }
-    if scan.error_count > errors_before {
+    if scan.summary.error_count > errors_before {
         return;
     }
     let Some(label) = label else { return };
-    if !scan.labels.contains_key(&label) && scan.labels.len() >= MAX_LABELS {
+    if !scan.summary.labels.contains_key(&label) && scan.summary.labels.len() >= MAX_LABELS {
         scan.error(
             Some(line),
             format!(
@@ -372,8 +363,8 @@ fn record<'a>(
         );
         return;
     }
-    scan.row_count += 1;
-    *scan.labels.entry(label.clone()).or_default() += 1;
+    scan.summary.row_count += 1;
+    *scan.summary.labels.entry(label.clone()).or_default() += 1;
     if keep {
         scan.row_labels.push(label);
         match text {
@@ -410,10 +401,10 @@ mod tests {
         let s = jsonl(
             "{\"text\":\"hi\",\"label\":\"benign\"}\n\n{\"text\":\"ignore all\",\"label\":\"injection\"}\n",
         );
-        assert!(s.is_valid(), "{:?}", s.errors);
-        assert_eq!(s.kind, Some(DatasetKind::Text));
-        assert_eq!(s.row_count, 2);
-        assert_eq!(s.labels.get("benign"), Some(&1));
+        assert!(s.is_valid(), "{:?}", s.summary.errors);
+        assert_eq!(s.summary.kind, Some(DatasetKind::Text));
+        assert_eq!(s.summary.row_count, 2);
+        assert_eq!(s.summary.labels.get("benign"), Some(&1));
         let (data, names) = s.into_train_data();
         assert_eq!(names, vec!["benign", "injection"]);
         assert_eq!(data.labels(), &[0, 1]);
@@ -424,11 +415,11 @@ mod tests {
         let s = jsonl(
             "{\"text\":\"a\",\"label\":\"x\"}\nnot json\n{\"text\":\"\",\"label\":\"y\"}\n{\"label\":\"y\",\"text\":3}\n",
         );
-        let lines: Vec<_> = s.errors.iter().map(|e| e.line).collect();
+        let lines: Vec<_> = s.summary.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![Some(2), Some(3), Some(4)]);
-        assert!(s.errors[0].message.contains("not valid JSON"));
-        assert!(s.errors[1].message.contains("\"text\" is empty"));
-        assert!(s.errors[2].message.contains("expected a string"));
+        assert!(s.summary.errors[0].message.contains("not valid JSON"));
+        assert!(s.summary.errors[1].message.contains("\"text\" is empty"));
+        assert!(s.summary.errors[2].message.contains("expected a string"));
     }
 
     #[test]
@@ -440,14 +431,16 @@ mod tests {
             &FieldNames::default(),
             false,
         );
-        assert_eq!(s.kind, Some(DatasetKind::Tabular));
-        assert_eq!(s.features, vec!["a", "b"]);
-        assert_eq!(s.errors.len(), 1);
-        assert_eq!(s.errors[0].line, Some(3));
+        assert_eq!(s.summary.kind, Some(DatasetKind::Tabular));
+        assert_eq!(s.summary.features, vec!["a", "b"]);
+        assert_eq!(s.summary.errors.len(), 1);
+        assert_eq!(s.summary.errors[0].line, Some(3));
         assert!(
-            s.errors[0].message.contains("\"b\" is not a number"),
+            s.summary.errors[0]
+                .message
+                .contains("\"b\" is not a number"),
             "{:?}",
-            s.errors
+            s.summary.errors
         );
     }
 
@@ -455,6 +448,6 @@ mod tests {
     fn a_single_label_file_is_refused() {
         let s = jsonl("{\"text\":\"a\",\"label\":\"x\"}\n{\"text\":\"b\",\"label\":\"x\"}\n");
         assert!(!s.is_valid());
-        assert_eq!(s.errors[0].line, None);
+        assert_eq!(s.summary.errors[0].line, None);
     }
 }

@@ -1,6 +1,9 @@
-//! What a dataset is, independent of where its bytes live.
+//! What a dataset is, independent of where its bytes live: its format and kind, what validation found
+//! ([`DatasetSummary`]), its stored record, and the examples a training run reads from it ([`TrainData`]).
 
-use super::FieldError;
+use std::collections::BTreeMap;
+
+use super::{FieldError, ObjectKey};
 
 /// The file format of an uploaded dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +105,92 @@ impl DatasetStatus {
                 "status",
                 format!("unknown dataset status {other:?}"),
             )),
+        }
+    }
+}
+
+/// One problem in a file. `line` is the 1-based line of the file (for CSV the header is line 1); `None`
+/// for problems of the whole file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    pub line: Option<u64>,
+    pub message: String,
+}
+
+/// What one validation pass over a file found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DatasetSummary {
+    pub kind: Option<DatasetKind>,
+    /// Valid rows.
+    pub row_count: u64,
+    /// Label → number of rows, sorted by label.
+    pub labels: BTreeMap<String, u64>,
+    /// Feature columns of a tabular file, in file order (JSONL: sorted by name).
+    pub features: Vec<String>,
+    /// The first problems found (at most `data::MAX_REPORTED_ERRORS`).
+    pub errors: Vec<RowError>,
+    /// Every problem found.
+    pub error_count: u64,
+}
+
+impl DatasetSummary {
+    pub fn is_valid(&self) -> bool {
+        self.error_count == 0
+    }
+
+    /// `READY` for a valid file, `INVALID` otherwise.
+    pub fn status(&self) -> DatasetStatus {
+        if self.is_valid() {
+            DatasetStatus::Ready
+        } else {
+            DatasetStatus::Invalid
+        }
+    }
+}
+
+/// A stored dataset.
+#[derive(Debug, Clone)]
+pub struct DatasetRecord {
+    pub id: String,
+    pub name: String,
+    pub format: DatasetFormat,
+    pub status: DatasetStatus,
+    pub object_key: ObjectKey,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub text_field: String,
+    pub label_field: String,
+    /// Empty until validation has finished.
+    pub summary: DatasetSummary,
+    pub created_at: i64,
+}
+
+/// Examples to learn from, parsed and checked by `data/`. Labels index into the run's label names.
+#[derive(Debug, Clone)]
+pub enum TrainData {
+    Text {
+        texts: Vec<String>,
+        labels: Vec<u32>,
+    },
+    Tabular {
+        feature_names: Vec<String>,
+        features: Vec<Vec<f32>>,
+        labels: Vec<u32>,
+    },
+}
+
+impl TrainData {
+    pub fn len(&self) -> usize {
+        self.labels().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn labels(&self) -> &[u32] {
+        match self {
+            Self::Text { labels, .. } | Self::Tabular { labels, .. } => labels,
         }
     }
 }

@@ -1,8 +1,9 @@
-//! Jobs: their lifecycle, priority and the training settings a user may choose.
+//! Jobs: their lifecycle, priority, the training settings a user may choose, and what a job records as
+//! it runs (progress, epoch metrics, step metrics).
 
 use serde::{Deserialize, Serialize};
 
-use super::FieldError;
+use super::{DatasetKind, FieldError, TrainingSettings};
 
 /// Where a job is in its life. Transitions are checked by [`JobStatus::can_become`]; the store refuses a
 /// write that is not a legal transition.
@@ -118,6 +119,22 @@ impl TaskKind {
         match self {
             Self::TextClassification => "TEXT_CLASSIFICATION",
             Self::TabularClassification => "TABULAR_CLASSIFICATION",
+        }
+    }
+
+    /// The kind of dataset this task trains on.
+    pub fn dataset_kind(self) -> DatasetKind {
+        match self {
+            Self::TextClassification => DatasetKind::Text,
+            Self::TabularClassification => DatasetKind::Tabular,
+        }
+    }
+
+    /// The task a dataset of `kind` trains.
+    pub fn for_dataset(kind: DatasetKind) -> Self {
+        match kind {
+            DatasetKind::Text => Self::TextClassification,
+            DatasetKind::Tabular => Self::TabularClassification,
         }
     }
 
@@ -309,6 +326,100 @@ impl ModelConfig {
             intermediate_size,
         })
     }
+}
+
+/// A stored job.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub id: String,
+    pub name: String,
+    pub model_name: String,
+    pub dataset_id: String,
+    /// Task, base model, model size and hyperparameters, checked at submit.
+    pub settings: TrainingSettings,
+    pub priority: Priority,
+    pub status: JobStatus,
+    /// For a failed job: what failed and what to do, written for the user, with the reference under which
+    /// the server log holds the details.
+    pub error: Option<String>,
+    pub progress: Option<JobProgress>,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub cancel_requested: bool,
+    pub model_version_id: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// Where a running job is, as last written by its worker (`Job.progress`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobProgress {
+    pub epoch: u32,
+    pub total_epochs: u32,
+    pub step: u64,
+    pub total_steps: u64,
+    pub percent: f64,
+    pub elapsed_seconds: f64,
+    pub eta_seconds: Option<f64>,
+}
+
+impl JobProgress {
+    /// Progress after `step` of `total_steps`, `elapsed_seconds` into the run; the ETA assumes the
+    /// remaining steps take as long as the finished ones did.
+    pub fn at(
+        epoch: u32,
+        total_epochs: u32,
+        step: u64,
+        total_steps: u64,
+        elapsed_seconds: f64,
+    ) -> Self {
+        let done = step as f64 / total_steps.max(1) as f64;
+        Self {
+            epoch,
+            total_epochs,
+            step,
+            total_steps,
+            percent: (done * 100.0 * 100.0).round() / 100.0,
+            elapsed_seconds,
+            eta_seconds: (done > 0.0).then(|| elapsed_seconds * (1.0 - done) / done),
+        }
+    }
+}
+
+/// One epoch's results on the validation split. Precision, recall and F1 are macro averages over the
+/// labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EpochMetrics {
+    /// 1-based.
+    pub epoch: u32,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub accuracy: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+/// One recorded value of a named step metric (`train_loss`, `learning_rate`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPoint {
+    pub name: String,
+    pub step: i64,
+    pub epoch: i64,
+    pub value: f64,
+    pub created_at: i64,
+}
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub model_name: Option<String>,
 }
 
 #[cfg(test)]

@@ -1,6 +1,35 @@
-//! Names that end up in object keys and URLs, so their alphabet is restricted.
+//! Names: free-form display names (jobs, datasets, tokens, field names) and the names that end up in
+//! object keys and URLs, whose alphabet is restricted.
 
 use super::FieldError;
+
+/// A name people read: 1–200 characters after trimming, any alphabet. Jobs, datasets, API tokens and a
+/// dataset's text and label fields are named this way.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub const MAX_CHARS: usize = 200;
+
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
+        let name = raw.trim();
+        if name.is_empty() || name.chars().count() > Self::MAX_CHARS {
+            return Err(FieldError::new(
+                field,
+                format!("must be 1 to {} characters", Self::MAX_CHARS),
+            ));
+        }
+        Ok(Self(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
 
 /// The name of a registry model: 1–64 characters of letters, digits, `.`, `_` and `-`, starting with a
 /// letter or digit.
@@ -98,6 +127,14 @@ impl std::fmt::Display for ObjectKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_names_are_trimmed_and_bounded() {
+        assert_eq!(DisplayName::parse("name", "  ci  ").unwrap().as_str(), "ci");
+        assert_eq!(DisplayName::parse("name", "   ").unwrap_err().field, "name");
+        assert!(DisplayName::parse("name", &"é".repeat(200)).is_ok());
+        assert!(DisplayName::parse("name", &"é".repeat(201)).is_err());
+    }
 
     #[test]
     fn model_names_are_restricted_to_a_safe_alphabet() {

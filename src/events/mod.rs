@@ -12,6 +12,9 @@
 //! Either way subscribers re-read the store, so no stored event (status, epoch) is lost; step progress,
 //! which is not stored, may be skipped. Events are published only after the change they describe is
 //! written.
+//!
+//! Workers listen here too: a `StatusChanged { status: Queued }` wakes idle workers at once (on every
+//! replica, with Redis), and `CancelRequested` reaches the worker running the job.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +24,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::domain::JobStatus;
-use crate::train::EpochMetrics;
+use crate::domain::{EpochMetrics, JobStatus};
 
 pub const CHANNEL_CAPACITY: usize = 1024;
 /// The Redis pub/sub channel all replicas share.
@@ -42,7 +44,7 @@ pub enum JobEvent {
         learning_rate: f64,
         samples_per_second: f64,
     },
-    /// A user asked to cancel the job; the worker running it stops (it may be on another replica).
+    /// A user asked to cancel the job; the worker running it stops, in this process or on another replica.
     CancelRequested,
     /// Events may have been dropped (the Redis bridge reconnected): subscribers re-read the store.
     Resync,

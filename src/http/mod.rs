@@ -19,8 +19,8 @@ use futures::{AsyncReadExt, TryStreamExt};
 use rust_embed::RustEmbed;
 
 use crate::api::{self, ApiError, ApiSchema};
-use crate::app::AppState;
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Authenticator};
+use crate::service::Service;
 
 /// Largest GraphQL request body that is not a multipart upload.
 pub const MAX_JSON_BODY: u64 = 1024 * 1024;
@@ -29,37 +29,50 @@ pub const MAX_JSON_BODY: u64 = 1024 * 1024;
 #[folder = "web-playground/"]
 struct Playground;
 
+/// What the handlers share: the schema, the use cases, the token check and the upload limit.
 #[derive(Clone)]
-struct HttpState {
-    app: Arc<AppState>,
+pub struct HttpState {
+    service: Service,
+    auth: Arc<Authenticator>,
     schema: ApiSchema,
+    max_upload_bytes: u64,
+}
+
+impl HttpState {
+    pub fn new(service: Service, auth: Arc<Authenticator>, max_upload_bytes: u64) -> Self {
+        Self {
+            schema: api::schema(service.clone()),
+            service,
+            auth,
+            max_upload_bytes,
+        }
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then lets open requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    app: Arc<AppState>,
+    state: HttpState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-pub fn router(app: Arc<AppState>) -> Router {
-    let schema = api::schema(app.clone());
+pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/", get(|| playground_file(Path("index.html".to_string()))))
         .route("/playground/{*file}", get(playground_file))
         .route("/graphql", get(graphql_ws).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(HttpState { app, schema })
+        .with_state(state)
 }
 
 fn auth_error(error: AuthError) -> ApiError {
     match error {
-        AuthError::Store(e) => e.into(),
+        AuthError::Store(e) => ApiError::internal(e),
         other => ApiError::Unauthenticated(other.to_string()),
     }
 }
@@ -72,7 +85,7 @@ async fn graphql_post(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let principal = match s.app.auth.authenticate(authorization).await {
+    let principal = match s.auth.authenticate(authorization).await {
         Ok(p) => p,
         Err(e) => {
             let status = if matches!(e, AuthError::Store(_)) {
@@ -95,7 +108,7 @@ async fn graphql_post(
         .as_deref()
         .is_some_and(|c| c.starts_with("multipart/"));
     let limit = if multipart {
-        s.app.config.max_upload_bytes.saturating_add(MAX_JSON_BODY)
+        s.max_upload_bytes.saturating_add(MAX_JSON_BODY)
     } else {
         MAX_JSON_BODY
     };
@@ -124,7 +137,7 @@ async fn graphql_post(
     let parsed = async_graphql::http::receive_body(
         content_type,
         body,
-        api::multipart_options(s.app.config.max_upload_bytes),
+        api::multipart_options(s.max_upload_bytes),
     )
     .await;
     let gql_request = match parsed {
@@ -140,7 +153,7 @@ async fn graphql_post(
     };
     GraphQLResponse::from(
         s.schema
-            .execute(api::prepare(gql_request, &s.app, principal))
+            .execute(api::prepare(gql_request, &s.service, principal))
             .await,
     )
     .into_response()
@@ -153,7 +166,7 @@ async fn graphql_ws(
 ) -> Response {
     ws.protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
-            let app = s.app.clone();
+            let auth = s.auth.clone();
             GraphQLWebSocket::new(socket, s.schema.clone(), protocol)
                 .on_connection_init(move |payload| async move {
                     let header = payload
@@ -164,12 +177,11 @@ async fn graphql_ws(
                     // async-graphql closes a refused connection with code 1002 and the error's message
                     // as the reason; the reason starts with the error code so clients can tell why.
                     let principal =
-                        app.auth
-                            .authenticate(header.as_deref())
+                        auth.authenticate(header.as_deref())
                             .await
                             .map_err(|e| match e {
                                 AuthError::Store(e) => {
-                                    async_graphql::Error::from(ApiError::from(e))
+                                    async_graphql::Error::from(ApiError::internal(e))
                                 }
                                 other => {
                                     async_graphql::Error::new(format!("UNAUTHENTICATED: {other}"))
@@ -184,12 +196,10 @@ async fn graphql_ws(
 }
 
 async fn readyz(State(s): State<HttpState>) -> Response {
-    let db = s.app.store.ping().await;
-    let objects = s.app.objects.ping().await;
-    match (db, objects) {
-        (Ok(()), Ok(())) => (StatusCode::OK, "ready").into_response(),
-        (db, objects) => {
-            tracing::warn!(database = ?db.err(), objects = ?objects.err(), "not ready");
+    match s.service.check_ready().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "not ready");
             (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
         }
     }

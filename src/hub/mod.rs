@@ -8,61 +8,20 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use crate::domain::FieldError;
+use crate::domain::{HubModel, UserError};
 
 /// The files a base model directory must hold.
 pub const MODEL_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 
-/// A model on the hub.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HubModel {
-    pub repo: String,
-    pub revision: String,
-}
-
-impl HubModel {
-    pub const PREFIX: &str = "hf:";
-
-    /// Parses `hf:org/name` or `hf:org/name@revision`; `None` when `raw` is not a hub reference.
-    pub fn parse(field: &str, raw: &str) -> Option<Result<Self, FieldError>> {
-        let rest = raw.strip_prefix(Self::PREFIX)?;
-        let (repo, revision) = rest.split_once('@').unwrap_or((rest, "main"));
-        let safe = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        };
-        let segments: Vec<&str> = repo.split('/').collect();
-        if !(1..=2).contains(&segments.len())
-            || !segments.iter().all(|s| safe(s) && !s.starts_with('.'))
-        {
-            return Some(Err(FieldError::new(
-                field,
-                format!("{raw:?} is not a hub model: expected hf:org/name or hf:org/name@revision"),
-            )));
-        }
-        if !safe(revision) || revision.starts_with('.') {
-            return Some(Err(FieldError::new(
-                field,
-                format!("{revision:?} is not a valid revision"),
-            )));
-        }
-        Some(Ok(Self {
-            repo: repo.to_string(),
-            revision: revision.to_string(),
-        }))
-    }
-
-    /// Where the files are cached under `cache_root`.
-    pub fn cache_dir(&self, cache_root: &Path) -> PathBuf {
-        cache_root
-            .join(self.repo.replace('/', "--"))
-            .join(&self.revision)
-    }
+/// Where a model's files are cached under `cache_root`.
+pub fn cache_dir(model: &HubModel, cache_root: &Path) -> PathBuf {
+    cache_root
+        .join(model.repo.replace('/', "--"))
+        .join(&model.revision)
 }
 
 /// Makes sure the model's files are in the cache and returns its directory.
@@ -72,7 +31,7 @@ pub async fn fetch(
     token: Option<&str>,
     cache_root: &Path,
 ) -> Result<PathBuf> {
-    let dir = model.cache_dir(cache_root);
+    let dir = cache_dir(model, cache_root);
     tokio::fs::create_dir_all(&dir)
         .await
         .with_context(|| format!("creating {}", dir.display()))?;
@@ -89,16 +48,34 @@ pub async fn fetch(
             model.revision
         );
         tracing::info!(%url, "downloading a base model file");
+        let what = format!("{file} of {}@{}", model.repo, model.revision);
         download(&client, &url, token, &target)
             .await
-            .with_context(|| {
-                format!(
-                    "downloading {file} of {}@{} from {endpoint}",
-                    model.repo, model.revision
-                )
+            .map_err(|e| match e {
+                Download::Refused(status) => UserError::new(format!(
+                    "downloading {what} from the hub failed: HTTP {status}; check the model name and \
+                     revision (and KILN_HF_TOKEN for a private model)"
+                ))
+                .into(),
+                Download::Failed(e) => UserError::wrap(
+                    format!("downloading {what} from the hub failed; try again later"),
+                    e.context(format!("downloading {url}")),
+                ),
             })?;
     }
     Ok(dir)
+}
+
+/// Why a download failed: the hub answered with an error status, or the transfer itself failed.
+enum Download {
+    Refused(reqwest::StatusCode),
+    Failed(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Download {
+    fn from(e: E) -> Self {
+        Self::Failed(e.into())
+    }
 }
 
 async fn download(
@@ -106,7 +83,7 @@ async fn download(
     url: &str,
     token: Option<&str>,
     target: &Path,
-) -> Result<()> {
+) -> Result<(), Download> {
     let mut request = client.get(url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -114,7 +91,7 @@ async fn download(
     let response = request.send().await?;
     let status = response.status();
     if !status.is_success() {
-        bail!("HTTP {status}");
+        return Err(Download::Refused(status));
     }
     let part = target.with_extension("part");
     let mut file = tokio::fs::File::create(&part)
@@ -130,31 +107,4 @@ async fn download(
         .await
         .with_context(|| format!("moving {} into place", part.display()))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hub_references_are_parsed_and_checked() {
-        let ok = HubModel::parse("baseModel", "hf:sentence-transformers/all-MiniLM-L6-v2")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            ok,
-            HubModel {
-                repo: "sentence-transformers/all-MiniLM-L6-v2".into(),
-                revision: "main".into()
-            }
-        );
-        let pinned = HubModel::parse("baseModel", "hf:bert-base-uncased@v1.0")
-            .unwrap()
-            .unwrap();
-        assert_eq!(pinned.revision, "v1.0");
-        assert!(HubModel::parse("baseModel", "/local/dir").is_none());
-        for bad in ["hf:", "hf:a/b/c", "hf:../x", "hf:org/name@", "hf:org/na me"] {
-            assert!(HubModel::parse("baseModel", bad).unwrap().is_err(), "{bad}");
-        }
-    }
 }

@@ -1,7 +1,10 @@
 //! The object store: dataset files and model artifacts. Local files (`file://` or a plain path) for the
 //! embedded default, S3 or any S3-protocol server (MinIO) for production, behind one type.
 //!
-//! Writes stream: bytes go up in parts while a SHA-256 is computed, never whole in memory.
+//! Writes stream: bytes go up in parts while a SHA-256 is computed, never whole in memory. The key layout
+//! is in [`keys`].
+
+pub mod keys;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +33,15 @@ pub struct Objects {
     prefix: String,
     /// `file:///abs/dir` or `s3://bucket/prefix`, joined with keys to make artifact URIs.
     base_uri: String,
+}
+
+/// Why a write failed: too large for the limit the caller set (the caller's to report), or anything else.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("the file is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
 }
 
 /// What a streamed write stored.
@@ -111,7 +123,7 @@ impl Objects {
         key: &ObjectKey,
         mut reader: impl AsyncRead + Unpin,
         max_bytes: u64,
-    ) -> Result<Stored> {
+    ) -> Result<Stored, ObjectError> {
         let upload = self
             .store
             .put_multipart(&self.path(key))
@@ -126,7 +138,9 @@ impl Objects {
                 Ok(n) => n,
                 Err(e) => {
                     let _ = writer.abort().await;
-                    return Err(e).with_context(|| format!("reading the data for {key}"));
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("reading the data for {key}"))
+                        .into());
                 }
             };
             if n == 0 {
@@ -135,7 +149,7 @@ impl Objects {
             size += n as u64;
             if size > max_bytes {
                 let _ = writer.abort().await;
-                bail!("the file is larger than the limit of {max_bytes} bytes");
+                return Err(ObjectError::TooLarge { limit: max_bytes });
             }
             hasher.update(&buf[..n]);
             writer
@@ -159,7 +173,7 @@ impl Objects {
         let reader = tokio::fs::File::open(file)
             .await
             .with_context(|| format!("opening {}", file.display()))?;
-        self.put_stream(key, reader, u64::MAX).await
+        Ok(self.put_stream(key, reader, u64::MAX).await?)
     }
 
     /// The whole object in memory (datasets for training, small model files).
@@ -188,7 +202,6 @@ impl Objects {
 
     /// A cheap reachability check for `/readyz`.
     pub async fn ping(&self) -> Result<()> {
-        let key = ObjectKey::parse("kiln-readyz").expect("valid key");
-        self.size_of(&key).await.map(|_| ())
+        self.size_of(&keys::readiness_probe()).await.map(|_| ())
     }
 }

@@ -4,36 +4,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::{StopFlag, StopReason};
-use crate::app::AppState;
-use crate::data::{FieldNames, scan};
-use crate::domain::{JobStatus, ObjectKey, now_ms};
-use crate::events::JobEvent;
-use crate::store::{JobRecord, MetricPoint};
-use crate::train::{
-    self, BaseModel, EpochMetrics, ProgressSink, StepReport, TrainOutcome, TrainSpec,
+use super::{StopFlag, StopReason, Worker};
+use crate::domain::{
+    EpochMetrics, JobProgress, JobRecord, JobStatus, MetricPoint, UserError, now_ms,
 };
+use crate::events::JobEvent;
+use crate::service::{Lease, Service, TrainingRecord};
+use crate::train::{self, Interrupt, ProgressSink, StepReport, TrainOutcome, TrainSpec};
 
 /// Step events are published at most this often.
 const STEP_EVENT_INTERVAL: Duration = Duration::from_millis(250);
 /// Progress and buffered step metrics are written at most this often (and at every epoch's end).
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+/// Step metrics buffered before a write regardless of time.
+const MAX_PENDING_POINTS: usize = 400;
 
-/// `Job.progress` as stored.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct Progress {
-    pub epoch: u32,
-    pub total_epochs: u32,
-    pub step: u64,
-    pub total_steps: u64,
-    pub percent: f64,
-    pub elapsed_seconds: f64,
-    pub eta_seconds: Option<f64>,
-}
+/// What `Job.error` says when nothing more specific explains a failure.
+const FAILED: &str = "the job failed unexpectedly; retry it, and if it fails again ask an operator to \
+                      look up the reference in the server log";
 
 enum TrainEvent {
     Step(StepReport),
@@ -52,59 +42,45 @@ impl ProgressSink for ChannelSink {
     }
 }
 
-/// Runs a job this worker has claimed and returns the status it ended in.
-#[tracing::instrument(skip_all, fields(job_id = %job.id, worker = %worker))]
-pub async fn run(state: &Arc<AppState>, worker: &str, job: JobRecord) -> JobStatus {
-    state.events.publish(
-        &job.id,
-        JobEvent::StatusChanged {
-            status: JobStatus::Running,
-            error: None,
-        },
-    );
-    let flag = state.running.register(&job.id);
+/// Runs a job `worker` has claimed and returns the status it ended in.
+#[tracing::instrument(skip_all, fields(job_id = %job.id, worker = %worker.id))]
+pub(super) async fn run(worker: &Worker, job: JobRecord) -> JobStatus {
+    let service = &worker.service;
+    let flag = Arc::new(StopFlag::default());
     if job.cancel_requested {
         flag.stop(StopReason::Cancel);
     }
-    let heartbeat = tokio::spawn(heartbeat(
-        state.clone(),
+    let supervisor = tokio::spawn(supervise(
+        service.clone(),
+        worker.settings.lease_ms(),
         job.id.clone(),
-        worker.to_string(),
+        worker.id.clone(),
         flag.clone(),
+        worker.shutdown.clone(),
     ));
-    let result = train_and_register(state, worker, &job, flag.clone()).await;
-    heartbeat.abort();
-    state.running.remove(&job.id);
+    let result = train_and_register(worker, &job, flag.clone()).await;
+    supervisor.abort();
 
-    let (to, error) = match result {
+    let ended = match result {
         Ok(Some(status)) => return status,
         Ok(None) => match flag.reason() {
-            StopReason::Cancel => (JobStatus::Cancelled, None),
-            StopReason::Shutdown => (JobStatus::Queued, None),
+            StopReason::Cancel => {
+                service
+                    .release_job(&job.id, &worker.id, JobStatus::Cancelled)
+                    .await
+            }
+            StopReason::Shutdown => {
+                service
+                    .release_job(&job.id, &worker.id, JobStatus::Queued)
+                    .await
+            }
             // Another worker holds the job now; nothing of ours to write.
             StopReason::LeaseLost | StopReason::None => return JobStatus::Running,
         },
-        Err(e) => {
-            let message = format!("{e:#}");
-            tracing::warn!(error = %message, "job failed");
-            (JobStatus::Failed, Some(message))
-        }
+        Err(e) => service.fail_job(&job.id, &worker.id, &e, FAILED).await,
     };
-    match state
-        .store
-        .finish_job(&job.id, worker, to, error.as_deref())
-        .await
-    {
-        Ok(Some(job)) => {
-            state.events.publish(
-                &job.id,
-                JobEvent::StatusChanged {
-                    status: job.status,
-                    error: job.error.clone(),
-                },
-            );
-            job.status
-        }
+    match ended {
+        Ok(Some(job)) => job.status,
         Ok(None) => JobStatus::Running,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "recording the job's end failed");
@@ -113,12 +89,19 @@ pub async fn run(state: &Arc<AppState>, worker: &str, job: JobRecord) -> JobStat
     }
 }
 
-/// Keeps the lease alive and relays a cancel asked for on another replica: at once when the cancel
-/// arrives as an event (shared through Redis), at the next heartbeat when it is only in the database.
-async fn heartbeat(state: Arc<AppState>, job_id: String, worker: String, flag: Arc<StopFlag>) {
-    let lease_ms = state.config.lease_seconds as i64 * 1000;
+/// Keeps the lease alive and stops the job when asked: a cancel arrives as an event at once (from this
+/// process or, through Redis, another replica) or as a flag at the next heartbeat; shutdown arrives
+/// through the worker's token; a heartbeat that finds the lease gone stops it too.
+async fn supervise(
+    service: Service,
+    lease_ms: i64,
+    job_id: String,
+    worker: String,
+    flag: Arc<StopFlag>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let every = Duration::from_millis((lease_ms / 3).clamp(100, 10_000) as u64);
-    let mut events = state.events.subscribe();
+    let mut events = service.events().subscribe();
     let mut next_beat = tokio::time::Instant::now() + every;
     loop {
         tokio::select! {
@@ -131,13 +114,19 @@ async fn heartbeat(state: Arc<AppState>, job_id: String, worker: String, flag: A
                 }
                 continue;
             }
+            _ = shutdown.cancelled() => {
+                flag.stop(StopReason::Shutdown);
+                return;
+            }
             _ = tokio::time::sleep_until(next_beat) => {}
         }
         next_beat = tokio::time::Instant::now() + every;
-        match state.store.heartbeat_job(&job_id, &worker, lease_ms).await {
-            Ok(Some(true)) => flag.stop(StopReason::Cancel),
-            Ok(Some(false)) => {}
-            Ok(None) => {
+        match service.heartbeat(&job_id, &worker, lease_ms).await {
+            Ok(Lease::Held {
+                cancel_requested: true,
+            }) => flag.stop(StopReason::Cancel),
+            Ok(Lease::Held { .. }) => {}
+            Ok(Lease::Lost) => {
                 flag.stop(StopReason::LeaseLost);
                 return;
             }
@@ -147,59 +136,31 @@ async fn heartbeat(state: Arc<AppState>, job_id: String, worker: String, flag: A
 }
 
 /// `Ok(Some(status))` when the job reached a final status here, `Ok(None)` when training was
-/// interrupted (the flag says why).
+/// interrupted (the flag says why). Errors carry a `UserError` for `Job.error` where one applies.
 async fn train_and_register(
-    state: &Arc<AppState>,
-    worker: &str,
+    worker: &Worker,
     job: &JobRecord,
     flag: Arc<StopFlag>,
 ) -> Result<Option<JobStatus>> {
+    let service = &worker.service;
     if job.attempts > 1 {
-        // No checkpoints yet: a job started again trains from the beginning.
-        state.store.reset_job_history(&job.id).await?;
+        service.forget_earlier_attempt(&job.id).await?;
     }
-    let dataset = state
-        .store
-        .get_dataset(&job.dataset_id)
-        .await?
-        .with_context(|| format!("dataset {} no longer exists", job.dataset_id))?;
-    let key = ObjectKey::parse(&dataset.object_key)?;
-    let bytes = state
-        .objects
-        .get_bytes(&key)
-        .await
-        .context("reading the dataset")?;
-    let names = FieldNames {
-        text: dataset.text_field.clone(),
-        label: dataset.label_field.clone(),
+    let examples = service.training_examples(&job.dataset_id).await?;
+    let base_dir = match &job.settings.base_model {
+        Some(base) => Some(service.base_model_dir(base).await.map_err(|e| {
+            UserError::wrap(
+                "the base model could not be fetched; retry the job later",
+                e,
+            )
+        })?),
+        None => None,
     };
-    let format = dataset.format;
-    let scanned =
-        tokio::task::spawn_blocking(move || scan(&bytes[..], format, &names, true)).await?;
-    anyhow::ensure!(
-        scanned.is_valid(),
-        "the dataset no longer validates: {}",
-        scanned
-            .errors
-            .first()
-            .map(|e| e.message.as_str())
-            .unwrap_or("unknown error")
-    );
-    let (data, label_names) = scanned.into_train_data();
-
-    let output_dir = state.config.work_dir.join("jobs").join(&job.id);
-    let spec = TrainSpec {
-        task: job.task,
-        data,
-        label_names,
-        hyper: job.hyperparameters.clone(),
-        base: match &job.base_model {
-            Some(reference) => BaseModel::Pretrained(base_model_dir(state, reference).await?),
-            None => BaseModel::Random(job.model_config.unwrap_or_default()),
-        },
-        output_dir: output_dir.clone(),
-        device: train::default_device(),
-    };
+    if flag.should_stop() {
+        return Ok(None);
+    }
+    let output_dir = worker.settings.work_dir.join("jobs").join(&job.id);
+    let spec = TrainSpec::new(job.settings.clone(), examples, base_dir, output_dir.clone());
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let interrupt = flag.clone();
@@ -208,101 +169,90 @@ async fn train_and_register(
         train::run(&spec, &mut sink, interrupt.as_ref())
     });
 
-    let mut recorder = Recorder::new(state.clone(), job.id.clone());
-    let mut recorded = Ok(());
+    let mut recorder = Recorder::new(service.clone(), job.id.clone(), worker.id.clone());
+    // Once a write fails or finds the lease gone, training is stopped and the rest only drained.
+    let mut recording: Result<()> = Ok(());
     while let Some(event) = rx.recv().await {
-        if recorded.is_ok() {
-            recorded = recorder.record(event).await;
-            if recorded.is_err() {
-                // Writing progress failed: stop training rather than run on unrecorded.
-                flag.stop(StopReason::Shutdown);
-            }
+        if recording.is_ok() {
+            recording = settle(recorder.record(event).await, &flag);
         }
     }
-    recorded
-        .and(recorder.flush().await)
-        .context("recording training progress")?;
-    let outcome = training.await.context("the training thread panicked")??;
-
-    let model = match outcome {
+    if recording.is_ok() {
+        recording = settle(recorder.flush().await, &flag);
+    }
+    let outcome = training.await.context("the training thread panicked")?;
+    if flag.reason() == StopReason::LeaseLost {
+        let _ = tokio::fs::remove_dir_all(&output_dir).await;
+        return Ok(None);
+    }
+    recording.map_err(|e| {
+        UserError::wrap("recording training progress failed; retry the job later", e)
+    })?;
+    let model = match outcome? {
         TrainOutcome::Interrupted { .. } => {
             let _ = tokio::fs::remove_dir_all(&output_dir).await;
             return Ok(None);
         }
         TrainOutcome::Completed(model) => model,
     };
-    let prefix = ObjectKey::parse(&format!("models/{}/runs/{}", job.model_name, job.id))?;
-    for file in &model.files {
-        state
-            .objects
-            .put_file(&prefix.join(file)?, &output_dir.join(file))
-            .await?;
-    }
+    let registered = service
+        .register_model_version(job, &worker.id, &output_dir, &model.files, &model.manifest)
+        .await
+        .map_err(|e| {
+            UserError::wrap(
+                "the trained model could not be stored; retry the job later",
+                e,
+            )
+        });
     let _ = tokio::fs::remove_dir_all(&output_dir).await;
-    let version_id = uuid::Uuid::new_v4().to_string();
-    let metrics = serde_json::to_string(&model.final_metrics)?;
-    let (done, version) = state
-        .store
-        .complete_job_with_version(
-            job,
-            worker,
-            &version_id,
-            &state.objects.uri(&prefix),
-            &metrics,
-        )
-        .await?;
-    tracing::info!(model = %version.model_name, version = version.version, "model registered");
-    state.events.publish(
-        &done.id,
-        JobEvent::StatusChanged {
-            status: done.status,
-            error: None,
-        },
-    );
-    Ok(Some(done.status))
+    registered?;
+    Ok(Some(JobStatus::Completed))
 }
 
-/// The local directory of a base model: the path itself, or the hub cache after downloading.
-async fn base_model_dir(state: &AppState, reference: &str) -> Result<std::path::PathBuf> {
-    match crate::hub::HubModel::parse("baseModel", reference) {
-        None => Ok(reference.into()),
-        Some(hub) => {
-            let config = &state.config;
-            let token = config.hf_token.as_ref().map(|t| t.expose());
-            crate::hub::fetch(
-                &hub?,
-                &config.hf_endpoint,
-                token,
-                &config.work_dir.join("hub"),
-            )
-            .await
+/// What a recorder's write means for training: it goes on while the lease is held; it stops when the
+/// lease is gone (another worker holds the job) or the write failed (rather than run on unrecorded).
+fn settle(written: Result<Lease>, flag: &StopFlag) -> Result<()> {
+    match written {
+        Ok(Lease::Held { .. }) => Ok(()),
+        Ok(Lease::Lost) => {
+            flag.stop(StopReason::LeaseLost);
+            Err(anyhow::anyhow!(
+                "the job's lease was taken over by another worker"
+            ))
+        }
+        Err(e) => {
+            flag.stop(StopReason::Shutdown);
+            Err(e)
         }
     }
 }
 
-/// Turns training events into store writes and published events, throttled.
+/// Turns training events into recorded progress and published step events, throttled. Every write is
+/// fenced by the lease: once it reports [`Lease::Lost`], nothing more is written.
 struct Recorder {
-    state: Arc<AppState>,
+    service: Service,
     job_id: String,
+    worker: String,
     pending: Vec<MetricPoint>,
     last_event: Option<Instant>,
     last_write: Instant,
-    progress: Progress,
+    progress: Option<JobProgress>,
 }
 
 impl Recorder {
-    fn new(state: Arc<AppState>, job_id: String) -> Self {
+    fn new(service: Service, job_id: String, worker: String) -> Self {
         Self {
-            state,
+            service,
             job_id,
+            worker,
             pending: Vec::new(),
             last_event: None,
             last_write: Instant::now(),
-            progress: Progress::default(),
+            progress: None,
         }
     }
 
-    async fn record(&mut self, event: TrainEvent) -> Result<()> {
+    async fn record(&mut self, event: TrainEvent) -> Result<Lease> {
         match event {
             TrainEvent::Step(r) => {
                 let now = now_ms();
@@ -315,23 +265,20 @@ impl Recorder {
                         created_at: now,
                     });
                 }
-                let done = r.step as f64 / r.total_steps.max(1) as f64;
-                self.progress = Progress {
-                    epoch: r.epoch,
-                    total_epochs: r.total_epochs,
-                    step: r.step,
-                    total_steps: r.total_steps,
-                    percent: (done * 100.0 * 100.0).round() / 100.0,
-                    elapsed_seconds: r.elapsed_seconds,
-                    eta_seconds: (done > 0.0).then(|| r.elapsed_seconds * (1.0 - done) / done),
-                };
+                self.progress = Some(JobProgress::at(
+                    r.epoch,
+                    r.total_epochs,
+                    r.step,
+                    r.total_steps,
+                    r.elapsed_seconds,
+                ));
                 if self
                     .last_event
                     .is_none_or(|t| t.elapsed() >= STEP_EVENT_INTERVAL)
                     || r.step == r.total_steps
                 {
                     self.last_event = Some(Instant::now());
-                    self.state.events.publish(
+                    self.service.events().publish(
                         &self.job_id,
                         JobEvent::StepProgress {
                             step: r.step,
@@ -342,37 +289,37 @@ impl Recorder {
                         },
                     );
                 }
-                if self.last_write.elapsed() >= PROGRESS_WRITE_INTERVAL || self.pending.len() >= 400
+                if self.last_write.elapsed() >= PROGRESS_WRITE_INTERVAL
+                    || self.pending.len() >= MAX_PENDING_POINTS
                 {
-                    self.flush().await?;
+                    return self.write(None).await;
                 }
+                Ok(Lease::Held {
+                    cancel_requested: false,
+                })
             }
-            TrainEvent::Epoch(m) => {
-                self.flush().await?;
-                self.state.store.insert_epoch(&self.job_id, &m).await?;
-                self.state
-                    .events
-                    .publish(&self.job_id, JobEvent::EpochCompleted(m));
-            }
+            TrainEvent::Epoch(m) => self.write(Some(m)).await,
         }
-        Ok(())
     }
 
-    async fn flush(&mut self) -> Result<()> {
+    /// Writes what is pending.
+    async fn flush(&mut self) -> Result<Lease> {
+        self.write(None).await
+    }
+
+    async fn write(&mut self, epoch: Option<EpochMetrics>) -> Result<Lease> {
         self.last_write = Instant::now();
-        if !self.pending.is_empty() {
-            self.state
-                .store
-                .insert_metrics(&self.job_id, &self.pending)
-                .await?;
-            self.pending.clear();
-        }
-        if self.progress.total_steps > 0 {
-            self.state
-                .store
-                .update_job_progress(&self.job_id, &serde_json::to_string(&self.progress)?)
-                .await?;
-        }
-        Ok(())
+        let record = TrainingRecord {
+            progress: self.progress.as_ref(),
+            points: &self.pending,
+            epoch: epoch.as_ref(),
+        };
+        let lease = self
+            .service
+            .record_training(&self.job_id, &self.worker, record)
+            .await?;
+        self.pending.clear();
+        self.progress = None;
+        Ok(lease)
     }
 }

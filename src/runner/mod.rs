@@ -1,23 +1,46 @@
 //! The worker: claims a job from the queue, runs `train/` on a blocking thread, turns its progress into
-//! store writes and events, keeps the lease alive, obeys cancel, and registers the trained model.
+//! recorded progress and events, keeps the lease alive, obeys cancel and shutdown, and registers the
+//! trained model — every rule of which is a use case in `service/`; this module owns only the loop, the
+//! threads and the timing.
 //!
+//! A worker holds what it uses: the [`Service`] handle, its [`WorkerSettings`] and a shutdown token.
 //! [`Worker::try_run_next`] runs exactly one job (or finds none) and is what tests drive by hand;
 //! [`Worker::run_until_stopped`] is the loop with waiting around it.
 
 mod job;
 
-pub use job::Progress;
-
-use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
 use crate::domain::JobStatus;
 use crate::events::JobEvent;
+use crate::service::Service;
+
+/// How a worker runs jobs.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// How long a claim on a job lasts without a heartbeat; heartbeats go out three times per lease.
+    pub lease: Duration,
+    /// Where models are written before they are stored (`<work_dir>/jobs/<job id>/`).
+    pub work_dir: PathBuf,
+}
+
+impl WorkerSettings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            lease: Duration::from_secs(config.lease_seconds),
+            work_dir: config.work_dir.clone(),
+        }
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.lease.as_millis() as i64
+    }
+}
 
 /// Why a running job should stop. Stored in an atomic the training thread polls before every step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,63 +80,36 @@ impl crate::train::Interrupt for StopFlag {
     }
 }
 
-/// The stop flags of the jobs running in this process, by job id, so `cancelJob` reaches a local job
-/// at once (jobs on other hosts see the cancel at their next heartbeat).
-#[derive(Default, Clone)]
-pub struct RunningJobs(Arc<Mutex<HashMap<String, Arc<StopFlag>>>>);
-
-impl RunningJobs {
-    fn register(&self, job_id: &str) -> Arc<StopFlag> {
-        let flag = Arc::new(StopFlag::default());
-        self.0
-            .lock()
-            .expect("running jobs")
-            .insert(job_id.to_string(), flag.clone());
-        flag
-    }
-
-    fn remove(&self, job_id: &str) {
-        self.0.lock().expect("running jobs").remove(job_id);
-    }
-
-    /// Asks a local job to stop; returns whether it runs here.
-    pub fn stop(&self, job_id: &str, reason: StopReason) -> bool {
-        match self.0.lock().expect("running jobs").get(job_id) {
-            Some(flag) => {
-                flag.stop(reason);
-                true
-            }
-            None => false,
-        }
-    }
-
-    pub fn stop_all(&self, reason: StopReason) {
-        for flag in self.0.lock().expect("running jobs").values() {
-            flag.stop(reason);
-        }
-    }
-}
-
 /// What one [`Worker::try_run_next`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Ran a job to the status given.
+    /// Ran a job; `status` is where it ended (`RUNNING` when another worker took it over).
     Ran { job_id: String, status: JobStatus },
     /// The queue had nothing to run.
     Empty,
 }
 
 pub struct Worker {
-    state: Arc<AppState>,
+    service: Service,
+    settings: WorkerSettings,
     id: String,
+    shutdown: CancellationToken,
 }
 
 impl Worker {
-    pub fn new(state: Arc<AppState>) -> Self {
+    pub fn new(service: Service, settings: WorkerSettings) -> Self {
         Self {
-            state,
+            service,
+            settings,
             id: format!("worker-{}", uuid::Uuid::new_v4()),
+            shutdown: CancellationToken::new(),
         }
+    }
+
+    /// Stops at `shutdown`: a running job is interrupted at once and goes back to the queue.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     pub fn id(&self) -> &str {
@@ -122,30 +118,23 @@ impl Worker {
 
     /// Claims and runs one job, if any is ready.
     pub async fn try_run_next(&self) -> anyhow::Result<Outcome> {
-        for job in self.state.store.fail_exhausted_jobs().await? {
-            self.state.events.publish(
-                &job.id,
-                JobEvent::StatusChanged {
-                    status: job.status,
-                    error: job.error.clone(),
-                },
-            );
-        }
-        let lease_ms = self.state.config.lease_seconds as i64 * 1000;
-        let Some(job) = self.state.store.claim_next_job(&self.id, lease_ms).await? else {
+        let Some(job) = self
+            .service
+            .claim_next_job(&self.id, self.settings.lease_ms())
+            .await?
+        else {
             return Ok(Outcome::Empty);
         };
         let job_id = job.id.clone();
-        let status = job::run(&self.state, &self.id, job).await;
+        let status = job::run(self, job).await;
         Ok(Outcome::Ran { job_id, status })
     }
 
-    /// Runs jobs until `shutdown` fires. A job running then is interrupted and put back in the queue.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
-        loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
+    /// Runs jobs until shutdown. Idle, it waits for a job to be queued (on any replica, through the
+    /// event hub), checking the queue at least once a second for jobs whose lease expired.
+    pub async fn run_until_stopped(self) {
+        let mut events = self.service.events().subscribe();
+        while !self.shutdown.is_cancelled() {
             match self.try_run_next().await {
                 Ok(Outcome::Ran { .. }) => continue,
                 Ok(Outcome::Empty) => {}
@@ -153,9 +142,30 @@ impl Worker {
                     tracing::error!(error = format!("{e:#}"), worker = %self.id, "claiming a job failed")
                 }
             }
+            let queued = async {
+                loop {
+                    match events.recv().await {
+                        Ok(envelope)
+                            if matches!(
+                                envelope.event,
+                                JobEvent::StatusChanged {
+                                    status: JobStatus::Queued,
+                                    ..
+                                }
+                            ) =>
+                        {
+                            return;
+                        }
+                        Ok(_) => {}
+                        // Missed events may have held a queued job: look at the queue.
+                        Err(RecvError::Lagged(_)) => return,
+                        Err(RecvError::Closed) => std::future::pending::<()>().await,
+                    }
+                }
+            };
             tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = self.state.wake_workers.notified() => {}
+                _ = self.shutdown.cancelled() => break,
+                _ = queued => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }

@@ -4,39 +4,20 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, StoreResult, corrupt};
-use crate::data::RowError;
-use crate::domain::{DatasetFormat, DatasetKind, DatasetStatus};
+use crate::domain::{
+    DatasetFormat, DatasetKind, DatasetRecord, DatasetStatus, DatasetSummary, ObjectKey, RowError,
+};
 
 #[derive(Debug, Clone)]
 pub struct NewDataset {
     pub id: String,
     pub name: String,
     pub format: DatasetFormat,
-    pub object_key: String,
+    pub object_key: ObjectKey,
     pub size_bytes: i64,
     pub sha256: String,
     pub text_field: String,
     pub label_field: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct DatasetRecord {
-    pub id: String,
-    pub name: String,
-    pub format: DatasetFormat,
-    pub kind: Option<DatasetKind>,
-    pub status: DatasetStatus,
-    pub object_key: String,
-    pub size_bytes: i64,
-    pub sha256: String,
-    pub row_count: i64,
-    pub text_field: String,
-    pub label_field: String,
-    pub features: Vec<String>,
-    pub labels: Vec<(String, i64)>,
-    pub errors: Vec<RowError>,
-    pub error_count: i64,
-    pub created_at: i64,
 }
 
 const COLUMNS: &str = "id, name, format, kind, status, object_key, size_bytes, sha256, row_count, text_field, \
@@ -46,6 +27,8 @@ fn decode(row: &AnyRow) -> StoreResult<DatasetRecord> {
     let kind: Option<String> = row.try_get("kind")?;
     let features: String = row.try_get("features")?;
     let labels: String = row.try_get("labels")?;
+    let labels: Vec<(String, u64)> =
+        serde_json::from_str(&labels).map_err(|e| corrupt("dataset labels", e))?;
     let errors: String = row.try_get("errors")?;
     let errors: Vec<(Option<u64>, String)> =
         serde_json::from_str(&errors).map_err(|e| corrupt("dataset errors", e))?;
@@ -54,25 +37,29 @@ fn decode(row: &AnyRow) -> StoreResult<DatasetRecord> {
         name: row.try_get("name")?,
         format: DatasetFormat::parse(&row.try_get::<String, _>("format")?)
             .map_err(|e| corrupt("dataset", e))?,
-        kind: kind
-            .map(|k| DatasetKind::parse(&k))
-            .transpose()
-            .map_err(|e| corrupt("dataset", e))?,
         status: DatasetStatus::parse(&row.try_get::<String, _>("status")?)
             .map_err(|e| corrupt("dataset", e))?,
-        object_key: row.try_get("object_key")?,
+        object_key: ObjectKey::parse(&row.try_get::<String, _>("object_key")?)
+            .map_err(|e| corrupt("dataset", e))?,
         size_bytes: row.try_get("size_bytes")?,
         sha256: row.try_get("sha256")?,
-        row_count: row.try_get("row_count")?,
         text_field: row.try_get("text_field")?,
         label_field: row.try_get("label_field")?,
-        features: serde_json::from_str(&features).map_err(|e| corrupt("dataset features", e))?,
-        labels: serde_json::from_str(&labels).map_err(|e| corrupt("dataset labels", e))?,
-        errors: errors
-            .into_iter()
-            .map(|(line, message)| RowError { line, message })
-            .collect(),
-        error_count: row.try_get("error_count")?,
+        summary: DatasetSummary {
+            kind: kind
+                .map(|k| DatasetKind::parse(&k))
+                .transpose()
+                .map_err(|e| corrupt("dataset", e))?,
+            row_count: row.try_get::<i64, _>("row_count")? as u64,
+            labels: labels.into_iter().collect(),
+            features: serde_json::from_str(&features)
+                .map_err(|e| corrupt("dataset features", e))?,
+            errors: errors
+                .into_iter()
+                .map(|(line, message)| RowError { line, message })
+                .collect(),
+            error_count: row.try_get::<i64, _>("error_count")? as u64,
+        },
         created_at: row.try_get("created_at")?,
     })
 }
@@ -89,7 +76,7 @@ impl Store {
         .bind(&new.id)
         .bind(&new.name)
         .bind(new.format.as_str())
-        .bind(&new.object_key)
+        .bind(new.object_key.as_str())
         .bind(new.size_bytes)
         .bind(&new.sha256)
         .bind(&new.text_field)
@@ -104,21 +91,17 @@ impl Store {
     pub async fn finish_dataset_validation(
         &self,
         id: &str,
-        scan: &crate::data::Scan,
+        scan: &DatasetSummary,
     ) -> StoreResult<DatasetRecord> {
         self.tick();
-        let status = if scan.is_valid() {
-            DatasetStatus::Ready
-        } else {
-            DatasetStatus::Invalid
-        };
+        let status = scan.status();
         let labels: Vec<(&String, &u64)> = scan.labels.iter().collect();
         let errors: Vec<(Option<u64>, &String)> =
             scan.errors.iter().map(|e| (e.line, &e.message)).collect();
-        let row = sqlx::query(
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE datasets SET status = $1, kind = $2, row_count = $3, features = $4, labels = $5, errors = $6, \
-             error_count = $7 WHERE id = $8 RETURNING *",
-        )
+             error_count = $7 WHERE id = $8 RETURNING {COLUMNS}"
+        )))
         .bind(status.as_str())
         .bind(scan.kind.map(|k| k.as_str()))
         .bind(scan.row_count as i64)

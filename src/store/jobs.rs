@@ -8,54 +8,29 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Dialect, Store, StoreError, StoreResult, corrupt, placeholders};
-use crate::domain::{Hyperparams, JobStatus, ModelConfig, Priority, TaskKind, now_ms};
-use crate::train::EpochMetrics;
+use crate::domain::{
+    BaseModelRef, EpochMetrics, JobFilter, JobProgress, JobRecord, JobStatus, MetricPoint,
+    Priority, TaskKind, TrainingSettings, now_ms,
+};
 
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub id: String,
     pub name: String,
     pub model_name: String,
-    pub task: TaskKind,
     pub dataset_id: String,
-    pub base_model: Option<String>,
-    pub model_config: Option<ModelConfig>,
-    pub hyperparameters: Hyperparams,
+    pub settings: TrainingSettings,
     pub priority: Priority,
     pub max_attempts: i64,
 }
 
-#[derive(Debug, Clone)]
-pub struct JobRecord {
-    pub id: String,
-    pub name: String,
-    pub model_name: String,
-    pub task: TaskKind,
-    pub dataset_id: String,
-    pub base_model: Option<String>,
-    pub model_config: Option<ModelConfig>,
-    pub hyperparameters: Hyperparams,
-    pub priority: Priority,
-    pub status: JobStatus,
-    pub error: Option<String>,
-    /// JSON written by the runner; see `runner::Progress`.
-    pub progress: Option<String>,
-    pub attempts: i64,
-    pub max_attempts: i64,
-    pub lease_owner: Option<String>,
-    pub lease_expires_at: Option<i64>,
-    pub cancel_requested: bool,
-    pub model_version_id: Option<String>,
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-}
-
-/// Which jobs to list.
-#[derive(Debug, Clone, Default)]
-pub struct JobFilter {
-    pub status: Option<JobStatus>,
-    pub model_name: Option<String>,
+/// What a running job has done since its last write, each part optional.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrainingRecord<'a> {
+    pub progress: Option<&'a JobProgress>,
+    pub points: &'a [MetricPoint],
+    /// A finished epoch.
+    pub epoch: Option<&'a EpochMetrics>,
 }
 
 /// One page of a newest-first listing; `after` is the `(created_at, id)` of the previous page's last row.
@@ -65,42 +40,44 @@ pub struct Page {
     pub after: Option<(i64, String)>,
 }
 
-/// One recorded value of a named metric at a training step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricPoint {
-    pub name: String,
-    pub step: i64,
-    pub epoch: i64,
-    pub value: f64,
-    pub created_at: i64,
-}
-
 pub(super) const COLUMNS: &str = "id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, priority, \
                        status, error, progress, attempts, max_attempts, lease_owner, lease_expires_at, \
                        cancel_requested, model_version_id, created_at, started_at, finished_at";
 
+fn json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| corrupt(what, e))
+}
+
 pub(super) fn decode(row: &AnyRow) -> StoreResult<JobRecord> {
+    let base_model: Option<String> = row.try_get("base_model")?;
     let model_config: Option<String> = row.try_get("model_config")?;
-    let hyper: String = row.try_get("hyperparameters")?;
+    let progress: Option<String> = row.try_get("progress")?;
     let cancel: i64 = row.try_get("cancel_requested")?;
+    let settings = TrainingSettings {
+        task: TaskKind::parse(&row.try_get::<String, _>("task")?).map_err(|e| corrupt("job", e))?,
+        base_model: match base_model {
+            Some(raw) => BaseModelRef::parse("baseModel", &raw).map_err(|e| corrupt("job", e))?,
+            None => None,
+        },
+        model_config: model_config
+            .map(|c| json("job model config", &c))
+            .transpose()?,
+        hyperparameters: json(
+            "job hyperparameters",
+            &row.try_get::<String, _>("hyperparameters")?,
+        )?,
+    };
     Ok(JobRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         model_name: row.try_get("model_name")?,
-        task: TaskKind::parse(&row.try_get::<String, _>("task")?).map_err(|e| corrupt("job", e))?,
         dataset_id: row.try_get("dataset_id")?,
-        base_model: row.try_get("base_model")?,
-        model_config: model_config
-            .map(|c| serde_json::from_str(&c))
-            .transpose()
-            .map_err(|e| corrupt("job model config", e))?,
-        hyperparameters: serde_json::from_str(&hyper)
-            .map_err(|e| corrupt("job hyperparameters", e))?,
+        settings,
         priority: Priority::from_rank(row.try_get::<i64, _>("priority")? as i32),
         status: JobStatus::parse(&row.try_get::<String, _>("status")?)
             .map_err(|e| corrupt("job", e))?,
         error: row.try_get("error")?,
-        progress: row.try_get("progress")?,
+        progress: progress.map(|p| json("job progress", &p)).transpose()?,
         attempts: row.try_get("attempts")?,
         max_attempts: row.try_get("max_attempts")?,
         lease_owner: row.try_get("lease_owner")?,
@@ -133,11 +110,15 @@ impl Store {
         .bind(&job.id)
         .bind(&job.name)
         .bind(&job.model_name)
-        .bind(job.task.as_str())
+        .bind(job.settings.task.as_str())
         .bind(&job.dataset_id)
-        .bind(job.base_model.as_deref())
-        .bind(job.model_config.map(|c| serde_json::to_string(&c).expect("config serialises")))
-        .bind(serde_json::to_string(&job.hyperparameters).map_err(anyhow::Error::from)?)
+        .bind(job.settings.base_model.as_ref().map(|b| b.to_string()))
+        .bind(
+            job.settings
+                .model_config
+                .map(|c| serde_json::to_string(&c).expect("config serialises")),
+        )
+        .bind(serde_json::to_string(&job.settings.hyperparameters).map_err(anyhow::Error::from)?)
         .bind(job.priority.rank() as i64)
         .bind(job.max_attempts)
         .bind(now)
@@ -374,39 +355,90 @@ impl Store {
         Ok(())
     }
 
-    pub async fn update_job_progress(&self, id: &str, progress_json: &str) -> StoreResult<()> {
+    /// Writes what a running job has done since the last write — its progress, step metrics and a
+    /// finished epoch's metrics — in one transaction, and only while `worker` holds the job's lease: the
+    /// first statement re-checks the lease and locks the job's row, so a worker whose lease was taken
+    /// over writes nothing. Returns `false` then. A point or epoch stored again (a job started again)
+    /// replaces the earlier one.
+    pub async fn record_training(
+        &self,
+        job_id: &str,
+        worker: &str,
+        record: TrainingRecord<'_>,
+    ) -> StoreResult<bool> {
+        let TrainingRecord {
+            progress,
+            points,
+            epoch,
+        } = record;
+        let progress = progress
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(anyhow::Error::from)?;
+        let mut tx = self.pool.begin().await?;
         self.tick();
-        sqlx::query("UPDATE jobs SET progress = $1, updated_at = $2 WHERE id = $3")
-            .bind(progress_json)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Stores one epoch's metrics; storing the same epoch again (a retried job) replaces it.
-    pub async fn insert_epoch(&self, job_id: &str, m: &EpochMetrics) -> StoreResult<()> {
-        self.tick();
-        sqlx::query(
-            "INSERT INTO job_epochs (job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (job_id, epoch) DO UPDATE SET train_loss = excluded.train_loss, \
-             val_loss = excluded.val_loss, accuracy = excluded.accuracy, prec = excluded.prec, \
-             recall = excluded.recall, f1 = excluded.f1, created_at = excluded.created_at",
+        let held = sqlx::query(
+            "UPDATE jobs SET progress = COALESCE($1, progress), updated_at = $2 \
+             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'",
         )
-        .bind(job_id)
-        .bind(m.epoch as i64)
-        .bind(m.train_loss)
-        .bind(m.val_loss)
-        .bind(m.accuracy)
-        .bind(m.precision)
-        .bind(m.recall)
-        .bind(m.f1)
+        .bind(progress)
         .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .bind(job_id)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !held {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if !points.is_empty() {
+            self.tick();
+            let values: Vec<String> = (0..points.len())
+                .map(|i| format!("({})", placeholders(i * 6 + 1, 6)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO job_metrics (job_id, name, step, epoch, value, created_at) VALUES {} \
+                 ON CONFLICT (job_id, name, step) DO UPDATE SET value = excluded.value, epoch = excluded.epoch, \
+                 created_at = excluded.created_at",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for p in points {
+                query = query
+                    .bind(job_id)
+                    .bind(p.name.clone())
+                    .bind(p.step)
+                    .bind(p.epoch)
+                    .bind(p.value)
+                    .bind(p.created_at);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        if let Some(m) = epoch {
+            self.tick();
+            sqlx::query(
+                "INSERT INTO job_epochs (job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (job_id, epoch) DO UPDATE SET train_loss = excluded.train_loss, \
+                 val_loss = excluded.val_loss, accuracy = excluded.accuracy, prec = excluded.prec, \
+                 recall = excluded.recall, f1 = excluded.f1, created_at = excluded.created_at",
+            )
+            .bind(job_id)
+            .bind(m.epoch as i64)
+            .bind(m.train_loss)
+            .bind(m.val_loss)
+            .bind(m.accuracy)
+            .bind(m.precision)
+            .bind(m.recall)
+            .bind(m.f1)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Epochs of many jobs in one round trip, ordered by job then epoch.
@@ -434,34 +466,6 @@ impl Store {
                 ))
             })
             .collect()
-    }
-
-    /// Stores step metrics in one statement; a point already stored for the same step is replaced.
-    pub async fn insert_metrics(&self, job_id: &str, points: &[MetricPoint]) -> StoreResult<()> {
-        if points.is_empty() {
-            return Ok(());
-        }
-        self.tick();
-        let values: Vec<String> = (0..points.len())
-            .map(|i| format!("({})", placeholders(i * 6 + 1, 6)))
-            .collect();
-        let sql = format!(
-            "INSERT INTO job_metrics (job_id, name, step, epoch, value, created_at) VALUES {} \
-             ON CONFLICT (job_id, name, step) DO UPDATE SET value = excluded.value, epoch = excluded.epoch",
-            values.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for p in points {
-            query = query
-                .bind(job_id)
-                .bind(p.name.clone())
-                .bind(p.step)
-                .bind(p.epoch)
-                .bind(p.value)
-                .bind(p.created_at);
-        }
-        query.execute(&self.pool).await?;
-        Ok(())
     }
 
     /// The last `last` points of one metric (all metrics when `name` is `None`), oldest first.

@@ -5,6 +5,9 @@
 //!
 //! Every statement sent is counted ([`Store::query_count`]), so tests can hold the API to a constant
 //! number of round trips per request.
+//!
+//! It depends on `domain/` alone: rows are decoded into the domain's records (`JobRecord`,
+//! `DatasetRecord`, …), and stored JSON is read back into typed values or refused as corrupt.
 
 mod datasets;
 mod jobs;
@@ -20,9 +23,8 @@ use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-pub use datasets::{DatasetRecord, NewDataset};
-pub use jobs::{JobFilter, JobRecord, MetricPoint, NewJob, Page};
-pub use models::{ModelRecord, ModelVersionRecord};
+pub use datasets::NewDataset;
+pub use jobs::{NewJob, Page, TrainingRecord};
 pub use tokens::TokenRecord;
 
 #[derive(Debug, thiserror::Error)]

@@ -4,28 +4,8 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::jobs::JobRecord;
-use super::{Store, StoreError, StoreResult};
-use crate::domain::now_ms;
-
-#[derive(Debug, Clone)]
-pub struct ModelRecord {
-    pub name: String,
-    pub created_at: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct ModelVersionRecord {
-    pub id: String,
-    pub model_name: String,
-    pub version: i64,
-    pub job_id: String,
-    pub dataset_id: String,
-    pub artifact_uri: String,
-    /// JSON of the final epoch's metrics.
-    pub metrics: String,
-    pub created_at: i64,
-}
+use super::{Store, StoreError, StoreResult, corrupt};
+use crate::domain::{EpochMetrics, JobRecord, ModelRecord, ModelVersionRecord, now_ms};
 
 const VERSION_COLUMNS: &str =
     "id, model_name, version, job_id, dataset_id, artifact_uri, metrics, created_at";
@@ -38,7 +18,8 @@ fn decode_version(row: &AnyRow) -> StoreResult<ModelVersionRecord> {
         job_id: row.try_get("job_id")?,
         dataset_id: row.try_get("dataset_id")?,
         artifact_uri: row.try_get("artifact_uri")?,
-        metrics: row.try_get("metrics")?,
+        metrics: serde_json::from_str(&row.try_get::<String, _>("metrics")?)
+            .map_err(|e| corrupt("model version metrics", e))?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -59,8 +40,9 @@ impl Store {
         worker: &str,
         version_id: &str,
         artifact_uri: &str,
-        metrics_json: &str,
+        metrics: &EpochMetrics,
     ) -> StoreResult<(JobRecord, ModelVersionRecord)> {
+        let metrics_json = serde_json::to_string(metrics).map_err(anyhow::Error::from)?;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         self.tick();
@@ -82,7 +64,7 @@ impl Store {
         .bind(&job.id)
         .bind(&job.dataset_id)
         .bind(artifact_uri)
-        .bind(metrics_json)
+        .bind(&metrics_json)
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;

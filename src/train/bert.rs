@@ -8,14 +8,14 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Embedding, Linear, Module};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use super::params::{Params, dropout};
-use crate::domain::ModelConfig;
+use crate::domain::{ModelConfig, UserError};
 
 /// The fields of a HuggingFace BERT `config.json` that kiln reads; other fields are kept as they were.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,26 +56,34 @@ fn default_act() -> String {
 }
 
 impl BertConfig {
+    /// Reads a HuggingFace `config.json`. A file that is not a BERT configuration kiln supports is a
+    /// `UserError` saying which field is wrong (the path is left to the log).
     pub fn read(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: Self =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        anyhow::ensure!(
-            config
+        let config: Self = serde_json::from_str(&text).map_err(|e| {
+            UserError::new(format!(
+                "the base model's config.json is not a BERT configuration kiln can read: {e}"
+            ))
+        })?;
+        if config.num_attention_heads == 0
+            || !config
                 .hidden_size
-                .is_multiple_of(config.num_attention_heads),
-            "{}: hidden_size {} is not a multiple of num_attention_heads {}",
-            path.display(),
-            config.hidden_size,
-            config.num_attention_heads
-        );
-        anyhow::ensure!(
-            matches!(config.hidden_act.as_str(), "gelu" | "gelu_new" | "relu"),
-            "{}: hidden_act {:?} is not supported (gelu, gelu_new, relu)",
-            path.display(),
-            config.hidden_act
-        );
+                .is_multiple_of(config.num_attention_heads)
+        {
+            bail!(UserError::new(format!(
+                "the base model's config.json has hidden_size {}, which is not a multiple of \
+                 num_attention_heads {}",
+                config.hidden_size, config.num_attention_heads
+            )));
+        }
+        if !matches!(config.hidden_act.as_str(), "gelu" | "gelu_new" | "relu") {
+            bail!(UserError::new(format!(
+                "the base model's config.json has hidden_act {:?}, which kiln does not support \
+                 (gelu, gelu_new, relu)",
+                config.hidden_act
+            )));
+        }
         Ok(config)
     }
 

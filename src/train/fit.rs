@@ -12,13 +12,13 @@ use rand::seq::SliceRandom;
 use tokenizers::Tokenizer;
 
 use super::bert::{BertClassifier, BertConfig};
-use super::metrics::{EpochMetrics, classification};
+use super::metrics::classification;
 use super::mlp::{Mlp, Standardizer};
 use super::params::Params;
 use super::{
-    BaseModel, Interrupt, ProgressSink, StepReport, TrainData, TrainOutcome, TrainSpec,
-    TrainedModel,
+    Interrupt, ProgressSink, StepReport, TrainData, TrainOutcome, TrainSpec, TrainedModel,
 };
+use crate::domain::{EpochMetrics, ModelArchitecture, ModelManifest, Pooling, UserError};
 
 const WEIGHT_DECAY: f64 = 0.01;
 /// Share of all steps spent warming the learning rate up from 0.
@@ -31,7 +31,6 @@ enum Net {
         tokenizer: Box<Tokenizer>,
         token_ids: Vec<Vec<u32>>,
         pad_id: u32,
-        base: String,
     },
     Tabular {
         model: Mlp,
@@ -91,14 +90,16 @@ pub fn run(
 ) -> Result<TrainOutcome> {
     let n = spec.data.len();
     let num_labels = spec.label_names.len();
-    ensure!(
-        n >= 2,
-        "the dataset has {n} examples; training needs at least 2"
-    );
-    ensure!(
-        num_labels >= 2,
-        "the dataset has {num_labels} label(s); classification needs at least 2"
-    );
+    if n < 2 {
+        bail!(UserError::new(format!(
+            "the dataset has {n} examples; training needs at least 2"
+        )));
+    }
+    if num_labels < 2 {
+        bail!(UserError::new(format!(
+            "the dataset has {num_labels} label(s); classification needs at least 2"
+        )));
+    }
     ensure!(
         spec.data
             .labels()
@@ -106,7 +107,7 @@ pub fn run(
             .all(|&l| (l as usize) < num_labels),
         "a label index is out of range"
     );
-    let hyper = &spec.hyper;
+    let hyper = &spec.settings.hyperparameters;
     let device = &spec.device;
 
     // Hold out the validation split with the seed.
@@ -166,9 +167,9 @@ pub fn run(
             opt.backward_step(&loss)?;
             let loss = loss.to_scalar::<f32>()? as f64;
             if !loss.is_finite() {
-                bail!(
+                bail!(UserError::new(format!(
                     "the loss became {loss} at step {step} (epoch {epoch}); try a lower learning rate"
-                );
+                )));
             }
             loss_sum += loss * batch.len() as f64;
             seen += batch.len();
@@ -199,12 +200,8 @@ pub fn run(
         last = Some(metrics);
     }
     let final_metrics = last.context("training ran no epoch")?;
-    let files = export(spec, &net, &params, &final_metrics, parameter_count)?;
-    Ok(TrainOutcome::Completed(TrainedModel {
-        files,
-        final_metrics,
-        parameter_count,
-    }))
+    let model = export(spec, &net, &params, final_metrics, parameter_count)?;
+    Ok(TrainOutcome::Completed(Box::new(model)))
 }
 
 fn label_tensor(labels: &[u32], batch: &[usize], device: &Device) -> Result<Tensor> {
@@ -214,37 +211,36 @@ fn label_tensor(labels: &[u32], batch: &[usize], device: &Device) -> Result<Tens
 
 fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<Net> {
     let num_labels = spec.label_names.len();
-    let max_len = spec.hyper.max_seq_length as usize;
+    let max_len = spec.settings.hyperparameters.max_seq_length as usize;
     match &spec.data {
         TrainData::Text { texts, .. } => {
-            let (model, tokenizer, base) = match &spec.base {
-                BaseModel::Pretrained(dir) => {
+            let (model, tokenizer) = match &spec.base_dir {
+                Some(dir) => {
                     let config = BertConfig::read(&dir.join("config.json"))?;
                     let max_len = max_len.min(config.max_position_embeddings);
                     let tokenizer = super::tokenizer::load(&dir.join("tokenizer.json"), max_len)?;
                     let model = BertClassifier::new(params, config, num_labels)?;
                     params.load_prefixed(&dir.join("model.safetensors"), "bert.")?;
-                    (model, tokenizer, dir.display().to_string())
+                    (model, tokenizer)
                 }
-                BaseModel::Random(size) => {
+                None => {
                     let tokenizer = super::tokenizer::fit(
                         train_idx.iter().map(|&i| texts[i].as_str()),
                         max_len,
                     )?;
-                    let config = BertConfig::small(size, tokenizer.get_vocab_size(true), max_len);
-                    (
-                        BertClassifier::new(params, config, num_labels)?,
-                        tokenizer,
-                        "random".to_string(),
-                    )
+                    let size = spec.settings.model_config.unwrap_or_default();
+                    let config = BertConfig::small(&size, tokenizer.get_vocab_size(true), max_len);
+                    (BertClassifier::new(params, config, num_labels)?, tokenizer)
                 }
             };
-            ensure!(
-                tokenizer.get_vocab_size(true) <= model.config.vocab_size,
-                "the tokenizer has {} tokens but the model's vocabulary holds {}",
-                tokenizer.get_vocab_size(true),
-                model.config.vocab_size
-            );
+            if tokenizer.get_vocab_size(true) > model.config.vocab_size {
+                bail!(UserError::new(format!(
+                    "the base model's tokenizer.json has {} tokens but its vocabulary (config.json \
+                     vocab_size) holds {}; the two files do not belong together",
+                    tokenizer.get_vocab_size(true),
+                    model.config.vocab_size
+                )));
+            }
             let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
             let mut unpadded = tokenizer.clone();
             unpadded.with_padding(None);
@@ -259,7 +255,6 @@ fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<N
                 tokenizer: Box::new(tokenizer),
                 token_ids,
                 pad_id,
-                base,
             })
         }
         TrainData::Tabular {
@@ -310,63 +305,63 @@ fn evaluate(
     ))
 }
 
-/// Writes the model's files to the output directory and returns their names.
+/// Writes the model's files to the output directory: weights, `kiln.json` and, for text models, the
+/// classifier's `config.json` and the tokenizer.
 fn export(
     spec: &TrainSpec,
     net: &Net,
     params: &Params,
-    metrics: &EpochMetrics,
+    metrics: EpochMetrics,
     parameter_count: usize,
-) -> Result<Vec<String>> {
+) -> Result<TrainedModel> {
     let dir = &spec.output_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     params.save(&dir.join("model.safetensors"))?;
     let mut files = vec!["model.safetensors".to_string()];
-    let mut manifest = serde_json::json!({
-        "formatVersion": 1,
-        "task": spec.task,
-        "labels": spec.label_names,
-        "hyperparameters": spec.hyper,
-        "metrics": metrics,
-        "parameterCount": parameter_count,
-    });
-    match net {
+    let architecture = match net {
         Net::Text {
-            model,
-            tokenizer,
-            base,
-            ..
+            model, tokenizer, ..
         } => {
-            write_json(
-                dir,
-                "config.json",
-                &model.config.for_classifier(&spec.label_names),
-            )?;
+            let config = model.config.for_classifier(&spec.label_names);
+            write_file(dir, "config.json", &serde_json::to_vec_pretty(&config)?)?;
             super::tokenizer::save(tokenizer, &dir.join("tokenizer.json"))?;
             files.extend(["config.json".to_string(), "tokenizer.json".to_string()]);
-            manifest["architecture"] = "bert".into();
-            manifest["pooling"] = "mean".into();
-            manifest["baseModel"] = base.clone().into();
-            manifest["maxSeqLength"] = spec.hyper.max_seq_length.into();
+            ModelArchitecture::Bert {
+                pooling: Pooling::Mean,
+                base_model: spec
+                    .settings
+                    .base_model
+                    .as_ref()
+                    .map(|b| b.to_string())
+                    .unwrap_or_else(|| "random".into()),
+                max_seq_length: spec.settings.hyperparameters.max_seq_length,
+            }
         }
         Net::Tabular {
             standardizer,
             feature_names,
             ..
-        } => {
-            manifest["architecture"] = "mlp".into();
-            manifest["hiddenSizes"] = serde_json::json!([super::mlp::HIDDEN, super::mlp::HIDDEN]);
-            manifest["features"] = serde_json::json!(feature_names);
-            manifest["standardization"] = serde_json::to_value(standardizer)?;
-        }
-    }
-    write_json(dir, "kiln.json", &manifest)?;
-    files.push("kiln.json".to_string());
-    Ok(files)
+        } => ModelArchitecture::Mlp {
+            hidden_sizes: vec![super::mlp::HIDDEN as u32; 2],
+            features: feature_names.clone(),
+            standardization: standardizer.clone().into(),
+        },
+    };
+    let manifest = ModelManifest {
+        format_version: ModelManifest::FORMAT_VERSION,
+        task: spec.settings.task,
+        labels: spec.label_names.clone(),
+        hyperparameters: spec.settings.hyperparameters.clone(),
+        metrics,
+        parameter_count: parameter_count as u64,
+        architecture,
+    };
+    write_file(dir, ModelManifest::FILE_NAME, &manifest.to_json())?;
+    files.push(ModelManifest::FILE_NAME.to_string());
+    Ok(TrainedModel { files, manifest })
 }
 
-fn write_json(dir: &Path, name: &str, value: &serde_json::Value) -> Result<()> {
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let path = dir.join(name);
-    std::fs::write(&path, serde_json::to_vec_pretty(value)?)
-        .with_context(|| format!("writing {}", path.display()))
+    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
 }

@@ -1,20 +1,5 @@
-//! Classification metrics computed after every epoch on the validation split.
-
-use serde::{Deserialize, Serialize};
-
-/// One epoch's results. Precision, recall and F1 are macro averages over the labels.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EpochMetrics {
-    /// 1-based.
-    pub epoch: u32,
-    pub train_loss: f64,
-    pub val_loss: f64,
-    pub accuracy: f64,
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
-}
+//! Classification metrics computed after every epoch on the validation split (the record they fill is
+//! `domain::EpochMetrics`).
 
 /// Accuracy and macro precision/recall/F1 of `predicted` against `actual` over `num_labels` classes.
 /// A class that is never predicted has precision 0; one that never occurs has recall 0 and is left out

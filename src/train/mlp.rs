@@ -61,6 +61,15 @@ impl Standardizer {
     }
 }
 
+impl From<Standardizer> for crate::domain::Standardization {
+    fn from(s: Standardizer) -> Self {
+        Self {
+            mean: s.mean,
+            std: s.std,
+        }
+    }
+}
+
 pub struct Mlp {
     layers: Vec<Linear>,
 }

@@ -6,6 +6,9 @@
 //! directory or trains a small random-initialised one, and a tabular MLP ([`mlp`]). Both are plain
 //! classifiers over a shared loop ([`fit`]): AdamW, cross-entropy, linear warm-up then linear decay of the
 //! learning rate, a validation split held out with the seed, metrics after every epoch.
+//!
+//! Failures a user can act on (an unreadable `config.json`, a loss that became NaN) are `UserError`s in
+//! the returned chain; the rest is for the server log.
 
 pub mod bert;
 mod fit;
@@ -18,65 +21,45 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 
-use crate::domain::{Hyperparams, ModelConfig, TaskKind};
+use crate::domain::{ModelManifest, TrainingSettings};
 
+pub use crate::domain::{EpochMetrics, TrainData};
 pub use fit::run;
-pub use metrics::EpochMetrics;
-
-/// Examples to learn from, already parsed and checked by `data/`. Labels index into
-/// [`TrainSpec::label_names`].
-#[derive(Debug, Clone)]
-pub enum TrainData {
-    Text {
-        texts: Vec<String>,
-        labels: Vec<u32>,
-    },
-    Tabular {
-        feature_names: Vec<String>,
-        features: Vec<Vec<f32>>,
-        labels: Vec<u32>,
-    },
-}
-
-impl TrainData {
-    pub fn len(&self) -> usize {
-        match self {
-            Self::Text { labels, .. } | Self::Tabular { labels, .. } => labels.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn labels(&self) -> &[u32] {
-        match self {
-            Self::Text { labels, .. } | Self::Tabular { labels, .. } => labels,
-        }
-    }
-}
-
-/// Where a text model's weights come from.
-#[derive(Debug, Clone)]
-pub enum BaseModel {
-    /// A local HuggingFace-format directory: `config.json`, `tokenizer.json`, `model.safetensors`.
-    Pretrained(PathBuf),
-    /// A small BERT with random weights and a WordPiece tokenizer fitted on the training texts.
-    Random(ModelConfig),
-}
 
 /// Everything one training run needs.
 #[derive(Debug, Clone)]
 pub struct TrainSpec {
-    pub task: TaskKind,
+    /// Task, base model reference, model size and hyperparameters.
+    pub settings: TrainingSettings,
     pub data: TrainData,
+    /// Label names; labels in [`TrainSpec::data`] index into them.
     pub label_names: Vec<String>,
-    pub hyper: Hyperparams,
-    /// Ignored for tabular tasks.
-    pub base: BaseModel,
+    /// The local HuggingFace-format directory (`config.json`, `tokenizer.json`, `model.safetensors`) of
+    /// the settings' base model, wherever it was fetched to. `None` without a base model: a text task
+    /// then trains a small random-initialised BERT with a tokenizer fitted on the training texts.
+    pub base_dir: Option<PathBuf>,
     /// The trained model's files are written here.
     pub output_dir: PathBuf,
     pub device: Device,
+}
+
+impl TrainSpec {
+    /// A run on the default device ([`default_device`]).
+    pub fn new(
+        settings: TrainingSettings,
+        (data, label_names): (TrainData, Vec<String>),
+        base_dir: Option<PathBuf>,
+        output_dir: PathBuf,
+    ) -> Self {
+        Self {
+            settings,
+            data,
+            label_names,
+            base_dir,
+            output_dir,
+            device: default_device(),
+        }
+    }
 }
 
 /// Reported after every optimiser step.
@@ -117,13 +100,13 @@ impl Interrupt for std::sync::atomic::AtomicBool {
 pub struct TrainedModel {
     /// File names written to the output directory.
     pub files: Vec<String>,
-    pub final_metrics: EpochMetrics,
-    pub parameter_count: usize,
+    /// What `kiln.json` holds (final metrics included).
+    pub manifest: ModelManifest,
 }
 
 #[derive(Debug, Clone)]
 pub enum TrainOutcome {
-    Completed(TrainedModel),
+    Completed(Box<TrainedModel>),
     Interrupted { epochs_done: u32 },
 }
 

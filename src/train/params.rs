@@ -9,6 +9,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
+
+use crate::domain::UserError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -76,26 +78,35 @@ impl Params {
     /// checkpoints name `embeddings.…`, `BertForSequenceClassification` names `bert.embeddings.…`).
     /// Every such variable must be present with the same shape; extra tensors in the file are ignored.
     pub fn load_prefixed(&self, path: &Path, prefix: &str) -> Result<usize> {
-        let tensors: HashMap<String, Tensor> =
-            candle_core::safetensors::load(path, &self.device)
-                .with_context(|| format!("reading weights from {}", path.display()))?;
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(path, &self.device)
+            .map_err(|e| {
+            UserError::wrap(
+                format!("the base model's {file} is not a safetensors file kiln can read"),
+                anyhow::Error::new(e).context(format!("reading weights from {}", path.display())),
+            )
+        })?;
         let data = self.varmap.data().lock().expect("varmap lock");
         let mut loaded = 0;
         for (name, var) in data.iter() {
             let Some(stripped) = name.strip_prefix(prefix) else {
                 continue;
             };
-            let tensor = tensors
-                .get(name)
-                .or_else(|| tensors.get(stripped))
-                .with_context(|| format!("{} has no tensor named {stripped:?}", path.display()))?;
+            let Some(tensor) = tensors.get(name).or_else(|| tensors.get(stripped)) else {
+                bail!(UserError::new(format!(
+                    "the base model's {file} has no tensor named {stripped:?}"
+                )));
+            };
             if tensor.dims() != var.dims() {
-                bail!(
-                    "tensor {stripped:?} in {} has shape {:?}, the config implies {:?}",
-                    path.display(),
+                bail!(UserError::new(format!(
+                    "tensor {stripped:?} in the base model's {file} has shape {:?}, but its \
+                     config.json implies {:?}",
                     tensor.dims(),
                     var.dims()
-                );
+                )));
             }
             var.set(&tensor.to_dtype(DType::F32)?)?;
             loaded += 1;

@@ -14,6 +14,8 @@ use tokenizers::{
     PreTokenizedString, PreTokenizer, Tokenizer, TruncationParams,
 };
 
+use crate::domain::UserError;
+
 /// The largest vocabulary fitted on a dataset (most frequent words first). Characters seen in the data
 /// are always in it, so an unseen word is spelled out rather than lost.
 pub const MAX_FITTED_VOCAB: usize = 30_000;
@@ -23,8 +25,12 @@ const SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 /// Loads `tokenizer.json` and sets padding to the longest sequence of each batch and truncation to
 /// `max_len` tokens (pretrained files often pad to a fixed 128 or 512).
 pub fn load(path: &Path, max_len: usize) -> Result<Tokenizer> {
-    let mut tokenizer =
-        Tokenizer::from_file(path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
+    let mut tokenizer = Tokenizer::from_file(path).map_err(|e| {
+        UserError::wrap(
+            "the base model's tokenizer.json is not a tokenizer kiln can read",
+            anyhow!("reading {}: {e}", path.display()),
+        )
+    })?;
     configure(&mut tokenizer, max_len)?;
     Ok(tokenizer)
 }

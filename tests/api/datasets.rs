@@ -1,7 +1,10 @@
-use serde_json::json;
+use kiln::domain::DatasetFormat;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Db, Objects, separable_tabular_csv, separable_text_jsonl, spawn_app};
+use crate::helpers::{
+    Db, Objects, TestApp, on_storage, separable_tabular_csv, separable_text_jsonl, spawn_app,
+};
 
 async fn a_valid_text_upload_is_ready_with_statistics(db: Db, objects: Objects) {
     let app = spawn_app(db, objects).await;
@@ -25,19 +28,11 @@ async fn a_valid_text_upload_is_ready_with_statistics(db: Db, objects: Objects) 
     assert_eq!(d["errors"], json!([]));
     // The bytes are in the object store, unchanged.
     let id = d["id"].as_str().unwrap();
-    let stored = app.stored_dataset(id, "jsonl");
+    let stored = app.stored_dataset(id, DatasetFormat::Jsonl);
     assert_eq!(stored, bytes);
 }
 
-#[tokio::test]
-async fn a_valid_text_upload_is_ready_with_statistics_on_sqlite_and_local_files() {
-    a_valid_text_upload_is_ready_with_statistics(Db::Sqlite, Objects::Local).await;
-}
-
-#[tokio::test]
-async fn a_valid_text_upload_is_ready_with_statistics_on_postgres_and_s3() {
-    a_valid_text_upload_is_ready_with_statistics(Db::Postgres, Objects::S3).await;
-}
+on_storage!(a_valid_text_upload_is_ready_with_statistics: sqlite_local, postgres_s3);
 
 #[tokio::test]
 async fn an_invalid_upload_is_stored_as_invalid_with_each_bad_line_named() {
@@ -197,6 +192,86 @@ async fn a_file_larger_than_one_part_reaches_s3_whole() {
     assert_eq!(d["sizeBytes"], bytes.len());
     assert_eq!(d["sha256"], hex::encode(Sha256::digest(&bytes)));
     let id = d["id"].as_str().unwrap();
-    let stored = app.stored_dataset(id, "jsonl");
+    let stored = app.stored_dataset(id, DatasetFormat::Jsonl);
     assert!(stored == bytes, "the stored object differs from the upload");
+}
+
+/// Every page of a listing, following `endCursor`, as the ids of its nodes; checks that `edges` and
+/// `nodes` agree and that `totalCount` is the whole list.
+pub async fn all_pages(app: &TestApp, list: &str, first: i64) -> Vec<Vec<String>> {
+    let query = format!(
+        "query($first: Int, $after: String) {{ {list}(first: $first, after: $after) {{ totalCount \
+         edges {{ cursor node {{ id: {key} }} }} nodes {{ id: {key} }} pageInfo {{ hasNextPage endCursor }} }} }}",
+        key = if list == "models" { "name" } else { "id" }
+    );
+    let mut pages = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let page = app
+            .data(&query, json!({ "first": first, "after": after }))
+            .await[list]
+            .clone();
+        let ids: Vec<String> = page["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["id"].as_str().unwrap().to_string())
+            .collect();
+        let edge_ids: Vec<String> = page["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, edge_ids, "edges and nodes list the same items");
+        let last_cursor = page["edges"]
+            .as_array()
+            .unwrap()
+            .last()
+            .map(|e| e["cursor"].clone());
+        assert_eq!(
+            last_cursor,
+            Some(page["pageInfo"]["endCursor"].clone()),
+            "endCursor is the last edge's cursor"
+        );
+        pages.push(ids);
+        if page["pageInfo"]["hasNextPage"] == false {
+            let total = page["totalCount"].as_u64().unwrap() as usize;
+            assert_eq!(total, pages.iter().map(Vec::len).sum::<usize>());
+            return pages;
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
+}
+
+#[tokio::test]
+async fn datasets_are_paged_newest_first_with_no_overlap_and_no_gap() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            app.ready_dataset("d.jsonl", separable_text_jsonl(4, i))
+                .await,
+        );
+        // Distinct creation times, so "newest first" is one order.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+
+    let pages = all_pages(&app, "datasets", 3).await;
+
+    ids.reverse();
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    assert_eq!(pages[0].len(), 3);
+    assert_eq!(pages.concat(), ids, "newest first, each dataset once");
+    let bad = app
+        .graphql(
+            "{ datasets(after: \"not-a-cursor\") { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        bad["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{bad}"
+    );
+    assert_eq!(bad["errors"][0]["extensions"]["field"], "after");
 }

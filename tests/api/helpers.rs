@@ -8,9 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use kiln::app::{AppState, Startup};
+use kiln::app::{App, Startup};
 use kiln::config::{Config, Secret, StorageConfig};
-use kiln::runner::{Outcome, Worker};
+use kiln::domain::{DatasetFormat, ModelName, ObjectKey};
+use kiln::objects::keys;
+use kiln::runner::Outcome;
+use kiln::store::Store;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -136,7 +139,7 @@ impl Options {
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub state: Arc<AppState>,
+    pub kiln: Arc<App>,
     pub client: reqwest::Client,
     pub token: String,
     pub dir: Arc<TempDir>,
@@ -187,16 +190,22 @@ pub async fn spawn_with(options: Options) -> TestApp {
 }
 
 async fn start(config: Config, dir: Arc<TempDir>, s3: Option<Arc<S3Server>>) -> TestApp {
-    let Startup { state, .. } = AppState::build(config.clone()).await.expect("kiln starts");
+    let Startup { app, .. } = App::build(config.clone()).await.expect("kiln starts");
+    let kiln = Arc::new(app);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(kiln::app::run(listener, state.clone(), async move {
-        let _ = rx.await;
-    }));
+    let served = kiln.clone();
+    let server = tokio::spawn(async move {
+        served
+            .run(listener, async move {
+                let _ = rx.await;
+            })
+            .await
+    });
     TestApp {
         addr,
-        state,
+        kiln,
         client: reqwest::Client::new(),
         token: ADMIN_TOKEN.to_string(),
         dir,
@@ -376,9 +385,15 @@ impl TestApp {
             .clone()
     }
 
+    /// The app's database.
+    pub fn store(&self) -> &Store {
+        self.kiln.service.store()
+    }
+
     /// Runs one queued job to its end on a worker driven by hand.
     pub async fn run_next_job(&self) -> Outcome {
-        Worker::new(self.state.clone())
+        self.kiln
+            .worker()
             .try_run_next()
             .await
             .expect("the worker runs")
@@ -386,13 +401,8 @@ impl TestApp {
 
     /// Runs one queued job on a worker in the background, for tests that act while it trains.
     pub fn run_next_job_in_background(&self) -> JoinHandle<Outcome> {
-        let state = self.state.clone();
-        tokio::spawn(async move {
-            Worker::new(state)
-                .try_run_next()
-                .await
-                .expect("the worker runs")
-        })
+        let worker = self.kiln.worker();
+        tokio::spawn(async move { worker.try_run_next().await.expect("the worker runs") })
     }
 
     /// Opens a `graphql-transport-ws` connection with `token` in `connection_init`; returns the socket
@@ -479,14 +489,20 @@ impl TestApp {
     }
 
     /// The bytes of an uploaded dataset as the object store holds them.
-    pub fn stored_dataset(&self, id: &str, extension: &str) -> Vec<u8> {
-        std::fs::read(
-            self.object_root()
-                .join("datasets")
-                .join(id)
-                .join(format!("data.{extension}")),
-        )
-        .expect("the dataset is in the object store")
+    pub fn stored_dataset(&self, id: &str, format: DatasetFormat) -> Vec<u8> {
+        let key = keys::dataset(id, format).unwrap();
+        std::fs::read(self.object_path(&key)).expect("the dataset is in the object store")
+    }
+
+    /// Where an object is on disk, for a local store or the S3 server's folder.
+    pub fn object_path(&self, key: &ObjectKey) -> PathBuf {
+        self.object_root().join(key.as_str())
+    }
+
+    /// The files of the model version a job trained, as the object store holds them.
+    pub fn model_run_dir(&self, model: &str, job_id: &str) -> PathBuf {
+        let model = ModelName::parse("modelName", model).unwrap();
+        self.object_path(&keys::model_run(&model, job_id).unwrap())
     }
 
     /// The objects folder of a local store, or the S3 server's folder for the bucket.
@@ -581,4 +597,73 @@ pub fn epochs(events: &[Value]) -> Vec<i64> {
         .filter(|e| e["__typename"] == "EpochCompleted")
         .map(|e| e["epoch"].as_i64().unwrap())
         .collect()
+}
+
+/// Writes one `#[tokio::test]` per storage profile for a test written once as
+/// `async fn name(db: Db, objects: Objects)`: a module named after it holding one test per profile
+/// (`name::sqlite_and_local_files`, …). Profiles: `sqlite_local`, `sqlite_s3`, `postgres_local`,
+/// `postgres_s3`.
+macro_rules! on_storage {
+    ($test:ident: $($profile:ident),+ $(,)?) => {
+        mod $test {
+            $( crate::helpers::on_storage!(@profile $test $profile); )+
+        }
+    };
+    (@profile $test:ident sqlite_local) => {
+        #[tokio::test]
+        async fn sqlite_and_local_files() {
+            super::$test(crate::helpers::Db::Sqlite, crate::helpers::Objects::Local).await
+        }
+    };
+    (@profile $test:ident sqlite_s3) => {
+        #[tokio::test]
+        async fn sqlite_and_s3() {
+            super::$test(crate::helpers::Db::Sqlite, crate::helpers::Objects::S3).await
+        }
+    };
+    (@profile $test:ident postgres_local) => {
+        #[tokio::test]
+        async fn postgres_and_local_files() {
+            super::$test(crate::helpers::Db::Postgres, crate::helpers::Objects::Local).await
+        }
+    };
+    (@profile $test:ident postgres_s3) => {
+        #[tokio::test]
+        async fn postgres_and_s3() {
+            super::$test(crate::helpers::Db::Postgres, crate::helpers::Objects::S3).await
+        }
+    };
+}
+pub(crate) use on_storage;
+
+/// A fresh, migrated database of the given kind, with no kiln around it: for tests of the store itself.
+pub async fn fresh_store(db: Db) -> (Store, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match db {
+        Db::Sqlite => format!("sqlite://{}", dir.path().join("kiln.db").display()),
+        Db::Postgres => fresh_postgres_database().await,
+    };
+    let store = Store::connect(&url, 5)
+        .await
+        .expect("the database connects");
+    store.migrate().await.expect("migrations apply");
+    (store, dir)
+}
+
+/// Runs one SQL statement on the app's database behind kiln's back (what another process, or a broken
+/// disk, would do).
+pub async fn execute_sql(app: &TestApp, sql: &str) {
+    use sqlx::Connection;
+    let url = app.config.database_url.clone();
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::sqlite::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(sql.to_string()))
+            .await
+            .unwrap();
+    } else {
+        let mut conn = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+        sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(sql.to_string()))
+            .await
+            .unwrap();
+    }
 }

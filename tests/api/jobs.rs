@@ -1,11 +1,13 @@
 use std::time::Duration;
 
-use kiln::domain::JobStatus;
+use kiln::domain::{JobStatus, ModelArchitecture, ModelManifest, ModelName, TaskKind, now_ms};
+use kiln::objects::keys;
 use kiln::runner::Outcome;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Db, Objects, TestApp, WsMessage, epochs, eventually, separable_text_jsonl, spawn_app, statuses,
+    Db, Objects, TestApp, WsMessage, epochs, eventually, execute_sql, on_storage,
+    separable_text_jsonl, spawn_app, statuses,
 };
 
 fn text_job(dataset_id: &str) -> Value {
@@ -157,10 +159,7 @@ async fn a_text_job_trains_live_and_registers_a_model(db: Db, objects: Objects) 
     let model = app.data("{ model(name: \"pi-detector\") { name latestVersion { version } versions { version } } }", json!({})).await;
     assert_eq!(model["model"]["latestVersion"]["version"], 1);
 
-    let prefix = app
-        .object_root()
-        .join("models/pi-detector/runs")
-        .join(&job_id);
+    let prefix = app.model_run_dir("pi-detector", &job_id);
     for file in [
         "model.safetensors",
         "config.json",
@@ -171,15 +170,18 @@ async fn a_text_job_trains_live_and_registers_a_model(db: Db, objects: Objects) 
             .unwrap_or_else(|_| panic!("{file} is missing in the store"));
         assert!(meta.len() > 0, "{file} is empty");
     }
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(prefix.join("kiln.json")).unwrap()).unwrap();
-    assert_eq!(manifest["labels"], json!(["benign", "injection"]));
-    assert_eq!(manifest["task"], "TEXT_CLASSIFICATION");
-    let uri = version["artifactUri"].as_str().unwrap();
+    let manifest =
+        ModelManifest::from_json(&std::fs::read(prefix.join("kiln.json")).unwrap()).unwrap();
+    assert_eq!(manifest.labels, ["benign", "injection"]);
+    assert_eq!(manifest.task, TaskKind::TextClassification);
+    assert_eq!(manifest.metrics.epoch, 4);
     assert!(
-        uri.ends_with(&format!("models/pi-detector/runs/{job_id}")),
-        "{uri}"
+        matches!(&manifest.architecture, ModelArchitecture::Bert { base_model, max_seq_length: 32, .. } if base_model == "random"),
+        "{manifest:?}"
     );
+    let uri = version["artifactUri"].as_str().unwrap();
+    let key = keys::model_run(&ModelName::parse("m", "pi-detector").unwrap(), &job_id).unwrap();
+    assert!(uri.ends_with(key.as_str()), "{uri}");
     if objects == Objects::S3 {
         assert!(uri.starts_with("s3://kiln-test/objects/"), "{uri}");
     }
@@ -195,25 +197,7 @@ async fn a_text_job_trains_live_and_registers_a_model(db: Db, objects: Objects) 
     assert_eq!(app.job(&second).await["modelVersion"]["version"], 2);
 }
 
-#[tokio::test]
-async fn a_text_job_trains_live_and_registers_a_model_on_sqlite_and_local_files() {
-    a_text_job_trains_live_and_registers_a_model(Db::Sqlite, Objects::Local).await;
-}
-
-#[tokio::test]
-async fn a_text_job_trains_live_and_registers_a_model_on_sqlite_and_s3() {
-    a_text_job_trains_live_and_registers_a_model(Db::Sqlite, Objects::S3).await;
-}
-
-#[tokio::test]
-async fn a_text_job_trains_live_and_registers_a_model_on_postgres_and_local_files() {
-    a_text_job_trains_live_and_registers_a_model(Db::Postgres, Objects::Local).await;
-}
-
-#[tokio::test]
-async fn a_text_job_trains_live_and_registers_a_model_on_postgres_and_s3() {
-    a_text_job_trains_live_and_registers_a_model(Db::Postgres, Objects::S3).await;
-}
+on_storage!(a_text_job_trains_live_and_registers_a_model: sqlite_local, sqlite_s3, postgres_local, postgres_s3);
 
 #[tokio::test]
 async fn a_tabular_job_learns_a_separable_rule() {
@@ -237,17 +221,19 @@ async fn a_tabular_job_learns_a_separable_rule() {
     let job = app.job(&job_id).await;
     let accuracy = job["epochs"][7]["accuracy"].as_f64().unwrap();
     assert!(accuracy >= 0.9, "tabular accuracy {accuracy}: {job}");
-    let prefix = app.object_root().join("models/points/runs").join(&job_id);
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(prefix.join("kiln.json")).unwrap()).unwrap();
-    assert_eq!(manifest["features"], json!(["x", "y", "noise"]));
-    assert_eq!(
-        manifest["standardization"]["mean"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    let prefix = app.model_run_dir("points", &job_id);
+    let manifest =
+        ModelManifest::from_json(&std::fs::read(prefix.join("kiln.json")).unwrap()).unwrap();
+    let ModelArchitecture::Mlp {
+        features,
+        standardization,
+        ..
+    } = manifest.architecture
+    else {
+        panic!("a tabular model is an MLP: {:?}", manifest.architecture);
+    };
+    assert_eq!(features, ["x", "y", "noise"]);
+    assert_eq!(standardization.mean.len(), 3);
 }
 
 #[tokio::test]
@@ -284,20 +270,34 @@ async fn a_queued_job_is_cancelled_at_once_and_never_runs() {
     assert_eq!(missing["errors"][0]["extensions"]["code"], "NOT_FOUND");
 }
 
+/// Rows of about 50 words, so that a training step takes tens of milliseconds.
+fn long_text_jsonl(rows: usize) -> Vec<u8> {
+    let mut out = String::new();
+    for i in 0..rows {
+        let (label, word) = if i % 2 == 0 {
+            ("injection", "ignore")
+        } else {
+            ("benign", "weather")
+        };
+        let text = vec![word; 50].join(" ");
+        out.push_str(&json!({ "text": format!("{text} {i}"), "label": label }).to_string());
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
 #[tokio::test]
 async fn a_running_job_stops_within_a_step_when_cancelled() {
     let app = spawn_app(Db::Sqlite, Objects::Local).await;
-    let dataset = app
-        .ready_dataset("d.jsonl", separable_text_jsonl(200, 3))
+    let dataset = app.ready_dataset("d.jsonl", long_text_jsonl(200)).await;
+    let job_id = app
+        .queued_job(json!({ "name": "slow", "modelName": "slow", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
+            "modelConfig": { "hiddenSize": 256, "numLayers": 4, "numHeads": 4, "intermediateSize": 512 },
+            "hyperparameters": { "epochs": 100, "batchSize": 16, "maxSeqLength": 64 } }))
         .await;
-    let mut input = text_job(&dataset);
-    input["hyperparameters"]["epochs"] = json!(200);
-    input["hyperparameters"]["batchSize"] = json!(4);
-    let job_id = app.queued_job(input).await;
-
     let worker = app.run_next_job_in_background();
     eventually(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "the job to make progress",
         || async {
             app.job(&job_id).await["progress"]["step"]
@@ -307,17 +307,18 @@ async fn a_running_job_stops_within_a_step_when_cancelled() {
         },
     )
     .await;
+
     let body = app
         .data(
             "mutation($id: ID!) { cancelJob(id: $id) { status } }",
             json!({ "id": job_id }),
         )
         .await;
+    let answered_at = now_ms();
     assert_eq!(
         body["cancelJob"]["status"], "RUNNING",
         "the answer shows the job still stopping"
     );
-
     let outcome = tokio::time::timeout(Duration::from_secs(10), worker)
         .await
         .expect("the job stops promptly")
@@ -330,11 +331,28 @@ async fn a_running_job_stops_within_a_step_when_cancelled() {
             status: JobStatus::Cancelled
         }
     );
+    let steps = app
+        .store()
+        .job_metrics(&job_id, Some("train_loss"), 10_000)
+        .await
+        .unwrap();
+    let finished_after_cancel: Vec<i64> = steps
+        .iter()
+        .filter(|p| p.created_at > answered_at)
+        .map(|p| p.step)
+        .collect();
+    assert!(
+        finished_after_cancel.len() <= 1,
+        "only the step under way when the cancel was answered may finish; these did: {finished_after_cancel:?}"
+    );
+    let last_step = steps.last().unwrap().step;
     let job = app.job(&job_id).await;
     assert_eq!(job["status"], "CANCELLED");
-    assert!(
-        job["progress"]["step"].as_i64().unwrap() < job["progress"]["totalSteps"].as_i64().unwrap()
+    assert_eq!(
+        job["progress"]["step"], last_step,
+        "progress shows the last step trained"
     );
+    assert!(last_step < job["progress"]["totalSteps"].as_i64().unwrap());
     assert!(job["modelVersion"].is_null());
 }
 
@@ -365,11 +383,88 @@ async fn a_failing_job_is_failed_with_a_readable_error() {
     let job = app.job(&job_id).await;
     assert_eq!(job["status"], "FAILED");
     let error = job["error"].as_str().unwrap();
-    assert!(error.contains("config.json"), "{error}");
+    assert!(
+        error.starts_with("the base model's config.json is not a BERT configuration kiln can read"),
+        "the message says what failed: {error}"
+    );
+    assert!(error.contains("(reference "), "{error}");
+    assert!(
+        !error.contains(&dir.display().to_string()),
+        "no server path in the message: {error}"
+    );
 }
 
-async fn listing_jobs_costs_a_constant_number_of_round_trips(db: Db) {
-    let app = spawn_app(db, Objects::Local).await;
+#[tokio::test]
+async fn cancelling_a_finished_job_is_a_conflict() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 3))
+        .await;
+    let mut input = text_job(&dataset);
+    input["hyperparameters"]["epochs"] = json!(1);
+    let job_id = app.queued_job(input).await;
+    app.run_next_job().await;
+
+    let body = app
+        .graphql(
+            "mutation($id: ID!) { cancelJob(id: $id) { status } }",
+            json!({ "id": job_id }),
+        )
+        .await;
+
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "CONFLICT",
+        "{body}"
+    );
+    assert_eq!(
+        body["errors"][0]["message"],
+        "the job has already finished (COMPLETED)"
+    );
+    assert_eq!(app.job(&job_id).await["status"], "COMPLETED");
+}
+
+#[tokio::test]
+async fn an_internal_error_is_answered_with_a_reference_and_no_internals() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 3))
+        .await;
+    let job_id = app.queued_job(text_job(&dataset)).await;
+    // The row is damaged behind kiln's back: its stored hyperparameters are no longer JSON.
+    execute_sql(
+        &app,
+        &format!("UPDATE jobs SET hyperparameters = 'garbage' WHERE id = '{job_id}'"),
+    )
+    .await;
+
+    let body = app
+        .graphql(
+            "query($id: ID!) { job(id: $id) { id } }",
+            json!({ "id": job_id }),
+        )
+        .await;
+
+    let error = &body["errors"][0];
+    assert_eq!(
+        error["extensions"]["code"], "INTERNAL_SERVER_ERROR",
+        "{body}"
+    );
+    let message = error["message"].as_str().unwrap();
+    let reference = message
+        .strip_prefix("internal error (reference ")
+        .and_then(|rest| rest.strip_suffix("); see the server log"))
+        .unwrap_or_else(|| panic!("unexpected message: {message}"));
+    assert!(uuid::Uuid::parse_str(reference).is_ok(), "{message}");
+    for internal in ["hyperparameters", "garbage", "stored", "SELECT", "expected"] {
+        assert!(
+            !body.to_string().contains(internal),
+            "{internal} leaked: {body}"
+        );
+    }
+}
+
+async fn listing_jobs_costs_a_constant_number_of_round_trips(db: Db, objects: Objects) {
+    let app = spawn_app(db, objects).await;
     let dataset = app
         .ready_dataset("d.jsonl", separable_text_jsonl(20, 3))
         .await;
@@ -387,9 +482,9 @@ async fn listing_jobs_costs_a_constant_number_of_round_trips(db: Db) {
 
     let mut costs = Vec::new();
     for first in [50, 5] {
-        let before = app.state.store.query_count();
+        let before = app.store().query_count();
         let data = app.data(query, json!({ "first": first })).await;
-        costs.push(app.state.store.query_count() - before);
+        costs.push(app.store().query_count() - before);
         assert_eq!(data["jobs"]["nodes"].as_array().unwrap().len(), first);
     }
     let data = app.data(query, json!({ "first": 50 })).await;
@@ -415,15 +510,7 @@ async fn listing_jobs_costs_a_constant_number_of_round_trips(db: Db) {
     );
 }
 
-#[tokio::test]
-async fn listing_jobs_costs_a_constant_number_of_round_trips_on_sqlite() {
-    listing_jobs_costs_a_constant_number_of_round_trips(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn listing_jobs_costs_a_constant_number_of_round_trips_on_postgres() {
-    listing_jobs_costs_a_constant_number_of_round_trips(Db::Postgres).await;
-}
+on_storage!(listing_jobs_costs_a_constant_number_of_round_trips: sqlite_local, postgres_local);
 
 #[tokio::test]
 async fn jobs_are_paged_with_cursors_and_filtered() {

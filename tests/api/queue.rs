@@ -1,11 +1,16 @@
 use std::time::Duration;
 
-use kiln::domain::JobStatus;
+use kiln::domain::{
+    DatasetFormat, EpochMetrics, HyperparamsInput, JobStatus, ObjectKey, Priority, TaskKind,
+    TrainingInput, TrainingSettings,
+};
 use kiln::runner::Outcome;
+use kiln::store::{NewDataset, NewJob, Store, TrainingRecord};
 use serde_json::json;
 
 use crate::helpers::{
-    Db, Objects, Options, eventually, separable_text_jsonl, spawn_app, spawn_with,
+    Db, Objects, Options, eventually, execute_sql, fresh_store, on_storage, separable_text_jsonl,
+    spawn_app, spawn_with,
 };
 
 fn quick_job(dataset: &str, name: &str, priority: &str) -> serde_json::Value {
@@ -40,8 +45,8 @@ async fn workers_take_the_highest_priority_then_the_oldest_job() {
     assert_eq!(order, vec![urgent, normal_old, normal_new, low]);
 }
 
-async fn a_job_whose_worker_died_is_run_again_after_a_restart(db: Db) {
-    let mut options = Options::new(db, Objects::Local);
+async fn a_job_whose_worker_died_is_run_again_after_a_restart(db: Db, objects: Objects) {
+    let mut options = Options::new(db, objects);
     options.lease_seconds = 1;
     let app = spawn_with(options).await;
     let dataset = app
@@ -52,8 +57,7 @@ async fn a_job_whose_worker_died_is_run_again_after_a_restart(db: Db) {
         .await;
     // A worker claims the job and dies without a word: its lease is all that is left.
     let claimed = app
-        .state
-        .store
+        .store()
         .claim_next_job("worker-that-dies", 300)
         .await
         .unwrap()
@@ -61,7 +65,7 @@ async fn a_job_whose_worker_died_is_run_again_after_a_restart(db: Db) {
     assert_eq!(claimed.id, job_id);
     // It had got as far as a second epoch.
     for epoch in [1, 2] {
-        let m = kiln::train::EpochMetrics {
+        let m = EpochMetrics {
             epoch,
             train_loss: 9.0,
             val_loss: 9.0,
@@ -70,7 +74,19 @@ async fn a_job_whose_worker_died_is_run_again_after_a_restart(db: Db) {
             recall: 0.0,
             f1: 0.0,
         };
-        app.state.store.insert_epoch(&job_id, &m).await.unwrap();
+        let held = app
+            .store()
+            .record_training(
+                &job_id,
+                "worker-that-dies",
+                TrainingRecord {
+                    epoch: Some(&m),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(held);
     }
     assert_eq!(
         app.run_next_job().await,
@@ -103,15 +119,7 @@ async fn a_job_whose_worker_died_is_run_again_after_a_restart(db: Db) {
     assert_eq!(job["modelVersion"]["version"], 1);
 }
 
-#[tokio::test]
-async fn a_job_whose_worker_died_is_run_again_after_a_restart_on_sqlite() {
-    a_job_whose_worker_died_is_run_again_after_a_restart(Db::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_job_whose_worker_died_is_run_again_after_a_restart_on_postgres() {
-    a_job_whose_worker_died_is_run_again_after_a_restart(Db::Postgres).await;
-}
+on_storage!(a_job_whose_worker_died_is_run_again_after_a_restart: sqlite_local, postgres_local);
 
 #[tokio::test]
 async fn a_job_that_keeps_losing_its_worker_fails_after_its_attempts() {
@@ -124,8 +132,7 @@ async fn a_job_that_keeps_losing_its_worker_fails_after_its_attempts() {
         .await;
     for _ in 0..3 {
         assert!(
-            app.state
-                .store
+            app.store()
                 .claim_next_job("dies", 1)
                 .await
                 .unwrap()
@@ -206,3 +213,213 @@ async fn stopping_kiln_puts_a_running_job_back_in_the_queue_even_with_a_subscrib
     assert_eq!(job.status, JobStatus::Queued);
     assert!(job.lease_owner.is_none());
 }
+
+#[tokio::test]
+async fn a_worker_that_loses_its_lease_stops_training_and_writes_nothing_more() {
+    let mut options = Options::new(Db::Sqlite, Objects::Local);
+    options.lease_seconds = 3;
+    let app = spawn_with(options).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(100, 3))
+        .await;
+    let mut input = quick_job(&dataset, "long", "NORMAL");
+    input["hyperparameters"] = json!({ "epochs": 500, "batchSize": 4, "maxSeqLength": 16 });
+    let job_id = app.queued_job(input).await;
+    let worker = app.run_next_job_in_background();
+    eventually(Duration::from_secs(30), "two finished epochs", || async {
+        app.job(&job_id).await["epochs"]
+            .as_array()
+            .is_some_and(|e| e.len() >= 2)
+    })
+    .await;
+
+    // Another worker takes the job over, as it would after this one's lease had expired.
+    execute_sql(
+        &app,
+        &format!(
+            "UPDATE jobs SET lease_owner = 'thief', lease_expires_at = {} WHERE id = '{job_id}'",
+            kiln::domain::now_ms() + 600_000
+        ),
+    )
+    .await;
+    let recorded = |app: &crate::helpers::TestApp| {
+        let store = app.store().clone();
+        let job_id = job_id.clone();
+        async move {
+            let points = store.job_metrics(&job_id, None, 10_000).await.unwrap();
+            let epochs = store
+                .epochs_of(std::slice::from_ref(&job_id))
+                .await
+                .unwrap();
+            let job = store.get_job(&job_id).await.unwrap().unwrap();
+            (points, epochs, job.progress)
+        }
+    };
+    let at_takeover = recorded(&app).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .expect("the worker stops training promptly")
+        .unwrap();
+
+    assert_eq!(
+        outcome,
+        Outcome::Ran {
+            job_id: job_id.clone(),
+            status: JobStatus::Running
+        },
+        "the job is left to the worker that holds it"
+    );
+    let after = recorded(&app).await;
+    assert!(
+        after == at_takeover,
+        "the worker wrote after losing its lease: {} → {} points, {} → {} epochs",
+        at_takeover.0.len(),
+        after.0.len(),
+        at_takeover.1.len(),
+        after.1.len()
+    );
+    let job = app.store().get_job(&job_id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(job.lease_owner.as_deref(), Some("thief"));
+    assert!(job.model_version_id.is_none());
+    assert!(
+        !app.dir.path().join("work/jobs").join(&job_id).exists(),
+        "the worker cleaned up its output folder"
+    );
+}
+
+/// A store with one READY dataset to queue jobs on.
+async fn store_with_dataset(db: Db) -> (Store, tempfile::TempDir, String) {
+    let (store, dir) = fresh_store(db).await;
+    let id = "dataset-1".to_string();
+    store
+        .insert_dataset(
+            &NewDataset {
+                id: id.clone(),
+                name: "d".into(),
+                format: DatasetFormat::Jsonl,
+                object_key: ObjectKey::parse("datasets/dataset-1/data.jsonl").unwrap(),
+                size_bytes: 1,
+                sha256: "00".into(),
+                text_field: "text".into(),
+                label_field: "label".into(),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    (store, dir, id)
+}
+
+async fn queue(store: &Store, dataset: &str, id: &str, priority: Priority) {
+    let settings = TrainingSettings::parse(&TrainingInput {
+        task: Some(TaskKind::TextClassification),
+        hyperparameters: HyperparamsInput::default(),
+        ..Default::default()
+    })
+    .unwrap();
+    store
+        .insert_job(&NewJob {
+            id: id.into(),
+            name: id.into(),
+            model_name: "m".into(),
+            dataset_id: dataset.into(),
+            settings,
+            priority,
+            max_attempts: 2,
+        })
+        .await
+        .unwrap();
+    // Distinct creation times, so "oldest first" is one order.
+    tokio::time::sleep(Duration::from_millis(3)).await;
+}
+
+async fn the_queue_hands_out_jobs_by_priority_then_age(db: Db, _: Objects) {
+    let (store, _dir, dataset) = store_with_dataset(db).await;
+    queue(&store, &dataset, "low", Priority::Low).await;
+    queue(&store, &dataset, "old", Priority::Normal).await;
+    queue(&store, &dataset, "new", Priority::Normal).await;
+    queue(&store, &dataset, "urgent", Priority::Urgent).await;
+
+    let mut order = Vec::new();
+    while let Some(job) = store.claim_next_job("w", 60_000).await.unwrap() {
+        assert_eq!(job.status, JobStatus::Running);
+        assert_eq!(job.lease_owner.as_deref(), Some("w"));
+        assert_eq!(job.attempts, 1);
+        order.push(job.id);
+    }
+
+    assert_eq!(order, ["urgent", "old", "new", "low"]);
+}
+
+on_storage!(the_queue_hands_out_jobs_by_priority_then_age: sqlite_local, postgres_local);
+
+async fn an_expired_lease_lets_another_worker_claim_the_job_until_its_attempts_run_out(
+    db: Db,
+    _: Objects,
+) {
+    let (store, _dir, dataset) = store_with_dataset(db).await;
+    queue(&store, &dataset, "job", Priority::Normal).await;
+    let first = store.claim_next_job("first", 300).await.unwrap().unwrap();
+    assert!(
+        store.claim_next_job("second", 300).await.unwrap().is_none(),
+        "a live lease is respected"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let second = store.claim_next_job("second", 50).await.unwrap().unwrap();
+
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.lease_owner.as_deref(), Some("second"));
+    assert_eq!(second.attempts, 2);
+    assert_eq!(
+        store.heartbeat_job("job", "first", 300).await.unwrap(),
+        None,
+        "the first worker has lost the job"
+    );
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(
+        store.claim_next_job("third", 50).await.unwrap().is_none(),
+        "no attempts are left"
+    );
+    let failed = store.fail_exhausted_jobs().await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].status, JobStatus::Failed);
+}
+
+on_storage!(an_expired_lease_lets_another_worker_claim_the_job_until_its_attempts_run_out: sqlite_local, postgres_local);
+
+async fn a_heartbeat_keeps_the_lease_and_reports_a_cancel(db: Db, _: Objects) {
+    let (store, _dir, dataset) = store_with_dataset(db).await;
+    queue(&store, &dataset, "job", Priority::Normal).await;
+    store.claim_next_job("w", 200).await.unwrap().unwrap();
+
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            store.heartbeat_job("job", "w", 200).await.unwrap(),
+            Some(false)
+        );
+    }
+    assert!(
+        store.claim_next_job("other", 200).await.unwrap().is_none(),
+        "300 ms after a 200 ms claim, the heartbeats have kept the lease"
+    );
+    let cancelling = store.cancel_job("job").await.unwrap();
+    assert_eq!(cancelling.status, JobStatus::Running);
+    assert!(cancelling.cancel_requested);
+    assert_eq!(
+        store.heartbeat_job("job", "w", 100).await.unwrap(),
+        Some(true),
+        "the worker learns of the cancel"
+    );
+    assert_eq!(
+        store
+            .heartbeat_job("job", "someone-else", 100)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+on_storage!(a_heartbeat_keeps_the_lease_and_reports_a_cancel: sqlite_local, postgres_local);

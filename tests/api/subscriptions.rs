@@ -74,3 +74,85 @@ async fn subscribing_to_a_finished_job_replays_it_and_completes() {
         other => panic!("expected an error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_follower_that_falls_behind_the_event_channel_still_gets_every_epoch_exactly_once() {
+    use futures::StreamExt;
+    use kiln::domain::{EpochMetrics, JobStatus};
+    use kiln::events::{CHANNEL_CAPACITY, JobEvent};
+    use kiln::service::TrainingRecord;
+
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 4))
+        .await;
+    let job_id = app
+        .queued_job(json!({ "name": "flood", "modelName": "w", "task": "TEXT_CLASSIFICATION", "datasetId": dataset }))
+        .await;
+    let service = &app.kiln.service;
+    service.claim_next_job("w", 60_000).await.unwrap().unwrap();
+    // A follower that subscribes now and reads nothing until the job has ended.
+    let follower = service.follow_job(&job_id).await.unwrap();
+    let steps_per_epoch = CHANNEL_CAPACITY / 2;
+    for epoch in 1..=5u32 {
+        for step in 0..steps_per_epoch {
+            service.events().publish(
+                &job_id,
+                JobEvent::StepProgress {
+                    step: step as u64,
+                    epoch,
+                    loss: 0.5,
+                    learning_rate: 0.001,
+                    samples_per_second: 100.0,
+                },
+            );
+        }
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: 0.5,
+            val_loss: 0.5,
+            accuracy: 0.5,
+            precision: 0.5,
+            recall: 0.5,
+            f1: 0.5,
+        };
+        let record = TrainingRecord {
+            epoch: Some(&metrics),
+            ..Default::default()
+        };
+        service.record_training(&job_id, "w", record).await.unwrap();
+    }
+    service
+        .release_job(&job_id, "w", JobStatus::Cancelled)
+        .await
+        .unwrap();
+
+    let events: Vec<JobEvent> = tokio::time::timeout(Duration::from_secs(10), follower.collect())
+        .await
+        .expect("the follower catches up and ends");
+
+    let steps = events
+        .iter()
+        .filter(|e| matches!(e, JobEvent::StepProgress { .. }))
+        .count();
+    assert!(
+        steps < 5 * steps_per_epoch,
+        "the follower did fall behind ({steps} step events reached it)"
+    );
+    let epochs: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::EpochCompleted(m) => Some(m.epoch),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(epochs, [1, 2, 3, 4, 5], "every epoch once, in order");
+    let statuses: Vec<JobStatus> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::StatusChanged { status, .. } => Some(*status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, [JobStatus::Running, JobStatus::Cancelled]);
+}

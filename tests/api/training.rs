@@ -71,9 +71,7 @@ async fn fine_tuning_the_pretrained_minilm_changes_encoder_weights_and_lowers_th
     assert!(last_two < first, "the loss did not fall: {losses:?}");
 
     let trained = app
-        .object_root()
-        .join("models/minilm-pi/runs")
-        .join(&job_id)
+        .model_run_dir("minilm-pi", &job_id)
         .join("model.safetensors");
     for name in [
         "encoder.layer.0.attention.self.query.weight",
@@ -198,6 +196,10 @@ async fn a_hub_model_is_downloaded_once_then_fine_tuned_from_the_cache() {
     assert!(
         error.contains("config.json of nobody/missing@main") && error.contains("404"),
         "{error}"
+    );
+    assert!(
+        !error.contains("127.0.0.1") && error.contains("(reference "),
+        "the hub's address stays in the server log: {error}"
     );
 
     let refused = app.submit_job(job("hf:a/b/c")).await;

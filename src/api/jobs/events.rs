@@ -1,0 +1,72 @@
+//! The events `jobEvents` sends.
+
+use async_graphql::{ID, SimpleObject, Union};
+
+use super::types::{EpochMetrics, JobStatus};
+
+/// Events of one job, in the order they happened.
+#[derive(Union)]
+pub enum JobEvent {
+    JobStatusChanged(JobStatusChanged),
+    EpochCompleted(EpochCompleted),
+    StepProgress(StepProgress),
+}
+
+#[derive(SimpleObject)]
+pub struct JobStatusChanged {
+    pub job_id: ID,
+    pub status: JobStatus,
+    pub error: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct EpochCompleted {
+    pub job_id: ID,
+    #[graphql(flatten)]
+    pub metrics: EpochMetrics,
+}
+
+/// Sent a few times a second at most while a job trains.
+#[derive(SimpleObject)]
+pub struct StepProgress {
+    pub job_id: ID,
+    pub step: i64,
+    pub epoch: i32,
+    pub loss: f64,
+    pub learning_rate: f64,
+    pub samples_per_second: f64,
+}
+
+impl JobEvent {
+    /// The GraphQL form of a bus event; `None` for the bus's own signals, which clients do not see.
+    pub fn from_event(job_id: &str, event: &crate::events::JobEvent) -> Option<Self> {
+        use crate::events::JobEvent as E;
+        let job_id = ID(job_id.to_string());
+        Some(match event {
+            E::StatusChanged { status, error } => Self::JobStatusChanged(JobStatusChanged {
+                job_id,
+                status: (*status).into(),
+                error: error.clone(),
+            }),
+            E::EpochCompleted(m) => Self::EpochCompleted(EpochCompleted {
+                job_id,
+                metrics: m.into(),
+            }),
+            E::StepProgress {
+                step,
+                epoch,
+                loss,
+                learning_rate,
+                samples_per_second,
+            } => Self::StepProgress(StepProgress {
+                job_id,
+                step: *step as i64,
+                epoch: *epoch as i32,
+                loss: *loss,
+                learning_rate: *learning_rate,
+                samples_per_second: *samples_per_second,
+            }),
+            E::CancelRequested | E::Resync => return None,
+        })
+    }
+}

@@ -1,0 +1,166 @@
+//! Jobs: submit, cancel, look up, list, and follow live.
+
+mod events;
+mod types;
+
+use async_graphql::{Context, ID, InputObject, Object, Subscription};
+use futures::{Stream, StreamExt};
+
+use super::paging::{Count, Page, PageRequest, page};
+use super::{ApiResult, service};
+use crate::domain::{HyperparamsInput, JobFilter, ModelConfigInput, TrainingInput};
+use crate::service::Submission;
+
+pub use events::{EpochCompleted, JobEvent, JobStatusChanged, StepProgress};
+pub use types::{
+    EpochMetrics, Hyperparameters, Job, JobProgress, JobStatus, MetricPoint, ModelConfig, Priority,
+    TaskKind,
+};
+
+/// Training settings; every field is optional.
+/// Defaults: epochs 3, batchSize 16, learningRate 5e-5 when fine-tuning a `baseModel` and 1e-3 when
+/// training from random weights, validationSplit 0.2, seed 42, maxSeqLength 128.
+/// Limits: epochs 1–1000, batchSize 1–4096, learningRate in (0, 1], validationSplit in (0, 1),
+/// maxSeqLength 8–512.
+#[derive(InputObject, Default)]
+pub struct HyperparametersInput {
+    pub epochs: Option<i32>,
+    pub batch_size: Option<i32>,
+    pub learning_rate: Option<f64>,
+    pub validation_split: Option<f64>,
+    pub seed: Option<i64>,
+    pub max_seq_length: Option<i32>,
+}
+
+/// Size of the small random-initialised BERT used when no `baseModel` is given.
+/// Defaults: hiddenSize 64, numLayers 2, numHeads 2, intermediateSize 128.
+#[derive(InputObject, Default)]
+pub struct ModelConfigInputGql {
+    pub hidden_size: Option<i32>,
+    pub num_layers: Option<i32>,
+    pub num_heads: Option<i32>,
+    pub intermediate_size: Option<i32>,
+}
+
+#[derive(InputObject)]
+pub struct SubmitJobInput {
+    /// 1–200 characters.
+    pub name: String,
+    /// The registry model the result is filed under: 1–64 letters, digits, '.', '_', '-'.
+    pub model_name: String,
+    pub task: TaskKind,
+    /// A READY dataset whose kind fits the task.
+    pub dataset_id: ID,
+    /// The pretrained model to fine-tune: the path of a HuggingFace-format directory on the server
+    /// (`config.json`, `tokenizer.json`, `model.safetensors`), or `hf:org/name[@revision]` to download
+    /// from the hub. Absent: a small random-initialised BERT. Text tasks only.
+    pub base_model: Option<String>,
+    pub model_config: Option<ModelConfigInputGql>,
+    pub hyperparameters: Option<HyperparametersInput>,
+    #[graphql(default_with = "Priority::Normal")]
+    pub priority: Priority,
+}
+
+impl From<SubmitJobInput> for Submission {
+    fn from(input: SubmitJobInput) -> Self {
+        let h = input.hyperparameters.unwrap_or_default();
+        Submission {
+            name: input.name,
+            model_name: input.model_name,
+            dataset_id: input.dataset_id.0,
+            training: TrainingInput {
+                task: Some(input.task.into()),
+                base_model: input.base_model,
+                model_config: input.model_config.map(|c| ModelConfigInput {
+                    hidden_size: c.hidden_size.map(Into::into),
+                    num_layers: c.num_layers.map(Into::into),
+                    num_heads: c.num_heads.map(Into::into),
+                    intermediate_size: c.intermediate_size.map(Into::into),
+                }),
+                hyperparameters: HyperparamsInput {
+                    epochs: h.epochs.map(Into::into),
+                    batch_size: h.batch_size.map(Into::into),
+                    learning_rate: h.learning_rate,
+                    validation_split: h.validation_split,
+                    seed: h.seed,
+                    max_seq_length: h.max_seq_length.map(Into::into),
+                },
+            },
+            priority: input.priority.into(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct JobsQuery;
+
+#[Object]
+impl JobsQuery {
+    async fn job(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Job>> {
+        Ok(service(ctx).job(&id).await?.map(Job))
+    }
+
+    /// Newest first. `first`: 1–100 (default 20).
+    async fn jobs(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<JobStatus>,
+        model_name: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Page<(i64, String), Job>> {
+        let request = PageRequest::parse(first, after)?;
+        let filter = JobFilter {
+            status: status.map(Into::into),
+            model_name,
+        };
+        let rows = service(ctx)
+            .jobs(&filter, request.fetch(), request.after.clone())
+            .await?;
+        Ok(page(
+            &request,
+            rows,
+            Count::Jobs(filter),
+            |j| (j.created_at, j.id.clone()),
+            Job,
+        ))
+    }
+}
+
+#[derive(Default)]
+pub struct JobsMutation;
+
+#[Object]
+impl JobsMutation {
+    /// Checks the input and queues a job. Invalid input is refused with `BAD_USER_INPUT` naming the field;
+    /// nothing is queued then.
+    async fn submit_job(&self, ctx: &Context<'_>, input: SubmitJobInput) -> ApiResult<Job> {
+        Ok(Job(service(ctx).submit_job(input.into()).await?))
+    }
+
+    /// A queued job is cancelled at once; a running one stops before its next training step.
+    async fn cancel_job(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Job> {
+        Ok(Job(service(ctx).cancel_job(&id).await?))
+    }
+}
+
+#[derive(Default)]
+pub struct JobsSubscription;
+
+#[Subscription]
+impl JobsSubscription {
+    /// The job's current status and the epochs already finished, then live events until the job ends.
+    /// Nothing is missed or repeated between the stored part and the live part.
+    async fn job_events(
+        &self,
+        ctx: &Context<'_>,
+        job_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = JobEvent> + use<>> {
+        let events = service(ctx)
+            .follow_job(&job_id)
+            .await
+            .map_err(super::ApiError::from)?;
+        let id = job_id.0;
+        Ok(events.filter_map(move |event| std::future::ready(JobEvent::from_event(&id, &event))))
+    }
+}

@@ -1,0 +1,215 @@
+//! The GraphQL form of a job and what it records.
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, ID, Object, SimpleObject};
+
+use super::super::datasets::Dataset;
+use super::super::loaders::{EpochsLoader, ModelVersionLoader};
+use super::super::models::ModelVersion;
+use super::super::{ApiResult, service, timestamp};
+use crate::domain::{self, JobRecord};
+
+mirror_enum!(
+    /// Where a job is in its life.
+    JobStatus => domain::JobStatus { Queued, Running, Paused, Completed, Failed, Cancelled }
+);
+mirror_enum!(
+    /// Queue priority: higher runs first, then older.
+    Priority => domain::Priority { Low, Normal, High, Urgent }
+);
+mirror_enum!(
+    /// What a job trains.
+    TaskKind => domain::TaskKind { TextClassification, TabularClassification }
+);
+
+/// Hyperparameters a job trains with, defaults filled in.
+#[derive(SimpleObject)]
+pub struct Hyperparameters {
+    pub epochs: i32,
+    pub batch_size: i32,
+    pub learning_rate: f64,
+    pub validation_split: f64,
+    pub seed: String,
+    pub max_seq_length: i32,
+}
+
+impl From<&domain::Hyperparams> for Hyperparameters {
+    fn from(h: &domain::Hyperparams) -> Self {
+        Self {
+            epochs: h.epochs as i32,
+            batch_size: h.batch_size as i32,
+            learning_rate: h.learning_rate,
+            validation_split: h.validation_split,
+            seed: h.seed.to_string(),
+            max_seq_length: h.max_seq_length as i32,
+        }
+    }
+}
+
+/// Size of a small random-initialised BERT.
+#[derive(SimpleObject)]
+pub struct ModelConfig {
+    pub hidden_size: i32,
+    pub num_layers: i32,
+    pub num_heads: i32,
+    pub intermediate_size: i32,
+}
+
+#[derive(SimpleObject)]
+pub struct JobProgress {
+    pub epoch: i32,
+    pub total_epochs: i32,
+    pub step: i64,
+    pub total_steps: i64,
+    pub percent: f64,
+    pub elapsed_seconds: f64,
+    pub eta_seconds: Option<f64>,
+}
+
+/// One epoch's results on the validation split (precision, recall, F1: macro averages).
+#[derive(SimpleObject, Clone)]
+pub struct EpochMetrics {
+    pub epoch: i32,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub accuracy: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+impl From<&domain::EpochMetrics> for EpochMetrics {
+    fn from(m: &domain::EpochMetrics) -> Self {
+        Self {
+            epoch: m.epoch as i32,
+            train_loss: m.train_loss,
+            val_loss: m.val_loss,
+            accuracy: m.accuracy,
+            precision: m.precision,
+            recall: m.recall,
+            f1: m.f1,
+        }
+    }
+}
+
+/// One value of a step metric (`train_loss`, `learning_rate`).
+#[derive(SimpleObject)]
+pub struct MetricPoint {
+    pub name: String,
+    pub step: i64,
+    pub epoch: i32,
+    pub value: f64,
+    pub at: String,
+}
+
+pub struct Job(pub JobRecord);
+
+#[Object]
+impl Job {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// The registry model the result is filed under.
+    async fn model_name(&self) -> &str {
+        &self.0.model_name
+    }
+    async fn status(&self) -> JobStatus {
+        self.0.status.into()
+    }
+    async fn priority(&self) -> Priority {
+        self.0.priority.into()
+    }
+    async fn task(&self) -> TaskKind {
+        self.0.settings.task.into()
+    }
+    async fn base_model(&self) -> Option<String> {
+        self.0.settings.base_model.as_ref().map(|b| b.to_string())
+    }
+    async fn model_config(&self) -> Option<ModelConfig> {
+        self.0.settings.model_config.map(|c| ModelConfig {
+            hidden_size: c.hidden_size as i32,
+            num_layers: c.num_layers as i32,
+            num_heads: c.num_heads as i32,
+            intermediate_size: c.intermediate_size as i32,
+        })
+    }
+    async fn dataset(&self, ctx: &Context<'_>) -> ApiResult<Option<Dataset>> {
+        Dataset::load(ctx, &self.0.dataset_id).await
+    }
+    async fn hyperparameters(&self) -> Hyperparameters {
+        (&self.0.settings.hyperparameters).into()
+    }
+    async fn progress(&self) -> Option<JobProgress> {
+        self.0.progress.as_ref().map(|p| JobProgress {
+            epoch: p.epoch as i32,
+            total_epochs: p.total_epochs as i32,
+            step: p.step as i64,
+            total_steps: p.total_steps as i64,
+            percent: p.percent,
+            elapsed_seconds: p.elapsed_seconds,
+            eta_seconds: p.eta_seconds,
+        })
+    }
+    /// Metrics of every finished epoch, in order.
+    async fn epochs(&self, ctx: &Context<'_>) -> ApiResult<Vec<EpochMetrics>> {
+        let loader = ctx.data_unchecked::<DataLoader<EpochsLoader>>();
+        Ok(loader
+            .load_one(self.0.id.clone())
+            .await?
+            .unwrap_or_default()
+            .iter()
+            .map(Into::into)
+            .collect())
+    }
+    /// The last `last` points (at most 10000) of a step metric, oldest first; every metric when `name` is
+    /// absent.
+    async fn metrics(
+        &self,
+        ctx: &Context<'_>,
+        name: Option<String>,
+        #[graphql(default = 100)] last: i32,
+    ) -> ApiResult<Vec<MetricPoint>> {
+        let points = service(ctx)
+            .job_metrics(&self.0.id, name.as_deref(), last.into())
+            .await?;
+        Ok(points
+            .into_iter()
+            .map(|p| MetricPoint {
+                name: p.name,
+                step: p.step,
+                epoch: p.epoch as i32,
+                value: p.value,
+                at: timestamp(p.created_at),
+            })
+            .collect())
+    }
+    /// The model version this job registered, once it has completed.
+    async fn model_version(&self, ctx: &Context<'_>) -> ApiResult<Option<ModelVersion>> {
+        let Some(id) = &self.0.model_version_id else {
+            return Ok(None);
+        };
+        let loader = ctx.data_unchecked::<DataLoader<ModelVersionLoader>>();
+        Ok(loader.load_one(id.clone()).await?.map(ModelVersion))
+    }
+    /// Why the job failed: what went wrong and what to do, with a reference under which the server log
+    /// holds the details.
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+    /// How many times a worker has started this job.
+    async fn attempts(&self) -> i64 {
+        self.0.attempts
+    }
+    async fn created_at(&self) -> String {
+        timestamp(self.0.created_at)
+    }
+    async fn started_at(&self) -> Option<String> {
+        self.0.started_at.map(timestamp)
+    }
+    async fn finished_at(&self) -> Option<String> {
+        self.0.finished_at.map(timestamp)
+    }
+}

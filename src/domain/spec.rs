@@ -1,0 +1,222 @@
+//! What a training run is asked to do, checked once: the task, where its weights start from, the size of
+//! a model trained from scratch, and the hyperparameters. `submitJob` and `kiln train` both parse
+//! through [`TrainingSettings::parse`], so the rules between these fields are written once.
+
+use std::path::PathBuf;
+
+use super::{FieldError, Hyperparams, HyperparamsInput, ModelConfig, ModelConfigInput, TaskKind};
+
+/// A model on a HuggingFace-compatible hub: `hf:org/name` or `hf:org/name@revision`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubModel {
+    pub repo: String,
+    pub revision: String,
+    /// Whether the reference named its revision (otherwise it is `main`).
+    pub pinned: bool,
+}
+
+impl HubModel {
+    pub const PREFIX: &str = "hf:";
+    pub const DEFAULT_REVISION: &str = "main";
+
+    /// Parses `hf:org/name[@revision]`; `None` when `raw` is not a hub reference at all.
+    pub fn parse(field: &str, raw: &str) -> Option<Result<Self, FieldError>> {
+        let rest = raw.strip_prefix(Self::PREFIX)?;
+        let (repo, revision, pinned) = match rest.split_once('@') {
+            Some((repo, revision)) => (repo, revision, true),
+            None => (rest, Self::DEFAULT_REVISION, false),
+        };
+        let safe = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        let segments: Vec<&str> = repo.split('/').collect();
+        if !(1..=2).contains(&segments.len()) || !segments.iter().all(|s| safe(s)) {
+            return Some(Err(FieldError::new(
+                field,
+                format!("{raw:?} is not a hub model: expected hf:org/name or hf:org/name@revision"),
+            )));
+        }
+        if !safe(revision) {
+            return Some(Err(FieldError::new(
+                field,
+                format!("{revision:?} is not a valid revision"),
+            )));
+        }
+        Some(Ok(Self {
+            repo: repo.to_string(),
+            revision: revision.to_string(),
+            pinned,
+        }))
+    }
+}
+
+impl std::fmt::Display for HubModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", Self::PREFIX, self.repo)?;
+        if self.pinned {
+            write!(f, "@{}", self.revision)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a fine-tune's weights come from: a HuggingFace-format directory on the server, or the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseModelRef {
+    Local(PathBuf),
+    Hub(HubModel),
+}
+
+impl BaseModelRef {
+    /// Parses a reference; `None` for an empty one (no base model).
+    pub fn parse(field: &str, raw: &str) -> Result<Option<Self>, FieldError> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(match HubModel::parse(field, raw) {
+            Some(hub) => Self::Hub(hub?),
+            None => Self::Local(PathBuf::from(raw)),
+        }))
+    }
+}
+
+impl std::fmt::Display for BaseModelRef {
+    /// The reference as it was given (what `Job.baseModel` shows and the store keeps).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(path) => write!(f, "{}", path.display()),
+            Self::Hub(hub) => hub.fmt(f),
+        }
+    }
+}
+
+/// Training settings as a user sends them; field names in errors are the API's.
+#[derive(Debug, Clone, Default)]
+pub struct TrainingInput {
+    pub task: Option<TaskKind>,
+    pub base_model: Option<String>,
+    pub model_config: Option<ModelConfigInput>,
+    pub hyperparameters: HyperparamsInput,
+}
+
+/// Checked training settings, defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingSettings {
+    pub task: TaskKind,
+    /// Text tasks only.
+    pub base_model: Option<BaseModelRef>,
+    /// The size of the random-initialised BERT: set for a text task without a base model, `None`
+    /// otherwise.
+    pub model_config: Option<ModelConfig>,
+    pub hyperparameters: Hyperparams,
+}
+
+impl TrainingSettings {
+    /// Checks each field and the rules between them. `task` defaults to text classification.
+    pub fn parse(input: &TrainingInput) -> Result<Self, FieldError> {
+        let task = input.task.unwrap_or(TaskKind::TextClassification);
+        let base_model = match input.base_model.as_deref() {
+            None => None,
+            Some(raw) => BaseModelRef::parse("baseModel", raw)?,
+        };
+        if base_model.is_some() && task != TaskKind::TextClassification {
+            return Err(FieldError::new(
+                "baseModel",
+                "applies to TEXT_CLASSIFICATION only",
+            ));
+        }
+        let model_config = match (&input.model_config, &base_model, task) {
+            (Some(_), Some(_), _) => {
+                return Err(FieldError::new(
+                    "modelConfig",
+                    "cannot be combined with baseModel",
+                ));
+            }
+            (Some(_), None, TaskKind::TabularClassification) => {
+                return Err(FieldError::new(
+                    "modelConfig",
+                    "applies to TEXT_CLASSIFICATION only",
+                ));
+            }
+            (Some(c), None, _) => Some(ModelConfig::parse("modelConfig", c)?),
+            (None, None, TaskKind::TextClassification) => Some(ModelConfig::default()),
+            (None, _, _) => None,
+        };
+        let hyperparameters = Hyperparams::parse(
+            "hyperparameters",
+            &input.hyperparameters,
+            base_model.is_some(),
+        )?;
+        Ok(Self {
+            task,
+            base_model,
+            model_config,
+            hyperparameters,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_references_are_parsed_and_checked() {
+        let ok = HubModel::parse("baseModel", "hf:sentence-transformers/all-MiniLM-L6-v2")
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.repo, "sentence-transformers/all-MiniLM-L6-v2");
+        assert_eq!(ok.revision, "main");
+        assert_eq!(ok.to_string(), "hf:sentence-transformers/all-MiniLM-L6-v2");
+        let pinned = HubModel::parse("baseModel", "hf:bert-base-uncased@v1.0")
+            .unwrap()
+            .unwrap();
+        assert_eq!(pinned.revision, "v1.0");
+        assert_eq!(pinned.to_string(), "hf:bert-base-uncased@v1.0");
+        assert!(HubModel::parse("baseModel", "/local/dir").is_none());
+        for bad in ["hf:", "hf:a/b/c", "hf:../x", "hf:org/name@", "hf:org/na me"] {
+            assert!(HubModel::parse("baseModel", bad).unwrap().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn settings_check_the_rules_between_fields() {
+        let text = |base: Option<&str>, config: bool| TrainingInput {
+            task: Some(TaskKind::TextClassification),
+            base_model: base.map(str::to_string),
+            model_config: config.then(ModelConfigInput::default),
+            ..Default::default()
+        };
+        let random = TrainingSettings::parse(&text(None, false)).unwrap();
+        assert_eq!(random.model_config, Some(ModelConfig::default()));
+        assert_eq!(random.hyperparameters.learning_rate, 1e-3);
+        let tuned = TrainingSettings::parse(&text(Some("hf:org/m"), false)).unwrap();
+        assert_eq!(tuned.model_config, None);
+        assert_eq!(tuned.hyperparameters.learning_rate, 5e-5);
+        assert_eq!(
+            TrainingSettings::parse(&text(Some("/m"), true))
+                .unwrap_err()
+                .field,
+            "modelConfig"
+        );
+        assert_eq!(
+            TrainingSettings::parse(&text(Some("  "), false))
+                .unwrap()
+                .base_model,
+            None
+        );
+        let tabular = TrainingInput {
+            task: Some(TaskKind::TabularClassification),
+            base_model: Some("/m".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            TrainingSettings::parse(&tabular).unwrap_err().field,
+            "baseModel"
+        );
+    }
+}

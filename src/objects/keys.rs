@@ -1,0 +1,46 @@
+//! Where things live in the object store, in one place; the code and the tests build keys only here.
+//!
+//! ```text
+//! datasets/<dataset id>/data.<jsonl|csv>     an uploaded dataset, as uploaded
+//! models/<model name>/runs/<job id>/<file>   the files of the model version a job trained
+//! kiln-readyz                                probed (never written) by the readiness check
+//! ```
+
+use crate::domain::{DatasetFormat, FieldError, ModelName, ObjectKey};
+
+/// The uploaded file of a dataset.
+pub fn dataset(dataset_id: &str, format: DatasetFormat) -> Result<ObjectKey, FieldError> {
+    ObjectKey::parse(&format!(
+        "datasets/{dataset_id}/data.{}",
+        format.extension()
+    ))
+}
+
+/// The folder of the model files a job produced.
+pub fn model_run(model: &ModelName, job_id: &str) -> Result<ObjectKey, FieldError> {
+    ObjectKey::parse(&format!("models/{model}/runs/{job_id}"))
+}
+
+/// The key the readiness check looks up.
+pub fn readiness_probe() -> ObjectKey {
+    ObjectKey::parse("kiln-readyz").expect("a valid key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        assert_eq!(
+            dataset("abc", DatasetFormat::Csv).unwrap().as_str(),
+            "datasets/abc/data.csv"
+        );
+        let model = ModelName::parse("modelName", "pi-detector").unwrap();
+        assert_eq!(
+            model_run(&model, "job-1").unwrap().as_str(),
+            "models/pi-detector/runs/job-1"
+        );
+        assert!(dataset("../x", DatasetFormat::Jsonl).is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! Datasets: upload and validate, look up, list.
+
+use std::io::{BufReader, Seek, SeekFrom};
+
+use super::{Service, ServiceResult};
+use crate::data::{FieldNames, scan};
+use crate::domain::{DatasetFormat, DatasetRecord, DisplayName, FieldError, now_ms};
+use crate::objects::{ObjectError, keys};
+use crate::store::NewDataset;
+
+/// An uploaded file and what the user said about it, before any check.
+#[derive(Debug)]
+pub struct UploadRequest {
+    pub name: String,
+    /// The file's name on the user's side, which tells the format when `format` is absent.
+    pub file_name: String,
+    pub format: Option<DatasetFormat>,
+    /// Default `text`.
+    pub text_field: Option<String>,
+    /// Default `label`.
+    pub label_field: Option<String>,
+    /// The bytes, in a local file (the multipart parser spools uploads to one).
+    pub content: std::fs::File,
+}
+
+impl Service {
+    /// Stores an upload and validates it: the bytes stream to the object store while their SHA-256 is
+    /// computed, the dataset row is written `UPLOADED`, then one streaming pass over the local copy
+    /// decides `READY` or `INVALID` (with the problems by line) before this returns.
+    pub async fn upload_dataset(&self, upload: UploadRequest) -> ServiceResult<DatasetRecord> {
+        let name = DisplayName::parse("name", &upload.name)?;
+        let names = FieldNames {
+            text: field_name("textField", upload.text_field, "text")?,
+            label: field_name("labelField", upload.label_field, "label")?,
+        };
+        if names.text == names.label {
+            return Err(FieldError::new("labelField", "must differ from textField").into());
+        }
+        let format = match upload.format {
+            Some(f) => f,
+            None => DatasetFormat::from_file_name(&upload.file_name).ok_or_else(|| {
+                FieldError::new(
+                    "format",
+                    format!(
+                        "cannot be told from the file name {:?}; pass JSONL or CSV",
+                        upload.file_name
+                    ),
+                )
+            })?,
+        };
+
+        let id = uuid::Uuid::new_v4().to_string();
+        let key = keys::dataset(&id, format)?;
+        let mut local = upload.content;
+        let for_store = local.try_clone().map_err(anyhow::Error::from)?;
+        let stored = self
+            .objects
+            .put_stream(
+                &key,
+                tokio::fs::File::from_std(for_store),
+                self.settings.max_upload_bytes,
+            )
+            .await
+            .map_err(|e| match e {
+                too_large @ ObjectError::TooLarge { .. } => {
+                    FieldError::new("file", too_large.to_string()).into()
+                }
+                ObjectError::Other(e) => super::ServiceError::Internal(e),
+            })?;
+        self.store
+            .insert_dataset(
+                &NewDataset {
+                    id: id.clone(),
+                    name: name.into_string(),
+                    format,
+                    object_key: key,
+                    size_bytes: stored.size_bytes as i64,
+                    sha256: stored.sha256,
+                    text_field: names.text.clone(),
+                    label_field: names.label.clone(),
+                },
+                now_ms(),
+            )
+            .await?;
+
+        // One streaming pass over the local copy the upload was spooled to.
+        let scanned = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            local.seek(SeekFrom::Start(0))?;
+            Ok(scan(BufReader::new(local), format, &names, false))
+        })
+        .await
+        .map_err(anyhow::Error::from)?
+        .map_err(anyhow::Error::from)?;
+        Ok(self
+            .store
+            .finish_dataset_validation(&id, &scanned.summary)
+            .await?)
+    }
+
+    pub async fn dataset(&self, id: &str) -> ServiceResult<Option<DatasetRecord>> {
+        Ok(self.store.get_dataset(id).await?)
+    }
+
+    /// Datasets by id, in one round trip.
+    pub async fn datasets_by_id(&self, ids: &[String]) -> ServiceResult<Vec<DatasetRecord>> {
+        Ok(self.store.get_datasets(ids).await?)
+    }
+
+    /// Newest first, after the `(created_at, id)` of the previous page's last row.
+    pub async fn datasets(
+        &self,
+        first: i64,
+        after: Option<(i64, String)>,
+    ) -> ServiceResult<Vec<DatasetRecord>> {
+        Ok(self.store.list_datasets(first, after).await?)
+    }
+
+    pub async fn count_datasets(&self) -> ServiceResult<i64> {
+        Ok(self.store.count_datasets().await?)
+    }
+}
+
+/// A field name (`textField`, `labelField`): a display name, `default` when absent.
+fn field_name(field: &str, value: Option<String>, default: &str) -> Result<String, FieldError> {
+    Ok(DisplayName::parse(field, value.as_deref().unwrap_or(default))?.into_string())
+}

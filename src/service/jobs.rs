@@ -1,0 +1,236 @@
+//! Jobs as users see them: submit (every rule a job must meet), cancel, look up, list, and follow live.
+
+use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{Service, ServiceError, ServiceResult};
+use crate::domain::{
+    DatasetStatus, DisplayName, EpochMetrics, FieldError, JobFilter, JobRecord, JobStatus,
+    MetricPoint, ModelName, Priority, TrainingInput, TrainingSettings,
+};
+use crate::events::JobEvent;
+use crate::store::{NewJob, Page};
+
+/// The most metric points one request for a job's step metrics returns.
+pub const MAX_METRIC_POINTS: i64 = 10_000;
+
+/// A job as a user submits it, before any check.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub name: String,
+    pub model_name: String,
+    pub dataset_id: String,
+    /// `task` must be set.
+    pub training: TrainingInput,
+    pub priority: Priority,
+}
+
+impl Service {
+    /// Checks a submission and queues the job. A refused submission is a `BadInput` naming the field,
+    /// and nothing is queued.
+    pub async fn submit_job(&self, submission: Submission) -> ServiceResult<JobRecord> {
+        let name = DisplayName::parse("name", &submission.name)?;
+        let model_name = ModelName::parse("modelName", &submission.model_name)?;
+        let settings = TrainingSettings::parse(&submission.training)?;
+        let dataset = self
+            .store
+            .get_dataset(&submission.dataset_id)
+            .await?
+            .ok_or_else(|| {
+                FieldError::new(
+                    "datasetId",
+                    format!("no dataset with id {}", submission.dataset_id),
+                )
+            })?;
+        if dataset.status != DatasetStatus::Ready {
+            return Err(FieldError::new(
+                "datasetId",
+                format!(
+                    "dataset {} is {}, not READY",
+                    dataset.id,
+                    dataset.status.as_str()
+                ),
+            )
+            .into());
+        }
+        let wanted = settings.task.dataset_kind();
+        if dataset.summary.kind != Some(wanted) {
+            return Err(FieldError::new(
+                "datasetId",
+                format!(
+                    "dataset {} is {}, which cannot train {}",
+                    dataset.id,
+                    dataset
+                        .summary
+                        .kind
+                        .map(|k| k.as_str())
+                        .unwrap_or("of unknown kind"),
+                    settings.task.as_str()
+                ),
+            )
+            .into());
+        }
+        if let Some(base) = &settings.base_model {
+            super::training::check_base_model("baseModel", base).await?;
+        }
+        let job = self
+            .store
+            .insert_job(&NewJob {
+                id: uuid::Uuid::new_v4().to_string(),
+                name: name.into_string(),
+                model_name: model_name.as_str().to_string(),
+                dataset_id: dataset.id,
+                settings,
+                priority: submission.priority,
+                max_attempts: self.settings.max_attempts,
+            })
+            .await?;
+        // Idle workers, here and on other replicas, wake up on this event.
+        self.events.publish(
+            &job.id,
+            JobEvent::StatusChanged {
+                status: job.status,
+                error: None,
+            },
+        );
+        Ok(job)
+    }
+
+    /// Cancels a job: a queued (or paused) one at once; a running one stops before its next training
+    /// step, wherever it runs (the worker hears the `CancelRequested` event, or sees the flag at its next
+    /// heartbeat). A finished job is a `Conflict`; cancelling a cancelled job is harmless.
+    pub async fn cancel_job(&self, id: &str) -> ServiceResult<JobRecord> {
+        let job = self.store.cancel_job(id).await.map_err(|e| match e {
+            crate::store::StoreError::NotFound(_) => {
+                ServiceError::NotFound(format!("no job with id {id}"))
+            }
+            other => other.into(),
+        })?;
+        match job.status {
+            JobStatus::Running => self.events.publish(&job.id, JobEvent::CancelRequested),
+            JobStatus::Cancelled => self.events.publish(
+                &job.id,
+                JobEvent::StatusChanged {
+                    status: job.status,
+                    error: None,
+                },
+            ),
+            _ => {}
+        }
+        Ok(job)
+    }
+
+    pub async fn job(&self, id: &str) -> ServiceResult<Option<JobRecord>> {
+        Ok(self.store.get_job(id).await?)
+    }
+
+    /// Newest first, `first` at most, after the `(created_at, id)` of the previous page's last row.
+    pub async fn jobs(
+        &self,
+        filter: &JobFilter,
+        first: i64,
+        after: Option<(i64, String)>,
+    ) -> ServiceResult<Vec<JobRecord>> {
+        Ok(self.store.list_jobs(filter, &Page { first, after }).await?)
+    }
+
+    pub async fn count_jobs(&self, filter: &JobFilter) -> ServiceResult<i64> {
+        Ok(self.store.count_jobs(filter).await?)
+    }
+
+    /// The last `last` points (1 to [`MAX_METRIC_POINTS`]) of a step metric, oldest first; every metric
+    /// when `name` is `None`.
+    pub async fn job_metrics(
+        &self,
+        job_id: &str,
+        name: Option<&str>,
+        last: i64,
+    ) -> ServiceResult<Vec<MetricPoint>> {
+        if !(1..=MAX_METRIC_POINTS).contains(&last) {
+            return Err(FieldError::new(
+                "last",
+                format!("must be between 1 and {MAX_METRIC_POINTS} (got {last})"),
+            )
+            .into());
+        }
+        Ok(self.store.job_metrics(job_id, name, last).await?)
+    }
+
+    /// The epochs of many jobs in one round trip, by job then epoch.
+    pub async fn epochs_of(
+        &self,
+        job_ids: &[String],
+    ) -> ServiceResult<Vec<(String, EpochMetrics)>> {
+        Ok(self.store.epochs_of(job_ids).await?)
+    }
+
+    /// Follows a job: first its current status and the epochs already finished, then live events until
+    /// it ends. Nothing is missed or repeated between the stored part and the live part, and a follower
+    /// too slow for the event channel catches up from the store (step progress, which is not stored, may
+    /// then be skipped). Only events a user sees come out: status changes, epochs and step progress.
+    pub async fn follow_job(
+        &self,
+        job_id: &str,
+    ) -> ServiceResult<impl Stream<Item = JobEvent> + use<>> {
+        // Subscribe before reading the store: whatever happens in between arrives live and is dropped
+        // as a repeat.
+        let mut rx = self.events.subscribe();
+        let id = job_id.to_string();
+        let job = self
+            .store
+            .get_job(&id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no job with id {id}")))?;
+        let stored = self.store.epochs_of(std::slice::from_ref(&id)).await?;
+        let store = self.store.clone();
+        Ok(async_stream::stream! {
+            let mut status = job.status;
+            let mut last_epoch = 0;
+            yield JobEvent::StatusChanged { status, error: job.error.clone() };
+            for (_, epoch) in stored {
+                last_epoch = epoch.epoch;
+                yield JobEvent::EpochCompleted(epoch);
+            }
+            while !status.is_terminal() {
+                let event = match rx.recv().await {
+                    Ok(envelope) if envelope.event == JobEvent::Resync => JobEvent::Resync,
+                    Ok(envelope) if envelope.job_id == id => envelope.event.clone(),
+                    Ok(_) => continue,
+                    Err(RecvError::Closed) => break,
+                    // Too slow for the channel: catch up from the store.
+                    Err(RecvError::Lagged(_)) => JobEvent::Resync,
+                };
+                match event {
+                    JobEvent::Resync => {
+                        let Ok(Some(job)) = store.get_job(&id).await else { break };
+                        let Ok(epochs) = store.epochs_of(std::slice::from_ref(&id)).await else { break };
+                        for (_, epoch) in epochs {
+                            if epoch.epoch > last_epoch {
+                                last_epoch = epoch.epoch;
+                                yield JobEvent::EpochCompleted(epoch);
+                            }
+                        }
+                        if job.status != status {
+                            status = job.status;
+                            yield JobEvent::StatusChanged { status, error: job.error };
+                        }
+                    }
+                    JobEvent::StatusChanged { status: next, error } => {
+                        if next != status {
+                            status = next;
+                            yield JobEvent::StatusChanged { status, error };
+                        }
+                    }
+                    JobEvent::EpochCompleted(m) => {
+                        if m.epoch > last_epoch {
+                            last_epoch = m.epoch;
+                            yield JobEvent::EpochCompleted(m);
+                        }
+                    }
+                    step @ JobEvent::StepProgress { .. } => yield step,
+                    JobEvent::CancelRequested => {}
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! The use cases: one function for each thing a user or a worker does, and the only place where kiln's
+//! rules live. The GraphQL resolvers (`api/`), the CLI (`cli`) and the workers (`runner/`) call these and
+//! do not re-check what they check.
+//!
+//! - [`jobs`]: submit, cancel, look up, list and follow a job;
+//! - [`datasets`]: upload and validate a dataset, look up, list;
+//! - [`models`]: the registry (models, versions) and registering a trained version;
+//! - [`queue`]: what a worker does with the queue: claim, heartbeat, record progress, finish;
+//! - [`training`]: turning a stored job (or a local file) into what the training engine reads;
+//! - [`tokens`]: API tokens.
+//!
+//! Every state change is written to the store before its event is published. Quotas, audit and webhooks
+//! hook in here.
+
+pub mod datasets;
+pub mod jobs;
+pub mod models;
+pub mod queue;
+pub mod tokens;
+pub mod training;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::domain::FieldError;
+use crate::events::EventHub;
+use crate::objects::Objects;
+use crate::store::{Store, StoreError};
+
+pub use crate::store::TrainingRecord;
+
+pub use datasets::UploadRequest;
+pub use jobs::{MAX_METRIC_POINTS, Submission};
+pub use queue::Lease;
+pub use training::HubSettings;
+
+/// The settings the use cases read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest dataset upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Claims of a job before a job whose worker keeps dying is failed.
+    pub max_attempts: i64,
+    /// Where `hf:` base models come from.
+    pub hub: HubSettings,
+    /// Folder for downloaded base models (`hub/`) and models being written.
+    pub work_dir: PathBuf,
+}
+
+impl Settings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            max_upload_bytes: config.max_upload_bytes,
+            max_attempts: config.max_attempts,
+            hub: HubSettings {
+                endpoint: config.hf_endpoint.clone(),
+                token: config.hf_token.clone(),
+            },
+            work_dir: config.work_dir.clone(),
+        }
+    }
+}
+
+/// The handle every caller of a use case holds: the store, the object store, the event hub and the
+/// settings. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    store: Store,
+    objects: Objects,
+    events: EventHub,
+    settings: Arc<Settings>,
+}
+
+impl Service {
+    pub fn new(store: Store, objects: Objects, events: EventHub, settings: Settings) -> Self {
+        Self {
+            store,
+            objects,
+            events,
+            settings: Arc::new(settings),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The store, for what reads it directly: round-trip counting in tests, DataLoader batches.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The event hub: workers listen for wake-ups and cancels and publish step progress on it.
+    pub fn events(&self) -> &EventHub {
+        &self.events
+    }
+
+    /// Whether the database and the object store answer (`/readyz`).
+    pub async fn check_ready(&self) -> anyhow::Result<()> {
+        self.store.ping().await?;
+        self.objects.ping().await
+    }
+}
+
+/// Why a use case refused or failed, in terms the API maps to a code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Bad input: the field and the problem.
+    #[error(transparent)]
+    BadInput(#[from] FieldError),
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is valid but the thing is not in a state that allows it.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// Anything else: logged with its chain, answered with a reference.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
+            StoreError::Conflict(message) => Self::Conflict(message),
+            StoreError::Other(e) => Self::Internal(e),
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;

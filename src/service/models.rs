@@ -1,0 +1,84 @@
+//! The model registry: models, their versions, and registering the version a job trained.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::{Service, ServiceResult};
+use crate::domain::{
+    JobRecord, JobStatus, ModelManifest, ModelName, ModelRecord, ModelVersionRecord,
+};
+use crate::events::JobEvent;
+use crate::objects::keys;
+
+impl Service {
+    pub async fn model(&self, name: &str) -> ServiceResult<Option<ModelRecord>> {
+        Ok(self.store.get_model(name).await?)
+    }
+
+    /// By name, after the name `after`.
+    pub async fn models(&self, first: i64, after: Option<&str>) -> ServiceResult<Vec<ModelRecord>> {
+        Ok(self.store.list_models(first, after).await?)
+    }
+
+    pub async fn count_models(&self) -> ServiceResult<i64> {
+        Ok(self.store.count_models().await?)
+    }
+
+    /// Versions by id, in one round trip.
+    pub async fn model_versions_by_id(
+        &self,
+        ids: &[String],
+    ) -> ServiceResult<Vec<ModelVersionRecord>> {
+        Ok(self.store.get_model_versions(ids).await?)
+    }
+
+    /// Every version of many models, in one round trip, by model then version.
+    pub async fn versions_of_models(
+        &self,
+        names: &[String],
+    ) -> ServiceResult<Vec<ModelVersionRecord>> {
+        Ok(self.store.versions_of_models(names).await?)
+    }
+
+    /// Registers what a job trained: uploads the model's files from `dir` to the object store under the
+    /// job's run folder, then, in one transaction, files the next version of the job's model and marks the
+    /// job `COMPLETED`, and announces it. Nothing is registered when `worker` no longer holds the job.
+    pub async fn register_model_version(
+        &self,
+        job: &JobRecord,
+        worker: &str,
+        dir: &Path,
+        files: &[String],
+        manifest: &ModelManifest,
+    ) -> anyhow::Result<ModelVersionRecord> {
+        let model = ModelName::parse("modelName", &job.model_name)?;
+        let prefix = keys::model_run(&model, &job.id)?;
+        for file in files {
+            self.objects
+                .put_file(&prefix.join(file)?, &dir.join(file))
+                .await
+                .with_context(|| format!("storing {file} of the trained model"))?;
+        }
+        let (done, version) = self
+            .store
+            .complete_job_with_version(
+                job,
+                worker,
+                &uuid::Uuid::new_v4().to_string(),
+                &self.objects.uri(&prefix),
+                &manifest.metrics,
+            )
+            .await?;
+        tracing::info!(model = %version.model_name, version = version.version, "model registered");
+        debug_assert_eq!(done.status, JobStatus::Completed);
+        self.events.publish(
+            &done.id,
+            JobEvent::StatusChanged {
+                status: done.status,
+                error: None,
+            },
+        );
+        Ok(version)
+    }
+}

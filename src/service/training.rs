@@ -1,0 +1,131 @@
+//! Turning what a user asked for into what the training engine reads: a dataset's examples (checked
+//! again as they are loaded) and a base model's local directory (downloaded from the hub once). The
+//! workers use it for stored jobs, `kiln train` for a local file.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::Service;
+use crate::config::Secret;
+use crate::data::{FieldNames, scan};
+use crate::domain::{
+    BaseModelRef, DatasetFormat, DatasetSummary, FieldError, TrainData, UserError,
+};
+
+/// Where `hf:` base models come from.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    pub endpoint: String,
+    /// Sent as a bearer token, for private repositories.
+    pub token: Option<Secret>,
+}
+
+/// A dataset's examples, labels indexed into the sorted label names.
+pub type Examples = (TrainData, Vec<String>);
+
+/// Reads a whole file and keeps its examples; a file with problems is refused with what validation
+/// found, so the caller can report each problem by line.
+pub fn load_examples(
+    reader: impl BufRead,
+    format: DatasetFormat,
+    names: &FieldNames,
+) -> Result<Examples, DatasetSummary> {
+    let scanned = scan(reader, format, names, true);
+    if !scanned.is_valid() {
+        return Err(scanned.summary);
+    }
+    Ok(scanned.into_train_data())
+}
+
+/// A local base model must be a directory holding the three files kiln reads; a hub reference is
+/// checked when it is downloaded. Problems are reported against `field`.
+pub async fn check_base_model(field: &str, base: &BaseModelRef) -> Result<(), FieldError> {
+    let BaseModelRef::Local(dir) = base else {
+        return Ok(());
+    };
+    if !tokio::fs::metadata(dir)
+        .await
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
+    {
+        return Err(FieldError::new(
+            field,
+            format!("{} is not a directory on the server", dir.display()),
+        ));
+    }
+    for file in crate::hub::MODEL_FILES {
+        if tokio::fs::metadata(dir.join(file)).await.is_err() {
+            return Err(FieldError::new(
+                field,
+                format!("{} has no {file}", dir.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The local directory of a base model: the path itself, or the hub cache under `cache_root` after
+/// downloading what is missing.
+pub async fn fetch_base_model(
+    base: &BaseModelRef,
+    hub: &HubSettings,
+    cache_root: &Path,
+) -> anyhow::Result<PathBuf> {
+    match base {
+        BaseModelRef::Local(dir) => Ok(dir.clone()),
+        BaseModelRef::Hub(model) => {
+            let token = hub.token.as_ref().map(|t| t.expose());
+            crate::hub::fetch(model, &hub.endpoint, token, cache_root).await
+        }
+    }
+}
+
+impl Service {
+    /// The examples of a stored dataset, read from the object store and checked again.
+    pub async fn training_examples(&self, dataset_id: &str) -> anyhow::Result<Examples> {
+        let dataset = self
+            .store
+            .get_dataset(dataset_id)
+            .await?
+            .ok_or_else(|| UserError::new(format!("dataset {dataset_id} no longer exists")))?;
+        let bytes = self
+            .objects
+            .get_bytes(&dataset.object_key)
+            .await
+            .map_err(|e| {
+                UserError::wrap(
+                    "the dataset could not be read from the object store; retry the job later",
+                    e,
+                )
+            })?;
+        let names = FieldNames {
+            text: dataset.text_field.clone(),
+            label: dataset.label_field.clone(),
+        };
+        let format = dataset.format;
+        tokio::task::spawn_blocking(move || load_examples(&bytes[..], format, &names))
+            .await
+            .context("the dataset loading thread panicked")?
+            .map_err(|summary| {
+                let first = summary
+                    .errors
+                    .first()
+                    .map(|e| e.message.as_str())
+                    .unwrap_or("unknown error");
+                UserError::new(format!("the dataset no longer validates: {first}")).into()
+            })
+    }
+
+    /// The local directory of a job's base model, downloaded into the work folder's `hub/` cache when it
+    /// comes from the hub.
+    pub async fn base_model_dir(&self, base: &BaseModelRef) -> anyhow::Result<PathBuf> {
+        fetch_base_model(
+            base,
+            &self.settings.hub,
+            &self.settings.work_dir.join("hub"),
+        )
+        .await
+    }
+}
