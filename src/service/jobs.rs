@@ -20,7 +20,6 @@ pub struct Submission {
     pub name: String,
     pub model_name: String,
     pub dataset_id: String,
-    /// `task` must be set.
     pub training: TrainingInput,
     pub priority: Priority,
 }

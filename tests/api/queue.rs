@@ -1,9 +1,10 @@
 use std::time::Duration;
 
 use kiln::domain::{
-    DatasetFormat, EpochMetrics, HyperparamsInput, JobStatus, ObjectKey, Priority, TaskKind,
-    TrainingInput, TrainingSettings,
+    DatasetFormat, EpochMetrics, HyperparamsInput, JobStatus, Priority, TaskKind, TrainingInput,
+    TrainingSettings,
 };
+use kiln::objects::keys;
 use kiln::runner::Outcome;
 use kiln::store::{NewDataset, NewJob, Store, TrainingRecord};
 use serde_json::json;
@@ -298,7 +299,7 @@ async fn store_with_dataset(db: Db) -> (Store, tempfile::TempDir, String) {
                 id: id.clone(),
                 name: "d".into(),
                 format: DatasetFormat::Jsonl,
-                object_key: ObjectKey::parse("datasets/dataset-1/data.jsonl").unwrap(),
+                object_key: keys::dataset(&id, DatasetFormat::Jsonl).unwrap(),
                 size_bytes: 1,
                 sha256: "00".into(),
                 text_field: "text".into(),
