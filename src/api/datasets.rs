@@ -128,6 +128,7 @@ impl DatasetsQuery {
     }
 
     /// Newest first. `first`: 1–100 (default 20).
+    #[graphql(complexity = "super::paging::complexity(first, child_complexity)")]
     async fn datasets(
         &self,
         ctx: &Context<'_>,

@@ -4,7 +4,9 @@
 //! to codes in one place ([`error`]), every list pages one way ([`paging`]), and DataLoaders are created
 //! per request ([`loaders`]).
 //!
-//! Limits: query depth 16, complexity 5000, page size 100, metric points per request 10000.
+//! Limits ([`limits`]): nesting 64, 50 000 tokens, 10 000 selections with fragments expanded, depth 16,
+//! complexity 5000 (a list counts its page size times its items); page size 100, metric points per
+//! request 10 000.
 
 /// A GraphQL enum mirroring a domain enum variant for variant, with conversions both ways.
 macro_rules! mirror_enum {
@@ -25,6 +27,7 @@ pub mod admin;
 pub mod datasets;
 pub mod error;
 pub mod jobs;
+pub mod limits;
 pub mod loaders;
 pub mod models;
 pub mod paging;
@@ -58,17 +61,13 @@ pub struct SubscriptionRoot(jobs::JobsSubscription);
 
 pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-const MAX_DEPTH: usize = 16;
-const MAX_COMPLEXITY: usize = 5000;
-
 fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         SubscriptionRoot::default(),
     )
-    .limit_depth(MAX_DEPTH)
-    .limit_complexity(MAX_COMPLEXITY)
+    .extension(limits::Limits)
 }
 
 pub fn schema(service: Service) -> ApiSchema {
@@ -100,12 +99,13 @@ pub fn prepare(
     loaders::attach(request.data(principal), service)
 }
 
-/// A response holding only `error`, for requests refused before they reach the schema.
+/// A response holding only `error`, for requests refused before they reach the schema (no location:
+/// the error is about the request as a whole).
 pub fn error_response(error: ApiError) -> async_graphql::Response {
     let error: async_graphql::Error = error.into();
-    async_graphql::Response::from_errors(vec![
-        error.into_server_error(async_graphql::Pos::default()),
-    ])
+    let mut server_error = async_graphql::ServerError::new(error.message, None);
+    server_error.extensions = error.extensions;
+    async_graphql::Response::from_errors(vec![server_error])
 }
 
 /// Upload limits for the multipart request parser.

@@ -91,6 +91,7 @@ impl ModelsQuery {
     }
 
     /// By name. `first`: 1–100 (default 20).
+    #[graphql(complexity = "super::paging::complexity(first, child_complexity)")]
     async fn models(
         &self,
         ctx: &Context<'_>,

@@ -22,6 +22,11 @@ pub const DEFAULT_PAGE: i32 = 20;
 /// A page of `Node`s whose rows are ordered by a key of type `K` (the cursor holds the key).
 pub type Page<K, Node> = Connection<OpaqueCursor<K>, Node, TotalCount>;
 
+/// A page's share of a query's complexity: its items' complexity times the page size asked for.
+pub fn complexity(first: Option<i32>, child_complexity: usize) -> usize {
+    first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize * child_complexity
+}
+
 /// `first` and the decoded `after` cursor of a request.
 #[derive(Debug, Clone)]
 pub struct PageRequest<K> {

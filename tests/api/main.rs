@@ -6,6 +6,7 @@ mod cli;
 mod datasets;
 mod helpers;
 mod jobs;
+mod limits;
 mod models;
 mod queue;
 mod replicas;

@@ -101,6 +101,7 @@ impl JobsQuery {
     }
 
     /// Newest first. `first`: 1–100 (default 20).
+    #[graphql(complexity = "super::paging::complexity(first, child_complexity)")]
     async fn jobs(
         &self,
         ctx: &Context<'_>,

@@ -165,7 +165,8 @@ impl Job {
             .collect())
     }
     /// The last `last` points (at most 10000) of a step metric, oldest first; every metric when `name` is
-    /// absent.
+    /// absent. Each 100 points count 1 towards the query's complexity.
+    #[graphql(complexity = "child_complexity + (last.clamp(1, 10_000) as usize).div_ceil(100)")]
     async fn metrics(
         &self,
         ctx: &Context<'_>,

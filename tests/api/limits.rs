@@ -1,0 +1,146 @@
+//! What a request may cost: documents that would take exponential work, queries that multiply list
+//! sizes, and the codes of errors the GraphQL layer raises itself.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Db, Objects, TestApp, spawn_app};
+
+/// `fragment Fn on ApiToken { ...Fn-1 ...Fn-1 }`: 2^levels fields once expanded, in about 50 bytes a level.
+fn fragment_bomb(levels: usize) -> String {
+    let mut q = String::from("fragment F0 on ApiToken { id name }\n");
+    for i in 1..=levels {
+        q.push_str(&format!(
+            "fragment F{i} on ApiToken {{ ...F{} ...F{} }}\n",
+            i - 1,
+            i - 1
+        ));
+    }
+    q.push_str(&format!("{{ me {{ ...F{levels} }} }}"));
+    q
+}
+
+fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("")
+}
+
+async fn healthz_latency(app: &TestApp) -> Duration {
+    let started = Instant::now();
+    let response = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_doubling_fragment_chain_is_refused_at_once_and_the_server_stays_responsive() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let bomb = fragment_bomb(26);
+    assert!(bomb.len() < 1600, "{}", bomb.len());
+
+    let started = Instant::now();
+    let (first, second, health) = tokio::join!(
+        app.graphql(&bomb, json!({})),
+        app.graphql(&bomb, json!({})),
+        async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            healthz_latency(&app).await
+        }
+    );
+    let elapsed = started.elapsed();
+
+    for body in [&first, &second] {
+        assert_eq!(code(body), "QUERY_TOO_COMPLEX", "{body}");
+        assert!(body["data"].is_null(), "{body}");
+    }
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "two refusals took {elapsed:?}"
+    );
+    assert!(
+        health < Duration::from_secs(1),
+        "/healthz took {health:?} while they were refused"
+    );
+}
+
+#[tokio::test]
+async fn list_sizes_count_towards_a_querys_complexity() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let job = "query { jobs(first: 1) { nodes { metrics(last: 10000) { step value } } } }";
+    let alone = app.graphql(job, json!({})).await;
+    assert!(alone.get("errors").is_none(), "{alone}");
+
+    let aliased: String = (0..1000)
+        .map(|i| format!("m{i}: metrics(last: 10000) {{ step }} "))
+        .collect();
+    let body = app
+        .graphql(
+            &format!("{{ jobs(first: 1) {{ nodes {{ {aliased} }} }} }}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&body), "QUERY_TOO_COMPLEX", "{body}");
+
+    let pages: String = (0..1250)
+        .map(|i| format!("j{i}: jobs(first: 100) {{ nodes {{ metrics {{ value }} }} }} "))
+        .collect();
+    let body = app.graphql(&format!("{{ {pages} }}"), json!({})).await;
+    assert_eq!(code(&body), "QUERY_TOO_COMPLEX", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("first/last"), "{message}");
+}
+
+#[tokio::test]
+async fn deeply_nested_documents_are_refused_before_parsing() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let deep = format!("{}{}", "{ me ".repeat(20_000), "}".repeat(20_000));
+
+    let body = app.graphql(&deep, json!({})).await;
+
+    assert_eq!(code(&body), "QUERY_TOO_COMPLEX", "{body}");
+    let values = format!(
+        "{{ jobs(modelName: {}\"x\"{}) {{ totalCount }} }}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let body = app.graphql(&values, json!({})).await;
+    assert_eq!(code(&body), "QUERY_TOO_COMPLEX", "{body}");
+    assert!(healthz_latency(&app).await < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn errors_raised_by_the_graphql_layer_carry_a_code_and_real_locations() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+
+    let parse = app.graphql("{ jobs { totalCount }", json!({})).await;
+    assert_eq!(code(&parse), "GRAPHQL_PARSE_FAILED", "{parse}");
+    let line = parse["errors"][0]["locations"][0]["line"].as_i64().unwrap();
+    assert!(line >= 1, "{parse}");
+
+    let unknown = app.graphql("{ jobs { nope } }", json!({})).await;
+    assert_eq!(code(&unknown), "GRAPHQL_VALIDATION_FAILED", "{unknown}");
+    assert_eq!(unknown["errors"][0]["locations"][0]["line"], 1, "{unknown}");
+
+    let overflow = app
+        .graphql(
+            "query($first: Int) { jobs(first: $first) { totalCount } }",
+            json!({ "first": 99_999_999_999i64 }),
+        )
+        .await;
+    // Variables are checked with the document.
+    assert_eq!(code(&overflow), "GRAPHQL_VALIDATION_FAILED", "{overflow}");
+    let message = overflow["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("2147483647"), "{message}");
+
+    // Refused before the schema: no made-up position.
+    let unauthenticated = app
+        .graphql_as(None, "{ jobs { totalCount } }", json!({}))
+        .await;
+    assert_eq!(code(&unauthenticated), "UNAUTHENTICATED");
+    assert!(
+        unauthenticated["errors"][0].get("locations").is_none(),
+        "{unauthenticated}"
+    );
+}
