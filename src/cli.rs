@@ -146,7 +146,7 @@ impl crate::train::ProgressSink for ConsoleSink {
 /// `kiln train`: the same rules as `submitJob`, on a local file, with no server.
 pub async fn train(args: TrainArgs) -> Result<()> {
     use crate::data::FieldNames;
-    use crate::domain::{DatasetFormat, HyperparamsInput, TaskKind, TrainData, TrainingInput};
+    use crate::domain::{DatasetFormat, ExampleKind, HyperparamsInput, TaskKind, TrainingInput};
     use crate::service::{HubSettings, training};
     use crate::train::{TrainOutcome, TrainSpec};
 
@@ -160,16 +160,9 @@ pub async fn train(args: TrainArgs) -> Result<()> {
         label: args.label_field.clone(),
     };
     let path = args.data.clone();
-    let loaded = tokio::task::spawn_blocking(move || -> Result<_> {
-        let file =
-            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        Ok(training::load_examples(
-            std::io::BufReader::new(file),
-            format,
-            &names,
-        ))
-    })
-    .await??;
+    let options = crate::data::ReadOptions::new(format, names);
+    let loaded =
+        tokio::task::spawn_blocking(move || training::index_file(&path, &options)).await??;
     let examples = match loaded {
         Ok(examples) => examples,
         Err(summary) => {
@@ -186,9 +179,9 @@ pub async fn train(args: TrainArgs) -> Result<()> {
             );
         }
     };
-    let task = match &examples.0 {
-        TrainData::Tabular { .. } => TaskKind::TabularClassification,
-        TrainData::Text { .. } => TaskKind::TextClassification,
+    let task = match examples.kind() {
+        ExampleKind::Tabular { .. } => TaskKind::TabularClassification,
+        ExampleKind::Text => TaskKind::TextClassification,
     };
     let settings = TrainingSettings::parse(&TrainingInput {
         task: Some(task),
@@ -219,8 +212,8 @@ pub async fn train(args: TrainArgs) -> Result<()> {
     eprintln!(
         "training {} on {} rows ({} labels), {} epochs",
         task.as_str(),
-        examples.0.len(),
-        examples.1.len(),
+        examples.len(),
+        examples.label_names().len(),
         settings.hyperparameters.epochs
     );
     let spec = TrainSpec::new(settings, examples, base_dir, args.output.clone());

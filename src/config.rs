@@ -117,6 +117,9 @@ pub struct Config {
     /// Largest dataset upload, in bytes.
     #[arg(long, env = "KILN_MAX_UPLOAD_BYTES", default_value_t = 1 << 30)]
     pub max_upload_bytes: u64,
+    /// Longest line of a dataset file, in bytes; a longer line is an error naming it.
+    #[arg(long, env = "KILN_MAX_LINE_BYTES", default_value_t = 1 << 20)]
+    pub max_line_bytes: usize,
     /// Folder for temporary files (uploads being checked, models being written).
     #[arg(long, env = "KILN_WORK_DIR", default_value = "./kiln-data/work")]
     pub work_dir: PathBuf,
@@ -138,6 +141,7 @@ impl Config {
             lease_seconds: 30,
             max_attempts: 3,
             max_upload_bytes: 1 << 30,
+            max_line_bytes: 1 << 20,
             work_dir: dir.join("work"),
         }
     }

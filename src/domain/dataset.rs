@@ -165,32 +165,35 @@ pub struct DatasetRecord {
     pub created_at: i64,
 }
 
-/// Examples to learn from, parsed and checked by `data/`. Labels index into the run's label names.
-#[derive(Debug, Clone)]
-pub enum TrainData {
-    Text {
-        texts: Vec<String>,
-        labels: Vec<u32>,
-    },
-    Tabular {
-        feature_names: Vec<String>,
-        features: Vec<Vec<f32>>,
-        labels: Vec<u32>,
-    },
+/// What the rows of a training run hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExampleKind {
+    Text,
+    Tabular { feature_names: Vec<String> },
 }
 
-impl TrainData {
-    pub fn len(&self) -> usize {
+/// The examples a training run reads, a row at a time, so that a dataset is never held in memory whole:
+/// only each row's label is (4 bytes a row). `data/` reads them from a file through an index of row
+/// offsets; rows were validated when the index was built.
+pub trait Examples: Send + Sync + std::fmt::Debug {
+    fn kind(&self) -> &ExampleKind;
+    /// Each row's label, an index into [`Examples::label_names`].
+    fn labels(&self) -> &[u32];
+    /// Label names, sorted.
+    fn label_names(&self) -> &[String];
+    /// The text of a row of a text dataset.
+    fn text(&self, row: usize) -> anyhow::Result<String>;
+    /// The features of a row of a tabular dataset, in the order of its `feature_names`.
+    fn features(&self, row: usize) -> anyhow::Result<Vec<f32>>;
+
+    fn len(&self) -> usize {
         self.labels().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    pub fn labels(&self) -> &[u32] {
-        match self {
-            Self::Text { labels, .. } | Self::Tabular { labels, .. } => labels,
-        }
-    }
 }
+
+/// A training run's examples, shared between the threads that read them.
+pub type TrainData = std::sync::Arc<dyn Examples>;

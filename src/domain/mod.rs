@@ -17,7 +17,8 @@ mod names;
 mod spec;
 
 pub use dataset::{
-    DatasetFormat, DatasetKind, DatasetRecord, DatasetStatus, DatasetSummary, RowError, TrainData,
+    DatasetFormat, DatasetKind, DatasetRecord, DatasetStatus, DatasetSummary, ExampleKind,
+    Examples, RowError, TrainData,
 };
 pub use job::{
     EpochMetrics, Hyperparams, HyperparamsInput, JobFilter, JobProgress, JobRecord, JobStatus,

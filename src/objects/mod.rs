@@ -191,6 +191,30 @@ impl Objects {
         Ok(Bytes::from(out))
     }
 
+    /// Streams an object into a local file (created or replaced), never whole in memory.
+    pub async fn get_to_file(&self, key: &ObjectKey, path: &std::path::Path) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let result = self
+            .store
+            .get(&self.path(key))
+            .await
+            .with_context(|| format!("reading {key}"))?;
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .with_context(|| format!("creating {}", path.display()))?;
+        let mut stream = result.into_stream();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.with_context(|| format!("reading {key}"))?;
+            size += chunk.len() as u64;
+            file.write_all(&chunk)
+                .await
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        file.flush().await?;
+        Ok(size)
+    }
+
     /// Whether `key` exists and how large it is.
     pub async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>> {
         match self.store.head(&self.path(key)).await {

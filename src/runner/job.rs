@@ -146,7 +146,12 @@ async fn train_and_register(
     if job.attempts > 1 {
         service.forget_earlier_attempt(&job.id).await?;
     }
-    let examples = service.training_examples(&job.dataset_id).await?;
+    let job_dir = worker.settings.work_dir.join("jobs").join(&job.id);
+    let examples = service
+        .training_examples(&job.dataset_id, &job_dir.join("data"))
+        .await;
+    let cleanup = JobDir(job_dir.clone());
+    let examples = examples?;
     let base_dir = match &job.settings.base_model {
         Some(base) => Some(service.base_model_dir(base).await.map_err(|e| {
             UserError::wrap(
@@ -159,7 +164,7 @@ async fn train_and_register(
     if flag.should_stop() {
         return Ok(None);
     }
-    let output_dir = worker.settings.work_dir.join("jobs").join(&job.id);
+    let output_dir = job_dir.join("model");
     let spec = TrainSpec::new(job.settings.clone(), examples, base_dir, output_dir.clone());
 
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -182,20 +187,16 @@ async fn train_and_register(
     }
     let outcome = training.await.context("the training thread panicked")?;
     if flag.reason() == StopReason::LeaseLost {
-        let _ = tokio::fs::remove_dir_all(&output_dir).await;
         return Ok(None);
     }
     recording.map_err(|e| {
         UserError::wrap("recording training progress failed; retry the job later", e)
     })?;
     let model = match outcome? {
-        TrainOutcome::Interrupted { .. } => {
-            let _ = tokio::fs::remove_dir_all(&output_dir).await;
-            return Ok(None);
-        }
+        TrainOutcome::Interrupted { .. } => return Ok(None),
         TrainOutcome::Completed(model) => model,
     };
-    let registered = service
+    service
         .register_model_version(job, &worker.id, &output_dir, &model.files, &model.manifest)
         .await
         .map_err(|e| {
@@ -203,10 +204,19 @@ async fn train_and_register(
                 "the trained model could not be stored; retry the job later",
                 e,
             )
-        });
-    let _ = tokio::fs::remove_dir_all(&output_dir).await;
-    registered?;
+        })?;
+    drop(cleanup);
     Ok(Some(JobStatus::Completed))
+}
+
+/// A job's working folder (its dataset copy and the model being written), removed however the job
+/// ends.
+struct JobDir(std::path::PathBuf);
+
+impl Drop for JobDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// What a recorder's write means for training: it goes on while the lease is held; it stops when the

@@ -3,7 +3,7 @@
 use std::io::{BufReader, Seek, SeekFrom};
 
 use super::{Service, ServiceResult};
-use crate::data::{FieldNames, scan};
+use crate::data::{FieldNames, ReadOptions, scan};
 use crate::domain::{DatasetFormat, DatasetRecord, DisplayName, FieldError, now_ms};
 use crate::objects::{ObjectError, keys};
 use crate::store::NewDataset;
@@ -84,9 +84,13 @@ impl Service {
             .await?;
 
         // One streaming pass over the local copy the upload was spooled to.
+        let options = ReadOptions {
+            max_line_bytes: self.settings.max_line_bytes,
+            ..ReadOptions::new(format, names)
+        };
         let scanned = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             local.seek(SeekFrom::Start(0))?;
-            Ok(scan(BufReader::new(local), format, &names, false))
+            Ok(scan(BufReader::new(local), &options))
         })
         .await
         .map_err(anyhow::Error::from)?

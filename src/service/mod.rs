@@ -45,6 +45,8 @@ pub struct Settings {
     pub hub: HubSettings,
     /// Folder for downloaded base models (`hub/`) and models being written.
     pub work_dir: PathBuf,
+    /// The longest line a dataset may have, in bytes.
+    pub max_line_bytes: usize,
 }
 
 impl Settings {
@@ -57,6 +59,7 @@ impl Settings {
                 token: config.hf_token.clone(),
             },
             work_dir: config.work_dir.clone(),
+            max_line_bytes: config.max_line_bytes,
         }
     }
 }

@@ -2,17 +2,15 @@
 //! again as they are loaded) and a base model's local directory (downloaded from the hub once). The
 //! workers use it for stored jobs, `kiln train` for a local file.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::Service;
 use crate::config::Secret;
-use crate::data::{FieldNames, scan};
-use crate::domain::{
-    BaseModelRef, DatasetFormat, DatasetSummary, FieldError, TrainData, UserError,
-};
+use crate::data::{self, FieldNames, ReadOptions, RowSource};
+use crate::domain::{BaseModelRef, DatasetSummary, FieldError, TrainData, UserError};
 
 /// Where `hf:` base models come from.
 #[derive(Debug, Clone)]
@@ -22,21 +20,16 @@ pub struct HubSettings {
     pub token: Option<Secret>,
 }
 
-/// A dataset's examples, labels indexed into the sorted label names.
-pub type Examples = (TrainData, Vec<String>);
-
-/// Reads a whole file and keeps its examples; a file with problems is refused with what validation
-/// found, so the caller can report each problem by line.
-pub fn load_examples(
-    reader: impl BufRead,
-    format: DatasetFormat,
-    names: &FieldNames,
-) -> Result<Examples, DatasetSummary> {
-    let scanned = scan(reader, format, names, true);
-    if !scanned.is_valid() {
-        return Err(scanned.summary);
-    }
-    Ok(scanned.into_train_data())
+/// Validates a local dataset file and indexes its rows for training, in one streaming pass; a file with
+/// problems is refused with what validation found, so the caller can report each problem by line.
+pub fn index_file(
+    path: &Path,
+    options: &ReadOptions,
+) -> anyhow::Result<Result<TrainData, DatasetSummary>> {
+    let open = || std::fs::File::open(path).with_context(|| format!("opening {}", path.display()));
+    let reader = std::io::BufReader::new(open()?);
+    Ok(data::index(reader, options, RowSource::File(open()?))
+        .map(|rows| Arc::new(rows) as TrainData))
 }
 
 /// A local base model must be a directory holding the three files kiln reads; a hub reference is
@@ -83,16 +76,24 @@ pub async fn fetch_base_model(
 }
 
 impl Service {
-    /// The examples of a stored dataset, read from the object store and checked again.
-    pub async fn training_examples(&self, dataset_id: &str) -> anyhow::Result<Examples> {
+    /// The examples of a stored dataset: its file is copied from the object store into `dir` (streamed),
+    /// checked again and indexed, and rows are read from that copy as training needs them.
+    pub async fn training_examples(
+        &self,
+        dataset_id: &str,
+        dir: &Path,
+    ) -> anyhow::Result<TrainData> {
         let dataset = self
             .store
             .get_dataset(dataset_id)
             .await?
             .ok_or_else(|| UserError::new(format!("dataset {dataset_id} no longer exists")))?;
-        let bytes = self
-            .objects
-            .get_bytes(&dataset.object_key)
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("dataset.{}", dataset.format.extension()));
+        self.objects
+            .get_to_file(&dataset.object_key, &path)
             .await
             .map_err(|e| {
                 UserError::wrap(
@@ -100,14 +101,19 @@ impl Service {
                     e,
                 )
             })?;
-        let names = FieldNames {
-            text: dataset.text_field.clone(),
-            label: dataset.label_field.clone(),
+        let options = ReadOptions {
+            max_line_bytes: self.settings.max_line_bytes,
+            ..ReadOptions::new(
+                dataset.format,
+                FieldNames {
+                    text: dataset.text_field.clone(),
+                    label: dataset.label_field.clone(),
+                },
+            )
         };
-        let format = dataset.format;
-        tokio::task::spawn_blocking(move || load_examples(&bytes[..], format, &names))
+        tokio::task::spawn_blocking(move || index_file(&path, &options))
             .await
-            .context("the dataset loading thread panicked")?
+            .context("the dataset loading thread panicked")??
             .map_err(|summary| {
                 let first = summary
                     .errors

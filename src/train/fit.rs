@@ -15,50 +15,64 @@ use super::bert::{BertClassifier, BertConfig};
 use super::metrics::classification;
 use super::mlp::{Mlp, Standardizer};
 use super::params::Params;
-use super::{
-    Interrupt, ProgressSink, StepReport, TrainData, TrainOutcome, TrainSpec, TrainedModel,
+use super::{Interrupt, ProgressSink, StepReport, TrainOutcome, TrainSpec, TrainedModel};
+use crate::domain::{
+    EpochMetrics, ExampleKind, Examples, ModelArchitecture, ModelManifest, Pooling, UserError,
 };
-use crate::domain::{EpochMetrics, ModelArchitecture, ModelManifest, Pooling, UserError};
 
 const WEIGHT_DECAY: f64 = 0.01;
 /// Share of all steps spent warming the learning rate up from 0.
 const WARMUP_SHARE: f64 = 0.1;
 
-/// A model plus what turns examples into its input.
+/// A model plus what turns examples into its input. Rows are read and encoded a batch at a time.
 enum Net {
     Text {
         model: BertClassifier,
+        /// As exported: pads each batch to its longest sequence.
         tokenizer: Box<Tokenizer>,
-        token_ids: Vec<Vec<u32>>,
+        /// The same without padding, for encoding batches.
+        encoder: Box<Tokenizer>,
         pad_id: u32,
     },
     Tabular {
         model: Mlp,
         standardizer: Standardizer,
         feature_names: Vec<String>,
-        features: Vec<Vec<f32>>,
     },
 }
 
 impl Net {
-    fn logits(&self, batch: &[usize], rng: Option<&mut StdRng>, device: &Device) -> Result<Tensor> {
+    fn logits(
+        &self,
+        data: &dyn Examples,
+        batch: &[usize],
+        rng: Option<&mut StdRng>,
+        device: &Device,
+    ) -> Result<Tensor> {
         match self {
             Net::Text {
                 model,
-                token_ids,
+                encoder,
                 pad_id,
                 ..
             } => {
-                let seq = batch
+                let texts = batch
                     .iter()
-                    .map(|&i| token_ids[i].len())
+                    .map(|&i| data.text(i))
+                    .collect::<Result<Vec<_>>>()?;
+                let encodings = encoder
+                    .encode_batch(texts, true)
+                    .map_err(|e| anyhow::anyhow!("tokenizing a batch: {e}"))?;
+                let seq = encodings
+                    .iter()
+                    .map(|e| e.get_ids().len())
                     .max()
                     .unwrap_or(1)
                     .max(1);
                 let mut ids = Vec::with_capacity(batch.len() * seq);
                 let mut mask = Vec::with_capacity(batch.len() * seq);
-                for &i in batch {
-                    let row = &token_ids[i];
+                for encoding in &encodings {
+                    let row = encoding.get_ids();
                     ids.extend_from_slice(row);
                     ids.extend(std::iter::repeat_n(*pad_id, seq - row.len()));
                     mask.extend(std::iter::repeat_n(1u32, row.len()));
@@ -71,10 +85,12 @@ impl Net {
             Net::Tabular {
                 model,
                 standardizer,
-                features,
                 ..
             } => {
-                let rows: Vec<&Vec<f32>> = batch.iter().map(|&i| &features[i]).collect();
+                let rows = batch
+                    .iter()
+                    .map(|&i| data.features(i))
+                    .collect::<Result<Vec<_>>>()?;
                 model.forward(&standardizer.tensor(&rows, device)?, rng)
             }
         }
@@ -88,8 +104,9 @@ pub fn run(
     sink: &mut dyn ProgressSink,
     interrupt: &dyn Interrupt,
 ) -> Result<TrainOutcome> {
-    let n = spec.data.len();
-    let num_labels = spec.label_names.len();
+    let data = spec.data.as_ref();
+    let n = data.len();
+    let num_labels = data.label_names().len();
     if n < 2 {
         bail!(UserError::new(format!(
             "the dataset has {n} examples; training needs at least 2"
@@ -101,10 +118,7 @@ pub fn run(
         )));
     }
     ensure!(
-        spec.data
-            .labels()
-            .iter()
-            .all(|&l| (l as usize) < num_labels),
+        data.labels().iter().all(|&l| (l as usize) < num_labels),
         "a label index is out of range"
     );
     let hyper = &spec.settings.hyperparameters;
@@ -117,7 +131,7 @@ pub fn run(
     let n_val = ((n as f64 * hyper.validation_split).round() as usize).clamp(1, n - 1);
     let (val_idx, train_idx) = order.split_at(n_val);
     let (val_idx, mut train_idx) = (val_idx.to_vec(), train_idx.to_vec());
-    let labels = spec.data.labels();
+    let labels = data.labels();
 
     let mut params = Params::new(hyper.seed, device);
     let net = build(spec, &mut params, &train_idx)?;
@@ -159,7 +173,7 @@ pub fn run(
             }
             let step_started = Instant::now();
             step += 1;
-            let logits = net.logits(batch, Some(&mut rng), device)?;
+            let logits = net.logits(data, batch, Some(&mut rng), device)?;
             let targets = label_tensor(labels, batch, device)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
             let lr = lr_at(step);
@@ -186,7 +200,7 @@ pub fn run(
             });
         }
         let (val_loss, accuracy, precision, recall, f1) =
-            evaluate(&net, &val_idx, labels, num_labels, batch_size, device)?;
+            evaluate(&net, data, &val_idx, num_labels, batch_size, device)?;
         let metrics = EpochMetrics {
             epoch,
             train_loss: loss_sum / seen.max(1) as f64,
@@ -210,10 +224,11 @@ fn label_tensor(labels: &[u32], batch: &[usize], device: &Device) -> Result<Tens
 }
 
 fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<Net> {
-    let num_labels = spec.label_names.len();
+    let data = spec.data.as_ref();
+    let num_labels = data.label_names().len();
     let max_len = spec.settings.hyperparameters.max_seq_length as usize;
-    match &spec.data {
-        TrainData::Text { texts, .. } => {
+    match data.kind() {
+        ExampleKind::Text => {
             let (model, tokenizer) = match &spec.base_dir {
                 Some(dir) => {
                     let config = BertConfig::read(&dir.join("config.json"))?;
@@ -224,10 +239,11 @@ fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<N
                     (model, tokenizer)
                 }
                 None => {
-                    let tokenizer = super::tokenizer::fit(
-                        train_idx.iter().map(|&i| texts[i].as_str()),
-                        max_len,
-                    )?;
+                    let mut counts = super::tokenizer::WordCounts::default();
+                    for &i in train_idx {
+                        counts.add(&data.text(i)?)?;
+                    }
+                    let tokenizer = counts.into_tokenizer(max_len)?;
                     let size = spec.settings.model_config.unwrap_or_default();
                     let config = BertConfig::small(&size, tokenizer.get_vocab_size(true), max_len);
                     (BertClassifier::new(params, config, num_labels)?, tokenizer)
@@ -242,34 +258,22 @@ fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<N
                 )));
             }
             let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
-            let mut unpadded = tokenizer.clone();
-            unpadded.with_padding(None);
-            let token_ids = unpadded
-                .encode_batch(texts.iter().map(|t| t.as_str()).collect::<Vec<_>>(), true)
-                .map_err(|e| anyhow::anyhow!("tokenizing the texts: {e}"))?
-                .into_iter()
-                .map(|e| e.get_ids().to_vec())
-                .collect();
+            let mut encoder = tokenizer.clone();
+            encoder.with_padding(None);
             Ok(Net::Text {
                 model,
                 tokenizer: Box::new(tokenizer),
-                token_ids,
+                encoder: Box::new(encoder),
                 pad_id,
             })
         }
-        TrainData::Tabular {
-            feature_names,
-            features,
-            ..
-        } => {
-            let rows: Vec<&Vec<f32>> = train_idx.iter().map(|&i| &features[i]).collect();
-            let standardizer = Standardizer::fit(&rows);
+        ExampleKind::Tabular { feature_names } => {
+            let standardizer = Standardizer::fit(train_idx.iter().map(|&i| data.features(i)))?;
             let model = Mlp::new(params, feature_names.len(), num_labels)?;
             Ok(Net::Tabular {
                 model,
                 standardizer,
                 feature_names: feature_names.clone(),
-                features: features.clone(),
             })
         }
     }
@@ -278,17 +282,18 @@ fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<N
 /// Validation loss (mean over examples) and metrics, without dropout.
 fn evaluate(
     net: &Net,
+    data: &dyn Examples,
     val_idx: &[usize],
-    labels: &[u32],
     num_labels: usize,
     batch_size: usize,
     device: &Device,
 ) -> Result<(f64, f64, f64, f64, f64)> {
+    let labels = data.labels();
     let mut loss_sum = 0.0;
     let mut predicted = Vec::with_capacity(val_idx.len());
     let mut actual = Vec::with_capacity(val_idx.len());
     for batch in val_idx.chunks(batch_size) {
-        let logits = net.logits(batch, None, device)?;
+        let logits = net.logits(data, batch, None, device)?;
         let targets = label_tensor(labels, batch, device)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &targets)?.to_scalar::<f32>()? as f64;
         loss_sum += loss * batch.len() as f64;
@@ -322,7 +327,7 @@ fn export(
         Net::Text {
             model, tokenizer, ..
         } => {
-            let config = model.config.for_classifier(&spec.label_names);
+            let config = model.config.for_classifier(spec.data.label_names());
             write_file(dir, "config.json", &serde_json::to_vec_pretty(&config)?)?;
             super::tokenizer::save(tokenizer, &dir.join("tokenizer.json"))?;
             files.extend(["config.json".to_string(), "tokenizer.json".to_string()]);
@@ -350,7 +355,7 @@ fn export(
     let manifest = ModelManifest {
         format_version: ModelManifest::FORMAT_VERSION,
         task: spec.settings.task,
-        labels: spec.label_names.clone(),
+        labels: spec.data.label_names().to_vec(),
         hyperparameters: spec.settings.hyperparameters.clone(),
         metrics,
         parameter_count: parameter_count as u64,

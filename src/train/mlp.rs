@@ -21,32 +21,38 @@ pub struct Standardizer {
 }
 
 impl Standardizer {
-    pub fn fit(rows: &[&Vec<f32>]) -> Self {
-        let width = rows.first().map(|r| r.len()).unwrap_or(0);
-        let n = rows.len().max(1) as f64;
-        let mut mean = vec![0f64; width];
+    /// Mean and standard deviation of `rows`, read once (Welford's running update, in f64).
+    pub fn fit(rows: impl IntoIterator<Item = Result<Vec<f32>>>) -> Result<Self> {
+        let mut n = 0f64;
+        let mut mean: Vec<f64> = Vec::new();
+        let mut m2: Vec<f64> = Vec::new();
         for row in rows {
-            for (m, v) in mean.iter_mut().zip(row.iter()) {
-                *m += *v as f64 / n;
+            let row = row?;
+            if mean.is_empty() {
+                mean = vec![0.0; row.len()];
+                m2 = vec![0.0; row.len()];
+            }
+            n += 1.0;
+            for ((m, s), v) in mean.iter_mut().zip(m2.iter_mut()).zip(&row) {
+                let v = *v as f64;
+                let delta = v - *m;
+                *m += delta / n;
+                *s += delta * (v - *m);
             }
         }
-        let mut var = vec![0f64; width];
-        for row in rows {
-            for ((s, v), m) in var.iter_mut().zip(row.iter()).zip(&mean) {
-                *s += (*v as f64 - m).powi(2) / n;
-            }
-        }
-        Self {
+        let n = n.max(1.0);
+        Ok(Self {
             mean: mean.iter().map(|m| *m as f32).collect(),
             // A constant column gets std 1 so it maps to 0 rather than dividing by zero.
-            std: var
+            std: m2
                 .iter()
-                .map(|v| if *v > 1e-12 { v.sqrt() as f32 } else { 1.0 })
+                .map(|s| s / n)
+                .map(|v| if v > 1e-12 { v.sqrt() as f32 } else { 1.0 })
                 .collect(),
-        }
+        })
     }
 
-    pub fn tensor(&self, rows: &[&Vec<f32>], device: &Device) -> Result<Tensor> {
+    pub fn tensor(&self, rows: &[Vec<f32>], device: &Device) -> Result<Tensor> {
         let width = self.mean.len();
         let mut flat = Vec::with_capacity(rows.len() * width);
         for row in rows {

@@ -31,9 +31,8 @@ pub use fit::run;
 pub struct TrainSpec {
     /// Task, base model reference, model size and hyperparameters.
     pub settings: TrainingSettings,
+    /// The examples, read a batch at a time; their label names are the model's labels.
     pub data: TrainData,
-    /// Label names; labels in [`TrainSpec::data`] index into them.
-    pub label_names: Vec<String>,
     /// The local HuggingFace-format directory (`config.json`, `tokenizer.json`, `model.safetensors`) of
     /// the settings' base model, wherever it was fetched to. `None` without a base model: a text task
     /// then trains a small random-initialised BERT with a tokenizer fitted on the training texts.
@@ -47,14 +46,13 @@ impl TrainSpec {
     /// A run on the default device ([`default_device`]).
     pub fn new(
         settings: TrainingSettings,
-        (data, label_names): (TrainData, Vec<String>),
+        data: TrainData,
         base_dir: Option<PathBuf>,
         output_dir: PathBuf,
     ) -> Self {
         Self {
             settings,
             data,
-            label_names,
             base_dir,
             output_dir,
             device: default_device(),

@@ -55,71 +55,87 @@ fn configure(tokenizer: &mut Tokenizer, max_len: usize) -> Result<()> {
 /// Builds an uncased BERT WordPiece tokenizer whose vocabulary is the specials, every character seen
 /// (plain and `##` continuation) and the most frequent words, up to [`MAX_FITTED_VOCAB`] entries.
 pub fn fit<'a>(texts: impl IntoIterator<Item = &'a str>, max_len: usize) -> Result<Tokenizer> {
-    let normalizer = BertNormalizer::default();
-    let pre_tokenizer = BertPreTokenizer;
-    let mut word_counts: HashMap<String, u64> = HashMap::new();
+    let mut counts = WordCounts::default();
     for text in texts {
+        counts.add(text)?;
+    }
+    counts.into_tokenizer(max_len)
+}
+
+/// Word frequencies of training texts, counted one text at a time, from which [`fit`]'s tokenizer is
+/// built.
+#[derive(Default)]
+pub struct WordCounts(HashMap<String, u64>);
+
+impl WordCounts {
+    /// Counts the words of one text as BERT's normaliser and pre-tokeniser split them.
+    pub fn add(&mut self, text: &str) -> Result<()> {
         let mut normalized = NormalizedString::from(text);
-        normalizer
+        BertNormalizer::default()
             .normalize(&mut normalized)
             .map_err(|e| anyhow!("normalizing text: {e}"))?;
         let mut pre = PreTokenizedString::from(normalized);
-        pre_tokenizer
+        BertPreTokenizer
             .pre_tokenize(&mut pre)
             .map_err(|e| anyhow!("splitting text: {e}"))?;
         for (word, _, _) in pre.get_splits(OffsetReferential::Original, OffsetType::Char) {
-            *word_counts.entry(word.to_string()).or_default() += 1;
+            *self.0.entry(word.to_string()).or_default() += 1;
         }
+        Ok(())
     }
 
-    let mut vocab: HashMap<String, u32> = HashMap::new();
-    let push = |token: String, vocab: &mut HashMap<String, u32>| {
-        let next = vocab.len() as u32;
-        vocab.entry(token).or_insert(next);
-    };
-    for special in SPECIALS {
-        push(special.to_string(), &mut vocab);
-    }
-    let mut chars: Vec<char> = word_counts.keys().flat_map(|w| w.chars()).collect();
-    chars.sort_unstable();
-    chars.dedup();
-    for c in &chars {
-        if vocab.len() + 2 > MAX_FITTED_VOCAB {
-            break;
+    /// The tokenizer whose vocabulary these counts choose.
+    pub fn into_tokenizer(self, max_len: usize) -> Result<Tokenizer> {
+        let word_counts = self.0;
+        let mut vocab: HashMap<String, u32> = HashMap::new();
+        let push = |token: String, vocab: &mut HashMap<String, u32>| {
+            let next = vocab.len() as u32;
+            vocab.entry(token).or_insert(next);
+        };
+        for special in SPECIALS {
+            push(special.to_string(), &mut vocab);
         }
-        push(c.to_string(), &mut vocab);
-        push(format!("##{c}"), &mut vocab);
-    }
-    let mut words: Vec<(String, u64)> = word_counts
-        .into_iter()
-        .filter(|(w, _)| w.chars().count() > 1)
-        .collect();
-    words.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    for (word, _) in words {
-        if vocab.len() >= MAX_FITTED_VOCAB {
-            break;
+        let mut chars: Vec<char> = word_counts.keys().flat_map(|w| w.chars()).collect();
+        chars.sort_unstable();
+        chars.dedup();
+        for c in &chars {
+            if vocab.len() + 2 > MAX_FITTED_VOCAB {
+                break;
+            }
+            push(c.to_string(), &mut vocab);
+            push(format!("##{c}"), &mut vocab);
         }
-        push(word, &mut vocab);
-    }
+        let mut words: Vec<(String, u64)> = word_counts
+            .into_iter()
+            .filter(|(w, _)| w.chars().count() > 1)
+            .collect();
+        words.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        for (word, _) in words {
+            if vocab.len() >= MAX_FITTED_VOCAB {
+                break;
+            }
+            push(word, &mut vocab);
+        }
 
-    let cls = vocab["[CLS]"];
-    let sep = vocab["[SEP]"];
-    let model = WordPiece::builder()
-        .vocab(vocab.into_iter().collect::<ahash::AHashMap<String, u32>>())
-        .unk_token("[UNK]".into())
-        .build()
-        .map_err(|e| anyhow!("building the WordPiece model: {e}"))?;
-    let mut tokenizer = Tokenizer::new(model);
-    tokenizer
-        .with_normalizer(Some(BertNormalizer::default()))
-        .map_err(|e| anyhow!("setting the normalizer: {e}"))?;
-    tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
-    tokenizer.with_post_processor(Some(BertProcessing::new(
-        ("[SEP]".into(), sep),
-        ("[CLS]".into(), cls),
-    )));
-    configure(&mut tokenizer, max_len)?;
-    Ok(tokenizer)
+        let cls = vocab["[CLS]"];
+        let sep = vocab["[SEP]"];
+        let model = WordPiece::builder()
+            .vocab(vocab.into_iter().collect::<ahash::AHashMap<String, u32>>())
+            .unk_token("[UNK]".into())
+            .build()
+            .map_err(|e| anyhow!("building the WordPiece model: {e}"))?;
+        let mut tokenizer = Tokenizer::new(model);
+        tokenizer
+            .with_normalizer(Some(BertNormalizer::default()))
+            .map_err(|e| anyhow!("setting the normalizer: {e}"))?;
+        tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+        tokenizer.with_post_processor(Some(BertProcessing::new(
+            ("[SEP]".into(), sep),
+            ("[CLS]".into(), cls),
+        )));
+        configure(&mut tokenizer, max_len)?;
+        Ok(tokenizer)
+    }
 }
 
 /// Writes `tokenizer.json`.
