@@ -95,6 +95,10 @@ pub struct TrainArgs {
     pub hf_endpoint: String,
     #[arg(long, env = "KILN_HF_TOKEN", hide_env_values = true)]
     pub hf_token: Option<crate::config::Secret>,
+    /// Refuse to train when the run would need more memory than this (e.g. `6GiB`); default: half of
+    /// this machine's memory.
+    #[arg(long, env = "KILN_MAX_TRAIN_MEMORY")]
+    pub max_train_memory: Option<crate::config::ByteSize>,
 }
 
 /// Prints step progress at most twice a second on one line, and one line per epoch.
@@ -216,7 +220,12 @@ pub async fn train(args: TrainArgs) -> Result<()> {
         examples.label_names().len(),
         settings.hyperparameters.epochs
     );
-    let spec = TrainSpec::new(settings, examples, base_dir, args.output.clone());
+    let mut spec = TrainSpec::new(settings, examples, base_dir, args.output.clone());
+    spec.max_memory = Some(
+        args.max_train_memory
+            .map(|b| b.0)
+            .unwrap_or_else(crate::config::default_train_memory),
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let on_ctrl_c = stop.clone();
     tokio::spawn(async move {

@@ -34,6 +34,59 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// A number of bytes, written plainly (`1073741824`) or with a unit: `K`, `M`, `G`, `T` (powers of
+/// 1000) or `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let raw = raw.trim();
+        let split = raw
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(raw.len());
+        let (number, unit) = raw.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("{raw:?} is not a size (e.g. 6GiB, 512M, 1073741824)"))?;
+        let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kb" => 1e3,
+            "m" | "mb" => 1e6,
+            "g" | "gb" => 1e9,
+            "t" | "tb" => 1e12,
+            "kib" => 1024.0,
+            "mib" => 1024.0 * 1024.0,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+            other => return Err(format!("unknown size unit {other:?} in {raw:?}")),
+        };
+        Ok(Self((number * scale) as u64))
+    }
+}
+
+/// The memory this machine (or the container's memory limit, if lower) has, when it can be read.
+pub fn machine_memory() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|m| m.trim().parse::<u64>().ok());
+    match (total, cgroup) {
+        (Some(t), Some(c)) => Some(t.min(c)),
+        (t, c) => t.or(c),
+    }
+}
+
+/// The default `KILN_MAX_TRAIN_MEMORY`: half of the machine's memory (8 GiB when that cannot be read).
+pub fn default_train_memory() -> u64 {
+    machine_memory().map(|m| m / 2).unwrap_or(8 << 30)
+}
+
 /// Where objects live.
 #[derive(Debug, Clone, Args)]
 pub struct StorageConfig {
@@ -117,6 +170,10 @@ pub struct Config {
     /// Largest dataset upload, in bytes.
     #[arg(long, env = "KILN_MAX_UPLOAD_BYTES", default_value_t = 1 << 30)]
     pub max_upload_bytes: u64,
+    /// Most memory one training job may need (its estimate, checked at submit and before training),
+    /// e.g. `6GiB`; default: half of this machine's memory.
+    #[arg(long, env = "KILN_MAX_TRAIN_MEMORY")]
+    pub max_train_memory: Option<ByteSize>,
     /// Longest line of a dataset file, in bytes; a longer line is an error naming it.
     #[arg(long, env = "KILN_MAX_LINE_BYTES", default_value_t = 1 << 20)]
     pub max_line_bytes: usize,
@@ -126,6 +183,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// [`Config::max_train_memory`], or [`default_train_memory`].
+    pub fn train_memory_limit(&self) -> u64 {
+        self.max_train_memory
+            .map(|b| b.0)
+            .unwrap_or_else(default_train_memory)
+    }
+
     /// The embedded default with everything under `dir`: what tests and `kiln serve` on a bare machine use.
     pub fn embedded(dir: &std::path::Path) -> Self {
         Self {
@@ -141,6 +205,7 @@ impl Config {
             lease_seconds: 30,
             max_attempts: 3,
             max_upload_bytes: 1 << 30,
+            max_train_memory: None,
             max_line_bytes: 1 << 20,
             work_dir: dir.join("work"),
         }
@@ -150,6 +215,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_with_and_without_units() {
+        let parse = |s: &str| s.parse::<ByteSize>().map(|b| b.0);
+        assert_eq!(parse("1073741824"), Ok(1 << 30));
+        assert_eq!(parse("6GiB"), Ok(6 << 30));
+        assert_eq!(parse("512M"), Ok(512_000_000));
+        assert_eq!(parse("1.5 gib"), Ok(3 << 29));
+        assert!(parse("lots").is_err());
+        assert!(parse("5 parsecs").is_err());
+    }
 
     #[test]
     fn secrets_are_not_printed() {

@@ -165,7 +165,8 @@ async fn train_and_register(
         return Ok(None);
     }
     let output_dir = job_dir.join("model");
-    let spec = TrainSpec::new(job.settings.clone(), examples, base_dir, output_dir.clone());
+    let mut spec = TrainSpec::new(job.settings.clone(), examples, base_dir, output_dir.clone());
+    spec.max_memory = Some(service.settings().max_train_memory);
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let interrupt = flag.clone();

@@ -72,6 +72,7 @@ impl Service {
         if let Some(base) = &settings.base_model {
             super::training::check_base_model("baseModel", base).await?;
         }
+        self.check_training_memory(&settings, &dataset).await?;
         let job = self
             .store
             .insert_job(&NewJob {

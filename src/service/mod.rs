@@ -47,6 +47,8 @@ pub struct Settings {
     pub work_dir: PathBuf,
     /// The longest line a dataset may have, in bytes.
     pub max_line_bytes: usize,
+    /// The most memory one training job may need, in bytes.
+    pub max_train_memory: u64,
 }
 
 impl Settings {
@@ -60,6 +62,7 @@ impl Settings {
             },
             work_dir: config.work_dir.clone(),
             max_line_bytes: config.max_line_bytes,
+            max_train_memory: config.train_memory_limit(),
         }
     }
 }

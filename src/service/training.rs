@@ -10,7 +10,13 @@ use anyhow::Context;
 use super::Service;
 use crate::config::Secret;
 use crate::data::{self, FieldNames, ReadOptions, RowSource};
-use crate::domain::{BaseModelRef, DatasetSummary, FieldError, TrainData, UserError};
+use crate::domain::{
+    BaseModelRef, DatasetRecord, DatasetSummary, FieldError, TaskKind, TrainData, TrainingSettings,
+    UserError,
+};
+use crate::train::bert::BertConfig;
+use crate::train::memory;
+use crate::train::tokenizer::MAX_FITTED_VOCAB;
 
 /// Where `hf:` base models come from.
 #[derive(Debug, Clone)]
@@ -76,6 +82,48 @@ pub async fn fetch_base_model(
 }
 
 impl Service {
+    /// Refuses a job whose estimated peak memory ([`crate::train::memory`]) is above
+    /// `KILN_MAX_TRAIN_MEMORY`, naming the setting to lower. A local base model's `config.json` is read
+    /// (and checked against kiln's limits) for it; a hub model's size is known only once the worker has
+    /// downloaded it, and is checked there before anything is allocated.
+    pub(super) async fn check_training_memory(
+        &self,
+        settings: &TrainingSettings,
+        dataset: &DatasetRecord,
+    ) -> Result<(), FieldError> {
+        let labels = dataset.summary.labels.len();
+        let h = &settings.hyperparameters;
+        let (batch, seq) = (h.batch_size as u64, h.max_seq_length as u64);
+        let (estimate, model_field) = match (settings.task, &settings.base_model) {
+            (TaskKind::TabularClassification, _) => (
+                memory::mlp(dataset.summary.features.len(), labels, batch),
+                "datasetId",
+            ),
+            (TaskKind::TextClassification, None) => {
+                let size = settings.model_config.unwrap_or_default();
+                let config = BertConfig::small(&size, MAX_FITTED_VOCAB, seq as usize);
+                (memory::bert(&config, labels, batch, seq), "modelConfig")
+            }
+            (TaskKind::TextClassification, Some(BaseModelRef::Local(dir))) => {
+                let path = dir.join("config.json");
+                let config = tokio::task::spawn_blocking(move || BertConfig::read(&path))
+                    .await
+                    .map_err(|e| FieldError::new("baseModel", e.to_string()))?
+                    .map_err(|e| {
+                        let reason =
+                            UserError::find_in(&e).unwrap_or("its config.json cannot be read");
+                        FieldError::new("baseModel", reason)
+                    })?;
+                (memory::bert(&config, labels, batch, seq), "baseModel")
+            }
+            (TaskKind::TextClassification, Some(BaseModelRef::Hub(_))) => return Ok(()),
+        };
+        match memory::refusal(&estimate, self.settings.max_train_memory, model_field) {
+            Some((field, message)) => Err(FieldError::new(field, message)),
+            None => Ok(()),
+        }
+    }
+
     /// The examples of a stored dataset: its file is copied from the object store into `dir` (streamed),
     /// checked again and indexed, and rows are read from that copy as training needs them.
     pub async fn training_examples(

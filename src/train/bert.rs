@@ -17,6 +17,22 @@ use serde::{Deserialize, Serialize};
 use super::params::{Params, dropout};
 use crate::domain::{ModelConfig, UserError};
 
+/// The largest `config.json` read.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// The most parameters a model may have.
+pub const MAX_PARAMETERS: u64 = 2_000_000_000;
+/// The largest value of each size in a `config.json`, in the order [`BertConfig::check_limits`] reads
+/// them: vocabulary, hidden size, layers, attention heads, intermediate size, positions, token types.
+pub const LIMITS: [(&str, usize); 7] = [
+    ("vocab_size", 300_000),
+    ("hidden_size", 4096),
+    ("num_hidden_layers", 48),
+    ("num_attention_heads", 64),
+    ("intermediate_size", 16_384),
+    ("max_position_embeddings", 8192),
+    ("type_vocab_size", 16),
+];
+
 /// The fields of a HuggingFace BERT `config.json` that kiln reads; other fields are kept as they were.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BertConfig {
@@ -56,9 +72,19 @@ fn default_act() -> String {
 }
 
 impl BertConfig {
-    /// Reads a HuggingFace `config.json`. A file that is not a BERT configuration kiln supports is a
-    /// `UserError` saying which field is wrong (the path is left to the log).
+    /// Reads a HuggingFace `config.json`. A file that is not a BERT configuration kiln supports, or
+    /// whose sizes are beyond [`LIMITS`], is a `UserError` saying which field is wrong (the path is left
+    /// to the log); nothing is allocated for the model before that check.
     pub fn read(path: &Path) -> Result<Self> {
+        let size = std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        if size > MAX_CONFIG_BYTES {
+            bail!(UserError::new(format!(
+                "the base model's config.json is {size} bytes, more than the {MAX_CONFIG_BYTES} a \
+                 configuration can take"
+            )));
+        }
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let config: Self = serde_json::from_str(&text).map_err(|e| {
@@ -84,7 +110,54 @@ impl BertConfig {
                 config.hidden_act
             )));
         }
+        config.check_limits()?;
         Ok(config)
+    }
+
+    /// Refuses sizes beyond [`LIMITS`] and models of more than [`MAX_PARAMETERS`] parameters.
+    pub fn check_limits(&self) -> Result<()> {
+        let values = [
+            self.vocab_size,
+            self.hidden_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.intermediate_size,
+            self.max_position_embeddings,
+            self.type_vocab_size,
+        ];
+        for ((name, limit), value) in LIMITS.into_iter().zip(values) {
+            if value == 0 || value > limit {
+                bail!(UserError::new(format!(
+                    "the base model's config.json has {name} {value}; kiln accepts 1 to {limit}"
+                )));
+            }
+        }
+        let parameters = self.parameter_count(2);
+        if parameters > MAX_PARAMETERS {
+            bail!(UserError::new(format!(
+                "the base model has {parameters} parameters; kiln trains at most {MAX_PARAMETERS}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Parameters of the encoder with a head of `num_labels` outputs (saturating, so a hostile config
+    /// cannot overflow it).
+    pub fn parameter_count(&self, num_labels: usize) -> u64 {
+        let h = self.hidden_size as u64;
+        let i = self.intermediate_size as u64;
+        let embeddings = (self.vocab_size as u64)
+            .saturating_add(self.max_position_embeddings as u64)
+            .saturating_add(self.type_vocab_size as u64)
+            .saturating_mul(h)
+            .saturating_add(2 * h);
+        let layer = (4 * h * h + 4 * h)
+            .saturating_add(2 * h * i)
+            .saturating_add(i + h)
+            .saturating_add(4 * h);
+        embeddings
+            .saturating_add(layer.saturating_mul(self.num_hidden_layers as u64))
+            .saturating_add(h * num_labels as u64 + num_labels as u64)
     }
 
     /// A small config for a model trained from random weights.

@@ -12,6 +12,7 @@ use rand::seq::SliceRandom;
 use tokenizers::Tokenizer;
 
 use super::bert::{BertClassifier, BertConfig};
+use super::memory;
 use super::metrics::classification;
 use super::mlp::{Mlp, Standardizer};
 use super::params::Params;
@@ -232,6 +233,7 @@ fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<N
             let (model, tokenizer) = match &spec.base_dir {
                 Some(dir) => {
                     let config = BertConfig::read(&dir.join("config.json"))?;
+                    fits_in_memory(spec, &config, "baseModel")?;
                     let max_len = max_len.min(config.max_position_embeddings);
                     let tokenizer = super::tokenizer::load(&dir.join("tokenizer.json"), max_len)?;
                     let model = BertClassifier::new(params, config, num_labels)?;
@@ -246,6 +248,7 @@ fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<N
                     let tokenizer = counts.into_tokenizer(max_len)?;
                     let size = spec.settings.model_config.unwrap_or_default();
                     let config = BertConfig::small(&size, tokenizer.get_vocab_size(true), max_len);
+                    fits_in_memory(spec, &config, "modelConfig")?;
                     (BertClassifier::new(params, config, num_labels)?, tokenizer)
                 }
             };
@@ -268,6 +271,11 @@ fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<N
             })
         }
         ExampleKind::Tabular { feature_names } => {
+            if let Some(limit) = spec.max_memory {
+                let batch = spec.settings.hyperparameters.batch_size as u64;
+                let estimate = memory::mlp(feature_names.len(), num_labels, batch);
+                refuse(memory::refusal(&estimate, limit, "datasetId"))?;
+            }
             let standardizer = Standardizer::fit(train_idx.iter().map(|&i| data.features(i)))?;
             let model = Mlp::new(params, feature_names.len(), num_labels)?;
             Ok(Net::Tabular {
@@ -276,6 +284,29 @@ fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<N
                 feature_names: feature_names.clone(),
             })
         }
+    }
+}
+
+/// Refuses a BERT run whose estimated peak memory is above the spec's limit, before anything is
+/// allocated for it.
+fn fits_in_memory(spec: &TrainSpec, config: &BertConfig, model_field: &str) -> Result<()> {
+    let Some(limit) = spec.max_memory else {
+        return Ok(());
+    };
+    let h = &spec.settings.hyperparameters;
+    let estimate = memory::bert(
+        config,
+        spec.data.label_names().len(),
+        h.batch_size as u64,
+        h.max_seq_length as u64,
+    );
+    refuse(memory::refusal(&estimate, limit, model_field))
+}
+
+fn refuse(refusal: Option<(String, String)>) -> Result<()> {
+    match refusal {
+        Some((field, message)) => bail!(UserError::new(format!("{field}: {message}"))),
+        None => Ok(()),
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod bert;
 mod fit;
+pub mod memory;
 pub mod metrics;
 pub mod mlp;
 mod params;
@@ -40,6 +41,8 @@ pub struct TrainSpec {
     /// The trained model's files are written here.
     pub output_dir: PathBuf,
     pub device: Device,
+    /// Refuse to start when the run's estimated peak memory ([`memory`]) is above this many bytes.
+    pub max_memory: Option<u64>,
 }
 
 impl TrainSpec {
@@ -56,6 +59,7 @@ impl TrainSpec {
             base_dir,
             output_dir,
             device: default_device(),
+            max_memory: None,
         }
     }
 }

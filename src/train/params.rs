@@ -14,6 +14,9 @@ use crate::domain::UserError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// The largest weights file read: [`super::bert::MAX_PARAMETERS`] f32 parameters.
+pub const MAX_WEIGHTS_BYTES: u64 = 4 * super::bert::MAX_PARAMETERS;
+
 /// A [`VarMap`] plus the generator that initialises new variables.
 pub struct Params {
     pub varmap: VarMap,
@@ -82,6 +85,14 @@ impl Params {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let size = std::fs::metadata(path)
+            .with_context(|| format!("reading weights from {}", path.display()))?
+            .len();
+        if size > MAX_WEIGHTS_BYTES {
+            bail!(UserError::new(format!(
+                "the base model's {file} is {size} bytes, more than the {MAX_WEIGHTS_BYTES} kiln reads"
+            )));
+        }
         let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(path, &self.device)
             .map_err(|e| {
             UserError::wrap(

@@ -20,11 +20,22 @@ use crate::domain::UserError;
 /// are always in it, so an unseen word is spelled out rather than lost.
 pub const MAX_FITTED_VOCAB: usize = 30_000;
 
+/// The largest `tokenizer.json` read.
+pub const MAX_TOKENIZER_BYTES: u64 = 100 * 1024 * 1024;
+
 const SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
 /// Loads `tokenizer.json` and sets padding to the longest sequence of each batch and truncation to
 /// `max_len` tokens (pretrained files often pad to a fixed 128 or 512).
 pub fn load(path: &Path, max_len: usize) -> Result<Tokenizer> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if size > MAX_TOKENIZER_BYTES {
+        anyhow::bail!(UserError::new(format!(
+            "the base model's tokenizer.json is {size} bytes, more than the {MAX_TOKENIZER_BYTES} kiln reads"
+        )));
+    }
     let mut tokenizer = Tokenizer::from_file(path).map_err(|e| {
         UserError::wrap(
             "the base model's tokenizer.json is not a tokenizer kiln can read",

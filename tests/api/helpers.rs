@@ -122,6 +122,8 @@ pub struct Options {
     pub redis: bool,
     /// The model hub `hf:` base models come from.
     pub hf_endpoint: Option<String>,
+    /// `KILN_MAX_TRAIN_MEMORY`.
+    pub max_train_memory: Option<u64>,
 }
 
 impl Options {
@@ -133,6 +135,7 @@ impl Options {
             lease_seconds: 30,
             redis: false,
             hf_endpoint: None,
+            max_train_memory: None,
         }
     }
 }
@@ -166,6 +169,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
     if let Some(endpoint) = &options.hf_endpoint {
         config.hf_endpoint = endpoint.clone();
     }
+    config.max_train_memory = options.max_train_memory.map(kiln::config::ByteSize);
     if options.redis {
         config.redis_url = Some(
             std::env::var("KILN_TEST_REDIS_URL")
@@ -666,4 +670,51 @@ pub async fn execute_sql(app: &TestApp, sql: &str) {
             .await
             .unwrap();
     }
+}
+
+/// A model hub on loopback: serves `repo`'s files (`config.json`, `tokenizer.json`,
+/// `model.safetensors`) from a folder at `/{org}/{name}/resolve/main/{file}`, counting what it sends.
+pub struct TestHub {
+    pub endpoint: String,
+    pub sent: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub async fn local_hub(repos: Vec<(String, PathBuf)>) -> TestHub {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+
+    type Hub = (Arc<HashMap<String, PathBuf>>, Arc<AtomicUsize>);
+    async fn file(
+        State((repos, sent)): State<Hub>,
+        Path((org, name, rev, file)): Path<(String, String, String, String)>,
+    ) -> axum::response::Response {
+        let dir = repos.get(&format!("{org}/{name}"));
+        let Some(dir) = dir.filter(|_| rev == "main") else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        if !kiln::hub::MODEL_FILES.contains(&file.as_str()) {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        sent.fetch_add(1, Ordering::SeqCst);
+        tokio::fs::read(dir.join(file))
+            .await
+            .unwrap()
+            .into_response()
+    }
+
+    let sent = Arc::new(AtomicUsize::new(0));
+    let router = axum::Router::new()
+        .route(
+            "/{org}/{name}/resolve/{rev}/{file}",
+            axum::routing::get(file),
+        )
+        .with_state((Arc::new(repos.into_iter().collect()), sent.clone()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    TestHub { endpoint, sent }
 }

@@ -362,7 +362,8 @@ async fn a_failing_job_is_failed_with_a_readable_error() {
     let dataset = app
         .ready_dataset("d.jsonl", separable_text_jsonl(20, 3))
         .await;
-    // A base model directory with the three files, but a config that cannot be read.
+    // A base model directory with the three files, none of them what it should be: the config is read
+    // at submit and refused there.
     let dir = app.dir.path().join("broken-model");
     std::fs::create_dir_all(&dir).unwrap();
     for file in ["config.json", "tokenizer.json", "model.safetensors"] {
@@ -370,6 +371,22 @@ async fn a_failing_job_is_failed_with_a_readable_error() {
     }
     let mut input = text_job(&dataset);
     input["baseModel"] = json!(dir.display().to_string());
+    let refused = app.submit_job(input.clone()).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["field"], "baseModel",
+        "{refused}"
+    );
+    let message = refused["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the base model's config.json is not a BERT configuration kiln can read"),
+        "{message}"
+    );
+    // With a good config, the broken tokenizer is found by the worker.
+    std::fs::copy(
+        crate::training::minilm_dir().join("config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
     let job_id = app.queued_job(input).await;
 
     assert_eq!(
@@ -384,7 +401,7 @@ async fn a_failing_job_is_failed_with_a_readable_error() {
     assert_eq!(job["status"], "FAILED");
     let error = job["error"].as_str().unwrap();
     assert!(
-        error.starts_with("the base model's config.json is not a BERT configuration kiln can read"),
+        error.starts_with("the base model's tokenizer.json is not a tokenizer kiln can read"),
         "the message says what failed: {error}"
     );
     assert!(error.contains("(reference "), "{error}");

@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod datasets;
+mod hardening;
 mod helpers;
 mod jobs;
 mod limits;

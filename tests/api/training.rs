@@ -3,17 +3,18 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use candle_core::{Device, Tensor};
 use kiln::domain::JobStatus;
 use kiln::runner::Outcome;
 use serde_json::json;
 
-use crate::helpers::{Db, Objects, Options, separable_text_jsonl, spawn_app, spawn_with};
+use crate::helpers::{
+    Db, Objects, Options, local_hub, separable_text_jsonl, spawn_app, spawn_with,
+};
 
-fn minilm_dir() -> PathBuf {
+pub fn minilm_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("KILN_TEST_MINILM_DIR") {
         return dir.into();
     }
@@ -98,45 +99,14 @@ async fn fine_tuning_the_pretrained_minilm_changes_encoder_weights_and_lowers_th
     assert_eq!(config["id2label"]["1"], "injection");
 }
 
-/// A model hub on loopback serving the MiniLM as `sentence-transformers/all-MiniLM-L6-v2`, counting the
-/// files it sends.
-async fn local_hub(model_dir: PathBuf) -> (String, Arc<AtomicUsize>) {
-    use axum::extract::{Path, State};
-    use axum::http::StatusCode;
-    use axum::response::IntoResponse;
-
-    type Hub = (PathBuf, Arc<AtomicUsize>);
-    async fn file(
-        State((dir, sent)): State<Hub>,
-        Path((org, name, rev, file)): Path<(String, String, String, String)>,
-    ) -> axum::response::Response {
-        let known = org == "sentence-transformers" && name == "all-MiniLM-L6-v2" && rev == "main";
-        if !known || !kiln::hub::MODEL_FILES.contains(&file.as_str()) {
-            return StatusCode::NOT_FOUND.into_response();
-        }
-        sent.fetch_add(1, Ordering::SeqCst);
-        tokio::fs::read(dir.join(file))
-            .await
-            .unwrap()
-            .into_response()
-    }
-
-    let sent = Arc::new(AtomicUsize::new(0));
-    let router = axum::Router::new()
-        .route(
-            "/{org}/{name}/resolve/{rev}/{file}",
-            axum::routing::get(file),
-        )
-        .with_state((model_dir, sent.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    (endpoint, sent)
-}
-
 #[tokio::test]
 async fn a_hub_model_is_downloaded_once_then_fine_tuned_from_the_cache() {
-    let (endpoint, sent) = local_hub(minilm_dir()).await;
+    let hub = local_hub(vec![(
+        "sentence-transformers/all-MiniLM-L6-v2".into(),
+        minilm_dir(),
+    )])
+    .await;
+    let (endpoint, sent) = (hub.endpoint.clone(), hub.sent.clone());
     let mut options = Options::new(Db::Sqlite, Objects::Local);
     options.hf_endpoint = Some(endpoint);
     let app = spawn_with(options).await;

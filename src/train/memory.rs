@@ -1,0 +1,152 @@
+//! How much memory a training run will need, worked out before anything is allocated, so that a run
+//! that cannot fit is refused with the setting to lower instead of being killed half-way.
+//!
+//! The estimate is deliberately on the high side: f32 weights, gradients and both AdamW moments (plus a
+//! copy of a pretrained file while it loads), and for each example of a batch the activations every
+//! layer keeps for the backward pass (its projections, attention scores and probabilities, the
+//! feed-forward layer), doubled for the temporaries candle allocates while differentiating.
+
+use super::bert::BertConfig;
+use super::mlp;
+
+/// Memory the process needs besides the model: the runtime, the tokenizer, buffers.
+const BASELINE: u64 = 256 * 1024 * 1024;
+/// Weights, gradients, two optimizer moments, and a loaded copy of the base model's file.
+const BYTES_PER_PARAMETER: u64 = 5 * 4;
+/// Activations kept for the backward pass, and about as much again while it runs.
+const ACTIVATION_FACTOR: u64 = 2 * 4;
+
+/// Peak memory of a run: what does not depend on the batch, and what each example of a batch adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    pub fixed: u64,
+    pub per_example: u64,
+    pub batch_size: u64,
+}
+
+impl MemoryEstimate {
+    pub fn bytes(&self) -> u64 {
+        self.fixed
+            .saturating_add(self.per_example.saturating_mul(self.batch_size))
+    }
+
+    /// The largest batch that fits in `limit` bytes (0 when the model alone does not fit).
+    pub fn max_batch_within(&self, limit: u64) -> u64 {
+        limit.saturating_sub(self.fixed) / self.per_example.max(1)
+    }
+}
+
+/// A BERT classifier fine-tuned (or trained) at `batch_size` examples of up to `seq_len` tokens.
+pub fn bert(
+    config: &BertConfig,
+    num_labels: usize,
+    batch_size: u64,
+    seq_len: u64,
+) -> MemoryEstimate {
+    let h = config.hidden_size as u64;
+    let i = config.intermediate_size as u64;
+    let a = config.num_attention_heads as u64;
+    let l = config.num_hidden_layers as u64;
+    let s = seq_len.min(config.max_position_embeddings as u64).max(1);
+    let per_layer = s * (12 * h + 3 * i) + 3 * a * s * s;
+    let floats = l * per_layer + 4 * s * h;
+    MemoryEstimate {
+        fixed: BASELINE + BYTES_PER_PARAMETER * config.parameter_count(num_labels),
+        per_example: ACTIVATION_FACTOR * floats,
+        batch_size,
+    }
+}
+
+/// The tabular MLP over `inputs` features.
+pub fn mlp(inputs: usize, num_labels: usize, batch_size: u64) -> MemoryEstimate {
+    let sizes = [
+        inputs as u64,
+        mlp::HIDDEN as u64,
+        mlp::HIDDEN as u64,
+        num_labels as u64,
+    ];
+    let parameters: u64 = sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+    MemoryEstimate {
+        fixed: BASELINE + BYTES_PER_PARAMETER * parameters,
+        per_example: ACTIVATION_FACTOR * sizes.iter().sum::<u64>() * 2,
+        batch_size,
+    }
+}
+
+/// Why a run does not fit in `limit` bytes, if it does not: the input field to change and what to do.
+/// `model_field` names where the model's size comes from (`baseModel`, `modelConfig`).
+pub fn refusal(
+    estimate: &MemoryEstimate,
+    limit: u64,
+    model_field: &str,
+) -> Option<(String, String)> {
+    if estimate.bytes() <= limit {
+        return None;
+    }
+    let needs = format!(
+        "training would need about {}, more than the {} this server allows a job \
+         (KILN_MAX_TRAIN_MEMORY)",
+        human(estimate.bytes()),
+        human(limit)
+    );
+    let fits = estimate.max_batch_within(limit);
+    Some(if fits > 0 {
+        (
+            "hyperparameters.batchSize".into(),
+            format!("{needs}; lower batchSize to {fits} or less (or maxSeqLength)"),
+        )
+    } else if estimate.fixed < limit {
+        (
+            "hyperparameters.maxSeqLength".into(),
+            format!("{needs}; even one example per batch does not fit: lower maxSeqLength"),
+        )
+    } else {
+        (
+            model_field.into(),
+            format!(
+                "{needs}; the model alone needs about {}: choose a smaller one",
+                human(estimate.fixed)
+            ),
+        )
+    })
+}
+
+/// Bytes in a human unit, for messages.
+pub fn human(bytes: u64) -> String {
+    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+    const MIB: f64 = 1024.0 * 1024.0;
+    if bytes as f64 >= GIB {
+        format!("{:.1} GiB", bytes as f64 / GIB)
+    } else {
+        format!("{:.0} MiB", bytes as f64 / MIB)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ModelConfig;
+
+    #[test]
+    fn attention_dominates_long_sequences_and_big_batches() {
+        let small = BertConfig::small(&ModelConfig::default(), 30_000, 512);
+        let huge = bert(&small, 2, 4096, 512);
+        // The attention scores alone: 4096 × 2 heads × 512² floats per layer, about 8.6 GB.
+        assert!(huge.bytes() > 2 * 8_589_934_592, "{}", human(huge.bytes()));
+        let modest = bert(&small, 2, 16, 128);
+        assert!(modest.bytes() < 1 << 30, "{}", human(modest.bytes()));
+        let fits = huge.max_batch_within(4 << 30);
+        assert!(fits > 0 && fits < 4096, "{fits}");
+        assert!(bert(&small, 2, fits, 512).bytes() <= 4 << 30);
+    }
+
+    #[test]
+    fn the_model_alone_can_be_too_big() {
+        let mut config = BertConfig::small(&ModelConfig::default(), 30_000, 512);
+        config.hidden_size = 4096;
+        config.intermediate_size = 16_384;
+        config.num_hidden_layers = 48;
+        let estimate = bert(&config, 2, 1, 8);
+        assert_eq!(estimate.max_batch_within(1 << 30), 0);
+    }
+}

@@ -1,0 +1,145 @@
+//! Inputs that would exhaust the machine: jobs too big for memory, hostile model configurations.
+
+use kiln::domain::JobStatus;
+use kiln::runner::Outcome;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Db, Objects, Options, TestApp, local_hub, separable_text_jsonl, spawn_app, spawn_with,
+};
+use crate::training::minilm_dir;
+
+fn refusal(body: &Value) -> (String, String) {
+    let error = &body["errors"][0];
+    assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{body}");
+    (
+        error["extensions"]["field"].as_str().unwrap().to_string(),
+        error["message"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn job_count(app: &TestApp) -> i64 {
+    app.data("{ jobs { totalCount } }", json!({})).await["jobs"]["totalCount"]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_job_too_big_for_the_memory_limit_is_refused_at_submit_naming_the_setting() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(40, 1))
+        .await;
+
+    // The small BERT at 4096 × 512: the attention scores alone need about 8.6 GB a layer.
+    let body = app
+        .submit_job(json!({ "name": "huge", "modelName": "m", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
+            "hyperparameters": { "batchSize": 4096, "maxSeqLength": 512 } }))
+        .await;
+
+    let (field, message) = refusal(&body);
+    assert_eq!(field, "hyperparameters.batchSize", "{message}");
+    assert!(message.contains("KILN_MAX_TRAIN_MEMORY"), "{message}");
+    assert!(message.contains("lower batchSize to"), "{message}");
+    assert_eq!(job_count(&app).await, 0, "nothing was queued");
+}
+
+#[tokio::test]
+async fn a_pretrained_model_is_sized_from_its_config_against_the_servers_limit() {
+    let mut options = Options::new(Db::Sqlite, Objects::Local);
+    options.max_train_memory = Some(1 << 30);
+    let app = spawn_with(options).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(40, 1))
+        .await;
+    let job = |batch: i64| {
+        json!({ "name": "minilm", "modelName": "m", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
+            "baseModel": minilm_dir().display().to_string(),
+            "hyperparameters": { "batchSize": batch, "maxSeqLength": 128 } })
+    };
+
+    let (field, message) = refusal(&app.submit_job(job(64)).await);
+    assert_eq!(field, "hyperparameters.batchSize", "{message}");
+    assert!(message.contains("1.0 GiB"), "{message}");
+    let fits: i64 = message
+        .split("lower batchSize to ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no batch size suggested: {message}"));
+    assert!((1..64).contains(&fits), "{message}");
+
+    let accepted = app.submit_job(job(fits)).await;
+    assert!(
+        accepted.get("errors").is_none(),
+        "the suggested batch size is accepted: {accepted}"
+    );
+}
+
+/// A model folder whose config.json says `vocab_size` and the rest of the MiniLM's files.
+fn model_with_vocab(dir: &std::path::Path, vocab_size: u64) -> std::path::PathBuf {
+    let minilm = minilm_dir();
+    std::fs::create_dir_all(dir).unwrap();
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(minilm.join("config.json")).unwrap()).unwrap();
+    config["vocab_size"] = json!(vocab_size);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    for file in ["tokenizer.json", "model.safetensors"] {
+        std::fs::copy(minilm.join(file), dir.join(file)).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+#[tokio::test]
+async fn a_hostile_hub_config_fails_its_job_without_allocating_and_kiln_carries_on() {
+    let scratch = tempfile::tempdir().unwrap();
+    let evil = model_with_vocab(&scratch.path().join("bigvocab"), 2_000_000_000);
+    let hub = local_hub(vec![("evil/bigvocab".into(), evil)]).await;
+    let mut options = Options::new(Db::Sqlite, Objects::Local);
+    options.hf_endpoint = Some(hub.endpoint.clone());
+    let app = spawn_with(options).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 1))
+        .await;
+    let job_id = app
+        .queued_job(json!({ "name": "evil", "modelName": "m", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
+            "baseModel": "hf:evil/bigvocab", "hyperparameters": { "epochs": 1, "maxSeqLength": 16 } }))
+        .await;
+
+    let outcome = app.run_next_job().await;
+
+    assert_eq!(
+        outcome,
+        Outcome::Ran {
+            job_id: job_id.clone(),
+            status: JobStatus::Failed
+        }
+    );
+    let job = app.job(&job_id).await;
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("vocab_size 2000000000; kiln accepts 1 to 300000"),
+        "{error}"
+    );
+    assert_eq!(job["attempts"], 1, "the job is not run again");
+    assert_eq!(app.run_next_job().await, Outcome::Empty);
+}
+
+#[tokio::test]
+async fn a_hostile_local_config_is_refused_at_submit() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 1))
+        .await;
+    let evil = model_with_vocab(&app.dir.path().join("bigvocab"), 2_000_000_000);
+
+    let body = app
+        .submit_job(json!({ "name": "evil", "modelName": "m", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
+            "baseModel": evil.display().to_string() }))
+        .await;
+
+    let (field, message) = refusal(&body);
+    assert_eq!(field, "baseModel");
+    assert!(message.contains("vocab_size 2000000000"), "{message}");
+    assert_eq!(job_count(&app).await, 0);
+}
