@@ -55,6 +55,68 @@ pub async fn migrate(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// `kiln run-job`.
+#[derive(Debug, Args)]
+pub struct RunJobArgs {
+    #[command(flatten)]
+    pub config: Config,
+    /// The job, which `--lease-owner` must hold.
+    pub job_id: String,
+    /// The worker id under which the job was claimed: every write is fenced by that lease.
+    #[arg(long)]
+    pub lease_owner: String,
+    /// Started by a worker: follow `stop <reason>` lines on standard input, exit when it closes, write
+    /// events as JSON lines on standard output, and leave the lease and the end of a stopped job to the
+    /// worker. Without it the process keeps the lease itself and stops on SIGTERM.
+    #[arg(long)]
+    pub attached: bool,
+}
+
+/// `kiln run-job`: runs one claimed job in this process.
+pub async fn run_job(args: RunJobArgs) -> Result<crate::runner::JobExit> {
+    use crate::events::EventHub;
+    use crate::runner::{WorkerSettings, process};
+    use crate::service::{Service, Settings};
+
+    let config = args.config;
+    let store = crate::store::Store::connect(&config.database_url, 2).await?;
+    let objects = crate::objects::Objects::from_config(&config.storage)?;
+    let (events, writer) = if args.attached {
+        let (events, writer) = EventHub::to_parent(tokio::io::stdout());
+        (events, Some(writer))
+    } else {
+        let events = match &config.redis_url {
+            Some(url) => EventHub::with_redis(url).await?,
+            None => EventHub::new(),
+        };
+        (events, None)
+    };
+    let service = Service::new(
+        store.clone(),
+        objects,
+        events,
+        Settings::from_config(&config),
+    );
+    let settings = WorkerSettings::from_config(&config);
+    let exit = if args.attached {
+        process::run_attached(service, settings, &args.job_id, &args.lease_owner).await
+    } else {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            on_signal.cancel();
+        });
+        process::run_standalone(service, settings, &args.job_id, &args.lease_owner, shutdown).await
+    };
+    // Every event written before the process ends.
+    if let Some(writer) = writer {
+        let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    }
+    store.close().await;
+    Ok(exit)
+}
+
 /// `kiln train`: one training run from a local file.
 #[derive(Debug, Args)]
 pub struct TrainArgs {

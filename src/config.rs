@@ -180,9 +180,60 @@ pub struct Config {
     /// Folder for temporary files (uploads being checked, models being written).
     #[arg(long, env = "KILN_WORK_DIR", default_value = "./kiln-data/work")]
     pub work_dir: PathBuf,
+    /// The kiln binary a worker starts for each job (`kiln run-job`); default: the running one.
+    #[arg(long, env = "KILN_JOB_EXECUTABLE")]
+    pub job_executable: Option<PathBuf>,
+    /// An address-space limit for each job's process (e.g. `16GiB`): a job that needs more fails alone.
+    #[arg(long, env = "KILN_JOB_MEMORY_LIMIT")]
+    pub job_memory_limit: Option<ByteSize>,
+    /// Seconds a job's process may take to stop when cancelled or at shutdown before it is killed.
+    #[arg(long, env = "KILN_JOB_STOP_GRACE_SECONDS", default_value_t = 30)]
+    pub job_stop_grace_seconds: u64,
 }
 
 impl Config {
+    /// The settings as the `KILN_*` variables that reproduce them, for a job's own process (secrets
+    /// travel in its environment, never on its command line). `None` means the variable must be unset.
+    pub fn to_env(&self) -> Vec<(&'static str, Option<String>)> {
+        let s = &self.storage;
+        let vars: [(&str, Option<String>); 20] = [
+            ("KILN_BIND", Some(self.bind.to_string())),
+            ("KILN_DATABASE_URL", Some(self.database_url.clone())),
+            ("KILN_DATABASE_MAX_CONNECTIONS", Some("2".into())),
+            ("KILN_STORAGE_URL", Some(s.url.clone())),
+            ("KILN_S3_ENDPOINT", s.s3_endpoint.clone()),
+            ("KILN_S3_REGION", Some(s.s3_region.clone())),
+            ("KILN_S3_ACCESS_KEY_ID", s.s3_access_key_id.clone()),
+            (
+                "KILN_S3_SECRET_ACCESS_KEY",
+                s.s3_secret_access_key.as_ref().map(|k| k.expose().into()),
+            ),
+            ("KILN_S3_ALLOW_HTTP", Some(s.s3_allow_http.to_string())),
+            ("KILN_REDIS_URL", self.redis_url.clone()),
+            ("KILN_HF_ENDPOINT", Some(self.hf_endpoint.clone())),
+            (
+                "KILN_HF_TOKEN",
+                self.hf_token.as_ref().map(|t| t.expose().into()),
+            ),
+            ("KILN_LEASE_SECONDS", Some(self.lease_seconds.to_string())),
+            ("KILN_MAX_ATTEMPTS", Some(self.max_attempts.to_string())),
+            (
+                "KILN_MAX_UPLOAD_BYTES",
+                Some(self.max_upload_bytes.to_string()),
+            ),
+            (
+                "KILN_MAX_TRAIN_MEMORY",
+                Some(self.train_memory_limit().to_string()),
+            ),
+            ("KILN_MAX_LINE_BYTES", Some(self.max_line_bytes.to_string())),
+            ("KILN_WORK_DIR", Some(self.work_dir.display().to_string())),
+            ("KILN_WORKERS", Some("0".into())),
+            // A job's process mints no tokens.
+            ("KILN_ADMIN_TOKEN", None),
+        ];
+        vars.into()
+    }
+
     /// [`Config::max_train_memory`], or [`default_train_memory`].
     pub fn train_memory_limit(&self) -> u64 {
         self.max_train_memory
@@ -208,6 +259,9 @@ impl Config {
             max_train_memory: None,
             max_line_bytes: 1 << 20,
             work_dir: dir.join("work"),
+            job_executable: None,
+            job_memory_limit: None,
+            job_stop_grace_seconds: 30,
         }
     }
 }

@@ -28,6 +28,9 @@ enum Command {
     Schema,
     /// Train a model from a local file, with no server, printing progress.
     Train(kiln::cli::TrainArgs),
+    /// Run one claimed job to its end: what a worker starts for each job, and what a Kubernetes pod
+    /// runs. Exit code: 0 completed, 3 stopped (asked to, or the lease was taken over), 4 failed.
+    RunJob(kiln::cli::RunJobArgs),
 }
 
 #[tokio::main]
@@ -43,5 +46,9 @@ async fn main() -> Result<()> {
         Command::Worker(config) => kiln::cli::serve(config, false).await,
         Command::Migrate(config) => kiln::cli::migrate(config).await,
         Command::Train(args) => kiln::cli::train(args).await,
+        Command::RunJob(args) => {
+            let exit = kiln::cli::run_job(args).await?;
+            std::process::exit(exit as i32)
+        }
     }
 }

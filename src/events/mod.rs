@@ -13,6 +13,9 @@
 //! which is not stored, may be skipped. Events are published only after the change they describe is
 //! written.
 //!
+//! A job that runs in its own process (`kiln run-job --attached`) writes its events to its parent worker
+//! as JSON lines ([`EventHub::to_parent`]), and the worker publishes them ([`EventHub::relay`]).
+//!
 //! Workers listen here too: a `StatusChanged { status: Queued }` wakes idle workers at once (on every
 //! replica, with Redis), and `CancelRequested` reaches the worker running the job.
 
@@ -60,8 +63,9 @@ pub struct Envelope {
 #[derive(Clone)]
 pub struct EventHub {
     local: broadcast::Sender<Arc<Envelope>>,
-    /// Set when events travel through Redis: the publisher task's queue.
-    redis: Option<mpsc::UnboundedSender<Envelope>>,
+    /// Set when events leave the process (through Redis, or to a parent process): the queue of the task
+    /// that sends them, in order.
+    outbound: Option<mpsc::UnboundedSender<Envelope>>,
 }
 
 impl Default for EventHub {
@@ -74,7 +78,34 @@ impl EventHub {
     /// The in-process hub of the embedded default.
     pub fn new() -> Self {
         let (local, _) = broadcast::channel(CHANNEL_CAPACITY);
-        Self { local, redis: None }
+        Self {
+            local,
+            outbound: None,
+        }
+    }
+
+    /// A hub for a job's own process (`kiln run-job --attached`): every event is written to `out` as one
+    /// JSON line, for the parent worker to publish; nothing is received. The task writing them ends,
+    /// having written everything, once every clone of the hub is dropped: await the returned handle
+    /// before exiting.
+    pub fn to_parent(
+        out: impl tokio::io::AsyncWrite + Unpin + Send + 'static,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (local, _) = broadcast::channel(1);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_lines(out, rx));
+        (
+            Self {
+                local,
+                outbound: Some(tx),
+            },
+            writer,
+        )
+    }
+
+    /// Publishes an event received from a job's own process, as if it happened here.
+    pub fn relay(&self, envelope: Envelope) {
+        self.publish(&envelope.job_id, envelope.event);
     }
 
     /// A hub whose events travel through Redis at `url`. Fails when Redis cannot be reached now; later
@@ -99,7 +130,7 @@ impl EventHub {
         tokio::spawn(bridge_from_redis(client, pubsub, local.clone()));
         Ok(Self {
             local,
-            redis: Some(tx),
+            outbound: Some(tx),
         })
     }
 
@@ -109,7 +140,7 @@ impl EventHub {
             job_id: job_id.to_string(),
             event,
         };
-        match &self.redis {
+        match &self.outbound {
             Some(queue) => {
                 let _ = queue.send(envelope);
             }
@@ -121,6 +152,24 @@ impl EventHub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
         self.local.subscribe()
+    }
+}
+
+/// Writes queued events as JSON lines, in order, until every sender is gone.
+async fn write_lines(
+    mut out: impl tokio::io::AsyncWrite + Unpin,
+    mut queue: mpsc::UnboundedReceiver<Envelope>,
+) {
+    use tokio::io::AsyncWriteExt;
+    while let Some(envelope) = queue.recv().await {
+        let Ok(mut line) = serde_json::to_vec(&envelope) else {
+            continue;
+        };
+        line.push(b'\n');
+        if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
+            // The parent is gone; the job's process is being ended with it.
+            break;
+        }
     }
 }
 

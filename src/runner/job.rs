@@ -1,4 +1,5 @@
-//! Running one claimed job from dataset to registered model.
+//! The job itself, wherever it runs: from a claimed job to a registered model, recording progress as it
+//! goes. Its end (cancelled, requeued, failed) is written by whoever supervises it ([`super::control`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,13 +7,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
-use super::{StopFlag, StopReason, Worker};
+use super::{StopFlag, StopReason, WorkerSettings};
 use crate::domain::{
     EpochMetrics, JobProgress, JobRecord, JobStatus, MetricPoint, UserError, now_ms,
 };
 use crate::events::JobEvent;
 use crate::service::{Lease, Service, TrainingRecord};
-use crate::train::{self, Interrupt, ProgressSink, StepReport, TrainOutcome, TrainSpec};
+use crate::train::{self, ProgressSink, StepReport, TrainOutcome, TrainSpec};
 
 /// Step events are published at most this often.
 const STEP_EVENT_INTERVAL: Duration = Duration::from_millis(250);
@@ -20,10 +21,6 @@ const STEP_EVENT_INTERVAL: Duration = Duration::from_millis(250);
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 /// Step metrics buffered before a write regardless of time.
 const MAX_PENDING_POINTS: usize = 400;
-
-/// What `Job.error` says when nothing more specific explains a failure.
-const FAILED: &str = "the job failed unexpectedly; retry it, and if it fails again ask an operator to \
-                      look up the reference in the server log";
 
 enum TrainEvent {
     Step(StepReport),
@@ -42,128 +39,26 @@ impl ProgressSink for ChannelSink {
     }
 }
 
-/// Runs a job `worker` has claimed and returns the status it ended in.
-#[tracing::instrument(skip_all, fields(job_id = %job.id, worker = %worker.id))]
-pub(super) async fn run(worker: &Worker, job: JobRecord) -> JobStatus {
-    let service = &worker.service;
-    let flag = Arc::new(StopFlag::default());
-    if job.cancel_requested {
-        flag.stop(StopReason::Cancel);
-    }
-    let supervisor = tokio::spawn(supervise(
-        service.clone(),
-        worker.settings.lease_ms(),
-        job.id.clone(),
-        worker.id.clone(),
-        flag.clone(),
-        worker.shutdown.clone(),
-    ));
-    let result = train_and_register(worker, &job, flag.clone()).await;
-    supervisor.abort();
-
-    let ended = match result {
-        Ok(Some(status)) => return status,
-        Ok(None) => match flag.reason() {
-            StopReason::Cancel => {
-                service
-                    .release_job(&job.id, &worker.id, JobStatus::Cancelled)
-                    .await
-            }
-            StopReason::Shutdown => {
-                service
-                    .release_job(&job.id, &worker.id, JobStatus::Queued)
-                    .await
-            }
-            // Another worker holds the job now; nothing of ours to write.
-            StopReason::LeaseLost | StopReason::None => return JobStatus::Running,
-        },
-        Err(e) => service.fail_job(&job.id, &worker.id, &e, FAILED).await,
-    };
-    match ended {
-        Ok(Some(job)) => job.status,
-        Ok(None) => JobStatus::Running,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "recording the job's end failed");
-            JobStatus::Running
-        }
-    }
-}
-
-/// Keeps the lease alive and stops the job when asked: a cancel arrives as an event at once (from this
-/// process or, through Redis, another replica) or as a flag at the next heartbeat; shutdown arrives
-/// through the worker's token; a heartbeat that finds the lease gone stops it too.
-async fn supervise(
-    service: Service,
-    lease_ms: i64,
-    job_id: String,
-    worker: String,
-    flag: Arc<StopFlag>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let every = Duration::from_millis((lease_ms / 3).clamp(100, 10_000) as u64);
-    let mut events = service.events().subscribe();
-    let mut next_beat = tokio::time::Instant::now() + every;
-    loop {
-        tokio::select! {
-            received = events.recv() => {
-                if let Ok(envelope) = received
-                    && envelope.job_id == job_id
-                    && envelope.event == JobEvent::CancelRequested
-                {
-                    flag.stop(StopReason::Cancel);
-                }
-                continue;
-            }
-            _ = shutdown.cancelled() => {
-                flag.stop(StopReason::Shutdown);
-                return;
-            }
-            _ = tokio::time::sleep_until(next_beat) => {}
-        }
-        next_beat = tokio::time::Instant::now() + every;
-        match service.heartbeat(&job_id, &worker, lease_ms).await {
-            Ok(Lease::Held {
-                cancel_requested: true,
-            }) => flag.stop(StopReason::Cancel),
-            Ok(Lease::Held { .. }) => {}
-            Ok(Lease::Lost) => {
-                flag.stop(StopReason::LeaseLost);
-                return;
-            }
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "heartbeat failed"),
-        }
-    }
-}
-
 /// `Ok(Some(status))` when the job reached a final status here, `Ok(None)` when training was
 /// interrupted (the flag says why). Errors carry a `UserError` for `Job.error` where one applies.
-async fn train_and_register(
-    worker: &Worker,
+pub(super) async fn train_and_register(
+    service: &Service,
+    settings: &WorkerSettings,
     job: &JobRecord,
+    worker: &str,
     flag: Arc<StopFlag>,
 ) -> Result<Option<JobStatus>> {
-    let service = &worker.service;
     if job.attempts > 1 {
         service.forget_earlier_attempt(&job.id).await?;
     }
-    let job_dir = worker.settings.work_dir.join("jobs").join(&job.id);
-    let examples = service
-        .training_examples(&job.dataset_id, &job_dir.join("data"))
-        .await;
+    let job_dir = settings.work_dir.join("jobs").join(&job.id);
     let cleanup = JobDir(job_dir.clone());
-    let examples = examples?;
-    let base_dir = match &job.settings.base_model {
-        Some(base) => Some(service.base_model_dir(base).await.map_err(|e| {
-            UserError::wrap(
-                "the base model could not be fetched; retry the job later",
-                e,
-            )
-        })?),
-        None => None,
+    // Setup (copying the dataset, downloading a base model) stops as soon as the job is asked to.
+    let prepared = tokio::select! {
+        prepared = prepare(service, job, &job_dir) => prepared?,
+        _ = flag.stopped() => return Ok(None),
     };
-    if flag.should_stop() {
-        return Ok(None);
-    }
+    let (examples, base_dir) = prepared;
     let output_dir = job_dir.join("model");
     let mut spec = TrainSpec::new(job.settings.clone(), examples, base_dir, output_dir.clone());
     spec.max_memory = Some(service.settings().max_train_memory);
@@ -175,7 +70,7 @@ async fn train_and_register(
         train::run(&spec, &mut sink, interrupt.as_ref())
     });
 
-    let mut recorder = Recorder::new(service.clone(), job.id.clone(), worker.id.clone());
+    let mut recorder = Recorder::new(service.clone(), job.id.clone(), worker.to_string());
     // Once a write fails or finds the lease gone, training is stopped and the rest only drained.
     let mut recording: Result<()> = Ok(());
     while let Some(event) = rx.recv().await {
@@ -198,7 +93,7 @@ async fn train_and_register(
         TrainOutcome::Completed(model) => model,
     };
     service
-        .register_model_version(job, &worker.id, &output_dir, &model.files, &model.manifest)
+        .register_model_version(job, worker, &output_dir, &model.files, &model.manifest)
         .await
         .map_err(|e| {
             UserError::wrap(
@@ -218,6 +113,27 @@ impl Drop for JobDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The job's examples (its dataset copied into `dir`, indexed) and its base model's local folder.
+async fn prepare(
+    service: &Service,
+    job: &JobRecord,
+    dir: &std::path::Path,
+) -> Result<(crate::domain::TrainData, Option<std::path::PathBuf>)> {
+    let examples = service
+        .training_examples(&job.dataset_id, &dir.join("data"))
+        .await?;
+    let base_dir = match &job.settings.base_model {
+        Some(base) => Some(service.base_model_dir(base).await.map_err(|e| {
+            UserError::wrap(
+                "the base model could not be fetched; retry the job later",
+                e,
+            )
+        })?),
+        None => None,
+    };
+    Ok((examples, base_dir))
 }
 
 /// What a recorder's write means for training: it goes on while the lease is held; it stops when the

@@ -1,16 +1,20 @@
-//! The worker: claims a job from the queue, runs `train/` on a blocking thread, turns its progress into
-//! recorded progress and events, keeps the lease alive, obeys cancel and shutdown, and registers the
-//! trained model — every rule of which is a use case in `service/`; this module owns only the loop, the
-//! threads and the timing.
+//! The worker: claims a job from the queue and runs it in its own process (`kiln run-job`), keeping the
+//! lease, relaying the job's events, obeying cancel and shutdown. Every rule it follows is a use case in
+//! `service/`; this module owns the loop, the processes, the threads and the timing.
+//!
+//! - [`process`]: the job's own process, from the worker's side and from its own;
+//! - [`job`]: the job itself — dataset to registered model — wherever it runs;
+//! - [`control`]: the stop flag, the supervisor (lease, cancel, shutdown), and writing a job's end.
 //!
 //! A worker holds what it uses: the [`Service`] handle, its [`WorkerSettings`] and a shutdown token.
 //! [`Worker::try_run_next`] runs exactly one job (or finds none) and is what tests drive by hand;
 //! [`Worker::run_until_stopped`] is the loop with waiting around it.
 
+mod control;
 mod job;
+pub mod process;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
@@ -20,13 +24,24 @@ use crate::domain::JobStatus;
 use crate::events::JobEvent;
 use crate::service::Service;
 
+pub use control::{StopFlag, StopReason};
+pub use process::JobExit;
+
 /// How a worker runs jobs.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     /// How long a claim on a job lasts without a heartbeat; heartbeats go out three times per lease.
     pub lease: Duration,
-    /// Where models are written before they are stored (`<work_dir>/jobs/<job id>/`).
+    /// Where jobs keep their dataset copy and the model being written (`<work_dir>/jobs/<job id>/`).
     pub work_dir: PathBuf,
+    /// The `kiln` binary started for each job.
+    pub executable: PathBuf,
+    /// The `KILN_*` settings handed to each job's process (`None`: unset).
+    pub env: Vec<(&'static str, Option<String>)>,
+    /// An address-space limit for each job's process, in bytes.
+    pub memory_limit: Option<u64>,
+    /// How long a job's process may take to stop when asked before it is killed.
+    pub stop_grace: Duration,
 }
 
 impl WorkerSettings {
@@ -34,49 +49,19 @@ impl WorkerSettings {
         Self {
             lease: Duration::from_secs(config.lease_seconds),
             work_dir: config.work_dir.clone(),
+            executable: config
+                .job_executable
+                .clone()
+                .or_else(|| std::env::current_exe().ok())
+                .unwrap_or_else(|| PathBuf::from("kiln")),
+            env: config.to_env(),
+            memory_limit: config.job_memory_limit.map(|b| b.0),
+            stop_grace: Duration::from_secs(config.job_stop_grace_seconds),
         }
     }
 
     fn lease_ms(&self) -> i64 {
         self.lease.as_millis() as i64
-    }
-}
-
-/// Why a running job should stop. Stored in an atomic the training thread polls before every step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum StopReason {
-    None = 0,
-    Cancel = 1,
-    Shutdown = 2,
-    LeaseLost = 3,
-}
-
-/// The stop flag of one running job.
-#[derive(Debug, Default)]
-pub struct StopFlag(AtomicU8);
-
-impl StopFlag {
-    /// Asks the job to stop; the first reason given wins.
-    pub fn stop(&self, reason: StopReason) {
-        let _ = self
-            .0
-            .compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst);
-    }
-
-    pub fn reason(&self) -> StopReason {
-        match self.0.load(Ordering::SeqCst) {
-            0 => StopReason::None,
-            1 => StopReason::Cancel,
-            2 => StopReason::Shutdown,
-            _ => StopReason::LeaseLost,
-        }
-    }
-}
-
-impl crate::train::Interrupt for StopFlag {
-    fn should_stop(&self) -> bool {
-        self.reason() != StopReason::None
     }
 }
 
@@ -126,7 +111,7 @@ impl Worker {
             return Ok(Outcome::Empty);
         };
         let job_id = job.id.clone();
-        let status = job::run(self, job).await;
+        let status = process::run(self, job).await;
         Ok(Outcome::Ran { job_id, status })
     }
 

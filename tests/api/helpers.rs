@@ -124,6 +124,10 @@ pub struct Options {
     pub hf_endpoint: Option<String>,
     /// `KILN_MAX_TRAIN_MEMORY`.
     pub max_train_memory: Option<u64>,
+    /// `KILN_JOB_MEMORY_LIMIT`.
+    pub job_memory_limit: Option<u64>,
+    /// `KILN_JOB_STOP_GRACE_SECONDS`.
+    pub job_stop_grace_seconds: u64,
 }
 
 impl Options {
@@ -136,6 +140,8 @@ impl Options {
             redis: false,
             hf_endpoint: None,
             max_train_memory: None,
+            job_memory_limit: None,
+            job_stop_grace_seconds: 30,
         }
     }
 }
@@ -147,7 +153,7 @@ pub struct TestApp {
     pub token: String,
     pub dir: Arc<TempDir>,
     pub s3: Option<Arc<S3Server>>,
-    config: Config,
+    pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -170,6 +176,10 @@ pub async fn spawn_with(options: Options) -> TestApp {
         config.hf_endpoint = endpoint.clone();
     }
     config.max_train_memory = options.max_train_memory.map(kiln::config::ByteSize);
+    // Each job runs in its own `kiln run-job` process: this build's binary.
+    config.job_executable = Some(PathBuf::from(env!("CARGO_BIN_EXE_kiln")));
+    config.job_memory_limit = options.job_memory_limit.map(kiln::config::ByteSize);
+    config.job_stop_grace_seconds = options.job_stop_grace_seconds;
     if options.redis {
         config.redis_url = Some(
             std::env::var("KILN_TEST_REDIS_URL")

@@ -9,6 +9,7 @@ mod helpers;
 mod jobs;
 mod limits;
 mod models;
+mod processes;
 mod queue;
 mod replicas;
 mod schema;
