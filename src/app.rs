@@ -95,7 +95,7 @@ impl App {
         let http = crate::http::HttpState::new(
             self.service.clone(),
             self.auth.clone(),
-            self.config.max_upload_bytes,
+            crate::http::HttpLimits::from_config(&self.config),
         );
         let served = crate::http::serve(listener, http, signal).await;
         stop.cancel();

@@ -180,6 +180,13 @@ pub struct Config {
     /// Folder for temporary files (uploads being checked, models being written).
     #[arg(long, env = "KILN_WORK_DIR", default_value = "./kiln-data/work")]
     pub work_dir: PathBuf,
+    /// Most open connections (and, separately, WebSockets); further clients wait.
+    #[arg(long, env = "KILN_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a connection may send nothing (request headers, an upload, a WebSocket's
+    /// connection_init, an idle keep-alive) before it is closed.
+    #[arg(long, env = "KILN_HTTP_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub http_timeout_seconds: u64,
     /// The kiln binary a worker starts for each job (`kiln run-job`); default: the running one.
     #[arg(long, env = "KILN_JOB_EXECUTABLE")]
     pub job_executable: Option<PathBuf>,
@@ -259,6 +266,8 @@ impl Config {
             max_train_memory: None,
             max_line_bytes: 1 << 20,
             work_dir: dir.join("work"),
+            max_connections: 1024,
+            http_timeout_seconds: 30,
             job_executable: None,
             job_memory_limit: None,
             job_stop_grace_seconds: 30,

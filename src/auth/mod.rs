@@ -52,6 +52,8 @@ pub struct Principal {
 pub enum AuthError {
     #[error("missing API token: send the header `Authorization: Bearer <token>`")]
     Missing,
+    #[error("the Authorization header must be `Bearer <token>`")]
+    Malformed,
     #[error("invalid API token")]
     Invalid,
     #[error(transparent)]
@@ -96,17 +98,28 @@ impl Authenticator {
         }
     }
 
-    /// Checks an `Authorization` header value (`Bearer <token>`).
-    pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
-        let token = header
-            .map(str::trim)
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Missing)?;
+    /// Checks an `Authorization` header value: `Bearer <token>`, the scheme in any case. A token that
+    /// is not printable ASCII is invalid (no token ever is).
+    pub async fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, AuthError> {
+        let header = std::str::from_utf8(header.ok_or(AuthError::Missing)?)
+            .map_err(|_| AuthError::Invalid)?
+            .trim();
+        if header.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let (scheme, token) = header
+            .split_once(char::is_whitespace)
+            .unwrap_or((header, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::Malformed);
+        }
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(AuthError::Invalid);
+        }
         let key = hash(token);
         if let Some((principal, at)) = self.cache.lock().expect("auth cache").get(&key)
             && at.elapsed() < Duration::from_secs(CACHE_SECONDS)

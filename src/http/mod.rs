@@ -1,26 +1,40 @@
-//! axum only: the router, GraphQL over POST (JSON and multipart uploads) and WebSocket
-//! (`graphql-transport-ws` and `graphql-ws`, same path), health checks, and the embedded playground.
+//! axum only: the router, GraphQL over POST (JSON, and multipart uploads read by [`upload`]) and
+//! WebSocket ([`ws`]: `graphql-transport-ws` and `graphql-ws`, same path), health checks, and the embedded
+//! playground, served with connection limits and timeouts ([`serve`]).
 //!
-//! Authentication happens here, before a request body is read: `Authorization: Bearer <token>` on HTTP,
-//! `{"Authorization": "Bearer <token>"}` in the WebSocket `connection_init` payload.
+//! Authentication happens here, before a request body is read: `Authorization: Bearer <token>` on HTTP
+//! (the scheme in any case), `{"Authorization": "Bearer <token>"}` in the WebSocket `connection_init`
+//! payload.
+//!
+//! Limits: at most `KILN_MAX_CONNECTIONS` connections (and as many WebSockets); a connection that sends
+//! nothing for `KILN_HTTP_TIMEOUT_SECONDS` (headers not done, an upload stalled, idle keep-alive) is
+//! closed; non-upload bodies are at most [`MAX_JSON_BODY`]; an upload's `operations` and `map` parts at
+//! most [`upload::MAX_PART_BYTES`] each.
 
+mod serve;
+mod upload;
+mod ws;
+
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use async_graphql::Data;
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::GraphQLResponse;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State, WebSocketUpgrade};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::{AsyncReadExt, TryStreamExt};
+use futures::{AsyncReadExt, Stream, StreamExt, TryStreamExt};
 use rust_embed::RustEmbed;
+use tokio::sync::Semaphore;
 
 use crate::api::{self, ApiError, ApiSchema};
 use crate::auth::{AuthError, Authenticator};
 use crate::service::Service;
+
+pub use serve::ConnectionLimits;
 
 /// Largest GraphQL request body that is not a multipart upload.
 pub const MAX_JSON_BODY: u64 = 1024 * 1024;
@@ -29,22 +43,48 @@ pub const MAX_JSON_BODY: u64 = 1024 * 1024;
 #[folder = "web-playground/"]
 struct Playground;
 
-/// What the handlers share: the schema, the use cases, the token check and the upload limit.
+/// What HTTP serving is limited by.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub max_upload_bytes: u64,
+    pub max_connections: usize,
+    /// How long a connection may send nothing: headers, an upload's body, an idle connection, a
+    /// WebSocket's `connection_init`.
+    pub timeout: Duration,
+    /// Where uploads are spooled while they are read.
+    pub spool_dir: PathBuf,
+}
+
+impl HttpLimits {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            max_upload_bytes: config.max_upload_bytes,
+            max_connections: config.max_connections,
+            timeout: Duration::from_secs(config.http_timeout_seconds),
+            spool_dir: config.work_dir.join("uploads"),
+        }
+    }
+}
+
+/// What the handlers share: the schema, the use cases, the token check and the limits.
 #[derive(Clone)]
 pub struct HttpState {
     service: Service,
     auth: Arc<Authenticator>,
     schema: ApiSchema,
-    max_upload_bytes: u64,
+    limits: Arc<HttpLimits>,
+    /// One permit per open WebSocket.
+    websockets: Arc<Semaphore>,
 }
 
 impl HttpState {
-    pub fn new(service: Service, auth: Arc<Authenticator>, max_upload_bytes: u64) -> Self {
+    pub fn new(service: Service, auth: Arc<Authenticator>, limits: HttpLimits) -> Self {
         Self {
             schema: api::schema(service.clone()),
             service,
             auth,
-            max_upload_bytes,
+            websockets: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            limits: Arc::new(limits),
         }
     }
 }
@@ -55,16 +95,18 @@ pub async fn serve(
     state: HttpState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = ConnectionLimits {
+        max_connections: state.limits.max_connections,
+        timeout: state.limits.timeout,
+    };
+    serve::serve(listener, router(state), limits, shutdown).await
 }
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/", get(|| playground_file(Path("index.html".to_string()))))
         .route("/playground/{*file}", get(playground_file))
-        .route("/graphql", get(graphql_ws).post(graphql_post))
+        .route("/graphql", get(ws::upgrade).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -77,14 +119,16 @@ fn auth_error(error: AuthError) -> ApiError {
     }
 }
 
+fn refuse(status: StatusCode, error: ApiError) -> Response {
+    (status, GraphQLResponse::from(api::error_response(error))).into_response()
+}
+
 async fn graphql_post(
     State(s): State<HttpState>,
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     let principal = match s.auth.authenticate(authorization).await {
         Ok(p) => p,
         Err(e) => {
@@ -93,11 +137,7 @@ async fn graphql_post(
             } else {
                 StatusCode::UNAUTHORIZED
             };
-            return (
-                status,
-                GraphQLResponse::from(api::error_response(auth_error(e))),
-            )
-                .into_response();
+            return refuse(status, auth_error(e));
         }
     };
     let content_type = headers
@@ -108,7 +148,9 @@ async fn graphql_post(
         .as_deref()
         .is_some_and(|c| c.starts_with("multipart/"));
     let limit = if multipart {
-        s.max_upload_bytes.saturating_add(MAX_JSON_BODY)
+        s.limits
+            .max_upload_bytes
+            .saturating_add(2 * upload::MAX_PART_BYTES + 64 * 1024)
     } else {
         MAX_JSON_BODY
     };
@@ -121,35 +163,28 @@ async fn graphql_post(
             "request",
             format!("the body is larger than the limit of {limit} bytes"),
         );
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            GraphQLResponse::from(api::error_response(error)),
-        )
-            .into_response();
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, error);
     }
-    // Bodies without a declared length are cut at the limit (the parser then reports them incomplete).
-    let body = request
-        .into_body()
-        .into_data_stream()
-        .map_err(std::io::Error::other)
-        .into_async_read()
-        .take(limit);
-    let parsed = async_graphql::http::receive_body(
-        content_type,
-        body,
-        api::multipart_options(s.max_upload_bytes),
-    )
-    .await;
+    let body = stalling_body(request, s.limits.timeout);
+    let parsed = if multipart {
+        upload::receive(
+            content_type.as_deref().unwrap_or_default(),
+            body,
+            s.limits.max_upload_bytes,
+            &s.limits.spool_dir,
+        )
+        .await
+    } else {
+        // Bodies without a declared length are cut at the limit (the parser then reports them
+        // incomplete).
+        let body = body.into_async_read().take(limit);
+        async_graphql::http::receive_body(content_type, body, Default::default())
+            .await
+            .map_err(|e| ApiError::bad("request", e.to_string()))
+    };
     let gql_request = match parsed {
         Ok(r) => r,
-        Err(e) => {
-            let error = ApiError::bad("request", e.to_string());
-            return (
-                StatusCode::BAD_REQUEST,
-                GraphQLResponse::from(api::error_response(error)),
-            )
-                .into_response();
-        }
+        Err(error) => return refuse(StatusCode::BAD_REQUEST, error),
     };
     GraphQLResponse::from(
         s.schema
@@ -159,44 +194,24 @@ async fn graphql_post(
     .into_response()
 }
 
-async fn graphql_ws(
-    State(s): State<HttpState>,
-    protocol: GraphQLProtocol,
-    ws: WebSocketUpgrade,
-) -> Response {
-    ws.protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            let auth = s.auth.clone();
-            GraphQLWebSocket::new(socket, s.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
-                    let header = payload
-                        .get("Authorization")
-                        .or_else(|| payload.get("authorization"))
-                        .and_then(|v| v.as_str())
-                        .map(str::to_string);
-                    // async-graphql closes a refused connection with code 1002 and the error's message
-                    // as the reason; the reason starts with the error code so clients can tell why.
-                    let principal =
-                        auth.authenticate(header.as_deref())
-                            .await
-                            .map_err(|e| match e {
-                                AuthError::Store(e) => {
-                                    async_graphql::Error::from(ApiError::internal(e))
-                                }
-                                other => {
-                                    async_graphql::Error::new(format!("UNAUTHENTICATED: {other}"))
-                                }
-                            })?;
-                    let mut data = Data::default();
-                    data.insert(principal);
-                    Ok(data)
-                })
-                .serve()
-        })
+/// The request body as a stream that fails when no bytes arrive for `timeout`.
+fn stalling_body(
+    request: Request,
+    timeout: Duration,
+) -> impl Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    let data = request.into_body().into_data_stream();
+    tokio_stream::StreamExt::timeout(data, timeout).map(move |item| match item {
+        Ok(chunk) => chunk.map_err(std::io::Error::other),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no bytes of the body arrived for {} s", timeout.as_secs()),
+        )),
+    })
 }
 
 async fn readyz(State(s): State<HttpState>) -> Response {
-    match s.service.check_ready().await {
+    let ready = tokio::time::timeout(Duration::from_secs(2), s.service.check_ready()).await;
+    match ready.unwrap_or_else(|_| Err(anyhow::anyhow!("the checks took more than 2 s"))) {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => {
             tracing::warn!(error = format!("{e:#}"), "not ready");

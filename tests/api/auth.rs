@@ -25,7 +25,7 @@ async fn requests_without_a_valid_token_are_refused_as_unauthenticated() {
             .expect("a WebSocket without a valid token is refused");
         // kiln's own refusal: a close frame whose reason carries the error code, not any failure.
         assert!(
-            refused.starts_with("1002 UNAUTHENTICATED: "),
+            refused.starts_with("4403 UNAUTHENTICATED: "),
             "close frame for {token:?}: {refused:?}"
         );
     }

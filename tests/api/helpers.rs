@@ -128,6 +128,10 @@ pub struct Options {
     pub job_memory_limit: Option<u64>,
     /// `KILN_JOB_STOP_GRACE_SECONDS`.
     pub job_stop_grace_seconds: u64,
+    /// `KILN_HTTP_TIMEOUT_SECONDS`.
+    pub http_timeout_seconds: u64,
+    /// `KILN_MAX_CONNECTIONS`.
+    pub max_connections: usize,
 }
 
 impl Options {
@@ -142,6 +146,8 @@ impl Options {
             max_train_memory: None,
             job_memory_limit: None,
             job_stop_grace_seconds: 30,
+            http_timeout_seconds: 30,
+            max_connections: 1024,
         }
     }
 }
@@ -180,6 +186,8 @@ pub async fn spawn_with(options: Options) -> TestApp {
     config.job_executable = Some(PathBuf::from(env!("CARGO_BIN_EXE_kiln")));
     config.job_memory_limit = options.job_memory_limit.map(kiln::config::ByteSize);
     config.job_stop_grace_seconds = options.job_stop_grace_seconds;
+    config.http_timeout_seconds = options.http_timeout_seconds;
+    config.max_connections = options.max_connections;
     if options.redis {
         config.redis_url = Some(
             std::env::var("KILN_TEST_REDIS_URL")
@@ -420,8 +428,19 @@ impl TestApp {
     }
 
     /// Opens a `graphql-transport-ws` connection with `token` in `connection_init`; returns the socket
-    /// after `connection_ack`, or the close frame's reason if the server refuses.
+    /// after `connection_ack`, or the close frame's code and reason if the server refuses.
     pub async fn connect_ws(&self, token: Option<&str>) -> Result<Subscription, String> {
+        let payload = match token {
+            Some(t) => json!({ "Authorization": format!("Bearer {t}") }),
+            None => json!({}),
+        };
+        let first = json!({ "type": "connection_init", "payload": payload }).to_string();
+        self.open_ws(Some(first)).await
+    }
+
+    /// Opens a `graphql-transport-ws` WebSocket, sends `first` (if any) and waits for `connection_ack` or
+    /// the close frame (`"<code> <reason>"`).
+    pub async fn open_ws(&self, first: Option<String>) -> Result<Subscription, String> {
         let mut request = format!("ws://{}/graphql", self.addr)
             .into_client_request()
             .unwrap();
@@ -432,18 +451,11 @@ impl TestApp {
         let (mut socket, _) = tokio_tungstenite::connect_async(request)
             .await
             .expect("WebSocket upgrade");
-        let payload = match token {
-            Some(t) => json!({ "Authorization": format!("Bearer {t}") }),
-            None => json!({}),
-        };
-        socket
-            .send(Message::Text(
-                json!({ "type": "connection_init", "payload": payload })
-                    .to_string()
-                    .into(),
-            ))
-            .await
-            .unwrap();
+        if let Some(first) = first {
+            if let Err(e) = socket.send(Message::Text(first.into())).await {
+                return Err(e.to_string());
+            }
+        }
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(10), socket.next())
                 .await

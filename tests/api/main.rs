@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod connections;
 mod datasets;
 mod hardening;
 mod helpers;
