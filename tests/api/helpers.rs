@@ -451,10 +451,10 @@ impl TestApp {
         let (mut socket, _) = tokio_tungstenite::connect_async(request)
             .await
             .expect("WebSocket upgrade");
-        if let Some(first) = first {
-            if let Err(e) = socket.send(Message::Text(first.into())).await {
-                return Err(e.to_string());
-            }
+        if let Some(first) = first
+            && let Err(e) = socket.send(Message::Text(first.into())).await
+        {
+            return Err(e.to_string());
         }
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(10), socket.next())
