@@ -266,13 +266,13 @@ pub async fn train(args: TrainArgs) -> Result<()> {
     let base_dir = match &settings.base_model {
         None => None,
         Some(base) => {
-            training::check_base_model("--base-model", base).await?;
+            training::check_base_model("--base-model", base, None).await?;
             let hub = HubSettings {
                 endpoint: args.hf_endpoint.clone(),
                 token: args.hf_token.clone(),
             };
             let cache = std::env::temp_dir().join("kiln-hub");
-            Some(training::fetch_base_model(base, &hub, &cache).await?)
+            Some(training::fetch_base_model(base, &hub, &cache, None).await?)
         }
     };
     eprintln!(

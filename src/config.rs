@@ -152,6 +152,14 @@ pub struct Config {
         default_value = "https://huggingface.co"
     )]
     pub hf_endpoint: String,
+    /// Folders (colon-separated) that local base models may come from: `baseModel` must name a folder
+    /// under one of them.
+    #[arg(
+        long,
+        env = "KILN_MODEL_ROOTS",
+        default_value = "./kiln-data/base-models"
+    )]
+    pub model_roots: String,
     /// Token for private hub repositories.
     #[arg(long = "hf-token", env = "KILN_HF_TOKEN", hide_env_values = true)]
     pub hf_token: Option<Secret>,
@@ -203,7 +211,7 @@ impl Config {
     /// travel in its environment, never on its command line). `None` means the variable must be unset.
     pub fn to_env(&self) -> Vec<(&'static str, Option<String>)> {
         let s = &self.storage;
-        let vars: [(&str, Option<String>); 20] = [
+        let vars: [(&str, Option<String>); 21] = [
             ("KILN_BIND", Some(self.bind.to_string())),
             ("KILN_DATABASE_URL", Some(self.database_url.clone())),
             ("KILN_DATABASE_MAX_CONNECTIONS", Some("2".into())),
@@ -218,6 +226,7 @@ impl Config {
             ("KILN_S3_ALLOW_HTTP", Some(s.s3_allow_http.to_string())),
             ("KILN_REDIS_URL", self.redis_url.clone()),
             ("KILN_HF_ENDPOINT", Some(self.hf_endpoint.clone())),
+            ("KILN_MODEL_ROOTS", Some(self.model_roots.clone())),
             (
                 "KILN_HF_TOKEN",
                 self.hf_token.as_ref().map(|t| t.expose().into()),
@@ -257,6 +266,7 @@ impl Config {
             storage: StorageConfig::local(dir.join("objects")),
             redis_url: None,
             hf_endpoint: "https://huggingface.co".into(),
+            model_roots: dir.join("base-models").display().to_string(),
             hf_token: None,
             workers: 1,
             admin_token: None,

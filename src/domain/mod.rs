@@ -26,7 +26,7 @@ pub use job::{
 };
 pub use manifest::{ModelArchitecture, ModelManifest, Pooling, Standardization};
 pub use model::{ModelRecord, ModelVersionRecord};
-pub use names::{DisplayName, ModelName, ObjectKey};
+pub use names::{DisplayName, ModelName, ObjectKey, abbreviate, is_plausible_id};
 pub use spec::{BaseModelRef, HubModel, TrainingInput, TrainingSettings};
 
 /// One input field that failed to parse: `field` is the path of the field in the API's input

@@ -19,6 +19,12 @@ impl DisplayName {
                 format!("must be 1 to {} characters", Self::MAX_CHARS),
             ));
         }
+        if name.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                field,
+                "must not contain control characters (such as NUL or line breaks)",
+            ));
+        }
         Ok(Self(name.to_string()))
     }
 
@@ -28,6 +34,23 @@ impl DisplayName {
 
     pub fn into_string(self) -> String {
         self.0
+    }
+}
+
+/// Whether `raw` can be one of kiln's ids (UUIDs, in practice): 1–100 characters, no control
+/// characters. Anything else names nothing, and is not looked up.
+pub fn is_plausible_id(raw: &str) -> bool {
+    !raw.is_empty() && raw.len() <= 100 && !raw.chars().any(char::is_control)
+}
+
+/// `raw` shortened to at most `max` characters for a message (what a user sent is never echoed back
+/// at any length).
+pub fn abbreviate(raw: &str, max: usize) -> String {
+    if raw.chars().count() <= max {
+        raw.to_string()
+    } else {
+        let head: String = raw.chars().take(max).collect();
+        format!("{head}…")
     }
 }
 
@@ -134,6 +157,16 @@ mod tests {
         assert_eq!(DisplayName::parse("name", "   ").unwrap_err().field, "name");
         assert!(DisplayName::parse("name", &"é".repeat(200)).is_ok());
         assert!(DisplayName::parse("name", &"é".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_names_and_ids() {
+        assert!(DisplayName::parse("name", "a\u{0}b").is_err());
+        assert!(DisplayName::parse("name", "two\nlines").is_err());
+        assert!(!is_plausible_id("a\u{0}b"));
+        assert!(!is_plausible_id(&"x".repeat(101)));
+        assert!(is_plausible_id("6f1c2a3e-0000-4000-8000-000000000000"));
+        assert_eq!(abbreviate("abcdef", 3), "abc…");
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct HubModel {
 impl HubModel {
     pub const PREFIX: &str = "hf:";
     pub const DEFAULT_REVISION: &str = "main";
+    /// Longest repository name (`org/name`) and revision.
+    pub const MAX_REPO: usize = 200;
+    pub const MAX_REVISION: usize = 128;
 
     /// Parses `hf:org/name[@revision]`; `None` when `raw` is not a hub reference at all.
     pub fn parse(field: &str, raw: &str) -> Option<Result<Self, FieldError>> {
@@ -32,17 +35,33 @@ impl HubModel {
                 && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         };
+        if repo.len() > Self::MAX_REPO || revision.len() > Self::MAX_REVISION {
+            return Some(Err(FieldError::new(
+                field,
+                format!(
+                    "a hub model's name is at most {} characters and its revision at most {}",
+                    Self::MAX_REPO,
+                    Self::MAX_REVISION
+                ),
+            )));
+        }
         let segments: Vec<&str> = repo.split('/').collect();
         if !(1..=2).contains(&segments.len()) || !segments.iter().all(|s| safe(s)) {
             return Some(Err(FieldError::new(
                 field,
-                format!("{raw:?} is not a hub model: expected hf:org/name or hf:org/name@revision"),
+                format!(
+                    "{:?} is not a hub model: expected hf:org/name or hf:org/name@revision",
+                    super::abbreviate(raw, 80)
+                ),
             )));
         }
         if !safe(revision) {
             return Some(Err(FieldError::new(
                 field,
-                format!("{revision:?} is not a valid revision"),
+                format!(
+                    "{:?} is not a valid revision",
+                    super::abbreviate(revision, 80)
+                ),
             )));
         }
         Some(Ok(Self {
@@ -71,11 +90,26 @@ pub enum BaseModelRef {
 }
 
 impl BaseModelRef {
+    /// Longest reference.
+    pub const MAX_LEN: usize = 1024;
+
     /// Parses a reference; `None` for an empty one (no base model).
     pub fn parse(field: &str, raw: &str) -> Result<Option<Self>, FieldError> {
         let raw = raw.trim();
         if raw.is_empty() {
             return Ok(None);
+        }
+        if raw.len() > Self::MAX_LEN {
+            return Err(FieldError::new(
+                field,
+                format!("must be at most {} characters", Self::MAX_LEN),
+            ));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                field,
+                "must not contain control characters",
+            ));
         }
         Ok(Some(match HubModel::parse(field, raw) {
             Some(hub) => Self::Hub(hub?),

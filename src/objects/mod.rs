@@ -215,6 +215,14 @@ impl Objects {
         Ok(size)
     }
 
+    /// Removes an object; removing one that does not exist is not an error.
+    pub async fn delete(&self, key: &ObjectKey) -> Result<()> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {key}")),
+        }
+    }
+
     /// Whether `key` exists and how large it is.
     pub async fn size_of(&self, key: &ObjectKey) -> Result<Option<u64>> {
         match self.store.head(&self.path(key)).await {

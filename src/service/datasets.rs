@@ -4,7 +4,9 @@ use std::io::{BufReader, Seek, SeekFrom};
 
 use super::{Service, ServiceResult};
 use crate::data::{FieldNames, ReadOptions, scan};
-use crate::domain::{DatasetFormat, DatasetRecord, DisplayName, FieldError, now_ms};
+use crate::domain::{
+    DatasetFormat, DatasetRecord, DisplayName, FieldError, abbreviate, is_plausible_id, now_ms,
+};
 use crate::objects::{ObjectError, keys};
 use crate::store::NewDataset;
 
@@ -43,7 +45,7 @@ impl Service {
                     "format",
                     format!(
                         "cannot be told from the file name {:?}; pass JSONL or CSV",
-                        upload.file_name
+                        abbreviate(&upload.file_name, 100)
                     ),
                 )
             })?,
@@ -51,6 +53,23 @@ impl Service {
 
         let id = uuid::Uuid::new_v4().to_string();
         let key = keys::dataset(&id, format)?;
+        // The row comes first, so that bytes are never stored without one; an upload that fails on the
+        // way takes its row and whatever was stored with it.
+        self.store
+            .insert_dataset(
+                &NewDataset {
+                    id: id.clone(),
+                    name: name.into_string(),
+                    format,
+                    object_key: key.clone(),
+                    size_bytes: 0,
+                    sha256: String::new(),
+                    text_field: names.text.clone(),
+                    label_field: names.label.clone(),
+                },
+                now_ms(),
+            )
+            .await?;
         let mut local = upload.content;
         let for_store = local.try_clone().map_err(anyhow::Error::from)?;
         let stored = self
@@ -60,27 +79,21 @@ impl Service {
                 tokio::fs::File::from_std(for_store),
                 self.settings.max_upload_bytes,
             )
-            .await
-            .map_err(|e| match e {
-                too_large @ ObjectError::TooLarge { .. } => {
-                    FieldError::new("file", too_large.to_string()).into()
-                }
-                ObjectError::Other(e) => super::ServiceError::Internal(e),
-            })?;
+            .await;
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.discard_dataset(&id, &key).await;
+                return Err(match e {
+                    too_large @ ObjectError::TooLarge { .. } => {
+                        FieldError::new("file", too_large.to_string()).into()
+                    }
+                    ObjectError::Other(e) => super::ServiceError::Internal(e),
+                });
+            }
+        };
         self.store
-            .insert_dataset(
-                &NewDataset {
-                    id: id.clone(),
-                    name: name.into_string(),
-                    format,
-                    object_key: key,
-                    size_bytes: stored.size_bytes as i64,
-                    sha256: stored.sha256,
-                    text_field: names.text.clone(),
-                    label_field: names.label.clone(),
-                },
-                now_ms(),
-            )
+            .record_dataset_bytes(&id, stored.size_bytes as i64, &stored.sha256)
             .await?;
 
         // One streaming pass over the local copy the upload was spooled to.
@@ -101,7 +114,28 @@ impl Service {
             .await?)
     }
 
+    /// Removes a dataset whose upload did not finish: its row and its object (best effort; what is left
+    /// is found again at the next start).
+    async fn discard_dataset(&self, id: &str, key: &crate::domain::ObjectKey) {
+        if let Err(e) = self.objects.delete(key).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "removing an unfinished upload's object"
+            );
+        }
+        if let Err(e) = self.store.delete_dataset(id).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "removing an unfinished upload's row"
+            );
+        }
+    }
+
+    /// A dataset by id; an id that cannot be one names no dataset.
     pub async fn dataset(&self, id: &str) -> ServiceResult<Option<DatasetRecord>> {
+        if !is_plausible_id(id) {
+            return Ok(None);
+        }
         Ok(self.store.get_dataset(id).await?)
     }
 
@@ -116,6 +150,7 @@ impl Service {
         first: i64,
         after: Option<(i64, String)>,
     ) -> ServiceResult<Vec<DatasetRecord>> {
+        super::jobs::check_cursor(after.as_ref())?;
         Ok(self.store.list_datasets(first, after).await?)
     }
 

