@@ -26,6 +26,7 @@ use crate::domain::{ModelManifest, TrainingSettings};
 
 pub use crate::domain::{EpochMetrics, TrainData};
 pub use fit::run;
+pub use params::MAX_WEIGHTS_BYTES;
 
 /// Everything one training run needs.
 #[derive(Debug, Clone)]

@@ -251,3 +251,111 @@ async fn nul_characters_are_refused_as_bad_input_on_postgres_and_store_nothing()
         .await;
     assert_eq!(refusal(&token).0, "name");
 }
+
+async fn hub_app(serve: crate::helpers::Serve) -> (TestApp, crate::helpers::TestHub, String) {
+    let hub =
+        crate::helpers::local_hub_serving(vec![("odd/model".into(), minilm_dir(), serve)]).await;
+    let mut options = Options::new(Db::Sqlite, Objects::Local);
+    options.hf_endpoint = Some(hub.endpoint.clone());
+    let app = spawn_with(options).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 1))
+        .await;
+    (app, hub, dataset)
+}
+
+fn hub_job(dataset: &str) -> Value {
+    json!({ "name": "hub", "modelName": "m", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
+        "baseModel": "hf:odd/model", "hyperparameters": { "epochs": 1, "maxSeqLength": 16 } })
+}
+
+#[tokio::test]
+async fn an_error_page_from_the_hub_is_refused_and_never_cached() {
+    use std::sync::atomic::Ordering;
+    let (app, hub, dataset) = hub_app(crate::helpers::Serve::HtmlConfig).await;
+
+    for attempt in 1..=2 {
+        let job_id = app.queued_job(hub_job(&dataset)).await;
+        assert_eq!(
+            app.run_next_job().await,
+            Outcome::Ran {
+                job_id: job_id.clone(),
+                status: JobStatus::Failed
+            }
+        );
+        let error = app.job(&job_id).await["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains(
+                "config.json of odd/model@main from the hub cannot be used: it is not JSON"
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            hub.sent.load(Ordering::SeqCst),
+            attempt,
+            "the page was not cached: each job asks again"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hub_file_that_does_not_match_its_announced_sha256_is_refused() {
+    let (app, _hub, dataset) = hub_app(crate::helpers::Serve::WrongSha).await;
+    let job_id = app.queued_job(hub_job(&dataset)).await;
+
+    app.run_next_job().await;
+
+    let job = app.job(&job_id).await;
+    assert_eq!(job["status"], "FAILED");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains(
+            "model.safetensors of odd/model@main from the hub cannot be used: its SHA-256 is"
+        ),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_during_a_slow_hub_download_cancels_the_job_and_leaves_no_part_file() {
+    use std::sync::atomic::Ordering;
+    let (app, hub, dataset) = hub_app(crate::helpers::Serve::TrickleWeights).await;
+    let job_id = app.queued_job(hub_job(&dataset)).await;
+    let worker = app.run_next_job_in_background();
+    crate::helpers::eventually(
+        std::time::Duration::from_secs(20),
+        "the weights download to start",
+        || async { hub.sent.load(Ordering::SeqCst) == 3 },
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    app.data(
+        "mutation($id: ID!) { cancelJob(id: $id) { status } }",
+        json!({ "id": job_id }),
+    )
+    .await;
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), worker)
+        .await
+        .expect("the download stops with its job")
+        .unwrap();
+
+    assert_eq!(
+        outcome,
+        Outcome::Ran {
+            job_id: job_id.clone(),
+            status: JobStatus::Cancelled
+        }
+    );
+    let cache = app.dir.path().join("work/hub/odd~model@main");
+    let leftovers: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part") || n == "model.safetensors")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -707,7 +707,30 @@ pub struct TestHub {
     pub sent: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// How a test hub serves one repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serve {
+    /// Its files, as they are.
+    Files,
+    /// An HTML error page, with status 200, for `config.json`.
+    HtmlConfig,
+    /// `model.safetensors` one byte every 100 ms.
+    TrickleWeights,
+    /// `model.safetensors` announced with a SHA-256 it does not have.
+    WrongSha,
+}
+
 pub async fn local_hub(repos: Vec<(String, PathBuf)>) -> TestHub {
+    local_hub_serving(
+        repos
+            .into_iter()
+            .map(|(repo, dir)| (repo, dir, Serve::Files))
+            .collect(),
+    )
+    .await
+}
+
+pub async fn local_hub_serving(repos: Vec<(String, PathBuf, Serve)>) -> TestHub {
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -715,32 +738,57 @@ pub async fn local_hub(repos: Vec<(String, PathBuf)>) -> TestHub {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
 
-    type Hub = (Arc<HashMap<String, PathBuf>>, Arc<AtomicUsize>);
+    type Repos = HashMap<String, (PathBuf, Serve)>;
+    type Hub = (Arc<Repos>, Arc<AtomicUsize>);
     async fn file(
         State((repos, sent)): State<Hub>,
         Path((org, name, rev, file)): Path<(String, String, String, String)>,
     ) -> axum::response::Response {
-        let dir = repos.get(&format!("{org}/{name}"));
-        let Some(dir) = dir.filter(|_| rev == "main") else {
+        let repo = repos.get(&format!("{org}/{name}"));
+        let Some((dir, serve)) = repo.filter(|_| rev == "main") else {
             return StatusCode::NOT_FOUND.into_response();
         };
         if !kiln::hub::MODEL_FILES.contains(&file.as_str()) {
             return StatusCode::NOT_FOUND.into_response();
         }
         sent.fetch_add(1, Ordering::SeqCst);
-        tokio::fs::read(dir.join(file))
-            .await
-            .unwrap()
-            .into_response()
+        let bytes = tokio::fs::read(dir.join(&file)).await.unwrap();
+        let weights = file == "model.safetensors";
+        match serve {
+            Serve::HtmlConfig if file == "config.json" => {
+                "<!doctype html><html><body>Service unavailable</body></html>".into_response()
+            }
+            Serve::TrickleWeights if weights => {
+                let length = bytes.len();
+                let trickle = futures::stream::iter(bytes).then(|b| async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok::<_, std::io::Error>(vec![b])
+                });
+                axum::response::Response::builder()
+                    .header("content-length", length)
+                    .body(axum::body::Body::from_stream(trickle))
+                    .unwrap()
+            }
+            Serve::WrongSha if weights => (
+                [("x-linked-etag", format!("\"{}\"", "0".repeat(64)))],
+                bytes,
+            )
+                .into_response(),
+            _ => bytes.into_response(),
+        }
     }
 
     let sent = Arc::new(AtomicUsize::new(0));
+    let repos: Repos = repos
+        .into_iter()
+        .map(|(repo, dir, serve)| (repo, (dir, serve)))
+        .collect();
     let router = axum::Router::new()
         .route(
             "/{org}/{name}/resolve/{rev}/{file}",
             axum::routing::get(file),
         )
-        .with_state((Arc::new(repos.into_iter().collect()), sent.clone()));
+        .with_state((Arc::new(repos), sent.clone()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
