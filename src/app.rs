@@ -45,7 +45,10 @@ impl App {
             Some(url) => EventHub::with_redis(url).await?,
             None => EventHub::new(),
         };
-        let auth = Authenticator::new(store.clone());
+        let auth = Authenticator::new(
+            store.clone(),
+            std::time::Duration::from_secs(config.token_cache_seconds),
+        );
         let new_admin_token = auth
             .bootstrap_admin(config.admin_token.as_ref().map(|s| s.expose()))
             .await

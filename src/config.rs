@@ -169,6 +169,10 @@ pub struct Config {
     /// Admin API token; created on start when missing. Without it, the first start prints a new one.
     #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+    /// Seconds a verified token is trusted without asking the database (while the database is down, it
+    /// is trusted until it comes back).
+    #[arg(long, env = "KILN_TOKEN_CACHE_SECONDS", default_value_t = 60)]
+    pub token_cache_seconds: u64,
     /// Seconds a worker's claim on a job lasts without a heartbeat.
     #[arg(long, env = "KILN_LEASE_SECONDS", default_value_t = 30)]
     pub lease_seconds: u64,
@@ -270,6 +274,7 @@ impl Config {
             hf_token: None,
             workers: 1,
             admin_token: None,
+            token_cache_seconds: 60,
             lease_seconds: 30,
             max_attempts: 3,
             max_upload_bytes: 1 << 30,

@@ -1,7 +1,7 @@
 //! The one mapping of kiln's errors to GraphQL errors with an `extensions.code`.
 //!
 //! Codes: `BAD_USER_INPUT` (with `extensions.field`), `NOT_FOUND`, `CONFLICT`, `UNAUTHENTICATED`,
-//! `FORBIDDEN`, `INTERNAL_SERVER_ERROR`. Internal errors are logged with their whole chain and answered
+//! `FORBIDDEN`, `UNAVAILABLE` (the database cannot be reached; try again), `INTERNAL_SERVER_ERROR`. Internal errors are logged with their whole chain and answered
 //! with a reference only, never with their text.
 
 use std::sync::Arc;
@@ -13,11 +13,16 @@ use crate::service::ServiceError;
 /// away, so every error reaches the client through [`From<ApiError>`] below.
 #[derive(Debug, Clone)]
 pub enum ApiError {
-    BadInput { field: String, message: String },
+    BadInput {
+        field: String,
+        message: String,
+    },
     NotFound(String),
     Conflict(String),
     Unauthenticated(String),
     Forbidden(String),
+    /// A dependency (the database) cannot be reached right now.
+    Unavailable,
     Internal(Arc<anyhow::Error>),
 }
 
@@ -50,6 +55,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(m) => Self::NotFound(m),
             ServiceError::Conflict(m) => Self::Conflict(m),
             ServiceError::Forbidden(m) => Self::Forbidden(m),
+            ServiceError::Unavailable => Self::Unavailable,
             ServiceError::Internal(e) => Self::Internal(Arc::new(e)),
         }
     }
@@ -77,6 +83,11 @@ impl From<ApiError> for async_graphql::Error {
             ApiError::Conflict(m) => ("CONFLICT", m, None),
             ApiError::Unauthenticated(m) => ("UNAUTHENTICATED", m, None),
             ApiError::Forbidden(m) => ("FORBIDDEN", m, None),
+            ApiError::Unavailable => (
+                "UNAVAILABLE",
+                "the database cannot be reached right now; try again in a moment".to_string(),
+                None,
+            ),
             ApiError::Internal(e) => {
                 let reference = uuid::Uuid::new_v4();
                 tracing::error!(error = format!("{e:#}"), %reference, "internal error");

@@ -1,7 +1,9 @@
 //! API tokens: minted at random, shown once, stored as SHA-256 hashes, checked on every request.
 //!
-//! Verified tokens are cached in memory for [`CACHE_SECONDS`], so a request costs no database round
-//! trip for authentication once its token has been seen.
+//! Verified tokens are cached in memory (for [`CACHE_SECONDS`] by default), so a request costs no
+//! database round trip for authentication once its token has been seen; while the database cannot be
+//! reached, a token verified before keeps working from the cache, so requests that need no database
+//! are still served.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -63,6 +65,7 @@ pub enum AuthError {
 pub struct Authenticator {
     store: Store,
     cache: Mutex<HashMap<String, (Principal, Instant)>>,
+    fresh_for: Duration,
 }
 
 fn hash(token: &str) -> String {
@@ -91,10 +94,12 @@ pub async fn mint(
 }
 
 impl Authenticator {
-    pub fn new(store: Store) -> Self {
+    /// Verified tokens are trusted without asking the database for `fresh_for`.
+    pub fn new(store: Store, fresh_for: Duration) -> Self {
         Self {
             store,
             cache: Mutex::new(HashMap::new()),
+            fresh_for,
         }
     }
 
@@ -121,16 +126,20 @@ impl Authenticator {
             return Err(AuthError::Invalid);
         }
         let key = hash(token);
-        if let Some((principal, at)) = self.cache.lock().expect("auth cache").get(&key)
-            && at.elapsed() < Duration::from_secs(CACHE_SECONDS)
+        let cached = self.cache.lock().expect("auth cache").get(&key).cloned();
+        if let Some((principal, at)) = &cached
+            && at.elapsed() < self.fresh_for
         {
             return Ok(principal.clone());
         }
-        let record = self
-            .store
-            .find_token(&key)
-            .await?
-            .ok_or(AuthError::Invalid)?;
+        let record = match self.store.find_token(&key).await {
+            Ok(record) => record.ok_or(AuthError::Invalid)?,
+            // The database is down: a token it confirmed before still stands.
+            Err(StoreError::Unavailable) if cached.is_some() => {
+                return Ok(cached.expect("checked").0);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let principal = Principal {
             token_id: record.id,
             name: record.name,

@@ -13,6 +13,52 @@ use crate::domain::JobStatus;
 use crate::events::JobEvent;
 use crate::service::{Lease, Service};
 
+/// How long a job waits for an unreachable database to return before its progress or end is given up.
+pub const OUTAGE_PATIENCE: Duration = Duration::from_secs(600);
+
+/// An error that says the database cannot be reached right now (trying again later may work).
+pub trait Transient {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for crate::service::ServiceError {
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable)
+    }
+}
+
+impl Transient for anyhow::Error {
+    fn is_transient(&self) -> bool {
+        self.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<crate::service::ServiceError>(),
+                Some(crate::service::ServiceError::Unavailable)
+            ) || matches!(
+                cause.downcast_ref::<crate::store::StoreError>(),
+                Some(crate::store::StoreError::Unavailable)
+            )
+        })
+    }
+}
+
+/// Runs `attempt` again every half second while it fails because the database is unreachable, for at
+/// most [`OUTAGE_PATIENCE`].
+pub async fn while_unavailable<T, E, F>(mut attempt: impl FnMut() -> F) -> Result<T, E>
+where
+    E: Transient,
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match attempt().await {
+            Err(e) if e.is_transient() && started.elapsed() < OUTAGE_PATIENCE => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// What `Job.error` says when nothing more specific explains a failure.
 const FAILED: &str = "the job failed unexpectedly; retry it, and if it fails again ask an operator to \
                       look up the reference in the server log";
@@ -142,7 +188,11 @@ pub async fn supervise(
                 flag.stop(StopReason::LeaseLost);
                 return;
             }
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "heartbeat failed"),
+            Err(e) => {
+                // Try again soon: the lease must be renewed as soon as the database is back.
+                tracing::warn!(error = format!("{e:#}"), "heartbeat failed");
+                next_beat = tokio::time::Instant::now() + Duration::from_millis(500);
+            }
         }
     }
 }
@@ -172,17 +222,18 @@ pub async fn conclude(
         RunResult::Ended(status) => return status,
         RunResult::Stopped => match flag.reason() {
             StopReason::Cancel => {
-                service
-                    .release_job(job_id, worker, JobStatus::Cancelled)
+                while_unavailable(|| service.release_job(job_id, worker, JobStatus::Cancelled))
                     .await
             }
-            StopReason::Shutdown => service.release_job(job_id, worker, JobStatus::Queued).await,
+            StopReason::Shutdown => {
+                while_unavailable(|| service.release_job(job_id, worker, JobStatus::Queued)).await
+            }
             // Another worker holds the job now; nothing of ours to write.
             StopReason::LeaseLost | StopReason::None => return JobStatus::Running,
         },
         RunResult::Failed(error, fallback) => {
             let fallback = fallback.as_deref().unwrap_or(FAILED);
-            service.fail_job(job_id, worker, &error, fallback).await
+            while_unavailable(|| service.fail_job(job_id, worker, &error, fallback)).await
         }
     };
     match ended {

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
+use super::control;
 use super::{StopFlag, StopReason, WorkerSettings};
 use crate::domain::{
     EpochMetrics, JobProgress, JobRecord, JobStatus, MetricPoint, UserError, now_ms,
 };
 use crate::events::JobEvent;
-use crate::service::{Lease, Service, TrainingRecord};
+use crate::service::{Lease, Service, ServiceError, TrainingRecord};
 use crate::train::{self, ProgressSink, StepReport, TrainOutcome, TrainSpec};
 
 /// Step events are published at most this often.
@@ -79,7 +80,7 @@ pub(super) async fn train_and_register(
         }
     }
     if recording.is_ok() {
-        recording = settle(recorder.flush().await, &flag);
+        recording = settle(recorder.flush().await.map(Some), &flag);
     }
     let outcome = training.await.context("the training thread panicked")?;
     if flag.reason() == StopReason::LeaseLost {
@@ -92,15 +93,16 @@ pub(super) async fn train_and_register(
         TrainOutcome::Interrupted { .. } => return Ok(None),
         TrainOutcome::Completed(model) => model,
     };
-    service
-        .register_model_version(job, worker, &output_dir, &model.files, &model.manifest)
-        .await
-        .map_err(|e| {
-            UserError::wrap(
-                "the trained model could not be stored; retry the job later",
-                e,
-            )
-        })?;
+    control::while_unavailable(|| {
+        service.register_model_version(job, worker, &output_dir, &model.files, &model.manifest)
+    })
+    .await
+    .map_err(|e| {
+        UserError::wrap(
+            "the trained model could not be stored; retry the job later",
+            e,
+        )
+    })?;
     drop(cleanup);
     Ok(Some(JobStatus::Completed))
 }
@@ -136,12 +138,13 @@ async fn prepare(
     Ok((examples, base_dir))
 }
 
-/// What a recorder's write means for training: it goes on while the lease is held; it stops when the
-/// lease is gone (another worker holds the job) or the write failed (rather than run on unrecorded).
-fn settle(written: Result<Lease>, flag: &StopFlag) -> Result<()> {
+/// What a recorder's write means for training: it goes on while the lease is held (or the write was
+/// put off because the database is unreachable); it stops when the lease is gone (another worker holds
+/// the job) or the write failed (rather than run on unrecorded).
+fn settle(written: Result<Option<Lease>>, flag: &StopFlag) -> Result<()> {
     match written {
-        Ok(Lease::Held { .. }) => Ok(()),
-        Ok(Lease::Lost) => {
+        Ok(None | Some(Lease::Held { .. })) => Ok(()),
+        Ok(Some(Lease::Lost)) => {
             flag.stop(StopReason::LeaseLost);
             Err(anyhow::anyhow!(
                 "the job's lease was taken over by another worker"
@@ -154,16 +157,25 @@ fn settle(written: Result<Lease>, flag: &StopFlag) -> Result<()> {
     }
 }
 
+/// Step metrics kept while the database is unreachable; beyond this the oldest are dropped (progress
+/// and epochs never are).
+const MAX_DEFERRED_POINTS: usize = 100_000;
+
 /// Turns training events into recorded progress and published step events, throttled. Every write is
-/// fenced by the lease: once it reports [`Lease::Lost`], nothing more is written.
+/// fenced by the lease: once it reports [`Lease::Lost`], nothing more is written. While the database
+/// cannot be reached, what is not written yet is kept and written when it comes back; training goes on.
 struct Recorder {
     service: Service,
     job_id: String,
     worker: String,
     pending: Vec<MetricPoint>,
+    /// Finished epochs not written yet, oldest first.
+    epochs: Vec<EpochMetrics>,
     last_event: Option<Instant>,
     last_write: Instant,
     progress: Option<JobProgress>,
+    /// Since when writes have been put off.
+    deferred_since: Option<Instant>,
 }
 
 impl Recorder {
@@ -173,13 +185,16 @@ impl Recorder {
             job_id,
             worker,
             pending: Vec::new(),
+            epochs: Vec::new(),
             last_event: None,
             last_write: Instant::now(),
             progress: None,
+            deferred_since: None,
         }
     }
 
-    async fn record(&mut self, event: TrainEvent) -> Result<Lease> {
+    /// `Ok(None)` when the write was put off.
+    async fn record(&mut self, event: TrainEvent) -> Result<Option<Lease>> {
         match event {
             TrainEvent::Step(r) => {
                 let now = now_ms();
@@ -217,36 +232,84 @@ impl Recorder {
                     );
                 }
                 if self.last_write.elapsed() >= PROGRESS_WRITE_INTERVAL
-                    || self.pending.len() >= MAX_PENDING_POINTS
+                    || self.pending.len() >= MAX_PENDING_POINTS && self.deferred_since.is_none()
                 {
-                    return self.write(None).await;
+                    return self.write().await;
                 }
-                Ok(Lease::Held {
+                Ok(Some(Lease::Held {
                     cancel_requested: false,
-                })
+                }))
             }
-            TrainEvent::Epoch(m) => self.write(Some(m)).await,
+            TrainEvent::Epoch(m) => {
+                self.epochs.push(m);
+                self.write().await
+            }
         }
     }
 
-    /// Writes what is pending.
+    /// Writes everything pending, waiting for the database to come back if it must (for at most
+    /// [`control::OUTAGE_PATIENCE`]).
     async fn flush(&mut self) -> Result<Lease> {
-        self.write(None).await
+        loop {
+            if let Some(lease) = self.write().await? {
+                return Ok(lease);
+            }
+            let waited = self.deferred_since.map(|t| t.elapsed()).unwrap_or_default();
+            if waited > control::OUTAGE_PATIENCE {
+                anyhow::bail!("the database stayed unreachable for {} s", waited.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
-    async fn write(&mut self, epoch: Option<EpochMetrics>) -> Result<Lease> {
+    /// Writes what is pending, each epoch in a transaction of its own, in order; `Ok(None)` when the
+    /// database is unreachable (everything stays pending).
+    async fn write(&mut self) -> Result<Option<Lease>> {
         self.last_write = Instant::now();
-        let record = TrainingRecord {
-            progress: self.progress.as_ref(),
-            points: &self.pending,
-            epoch: epoch.as_ref(),
-        };
-        let lease = self
-            .service
-            .record_training(&self.job_id, &self.worker, record)
-            .await?;
-        self.pending.clear();
-        self.progress = None;
-        Ok(lease)
+        loop {
+            let epoch = self.epochs.first().cloned();
+            let record = TrainingRecord {
+                progress: self.progress.as_ref(),
+                points: &self.pending,
+                epoch: epoch.as_ref(),
+            };
+            match self
+                .service
+                .record_training(&self.job_id, &self.worker, record)
+                .await
+            {
+                Ok(Lease::Lost) => return Ok(Some(Lease::Lost)),
+                Ok(held) => {
+                    self.pending.clear();
+                    self.progress = None;
+                    if epoch.is_some() {
+                        self.epochs.remove(0);
+                    }
+                    if self.epochs.is_empty() {
+                        if let Some(since) = self.deferred_since.take() {
+                            tracing::info!(
+                                seconds = since.elapsed().as_secs(),
+                                "the database is back; the progress kept meanwhile is written"
+                            );
+                        }
+                        return Ok(Some(held));
+                    }
+                }
+                Err(ServiceError::Unavailable) => {
+                    if self.deferred_since.is_none() {
+                        tracing::warn!(
+                            "the database is unreachable; keeping progress until it returns"
+                        );
+                        self.deferred_since = Some(Instant::now());
+                    }
+                    if self.pending.len() > MAX_DEFERRED_POINTS {
+                        let excess = self.pending.len() - MAX_DEFERRED_POINTS;
+                        self.pending.drain(..excess);
+                    }
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }

@@ -296,7 +296,7 @@ pub async fn run_standalone(
 
 /// The job, if `worker` holds it and it is running.
 async fn claimed_job(service: &Service, job_id: &str, worker: &str) -> Option<JobRecord> {
-    match service.job(job_id).await {
+    match control::while_unavailable(|| service.job(job_id)).await {
         Ok(Some(job))
             if job.status == JobStatus::Running && job.lease_owner.as_deref() == Some(worker) =>
         {

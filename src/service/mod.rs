@@ -124,6 +124,9 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The database cannot be reached right now; trying again later may work.
+    #[error("the database is unreachable")]
+    Unavailable,
     /// Anything else: logged with its chain, answered with a reference.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -134,6 +137,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
             StoreError::Conflict(message) => Self::Conflict(message),
+            StoreError::Unavailable => Self::Unavailable,
             StoreError::Other(e) => Self::Internal(e),
         }
     }

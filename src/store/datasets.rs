@@ -67,7 +67,7 @@ fn decode(row: &AnyRow) -> StoreResult<DatasetRecord> {
 impl Store {
     /// Records an upload whose bytes are stored but not yet validated (`UPLOADED`).
     pub async fn insert_dataset(&self, new: &NewDataset, created_at: i64) -> StoreResult<()> {
-        self.tick();
+        self.tick()?;
         sqlx::query(
             "INSERT INTO datasets (id, name, format, kind, status, object_key, size_bytes, sha256, row_count, \
              text_field, label_field, features, labels, errors, error_count, created_at) \
@@ -83,31 +83,32 @@ impl Store {
         .bind(&new.label_field)
         .bind(created_at)
         .execute(&self.pool)
-        .await?;
+        .await.map_err(|e| self.note(e))?;
         Ok(())
     }
 
     /// Records the size and SHA-256 of an upload's stored bytes.
     pub async fn record_dataset_bytes(&self, id: &str, size: i64, sha256: &str) -> StoreResult<()> {
-        self.tick();
+        self.tick()?;
         sqlx::query("UPDATE datasets SET size_bytes = $1, sha256 = $2 WHERE id = $3")
             .bind(size)
             .bind(sha256)
             .bind(id)
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(|e| self.note(e))?;
         Ok(())
     }
 
     /// Removes a dataset no job refers to (an upload that did not finish).
     pub async fn delete_dataset(&self, id: &str) -> StoreResult<()> {
-        self.tick();
+        self.tick()?;
         sqlx::query(
             "DELETE FROM datasets WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM jobs WHERE dataset_id = $1)",
         )
         .bind(id)
         .execute(&self.pool)
-        .await?;
+        .await.map_err(|e| self.note(e))?;
         Ok(())
     }
 
@@ -117,7 +118,7 @@ impl Store {
         id: &str,
         scan: &DatasetSummary,
     ) -> StoreResult<DatasetRecord> {
-        self.tick();
+        self.tick()?;
         let status = scan.status();
         let labels: Vec<(&String, &u64)> = scan.labels.iter().collect();
         let errors: Vec<(Option<u64>, &String)> =
@@ -135,7 +136,7 @@ impl Store {
         .bind(scan.error_count as i64)
         .bind(id)
         .fetch_optional(&self.pool)
-        .await?
+        .await.map_err(|e| self.note(e))?
         .ok_or(StoreError::NotFound("dataset"))?;
         decode(&row)
     }
@@ -143,7 +144,8 @@ impl Store {
     pub async fn get_dataset(&self, id: &str) -> StoreResult<Option<DatasetRecord>> {
         Ok(self
             .get_datasets(&[id.to_string()])
-            .await?
+            .await
+            .map_err(|e| self.note(e))?
             .into_iter()
             .next())
     }
@@ -152,7 +154,8 @@ impl Store {
     pub async fn get_datasets(&self, ids: &[String]) -> StoreResult<Vec<DatasetRecord>> {
         let select = format!("SELECT {COLUMNS} FROM datasets WHERE id IN ({{in}})");
         self.fetch_in(&select, ids)
-            .await?
+            .await
+            .map_err(|e| self.note(e))?
             .iter()
             .map(decode)
             .collect()
@@ -164,7 +167,7 @@ impl Store {
         first: i64,
         after: Option<(i64, String)>,
     ) -> StoreResult<Vec<DatasetRecord>> {
-        self.tick();
+        self.tick()?;
         let rows = match after {
             None => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -172,7 +175,7 @@ impl Store {
                 )))
                 .bind(first)
                 .fetch_all(&self.pool)
-                .await?
+                .await.map_err(|e| self.note(e))?
             }
             Some((at, id)) => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -183,17 +186,18 @@ impl Store {
                 .bind(id)
                 .bind(first)
                 .fetch_all(&self.pool)
-                .await?
+                .await.map_err(|e| self.note(e))?
             }
         };
         rows.iter().map(decode).collect()
     }
 
     pub async fn count_datasets(&self) -> StoreResult<i64> {
-        self.tick();
+        self.tick()?;
         let row = sqlx::query("SELECT COUNT(*) AS n FROM datasets")
             .fetch_one(&self.pool)
-            .await?;
+            .await
+            .map_err(|e| self.note(e))?;
         Ok(row.try_get("n")?)
     }
 }

@@ -100,7 +100,7 @@ fn status_list(statuses: &[JobStatus]) -> String {
 
 impl Store {
     pub async fn insert_job(&self, job: &NewJob) -> StoreResult<JobRecord> {
-        self.tick();
+        self.tick()?;
         let now = now_ms();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, \
@@ -123,24 +123,25 @@ impl Store {
         .bind(job.max_attempts)
         .bind(now)
         .fetch_one(&self.pool)
-        .await?;
+        .await.map_err(|e| self.note(e))?;
         decode(&row)
     }
 
     pub async fn get_job(&self, id: &str) -> StoreResult<Option<JobRecord>> {
-        self.tick();
+        self.tick()?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM jobs WHERE id = $1"
         )))
         .bind(id)
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| self.note(e))?;
         row.as_ref().map(decode).transpose()
     }
 
     /// Newest first, filtered; one round trip.
     pub async fn list_jobs(&self, filter: &JobFilter, page: &Page) -> StoreResult<Vec<JobRecord>> {
-        self.tick();
+        self.tick()?;
         let mut clauses = Vec::new();
         let mut n = 0;
         let mut next = || {
@@ -181,21 +182,22 @@ impl Store {
         query = query.bind(page.first);
         query
             .fetch_all(&self.pool)
-            .await?
+            .await
+            .map_err(|e| self.note(e))?
             .iter()
             .map(decode)
             .collect()
     }
 
     pub async fn count_jobs(&self, filter: &JobFilter) -> StoreResult<i64> {
-        self.tick();
+        self.tick()?;
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM jobs WHERE ($1 = '' OR status = $1) AND ($2 = '' OR model_name = $2)",
         )
         .bind(filter.status.map(|s| s.as_str()).unwrap_or(""))
         .bind(filter.model_name.clone().unwrap_or_default())
         .fetch_one(&self.pool)
-        .await?;
+        .await.map_err(|e| self.note(e))?;
         Ok(row.try_get("n")?)
     }
 
@@ -206,7 +208,7 @@ impl Store {
         worker: &str,
         lease_ms: i64,
     ) -> StoreResult<Option<JobRecord>> {
-        self.tick();
+        self.tick()?;
         let now = now_ms();
         let lock = match self.dialect {
             Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -226,13 +228,14 @@ impl Store {
             .bind(now + lease_ms)
             .bind(now)
             .fetch_optional(&self.pool)
-            .await?;
+            .await
+            .map_err(|e| self.note(e))?;
         row.as_ref().map(decode).transpose()
     }
 
     /// Fails `RUNNING` jobs whose lease expired with no attempts left, and returns them.
     pub async fn fail_exhausted_jobs(&self) -> StoreResult<Vec<JobRecord>> {
-        self.tick();
+        self.tick()?;
         let now = now_ms();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE jobs SET status = 'FAILED', finished_at = $1, updated_at = $1, lease_owner = NULL, \
@@ -241,7 +244,7 @@ impl Store {
         )))
         .bind(now)
         .fetch_all(&self.pool)
-        .await?;
+        .await.map_err(|e| self.note(e))?;
         rows.iter().map(decode).collect()
     }
 
@@ -253,7 +256,7 @@ impl Store {
         worker: &str,
         lease_ms: i64,
     ) -> StoreResult<Option<bool>> {
-        self.tick();
+        self.tick()?;
         let now = now_ms();
         let row = sqlx::query(
             "UPDATE jobs SET lease_expires_at = $1, updated_at = $2 \
@@ -264,7 +267,8 @@ impl Store {
         .bind(id)
         .bind(worker)
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| self.note(e))?;
         Ok(row
             .map(|r| r.try_get::<i64, _>("cancel_requested"))
             .transpose()?
@@ -286,7 +290,7 @@ impl Store {
                 to.as_str()
             )));
         }
-        self.tick();
+        self.tick()?;
         let now = now_ms();
         let finished = if to.is_terminal() { Some(now) } else { None };
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -300,14 +304,14 @@ impl Store {
         .bind(id)
         .bind(worker)
         .fetch_optional(&self.pool)
-        .await?;
+        .await.map_err(|e| self.note(e))?;
         row.as_ref().map(decode).transpose()
     }
 
     /// Cancels a job: a queued (or paused) one at once, a running one by asking its worker to stop.
     /// Returns the job as it is now; a `Conflict` when it has already finished.
     pub async fn cancel_job(&self, id: &str) -> StoreResult<JobRecord> {
-        self.tick();
+        self.tick()?;
         let now = now_ms();
         let direct = status_list(
             &JobStatus::sources_of(JobStatus::Cancelled)
@@ -327,7 +331,8 @@ impl Store {
             .bind(now)
             .bind(id)
             .fetch_optional(&self.pool)
-            .await?
+            .await
+            .map_err(|e| self.note(e))?
             .ok_or(StoreError::NotFound("job"))?;
         let job = decode(&row)?;
         if job.status.is_terminal() && job.status != JobStatus::Cancelled {
@@ -342,16 +347,20 @@ impl Store {
     /// Forgets the epochs, step metrics and progress of an earlier attempt: a job that is started again
     /// trains from the beginning.
     pub async fn reset_job_history(&self, id: &str) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.note(e))?;
         for sql in [
             "DELETE FROM job_epochs WHERE job_id = $1",
             "DELETE FROM job_metrics WHERE job_id = $1",
             "UPDATE jobs SET progress = NULL WHERE id = $1",
         ] {
-            self.tick();
-            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+            self.tick()?;
+            sqlx::query(sql)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.note(e))?;
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(|e| self.note(e))?;
         Ok(())
     }
 
@@ -375,8 +384,8 @@ impl Store {
             .map(serde_json::to_string)
             .transpose()
             .map_err(anyhow::Error::from)?;
-        let mut tx = self.pool.begin().await?;
-        self.tick();
+        let mut tx = self.pool.begin().await.map_err(|e| self.note(e))?;
+        self.tick()?;
         let held = sqlx::query(
             "UPDATE jobs SET progress = COALESCE($1, progress), updated_at = $2 \
              WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'",
@@ -386,15 +395,16 @@ impl Store {
         .bind(job_id)
         .bind(worker)
         .execute(&mut *tx)
-        .await?
+        .await
+        .map_err(|e| self.note(e))?
         .rows_affected()
             == 1;
         if !held {
-            tx.rollback().await?;
+            tx.rollback().await.map_err(|e| self.note(e))?;
             return Ok(false);
         }
         if !points.is_empty() {
-            self.tick();
+            self.tick()?;
             let values: Vec<String> = (0..points.len())
                 .map(|i| format!("({})", placeholders(i * 6 + 1, 6)))
                 .collect();
@@ -414,10 +424,10 @@ impl Store {
                     .bind(p.value)
                     .bind(p.created_at);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut *tx).await.map_err(|e| self.note(e))?;
         }
         if let Some(m) = epoch {
-            self.tick();
+            self.tick()?;
             sqlx::query(
                 "INSERT INTO job_epochs (job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -435,9 +445,9 @@ impl Store {
             .bind(m.f1)
             .bind(now_ms())
             .execute(&mut *tx)
-            .await?;
+            .await.map_err(|e| self.note(e))?;
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(|e| self.note(e))?;
         Ok(true)
     }
 
@@ -449,7 +459,7 @@ impl Store {
                  WHERE job_id IN ({in}) ORDER BY job_id, epoch",
                 job_ids,
             )
-            .await?;
+            .await.map_err(|e| self.note(e))?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -475,7 +485,7 @@ impl Store {
         name: Option<&str>,
         last: i64,
     ) -> StoreResult<Vec<MetricPoint>> {
-        self.tick();
+        self.tick()?;
         let rows = sqlx::query(
             "SELECT name, step, epoch, value, created_at FROM job_metrics \
              WHERE job_id = $1 AND ($2 = '' OR name = $2) ORDER BY step DESC, name LIMIT $3",
@@ -484,7 +494,8 @@ impl Store {
         .bind(name.unwrap_or(""))
         .bind(last)
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| self.note(e))?;
         let mut points = rows
             .iter()
             .map(|r| {

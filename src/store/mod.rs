@@ -6,6 +6,10 @@
 //! Every statement sent is counted ([`Store::query_count`]), so tests can hold the API to a constant
 //! number of round trips per request.
 //!
+//! When the database cannot be reached, a statement waits at most [`ACQUIRE_TIMEOUT`] for a
+//! connection, and for [`UNAVAILABLE_FOR`] after such a failure statements fail at once with
+//! [`StoreError::Unavailable`] rather than queueing for connections that will not come.
+//!
 //! It depends on `domain/` alone: rows are decoded into the domain's records (`JobRecord`,
 //! `DatasetRecord`, …), and stored JSON is read back into typed values or refused as corrupt.
 
@@ -16,7 +20,7 @@ mod tokens;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,10 +31,18 @@ pub use datasets::NewDataset;
 pub use jobs::{NewJob, Page, TrainingRecord};
 pub use tokens::TokenRecord;
 
+/// How long statements are refused at once after one found the database unreachable.
+pub const UNAVAILABLE_FOR: Duration = Duration::from_secs(2);
+/// How long a statement waits for a connection.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The database cannot be reached right now.
+    #[error("the database is unreachable")]
+    Unavailable,
     #[error("conflict: {0}")]
     Conflict(String),
     #[error(transparent)]
@@ -56,6 +68,8 @@ pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
     queries: Arc<AtomicU64>,
+    /// Epoch ms until which statements are refused at once (0: not known to be down).
+    down_until: Arc<AtomicI64>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -94,7 +108,7 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url).context("parsing the database URL")?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
@@ -117,6 +131,7 @@ impl Store {
             pool,
             dialect,
             queries: Arc::new(AtomicU64::new(0)),
+            down_until: Arc::new(AtomicI64::new(0)),
         })
     }
 
@@ -142,15 +157,50 @@ impl Store {
         self.queries.load(Ordering::Relaxed)
     }
 
-    /// Counts one round trip; every statement calls it once.
-    fn tick(&self) {
+    /// Counts one round trip (every statement calls it once), or refuses it at once while the database
+    /// is known to be unreachable.
+    fn tick(&self) -> StoreResult<()> {
+        let down_until = self.down_until.load(Ordering::Relaxed);
+        if down_until > 0 && crate::domain::now_ms() < down_until {
+            return Err(StoreError::Unavailable);
+        }
         self.queries.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Converts a failure, noting when it says the database cannot be reached: for the next
+    /// [`UNAVAILABLE_FOR`] statements fail at once instead of each waiting for a connection.
+    fn note(&self, error: impl Into<StoreError>) -> StoreError {
+        let error = error.into();
+        let unreachable = match &error {
+            StoreError::Other(e) => e.downcast_ref::<sqlx::Error>().is_some_and(|e| {
+                matches!(
+                    e,
+                    sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Io(_)
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::WorkerCrashed
+                )
+            }),
+            StoreError::Unavailable => true,
+            _ => false,
+        };
+        if unreachable {
+            let until = crate::domain::now_ms() + UNAVAILABLE_FOR.as_millis() as i64;
+            self.down_until.store(until, Ordering::Relaxed);
+            return StoreError::Unavailable;
+        }
+        error
     }
 
     /// Cheap liveness check for `/readyz`.
     pub async fn ping(&self) -> StoreResult<()> {
-        self.tick();
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        self.tick()?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.note(e))?;
         Ok(())
     }
 
@@ -160,13 +210,13 @@ impl Store {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.tick();
+        self.tick()?;
         let sql = select.replace("{in}", &placeholders(1, keys.len()));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for key in keys {
             query = query.bind(key);
         }
-        Ok(query.fetch_all(&self.pool).await?)
+        query.fetch_all(&self.pool).await.map_err(|e| self.note(e))
     }
 
     pub async fn close(&self) {

@@ -44,16 +44,17 @@ impl Store {
     ) -> StoreResult<(JobRecord, ModelVersionRecord)> {
         let metrics_json = serde_json::to_string(metrics).map_err(anyhow::Error::from)?;
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        self.tick();
+        let mut tx = self.pool.begin().await.map_err(|e| self.note(e))?;
+        self.tick()?;
         sqlx::query(
             "INSERT INTO models (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&job.model_name)
         .bind(now)
         .execute(&mut *tx)
-        .await?;
-        self.tick();
+        .await
+        .map_err(|e| self.note(e))?;
+        self.tick()?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO model_versions ({VERSION_COLUMNS}) \
              SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6, $7 FROM model_versions WHERE model_name = $2 \
@@ -67,9 +68,9 @@ impl Store {
         .bind(&metrics_json)
         .bind(now)
         .fetch_one(&mut *tx)
-        .await?;
+        .await.map_err(|e| self.note(e))?;
         let version = decode_version(&row)?;
-        self.tick();
+        self.tick()?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE jobs SET status = 'COMPLETED', model_version_id = $1, finished_at = $2, updated_at = $2, \
              lease_owner = NULL, lease_expires_at = NULL, error = NULL \
@@ -81,24 +82,25 @@ impl Store {
         .bind(&job.id)
         .bind(worker)
         .fetch_optional(&mut *tx)
-        .await?;
+        .await.map_err(|e| self.note(e))?;
         let Some(row) = row else {
-            tx.rollback().await?;
+            tx.rollback().await.map_err(|e| self.note(e))?;
             return Err(StoreError::Conflict(
                 "the worker no longer holds the job".into(),
             ));
         };
         let job = super::jobs::decode(&row)?;
-        tx.commit().await?;
+        tx.commit().await.map_err(|e| self.note(e))?;
         Ok((job, version))
     }
 
     pub async fn get_model(&self, name: &str) -> StoreResult<Option<ModelRecord>> {
-        self.tick();
+        self.tick()?;
         let row = sqlx::query("SELECT name, created_at FROM models WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
-            .await?;
+            .await
+            .map_err(|e| self.note(e))?;
         row.as_ref().map(decode_model).transpose()
     }
 
@@ -108,22 +110,24 @@ impl Store {
         first: i64,
         after: Option<&str>,
     ) -> StoreResult<Vec<ModelRecord>> {
-        self.tick();
+        self.tick()?;
         let rows = sqlx::query(
             "SELECT name, created_at FROM models WHERE name > $1 ORDER BY name LIMIT $2",
         )
         .bind(after.unwrap_or(""))
         .bind(first)
         .fetch_all(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| self.note(e))?;
         rows.iter().map(decode_model).collect()
     }
 
     pub async fn count_models(&self) -> StoreResult<i64> {
-        self.tick();
+        self.tick()?;
         let row = sqlx::query("SELECT COUNT(*) AS n FROM models")
             .fetch_one(&self.pool)
-            .await?;
+            .await
+            .map_err(|e| self.note(e))?;
         Ok(row.try_get("n")?)
     }
 
@@ -131,7 +135,8 @@ impl Store {
     pub async fn get_model_versions(&self, ids: &[String]) -> StoreResult<Vec<ModelVersionRecord>> {
         let select = format!("SELECT {VERSION_COLUMNS} FROM model_versions WHERE id IN ({{in}})");
         self.fetch_in(&select, ids)
-            .await?
+            .await
+            .map_err(|e| self.note(e))?
             .iter()
             .map(decode_version)
             .collect()
@@ -146,7 +151,8 @@ impl Store {
             "SELECT {VERSION_COLUMNS} FROM model_versions WHERE model_name IN ({{in}}) ORDER BY model_name, version"
         );
         self.fetch_in(&select, names)
-            .await?
+            .await
+            .map_err(|e| self.note(e))?
             .iter()
             .map(decode_version)
             .collect()

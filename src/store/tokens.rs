@@ -15,10 +15,11 @@ pub struct TokenRecord {
 
 impl Store {
     pub async fn count_tokens(&self) -> StoreResult<i64> {
-        self.tick();
+        self.tick()?;
         let row = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens")
             .fetch_one(&self.pool)
-            .await?;
+            .await
+            .map_err(|e| self.note(e))?;
         Ok(row.try_get("n")?)
     }
 
@@ -29,7 +30,7 @@ impl Store {
         token_hash: &str,
         role: &str,
     ) -> StoreResult<TokenRecord> {
-        self.tick();
+        self.tick()?;
         let created_at = now_ms();
         sqlx::query("INSERT INTO api_tokens (id, name, token_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(id)
@@ -38,7 +39,7 @@ impl Store {
             .bind(role)
             .bind(created_at)
             .execute(&self.pool)
-            .await?;
+            .await.map_err(|e| self.note(e))?;
         Ok(TokenRecord {
             id: id.into(),
             name: name.into(),
@@ -48,12 +49,13 @@ impl Store {
     }
 
     pub async fn find_token(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>> {
-        self.tick();
+        self.tick()?;
         let row =
             sqlx::query("SELECT id, name, role, created_at FROM api_tokens WHERE token_hash = $1")
                 .bind(token_hash)
                 .fetch_optional(&self.pool)
-                .await?;
+                .await
+                .map_err(|e| self.note(e))?;
         row.map(|r| {
             Ok(TokenRecord {
                 id: r.try_get("id")?,

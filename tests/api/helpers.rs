@@ -132,6 +132,10 @@ pub struct Options {
     pub http_timeout_seconds: u64,
     /// `KILN_MAX_CONNECTIONS`.
     pub max_connections: usize,
+    /// Reach the database through a [`Proxy`] the test can cut (Postgres only).
+    pub db_proxy: bool,
+    /// `KILN_TOKEN_CACHE_SECONDS`.
+    pub token_cache_seconds: u64,
 }
 
 impl Options {
@@ -148,6 +152,8 @@ impl Options {
             job_stop_grace_seconds: 30,
             http_timeout_seconds: 30,
             max_connections: 1024,
+            db_proxy: false,
+            token_cache_seconds: 60,
         }
     }
 }
@@ -159,6 +165,8 @@ pub struct TestApp {
     pub token: String,
     pub dir: Arc<TempDir>,
     pub s3: Option<Arc<S3Server>>,
+    /// The proxy between kiln and its database, when the test asked for one.
+    pub db_proxy: Option<Arc<Proxy>>,
     pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -175,9 +183,16 @@ pub async fn spawn_with(options: Options) -> TestApp {
     config.workers = options.workers;
     config.lease_seconds = options.lease_seconds;
     config.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    let mut proxy = None;
     if options.db == Db::Postgres {
         config.database_url = fresh_postgres_database().await;
+        if options.db_proxy {
+            let (url, through) = Proxy::in_front_of(&config.database_url).await;
+            config.database_url = url;
+            proxy = Some(Arc::new(through));
+        }
     }
+    config.token_cache_seconds = options.token_cache_seconds;
     if let Some(endpoint) = &options.hf_endpoint {
         config.hf_endpoint = endpoint.clone();
     }
@@ -214,7 +229,9 @@ pub async fn spawn_with(options: Options) -> TestApp {
     } else {
         None
     };
-    start(config, dir, s3).await
+    let mut app = start(config, dir, s3).await;
+    app.db_proxy = proxy;
+    app
 }
 
 async fn start(config: Config, dir: Arc<TempDir>, s3: Option<Arc<S3Server>>) -> TestApp {
@@ -238,6 +255,7 @@ async fn start(config: Config, dir: Arc<TempDir>, s3: Option<Arc<S3Server>>) -> 
         token: ADMIN_TOKEN.to_string(),
         dir,
         s3,
+        db_proxy: None,
         config,
         shutdown: Some(tx),
         server: Some(server),
@@ -810,4 +828,86 @@ pub fn minilm_dir() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// A TCP proxy between kiln and a server, which a test can cut (every connection dropped, new ones
+/// refused) and restore: a database outage without touching the shared database server.
+pub struct Proxy {
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy to the host and port of `url`; returns `url` rewritten to go through it.
+    pub async fn in_front_of(url: &str) -> (String, Proxy) {
+        let authority = url.split("://").nth(1).unwrap().split('/').next().unwrap();
+        let host_port = authority.rsplit('@').next().unwrap().to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = listener.local_addr().unwrap().to_string();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = {
+            let (cut, connections, target) = (cut.clone(), connections.clone(), host_port.clone());
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue;
+                    }
+                    let target = target.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(task);
+                }
+            })
+        };
+        let proxied = url.replacen(&host_port, &local, 1);
+        (
+            proxied,
+            Proxy {
+                cut,
+                connections,
+                accept,
+            },
+        )
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// Rows of about 50 words, so that a training step takes tens of milliseconds.
+pub fn long_text_jsonl(rows: usize) -> Vec<u8> {
+    let mut out = String::new();
+    for i in 0..rows {
+        let (label, word) = if i % 2 == 0 {
+            ("injection", "ignore")
+        } else {
+            ("benign", "weather")
+        };
+        let text = vec![word; 50].join(" ");
+        out.push_str(&json!({ "text": format!("{text} {i}"), "label": label }).to_string());
+        out.push('\n');
+    }
+    out.into_bytes()
 }

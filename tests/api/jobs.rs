@@ -270,26 +270,12 @@ async fn a_queued_job_is_cancelled_at_once_and_never_runs() {
     assert_eq!(missing["errors"][0]["extensions"]["code"], "NOT_FOUND");
 }
 
-/// Rows of about 50 words, so that a training step takes tens of milliseconds.
-fn long_text_jsonl(rows: usize) -> Vec<u8> {
-    let mut out = String::new();
-    for i in 0..rows {
-        let (label, word) = if i % 2 == 0 {
-            ("injection", "ignore")
-        } else {
-            ("benign", "weather")
-        };
-        let text = vec![word; 50].join(" ");
-        out.push_str(&json!({ "text": format!("{text} {i}"), "label": label }).to_string());
-        out.push('\n');
-    }
-    out.into_bytes()
-}
-
 #[tokio::test]
 async fn a_running_job_stops_within_a_step_when_cancelled() {
     let app = spawn_app(Db::Sqlite, Objects::Local).await;
-    let dataset = app.ready_dataset("d.jsonl", long_text_jsonl(200)).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", crate::helpers::long_text_jsonl(200))
+        .await;
     let job_id = app
         .queued_job(json!({ "name": "slow", "modelName": "slow", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
             "modelConfig": { "hiddenSize": 256, "numLayers": 4, "numHeads": 4, "intermediateSize": 512 },

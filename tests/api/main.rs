@@ -10,6 +10,7 @@ mod helpers;
 mod jobs;
 mod limits;
 mod models;
+mod outage;
 mod processes;
 mod queue;
 mod replicas;
