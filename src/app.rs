@@ -17,10 +17,17 @@ use crate::runner::{Worker, WorkerSettings};
 use crate::service::{Service, Settings};
 use crate::store::Store;
 
+/// Database connections the in-process workers keep for themselves (claims, heartbeats, a job's end).
+const WORKER_CONNECTIONS: u32 = 2;
+
 /// A started kiln: its settings, the use cases, and the token check.
 pub struct App {
     pub config: Config,
+    /// The use cases as the API reaches them.
     pub service: Service,
+    /// The same use cases over a database pool of the workers' own, so that a flood of API requests
+    /// cannot keep a worker from claiming jobs or renewing its leases.
+    pub worker_service: Service,
     pub auth: Arc<Authenticator>,
 }
 
@@ -53,11 +60,25 @@ impl App {
             .bootstrap_admin(config.admin_token.as_ref().map(|s| s.expose()))
             .await
             .context("creating the admin token")?;
+        let worker_store = Store::connect(&config.database_url, WORKER_CONNECTIONS).await?;
+        let worker_service = Service::new(
+            worker_store,
+            objects.clone(),
+            events.clone(),
+            Settings::from_config(&config),
+        );
         let service = Service::new(store, objects, events, Settings::from_config(&config));
+        if let Err(e) = service.sweep_debris().await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "cleaning up after interrupted work failed"
+            );
+        }
         Ok(Startup {
             app: App {
                 config,
                 service,
+                worker_service,
                 auth: Arc::new(auth),
             },
             new_admin_token,
@@ -67,7 +88,7 @@ impl App {
     /// A worker of this app, for running the queue by hand (tests) or in the pool.
     pub fn worker(&self) -> Worker {
         Worker::new(
-            self.service.clone(),
+            self.worker_service.clone(),
             WorkerSettings::from_config(&self.config),
         )
     }
@@ -90,6 +111,23 @@ impl App {
                 )
             })
             .collect();
+        let sweeper = {
+            let (service, stop) = (self.service.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(crate::service::debris::SWEEP_EVERY) => {}
+                    }
+                    if let Err(e) = service.sweep_debris().await {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "cleaning up after interrupted work failed"
+                        );
+                    }
+                }
+            })
+        };
         let stop_http = stop.clone();
         let signal = async move {
             shutdown.await;
@@ -102,10 +140,12 @@ impl App {
         );
         let served = crate::http::serve(listener, http, signal).await;
         stop.cancel();
+        let _ = sweeper.await;
         for worker in workers {
             let _ = worker.await;
         }
         self.service.store().close().await;
+        self.worker_service.store().close().await;
         served.context("serving HTTP")
     }
 }

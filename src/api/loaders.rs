@@ -1,18 +1,29 @@
-//! DataLoaders, created per request: every `Job.dataset`, `Job.modelVersion`, `Job.epochs` and
-//! `Model.versions` of one response is fetched in one round trip each, whatever the page size.
+//! DataLoaders, created per request: every `Job.dataset`, `Job.modelVersion`, `Job.epochs`,
+//! `Job.metrics` and `Model.versions` of one response is fetched in one round trip each (metrics: one
+//! per distinct metric and count), whatever the page size.
 
 use std::collections::HashMap;
 
 use async_graphql::dataloader::{DataLoader, Loader};
 
 use super::error::ApiError;
-use crate::domain::{DatasetRecord, EpochMetrics, ModelVersionRecord};
+use crate::domain::{DatasetRecord, EpochMetrics, MetricPoint, ModelVersionRecord};
 use crate::service::Service;
 
 pub struct DatasetLoader(Service);
 pub struct ModelVersionLoader(Service);
 pub struct EpochsLoader(Service);
 pub struct VersionsByModelLoader(Service);
+pub struct MetricsLoader(Service);
+
+/// Which points of a job's step metrics: its id, the metric (all when `None`), and how many of the
+/// last.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MetricsKey {
+    pub job_id: String,
+    pub name: Option<String>,
+    pub last: i64,
+}
 
 /// Groups rows by key, every requested key present (with no rows when none matched).
 fn group<T>(
@@ -67,6 +78,37 @@ impl Loader<String> for VersionsByModelLoader {
     }
 }
 
+impl Loader<MetricsKey> for MetricsLoader {
+    type Value = Vec<MetricPoint>;
+    type Error = ApiError;
+    /// One round trip per distinct metric name and count asked for, whatever the number of jobs.
+    async fn load(
+        &self,
+        keys: &[MetricsKey],
+    ) -> Result<HashMap<MetricsKey, Vec<MetricPoint>>, ApiError> {
+        let mut groups: HashMap<(Option<String>, i64), Vec<String>> = HashMap::new();
+        for key in keys {
+            groups
+                .entry((key.name.clone(), key.last))
+                .or_default()
+                .push(key.job_id.clone());
+        }
+        let mut out: HashMap<MetricsKey, Vec<MetricPoint>> =
+            keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+        for ((name, last), jobs) in groups {
+            for (job_id, point) in self.0.metrics_of(&jobs, name.as_deref(), last).await? {
+                let key = MetricsKey {
+                    job_id,
+                    name: name.clone(),
+                    last,
+                };
+                out.entry(key).or_default().push(point);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Adds a fresh set of loaders to one request.
 pub fn attach(request: async_graphql::Request, service: &Service) -> async_graphql::Request {
     request
@@ -83,4 +125,5 @@ pub fn attach(request: async_graphql::Request, service: &Service) -> async_graph
             VersionsByModelLoader(service.clone()),
             tokio::spawn,
         ))
+        .data(DataLoader::new(MetricsLoader(service.clone()), tokio::spawn))
 }

@@ -16,6 +16,11 @@ pub fn dataset(dataset_id: &str, format: DatasetFormat) -> Result<ObjectKey, Fie
     ))
 }
 
+/// The folder of a dataset: its file, and whatever an interrupted upload left beside it.
+pub fn dataset_folder(dataset_id: &str) -> Result<ObjectKey, FieldError> {
+    ObjectKey::parse(&format!("datasets/{dataset_id}"))
+}
+
 /// The folder of the model files a job produced.
 pub fn model_run(model: &ModelName, job_id: &str) -> Result<ObjectKey, FieldError> {
     ObjectKey::parse(&format!("models/{model}/runs/{job_id}"))

@@ -33,6 +33,8 @@ pub struct Objects {
     prefix: String,
     /// `file:///abs/dir` or `s3://bucket/prefix`, joined with keys to make artifact URIs.
     base_uri: String,
+    /// The folder of a local store.
+    local_root: Option<PathBuf>,
 }
 
 /// Why a write failed: too large for the limit the caller set (the caller's to report), or anything else.
@@ -86,6 +88,7 @@ impl Objects {
                 store: Arc::new(store),
                 prefix,
                 base_uri,
+                local_root: None,
             })
         } else {
             let dir = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
@@ -100,6 +103,7 @@ impl Objects {
                 store: Arc::new(store),
                 prefix: String::new(),
                 base_uri: format!("file://{}", dir.display()),
+                local_root: Some(dir),
             })
         }
     }
@@ -213,6 +217,29 @@ impl Objects {
         }
         file.flush().await?;
         Ok(size)
+    }
+
+    /// Removes everything under a key prefix, including what an interrupted write left (a local store's
+    /// staging files). An interrupted S3 multipart upload's parts are the bucket's lifecycle rules' to
+    /// remove (`AbortIncompleteMultipartUpload`): the S3 API lists them only per upload.
+    pub async fn delete_prefix(&self, prefix: &ObjectKey) -> Result<()> {
+        if let Some(root) = &self.local_root {
+            let dir = root.join(prefix.as_str());
+            return match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+            };
+        }
+        let mut listed = self.store.list(Some(&self.path(prefix)));
+        while let Some(meta) = listed.next().await {
+            let meta = meta.with_context(|| format!("listing {prefix}"))?;
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", meta.location)),
+            }
+        }
+        Ok(())
     }
 
     /// Removes an object; removing one that does not exist is not an error.

@@ -148,25 +148,16 @@ impl Service {
         Ok(self.store.count_jobs(filter).await?)
     }
 
-    /// The last `last` points (1 to [`MAX_METRIC_POINTS`]) of a step metric, oldest first; every metric
-    /// when `name` is `None`.
-    pub async fn job_metrics(
+    /// The last `last` points (1 to [`MAX_METRIC_POINTS`]) of a step metric of each of many jobs, by
+    /// job, oldest first; every metric when `name` is `None`. One round trip.
+    pub async fn metrics_of(
         &self,
-        job_id: &str,
+        job_ids: &[String],
         name: Option<&str>,
         last: i64,
-    ) -> ServiceResult<Vec<MetricPoint>> {
-        if name.is_some_and(|n| n.len() > 100 || n.chars().any(char::is_control)) {
-            return Err(FieldError::new("name", "is not a metric name").into());
-        }
-        if !(1..=MAX_METRIC_POINTS).contains(&last) {
-            return Err(FieldError::new(
-                "last",
-                format!("must be between 1 and {MAX_METRIC_POINTS} (got {last})"),
-            )
-            .into());
-        }
-        Ok(self.store.job_metrics(job_id, name, last).await?)
+    ) -> ServiceResult<Vec<(String, MetricPoint)>> {
+        check_metrics_request(name, last)?;
+        Ok(self.store.metrics_of(job_ids, name, last).await?)
     }
 
     /// The epochs of many jobs in one round trip, by job then epoch.
@@ -244,6 +235,20 @@ impl Service {
             }
         })
     }
+}
+
+/// A request for step metrics names a metric (or none) and asks for 1 to [`MAX_METRIC_POINTS`] points.
+pub fn check_metrics_request(name: Option<&str>, last: i64) -> Result<(), FieldError> {
+    if name.is_some_and(|n| n.len() > 100 || n.chars().any(char::is_control)) {
+        return Err(FieldError::new("name", "is not a metric name"));
+    }
+    if !(1..=MAX_METRIC_POINTS).contains(&last) {
+        return Err(FieldError::new(
+            "last",
+            format!("must be between 1 and {MAX_METRIC_POINTS} (got {last})"),
+        ));
+    }
+    Ok(())
 }
 
 /// A listing's model-name filter is a model name (or names nothing).

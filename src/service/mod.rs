@@ -7,12 +7,14 @@
 //! - [`models`]: the registry (models, versions) and registering a trained version;
 //! - [`queue`]: what a worker does with the queue: claim, heartbeat, record progress, finish;
 //! - [`training`]: turning a stored job (or a local file) into what the training engine reads;
-//! - [`tokens`]: API tokens.
+//! - [`tokens`]: API tokens;
+//! - [`debris`]: cleaning up after interrupted uploads and jobs.
 //!
 //! Every state change is written to the store before its event is published. Quotas, audit and webhooks
 //! hook in here.
 
 pub mod datasets;
+pub mod debris;
 pub mod jobs;
 pub mod models;
 pub mod queue;

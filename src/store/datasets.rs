@@ -87,6 +87,20 @@ impl Store {
         Ok(())
     }
 
+    /// Datasets still `UPLOADED` that were created before `before` (epoch ms): uploads that never
+    /// finished.
+    pub async fn unfinished_uploads(&self, before: i64) -> StoreResult<Vec<DatasetRecord>> {
+        self.tick()?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM datasets WHERE status = 'UPLOADED' AND created_at < $1"
+        )))
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.note(e))?;
+        rows.iter().map(decode).collect()
+    }
+
     /// Records the size and SHA-256 of an upload's stored bytes.
     pub async fn record_dataset_bytes(&self, id: &str, size: i64, sha256: &str) -> StoreResult<()> {
         self.tick()?;

@@ -90,6 +90,29 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<JobRecord> {
     })
 }
 
+/// The `WHERE` clauses of a job filter (placeholders `$1`, `$2`, …) and the values they bind, in order.
+fn filter_clauses(filter: &JobFilter) -> (Vec<String>, Vec<String>) {
+    let mut clauses = Vec::new();
+    let mut values = Vec::new();
+    if let Some(status) = filter.status {
+        values.push(status.as_str().to_string());
+        clauses.push(format!("status = ${}", values.len()));
+    }
+    if let Some(model) = &filter.model_name {
+        values.push(model.clone());
+        clauses.push(format!("model_name = ${}", values.len()));
+    }
+    (clauses, values)
+}
+
+fn where_sql(clauses: &[String]) -> String {
+    if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    }
+}
+
 fn status_list(statuses: &[JobStatus]) -> String {
     statuses
         .iter()
@@ -142,18 +165,12 @@ impl Store {
     /// Newest first, filtered; one round trip.
     pub async fn list_jobs(&self, filter: &JobFilter, page: &Page) -> StoreResult<Vec<JobRecord>> {
         self.tick()?;
-        let mut clauses = Vec::new();
-        let mut n = 0;
+        let (mut clauses, values) = filter_clauses(filter);
+        let mut n = values.len();
         let mut next = || {
             n += 1;
             format!("${n}")
         };
-        if filter.status.is_some() {
-            clauses.push(format!("status = {}", next()));
-        }
-        if filter.model_name.is_some() {
-            clauses.push(format!("model_name = {}", next()));
-        }
         if page.after.is_some() {
             let (at, id) = (next(), next());
             clauses.push(format!(
@@ -161,20 +178,13 @@ impl Store {
             ));
         }
         let limit = next();
-        let filter_sql = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
         let sql = format!(
-            "SELECT {COLUMNS} FROM jobs {filter_sql} ORDER BY created_at DESC, id DESC LIMIT {limit}"
+            "SELECT {COLUMNS} FROM jobs {} ORDER BY created_at DESC, id DESC LIMIT {limit}",
+            where_sql(&clauses)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        if let Some(status) = filter.status {
-            query = query.bind(status.as_str());
-        }
-        if let Some(model) = &filter.model_name {
-            query = query.bind(model.clone());
+        for value in values {
+            query = query.bind(value);
         }
         if let Some((at, id)) = &page.after {
             query = query.bind(*at).bind(id.clone());
@@ -189,16 +199,34 @@ impl Store {
             .collect()
     }
 
+    /// Jobs matching `filter`. Only the filters given appear in the statement, so the indexes on
+    /// `(status, created_at, id)` and `(model_name, created_at, id)` serve it.
     pub async fn count_jobs(&self, filter: &JobFilter) -> StoreResult<i64> {
         self.tick()?;
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM jobs WHERE ($1 = '' OR status = $1) AND ($2 = '' OR model_name = $2)",
-        )
-        .bind(filter.status.map(|s| s.as_str()).unwrap_or(""))
-        .bind(filter.model_name.clone().unwrap_or_default())
-        .fetch_one(&self.pool)
-        .await.map_err(|e| self.note(e))?;
+        let (clauses, values) = filter_clauses(filter);
+        let sql = format!("SELECT COUNT(*) AS n FROM jobs {}", where_sql(&clauses));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for value in values {
+            query = query.bind(value);
+        }
+        let row = query
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.note(e))?;
         Ok(row.try_get("n")?)
+    }
+
+    /// Which of `ids` name jobs that are running.
+    pub async fn running_among(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        let rows = self
+            .fetch_in(
+                "SELECT id FROM jobs WHERE status = 'RUNNING' AND id IN ({in})",
+                ids,
+            )
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("id").map_err(|e| self.note(e)))
+            .collect()
     }
 
     /// Claims the next job for `worker`: the highest-priority, oldest `QUEUED` job, or a `RUNNING` job
@@ -478,6 +506,60 @@ impl Store {
             .collect()
     }
 
+    /// The last `last` points of one metric (all metrics when `name` is `None`) of each of many jobs,
+    /// in one round trip: by job, oldest first.
+    pub async fn metrics_of(
+        &self,
+        job_ids: &[String],
+        name: Option<&str>,
+        last: i64,
+    ) -> StoreResult<Vec<(String, MetricPoint)>> {
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.tick()?;
+        let n = job_ids.len();
+        let name_clause = match name {
+            Some(_) => format!("AND name = ${}", n + 1),
+            None => String::new(),
+        };
+        let last_at = if name.is_some() { n + 2 } else { n + 1 };
+        let sql = format!(
+            "SELECT job_id, name, step, epoch, value, created_at FROM ( \
+               SELECT job_id, name, step, epoch, value, created_at, \
+                      ROW_NUMBER() OVER (PARTITION BY job_id ORDER BY step DESC, name) AS rn \
+               FROM job_metrics WHERE job_id IN ({}) {name_clause}) ranked \
+             WHERE rn <= ${last_at} ORDER BY job_id, step, name DESC",
+            placeholders(1, n)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in job_ids {
+            query = query.bind(id);
+        }
+        if let Some(name) = name {
+            query = query.bind(name);
+        }
+        let rows = query
+            .bind(last)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.note(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("job_id")?,
+                    MetricPoint {
+                        name: r.try_get("name")?,
+                        step: r.try_get("step")?,
+                        epoch: r.try_get("epoch")?,
+                        value: r.try_get("value")?,
+                        created_at: r.try_get("created_at")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// The last `last` points of one metric (all metrics when `name` is `None`), oldest first.
     pub async fn job_metrics(
         &self,
@@ -485,30 +567,9 @@ impl Store {
         name: Option<&str>,
         last: i64,
     ) -> StoreResult<Vec<MetricPoint>> {
-        self.tick()?;
-        let rows = sqlx::query(
-            "SELECT name, step, epoch, value, created_at FROM job_metrics \
-             WHERE job_id = $1 AND ($2 = '' OR name = $2) ORDER BY step DESC, name LIMIT $3",
-        )
-        .bind(job_id)
-        .bind(name.unwrap_or(""))
-        .bind(last)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
-        let mut points = rows
-            .iter()
-            .map(|r| {
-                Ok(MetricPoint {
-                    name: r.try_get("name")?,
-                    step: r.try_get("step")?,
-                    epoch: r.try_get("epoch")?,
-                    value: r.try_get("value")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        points.reverse();
-        Ok(points)
+        let rows = self
+            .metrics_of(&[job_id.to_string()], name, last)
+            .await?;
+        Ok(rows.into_iter().map(|(_, point)| point).collect())
     }
 }

@@ -275,3 +275,61 @@ async fn datasets_are_paged_newest_first_with_no_overlap_and_no_gap() {
     );
     assert_eq!(bad["errors"][0]["extensions"]["field"], "after");
 }
+
+async fn what_an_interrupted_upload_and_job_left_is_cleaned_up_at_the_next_start(
+    db: Db,
+    objects: Objects,
+) {
+    let app = spawn_app(db, objects).await;
+    // A process died mid-upload two hours ago: its row stuck UPLOADED, part of its bytes stored.
+    let id = uuid::Uuid::new_v4().to_string();
+    let key = kiln::objects::keys::dataset(&id, DatasetFormat::Jsonl).unwrap();
+    let two_hours_ago = kiln::domain::now_ms() - 2 * 3600 * 1000;
+    crate::helpers::execute_sql(
+        &app,
+        &format!(
+            "INSERT INTO datasets (id, name, format, kind, status, object_key, size_bytes, sha256, row_count, \
+             text_field, label_field, features, labels, errors, error_count, created_at) VALUES \
+             ('{id}', 'big', 'JSONL', NULL, 'UPLOADED', '{key}', 0, '', 0, 'text', 'label', '[]', '[]', '[]', 0, \
+             {two_hours_ago})"
+        ),
+    )
+    .await;
+    let stored = app.object_path(&key);
+    std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
+    std::fs::write(&stored, b"{\"text\": \"half a li").unwrap();
+    std::fs::write(stored.with_file_name("data.jsonl#7"), b"staged").unwrap();
+    // And a job's process died without removing its folder.
+    let orphan = app
+        .dir
+        .path()
+        .join("work/jobs")
+        .join(uuid::Uuid::new_v4().to_string());
+    std::fs::create_dir_all(orphan.join("data")).unwrap();
+    std::fs::write(orphan.join("data/dataset.jsonl"), b"copy").unwrap();
+
+    let app = app.restart().await;
+
+    let dataset = app
+        .data(
+            "query($id: ID!) { dataset(id: $id) { status errors { message } } }",
+            json!({ "id": id }),
+        )
+        .await["dataset"]
+        .clone();
+    assert_eq!(dataset["status"], "INVALID");
+    assert!(
+        dataset["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the upload was interrupted"),
+        "{dataset}"
+    );
+    let left = std::fs::read_dir(stored.parent().unwrap())
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "the interrupted upload's bytes are gone");
+    assert!(!orphan.exists(), "the job's folder is gone");
+}
+
+on_storage!(what_an_interrupted_upload_and_job_left_is_cleaned_up_at_the_next_start: sqlite_local, postgres_s3);

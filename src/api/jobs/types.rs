@@ -4,9 +4,9 @@ use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, Object, SimpleObject};
 
 use super::super::datasets::Dataset;
-use super::super::loaders::{EpochsLoader, ModelVersionLoader};
+use super::super::loaders::{EpochsLoader, MetricsKey, MetricsLoader, ModelVersionLoader};
 use super::super::models::ModelVersion;
-use super::super::{ApiResult, service, timestamp};
+use super::super::{ApiResult, timestamp};
 use crate::domain::{self, JobRecord};
 
 mirror_enum!(
@@ -173,9 +173,14 @@ impl Job {
         name: Option<String>,
         #[graphql(default = 100)] last: i32,
     ) -> ApiResult<Vec<MetricPoint>> {
-        let points = service(ctx)
-            .job_metrics(&self.0.id, name.as_deref(), last.into())
-            .await?;
+        crate::service::jobs::check_metrics_request(name.as_deref(), last.into())?;
+        let loader = ctx.data_unchecked::<DataLoader<MetricsLoader>>();
+        let key = MetricsKey {
+            job_id: self.0.id.clone(),
+            name,
+            last: last.into(),
+        };
+        let points = loader.load_one(key).await?.unwrap_or_default();
         Ok(points
             .into_iter()
             .map(|p| MetricPoint {
