@@ -125,5 +125,8 @@ pub fn attach(request: async_graphql::Request, service: &Service) -> async_graph
             VersionsByModelLoader(service.clone()),
             tokio::spawn,
         ))
-        .data(DataLoader::new(MetricsLoader(service.clone()), tokio::spawn))
+        .data(DataLoader::new(
+            MetricsLoader(service.clone()),
+            tokio::spawn,
+        ))
 }

@@ -15,6 +15,10 @@ use sha2::{Digest, Sha256};
 use crate::store::{Store, StoreError};
 
 pub const CACHE_SECONDS: u64 = 60;
+/// The shortest `KILN_ADMIN_TOKEN` accepted.
+pub const MIN_CONFIGURED_TOKEN: usize = 32;
+/// The name of the token `KILN_ADMIN_TOKEN` configures.
+const CONFIGURED_ADMIN: &str = "admin (KILN_ADMIN_TOKEN)";
 const TOKEN_PREFIX: &str = "kiln_";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,15 +164,21 @@ impl Authenticator {
         configured: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
         if let Some(token) = configured {
+            let token = token.trim();
+            if token.len() < MIN_CONFIGURED_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(StoreError::Other(anyhow::anyhow!(
+                    "KILN_ADMIN_TOKEN must be at least {MIN_CONFIGURED_TOKEN} printable ASCII \
+                     characters without spaces (`openssl rand -hex 32` makes one)"
+                )));
+            }
+            // A token configured before is revoked when the setting changes.
+            self.store
+                .delete_tokens_named_except(CONFIGURED_ADMIN, &hash(token))
+                .await?;
             if self.store.find_token(&hash(token)).await?.is_none() {
                 let id = uuid::Uuid::new_v4().to_string();
                 self.store
-                    .insert_token(
-                        &id,
-                        "admin (KILN_ADMIN_TOKEN)",
-                        &hash(token),
-                        Role::Admin.as_str(),
-                    )
+                    .insert_token(&id, CONFIGURED_ADMIN, &hash(token), Role::Admin.as_str())
                     .await?;
             }
             return Ok(None);

@@ -567,9 +567,7 @@ impl Store {
         name: Option<&str>,
         last: i64,
     ) -> StoreResult<Vec<MetricPoint>> {
-        let rows = self
-            .metrics_of(&[job_id.to_string()], name, last)
-            .await?;
+        let rows = self.metrics_of(&[job_id.to_string()], name, last).await?;
         Ok(rows.into_iter().map(|(_, point)| point).collect())
     }
 }

@@ -48,6 +48,18 @@ impl Store {
         })
     }
 
+    /// Removes the tokens called `name` whose hash is not `keep` (revoking a replaced token).
+    pub async fn delete_tokens_named_except(&self, name: &str, keep: &str) -> StoreResult<u64> {
+        self.tick()?;
+        let done = sqlx::query("DELETE FROM api_tokens WHERE name = $1 AND token_hash <> $2")
+            .bind(name)
+            .bind(keep)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.note(e))?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn find_token(&self, token_hash: &str) -> StoreResult<Option<TokenRecord>> {
         self.tick()?;
         let row =

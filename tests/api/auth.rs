@@ -104,3 +104,71 @@ async fn an_oversized_request_body_is_refused_without_being_read() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_replaced_admin_token_stops_working_and_a_short_one_is_refused_at_start() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let old = app.token.clone();
+    let mut config = app.config.clone();
+    let replacement = "kiln_replacement_admin_token_0123456789abcdef";
+    config.admin_token = Some(kiln::config::Secret::new(replacement));
+    let mut app = app.restart_with(config.clone()).await;
+
+    let refused = app
+        .graphql_as(Some(&old), "{ me { name } }", json!({}))
+        .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{refused}"
+    );
+    let accepted = app
+        .graphql_as(Some(replacement), "{ me { role } }", json!({}))
+        .await;
+    assert_eq!(accepted["data"]["me"]["role"], "admin", "{accepted}");
+
+    app.stop().await;
+    config.admin_token = Some(kiln::config::Secret::new("short"));
+    let error = kiln::app::App::build(config)
+        .await
+        .err()
+        .expect("kiln refuses to start");
+    assert!(
+        format!("{error:#}").contains("KILN_ADMIN_TOKEN must be at least 32"),
+        "{error:#}"
+    );
+}
+
+#[tokio::test]
+async fn the_playground_is_served_whole_by_kiln() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let page = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let assets: Vec<&str> = page
+        .split(['"', '\''])
+        .filter(|s| s.ends_with(".js") || s.ends_with(".css"))
+        .collect();
+    assert!(assets.len() >= 4, "{assets:?}");
+    for asset in assets {
+        assert!(
+            asset.starts_with("/playground/"),
+            "{asset} is not kiln's own"
+        );
+        let response = app.client.get(app.url(asset)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{asset}");
+        let kind = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            kind.starts_with("text/javascript") || kind.starts_with("text/css"),
+            "{asset}: {kind}"
+        );
+    }
+}

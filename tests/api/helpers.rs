@@ -524,6 +524,14 @@ impl TestApp {
         start(self.config.clone(), self.dir.clone(), self.s3.clone()).await
     }
 
+    /// Stops this instance and starts one with `config` on the same folders.
+    pub async fn restart_with(mut self, config: Config) -> TestApp {
+        self.stop().await;
+        let mut app = start(config, self.dir.clone(), self.s3.clone()).await;
+        app.token = self.token.clone();
+        app
+    }
+
     /// A second kiln process on the same database, objects and events (another replica).
     pub async fn replica(&self) -> TestApp {
         start(self.config.clone(), self.dir.clone(), self.s3.clone()).await
