@@ -7,7 +7,7 @@
 //! - its selections, with every fragment spread expanded, number more than [`MAX_EXPANDED_SELECTIONS`]:
 //!   counted once per fragment (each fragment's expanded size is remembered), so a chain of fragments
 //!   that each spread the previous one twice costs its length, not two to the power of it. Fragment
-//!   cycles are refused here too.
+//!   cycles are refused here too. An introspection field counts [`INTROSPECTION_WEIGHT`].
 //!
 //! Validation then computes complexity (list fields count `first`/`last` times their items) and depth;
 //! above [`MAX_COMPLEXITY`] or [`MAX_DEPTH`] the request is `QUERY_TOO_COMPLEX`. Other errors of
@@ -28,9 +28,13 @@ use async_graphql::{Pos, Request, ServerError, ServerResult, ValidationResult, V
 /// Deepest nesting of `{`, `[` and `(` in a document.
 pub const MAX_NESTING: usize = 64;
 /// Most tokens (names, punctuation, values) in a document.
-pub const MAX_TOKENS: usize = 50_000;
+pub const MAX_TOKENS: usize = 15_000;
 /// Most selections in a document with every fragment spread expanded.
 pub const MAX_EXPANDED_SELECTIONS: usize = 10_000;
+/// What an introspection field (`__schema`, `__type`) counts towards [`MAX_EXPANDED_SELECTIONS`]: its
+/// answer is the schema, large and not counted by complexity; a document may ask for it a few times,
+/// not thousands.
+pub const INTROSPECTION_WEIGHT: usize = 2_000;
 /// Highest complexity: each field counts 1, a list counts its page size (`first`, `last`) times its
 /// items.
 pub const MAX_COMPLEXITY: usize = 5_000;
@@ -249,7 +253,13 @@ impl<'a> FragmentSizes<'a> {
         let mut size = 0usize;
         for item in &set.items {
             let add = match &item.node {
-                Selection::Field(field) => 1 + self.of_set(&field.node.selection_set.node)?,
+                Selection::Field(field) => {
+                    let own = match field.node.name.node.as_str() {
+                        "__schema" | "__type" => INTROSPECTION_WEIGHT,
+                        _ => 1,
+                    };
+                    own + self.of_set(&field.node.selection_set.node)?
+                }
                 Selection::InlineFragment(inline) => {
                     self.of_set(&inline.node.selection_set.node)?
                 }
@@ -329,6 +339,19 @@ mod tests {
         // A small chain is fine: 2^5 × 2 fields + 1.
         let doc = async_graphql::parser::parse_query(bomb(5)).unwrap();
         assert!(check_expanded_size(&doc).is_ok());
+    }
+
+    #[test]
+    fn introspection_is_allowed_a_few_times_not_thousands() {
+        let once =
+            async_graphql::parser::parse_query("{ __schema { types { name fields { name } } } }")
+                .unwrap();
+        assert!(check_expanded_size(&once).is_ok());
+        let aliased: String = (0..10)
+            .map(|i| format!("a{i}: __schema {{ types {{ name }} }} "))
+            .collect();
+        let many = async_graphql::parser::parse_query(format!("{{ {aliased} }}")).unwrap();
+        assert!(check_expanded_size(&many).is_err());
     }
 
     #[test]

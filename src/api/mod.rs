@@ -4,7 +4,7 @@
 //! to codes in one place ([`error`]), every list pages one way ([`paging`]), and DataLoaders are created
 //! per request ([`loaders`]).
 //!
-//! Limits ([`limits`]): nesting 64, 50 000 tokens, 10 000 selections with fragments expanded, depth 16,
+//! Limits ([`limits`]): nesting 64, 15 000 tokens, 10 000 selections with fragments expanded, depth 16,
 //! complexity 5000 (a list counts its page size times its items); page size 100, metric points per
 //! request 10 000.
 

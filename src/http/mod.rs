@@ -166,32 +166,74 @@ async fn graphql_post(
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, error);
     }
     let body = stalling_body(request, s.limits.timeout);
-    let parsed = if multipart {
-        upload::receive(
+    // Reading is async; turning what was read into a response is CPU work (parsing, validation,
+    // execution, serialising), which runs where it cannot hold up other requests.
+    let gql_request = if multipart {
+        let received = upload::receive(
             content_type.as_deref().unwrap_or_default(),
             body,
             s.limits.max_upload_bytes,
             &s.limits.spool_dir,
         )
-        .await
+        .await;
+        match received {
+            Ok(request) => Ok(request),
+            Err(error) => return refuse(StatusCode::BAD_REQUEST, error),
+        }
     } else {
         // Bodies without a declared length are cut at the limit (the parser then reports them
         // incomplete).
-        let body = body.into_async_read().take(limit);
-        async_graphql::http::receive_body(content_type, body, Default::default())
-            .await
-            .map_err(|e| ApiError::bad("request", e.to_string()))
+        let mut bytes = Vec::new();
+        let reader = body.into_async_read().take(limit);
+        futures::pin_mut!(reader);
+        let read = reader.read_to_end(&mut bytes).await;
+        if let Err(e) = read {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                ApiError::bad("request", e.to_string()),
+            );
+        }
+        Err(bytes)
     };
-    let gql_request = match parsed {
-        Ok(r) => r,
-        Err(error) => return refuse(StatusCode::BAD_REQUEST, error),
-    };
-    GraphQLResponse::from(
-        s.schema
-            .execute(api::prepare(gql_request, &s.service, principal))
-            .await,
-    )
-    .into_response()
+    let schema = s.schema.clone();
+    let service = s.service.clone();
+    let response = off_the_runtime(async move {
+        let request = match gql_request {
+            Ok(request) => request,
+            Err(bytes) => {
+                let parsed =
+                    async_graphql::http::receive_body(content_type, &bytes[..], Default::default())
+                        .await;
+                match parsed {
+                    Ok(request) => request,
+                    Err(e) => {
+                        let error = ApiError::bad("request", e.to_string());
+                        return Err(refuse(StatusCode::BAD_REQUEST, error));
+                    }
+                }
+            }
+        };
+        Ok(schema
+            .execute(api::prepare(request, &service, principal))
+            .await)
+    })
+    .await;
+    match response {
+        Ok(response) => GraphQLResponse::from(response).into_response(),
+        Err(refused) => refused,
+    }
+}
+
+/// Runs CPU-heavy work so that the runtime's other tasks go on: on a multi-threaded runtime, the
+/// current worker hands its other tasks to a new worker while this one runs `work` to the end.
+async fn off_the_runtime<T>(work: impl std::future::Future<Output = T>) -> T {
+    let handle = tokio::runtime::Handle::current();
+    match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(work))
+        }
+        _ => work.await,
+    }
 }
 
 /// The request body as a stream that fails when no bytes arrive for `timeout`.

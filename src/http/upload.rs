@@ -4,8 +4,10 @@
 //! `map` does not name is refused before anything of it is stored.
 
 use std::collections::HashMap;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::SeekFrom;
+
 use std::path::Path;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use async_graphql::UploadValue;
 use bytes::Bytes;
@@ -70,14 +72,27 @@ pub async fn receive(
                 }
                 let filename = field.file_name().unwrap_or_default().to_string();
                 let content_type = field.content_type().map(|m| m.to_string());
-                std::fs::create_dir_all(spool_dir).map_err(ApiError::internal)?;
-                let mut content = tempfile::tempfile_in(spool_dir).map_err(ApiError::internal)?;
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    content.write_all(&chunk).map_err(ApiError::internal)?;
-                }
-                content
-                    .seek(SeekFrom::Start(0))
+                tokio::fs::create_dir_all(spool_dir)
+                    .await
                     .map_err(ApiError::internal)?;
+                let dir = spool_dir.to_path_buf();
+                let content = tokio::task::spawn_blocking(move || tempfile::tempfile_in(dir))
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map_err(ApiError::internal)?;
+                // Written through tokio's file (its blocking pool), so a slow disk holds up no
+                // other request.
+                let mut spool =
+                    tokio::fs::File::from_std(content.try_clone().map_err(ApiError::internal)?);
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    spool.write_all(&chunk).await.map_err(ApiError::internal)?;
+                }
+                spool.flush().await.map_err(ApiError::internal)?;
+                spool
+                    .seek(SeekFrom::Start(0))
+                    .await
+                    .map_err(ApiError::internal)?;
+                drop(spool);
                 file = Some((
                     paths,
                     UploadValue {
