@@ -29,15 +29,7 @@ impl Transient for crate::service::ServiceError {
 
 impl Transient for anyhow::Error {
     fn is_transient(&self) -> bool {
-        self.chain().any(|cause| {
-            matches!(
-                cause.downcast_ref::<crate::service::ServiceError>(),
-                Some(crate::service::ServiceError::Unavailable)
-            ) || matches!(
-                cause.downcast_ref::<crate::store::StoreError>(),
-                Some(crate::store::StoreError::Unavailable)
-            )
-        })
+        crate::service::is_unavailable(self)
     }
 }
 

@@ -146,3 +146,16 @@ impl From<StoreError> for ServiceError {
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// Whether an error chain says the database could not be reached (trying again later may work).
+pub fn is_unavailable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ServiceError>(),
+            Some(ServiceError::Unavailable)
+        ) || matches!(
+            cause.downcast_ref::<StoreError>(),
+            Some(StoreError::Unavailable)
+        )
+    })
+}
