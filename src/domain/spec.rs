@@ -215,6 +215,10 @@ mod tests {
         for bad in ["hf:", "hf:a/b/c", "hf:../x", "hf:org/name@", "hf:org/na me"] {
             assert!(HubModel::parse("baseModel", bad).unwrap().is_err(), "{bad}");
         }
+        let long = format!("hf:org/{}", "n".repeat(HubModel::MAX_REPO));
+        let error = HubModel::parse("baseModel", &long).unwrap().unwrap_err();
+        assert!(error.message.contains("at most"), "{}", error.message);
+        assert!(BaseModelRef::parse("baseModel", &"x".repeat(2000)).is_err());
     }
 
     #[test]

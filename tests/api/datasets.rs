@@ -30,6 +30,8 @@ async fn a_valid_text_upload_is_ready_with_statistics(db: Db, objects: Objects) 
     let id = d["id"].as_str().unwrap();
     let stored = app.stored_dataset(id, DatasetFormat::Jsonl);
     assert_eq!(stored, bytes);
+    // The upload was spooled in kiln's work folder, not the system's temporary one.
+    assert!(app.dir.path().join("work/uploads").is_dir());
 }
 
 on_storage!(a_valid_text_upload_is_ready_with_statistics: sqlite_local, postgres_s3);
