@@ -127,9 +127,16 @@ fn training_reads_a_large_dataset_without_holding_it_in_memory() {
     let peak = peak_rss(child.id());
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     child.wait().unwrap();
+    println!(
+        "training on {} MiB peaked at {} MiB",
+        size >> 20,
+        peak >> 20
+    );
 
+    // Holding the file whole would cost its size on top of the model, runtime and row index
+    // (about 67 MiB together for this file); streaming it leaves room to spare under this.
     assert!(
-        peak < 110 << 20,
+        peak < size + (30 << 20),
         "training on a {} MiB file peaked at {} MiB",
         size >> 20,
         peak >> 20
