@@ -134,7 +134,9 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     assert_eq!(answer.status(), 200);
 }
 
-async fn multipart(app: &TestApp, form: reqwest::multipart::Form) -> (u16, serde_json::Value) {
+/// Sends `form` as a multipart GraphQL request and asserts that it is refused with a 400 whose
+/// message contains `problem`.
+async fn assert_upload_refused(app: &TestApp, form: reqwest::multipart::Form, problem: &str) {
     let response = app
         .client
         .post(app.url("/graphql"))
@@ -143,7 +145,11 @@ async fn multipart(app: &TestApp, form: reqwest::multipart::Form) -> (u16, serde
         .send()
         .await
         .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(problem), "{body}");
 }
 
 #[tokio::test]
@@ -158,42 +164,28 @@ async fn an_uploads_other_parts_are_held_to_the_json_limit_and_named_in_the_map(
     };
 
     let huge = format!("{operations}{}", " ".repeat(2 << 20));
-    let (status, body) = multipart(
+    assert_upload_refused(
         &app,
         reqwest::multipart::Form::new()
             .text("operations", huge)
             .text("map", r#"{"0": ["variables.file"]}"#)
             .part("0", file()),
+        "\"operations\" is larger than the limit of 1048576 bytes",
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("\"operations\" is larger than the limit of 1048576 bytes"),
-        "{body}"
-    );
 
-    let (status, body) = multipart(
+    assert_upload_refused(
         &app,
         reqwest::multipart::Form::new()
             .text("operations", operations.clone())
             .text("map", r#"{"0": ["variables.file"]}"#)
             .part("0", file())
             .part("1", file()),
+        "part \"1\" is not named in the map",
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("part \"1\" is not named in the map"),
-        "{body}"
-    );
 
-    let (status, body) = multipart(
+    assert_upload_refused(
         &app,
         reqwest::multipart::Form::new()
             .text("operations", operations)
@@ -203,16 +195,9 @@ async fn an_uploads_other_parts_are_held_to_the_json_limit_and_named_in_the_map(
             )
             .part("0", file())
             .part("1", file()),
+        "one file at most",
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("one file at most"),
-        "{body}"
-    );
     let count = app.data("{ datasets { totalCount } }", json!({})).await;
     assert_eq!(count["datasets"]["totalCount"], 0);
 }

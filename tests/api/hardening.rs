@@ -18,12 +18,6 @@ fn refusal(body: &Value) -> (String, String) {
     )
 }
 
-async fn job_count(app: &TestApp) -> i64 {
-    app.data("{ jobs { totalCount } }", json!({})).await["jobs"]["totalCount"]
-        .as_i64()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_job_too_big_for_the_memory_limit_is_refused_at_submit_naming_the_setting() {
     let app = spawn_app(Db::Sqlite, Objects::Local).await;
@@ -41,7 +35,7 @@ async fn a_job_too_big_for_the_memory_limit_is_refused_at_submit_naming_the_sett
     assert_eq!(field, "hyperparameters.batchSize", "{message}");
     assert!(message.contains("KILN_MAX_TRAIN_MEMORY"), "{message}");
     assert!(message.contains("lower batchSize to"), "{message}");
-    assert_eq!(job_count(&app).await, 0, "nothing was queued");
+    assert_eq!(app.job_count().await, 0, "nothing was queued");
 }
 
 #[tokio::test]
@@ -106,22 +100,16 @@ async fn a_hostile_hub_config_fails_its_job_without_allocating_and_kiln_carries_
             "baseModel": "hf:evil/bigvocab", "hyperparameters": { "epochs": 1, "maxSeqLength": 16 } }))
         .await;
 
-    let outcome = app.run_next_job().await;
-
-    assert_eq!(
-        outcome,
-        Outcome::Ran {
-            job_id: job_id.clone(),
-            status: JobStatus::Failed
-        }
-    );
-    let job = app.job(&job_id).await;
-    let error = job["error"].as_str().unwrap();
+    let error = app.failure_of(app.run_next_job().await, &job_id).await;
     assert!(
         error.contains("vocab_size 2000000000; kiln accepts 1 to 300000"),
         "{error}"
     );
-    assert_eq!(job["attempts"], 1, "the job is not run again");
+    assert_eq!(
+        app.job(&job_id).await["attempts"],
+        1,
+        "the job is not run again"
+    );
     assert_eq!(app.run_next_job().await, Outcome::Empty);
 }
 
@@ -141,7 +129,7 @@ async fn a_hostile_local_config_is_refused_at_submit() {
     let (field, message) = refusal(&body);
     assert_eq!(field, "baseModel");
     assert!(message.contains("vocab_size 2000000000"), "{message}");
-    assert_eq!(job_count(&app).await, 0);
+    assert_eq!(app.job_count().await, 0);
 }
 
 #[tokio::test]
@@ -276,17 +264,7 @@ async fn an_error_page_from_the_hub_is_refused_and_never_cached() {
 
     for attempt in 1..=2 {
         let job_id = app.queued_job(hub_job(&dataset)).await;
-        assert_eq!(
-            app.run_next_job().await,
-            Outcome::Ran {
-                job_id: job_id.clone(),
-                status: JobStatus::Failed
-            }
-        );
-        let error = app.job(&job_id).await["error"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let error = app.failure_of(app.run_next_job().await, &job_id).await;
         assert!(
             error.contains(
                 "config.json of odd/model@main from the hub cannot be used: it is not JSON"
@@ -306,11 +284,7 @@ async fn a_hub_file_that_does_not_match_its_announced_sha256_is_refused() {
     let (app, _hub, dataset) = hub_app(crate::helpers::Serve::WrongSha).await;
     let job_id = app.queued_job(hub_job(&dataset)).await;
 
-    app.run_next_job().await;
-
-    let job = app.job(&job_id).await;
-    assert_eq!(job["status"], "FAILED");
-    let error = job["error"].as_str().unwrap();
+    let error = app.failure_of(app.run_next_job().await, &job_id).await;
     assert!(
         error.contains(
             "model.safetensors of odd/model@main from the hub cannot be used: its SHA-256 is"

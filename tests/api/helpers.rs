@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use kiln::app::{App, Startup};
 use kiln::config::{Config, Secret, StorageConfig};
-use kiln::domain::{DatasetFormat, ModelName, ObjectKey};
+use kiln::domain::{DatasetFormat, JobStatus, ModelName, ObjectKey};
 use kiln::objects::keys;
 use kiln::runner::Outcome;
 use kiln::store::Store;
@@ -429,6 +429,39 @@ impl TestApp {
         )
         .await["job"]
             .clone()
+    }
+
+    /// Asserts that `outcome` is the failure of `job_id`, as the API reports it too, and returns the
+    /// job's error message.
+    pub async fn failure_of(&self, outcome: Outcome, job_id: &str) -> String {
+        assert_eq!(
+            outcome,
+            Outcome::Ran {
+                job_id: job_id.to_string(),
+                status: JobStatus::Failed
+            }
+        );
+        let job = self.job(job_id).await;
+        assert_eq!(job["status"], "FAILED", "{job}");
+        job["error"].as_str().unwrap().to_string()
+    }
+
+    /// How many jobs the API lists.
+    pub async fn job_count(&self) -> i64 {
+        self.data("{ jobs { totalCount } }", json!({})).await["jobs"]["totalCount"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// Waits (up to a minute) until the job has trained two steps, so that it is surely running.
+    pub async fn wait_until_training(&self, job_id: &str) {
+        eventually(Duration::from_secs(60), "training to start", || async {
+            self.job(job_id).await["progress"]["step"]
+                .as_i64()
+                .unwrap_or(0)
+                >= 2
+        })
+        .await;
     }
 
     /// The app's database.

@@ -6,8 +6,8 @@ use kiln::runner::Outcome;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Db, Objects, TestApp, WsMessage, epochs, eventually, execute_sql, on_storage,
-    separable_text_jsonl, spawn_app, statuses,
+    Db, Objects, WsMessage, epochs, execute_sql, on_storage, separable_text_jsonl, spawn_app,
+    statuses,
 };
 
 fn text_job(dataset_id: &str) -> Value {
@@ -18,12 +18,6 @@ fn text_job(dataset_id: &str) -> Value {
         "datasetId": dataset_id,
         "hyperparameters": { "epochs": 4, "batchSize": 16, "learningRate": 0.002, "seed": 7, "maxSeqLength": 32 },
     })
-}
-
-async fn count_jobs(app: &TestApp) -> i64 {
-    app.data("{ jobs { totalCount } }", json!({})).await["jobs"]["totalCount"]
-        .as_i64()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -93,7 +87,7 @@ async fn each_invalid_field_is_refused_by_name_and_nothing_is_queued() {
             "{body}"
         );
     }
-    assert_eq!(count_jobs(&app).await, 0, "a refused job was queued");
+    assert_eq!(app.job_count().await, 0, "a refused job was queued");
 
     // Defaults are filled in and documented values hold.
     let body = app.submit_job(json!({ "name": "d", "modelName": "m", "task": "TEXT_CLASSIFICATION", "datasetId": dataset })).await;
@@ -282,17 +276,7 @@ async fn a_running_job_stops_within_a_step_when_cancelled() {
             "hyperparameters": { "epochs": 100, "batchSize": 16, "maxSeqLength": 64 } }))
         .await;
     let worker = app.run_next_job_in_background();
-    eventually(
-        Duration::from_secs(60),
-        "the job to make progress",
-        || async {
-            app.job(&job_id).await["progress"]["step"]
-                .as_i64()
-                .unwrap_or(0)
-                >= 2
-        },
-    )
-    .await;
+    app.wait_until_training(&job_id).await;
 
     let body = app
         .data(
@@ -375,17 +359,7 @@ async fn a_failing_job_is_failed_with_a_readable_error() {
     .unwrap();
     let job_id = app.queued_job(input).await;
 
-    assert_eq!(
-        app.run_next_job().await,
-        Outcome::Ran {
-            job_id: job_id.clone(),
-            status: JobStatus::Failed
-        }
-    );
-
-    let job = app.job(&job_id).await;
-    assert_eq!(job["status"], "FAILED");
-    let error = job["error"].as_str().unwrap();
+    let error = app.failure_of(app.run_next_job().await, &job_id).await;
     assert!(
         error.starts_with("the base model's tokenizer.json is not a tokenizer kiln can read"),
         "the message says what failed: {error}"

@@ -7,7 +7,7 @@ use kiln::domain::JobStatus;
 use kiln::runner::Outcome;
 use serde_json::json;
 
-use crate::helpers::{Db, Objects, Options, TestApp, eventually, separable_text_jsonl, spawn_with};
+use crate::helpers::{Db, Objects, Options, TestApp, separable_text_jsonl, spawn_with};
 
 /// A process killed however the test ends.
 struct KillOnDrop(std::process::Child);
@@ -56,13 +56,7 @@ async fn a_job_killed_for_memory_fails_alone_and_is_not_run_again() {
     let app = spawn_with(Options::new(Db::Sqlite, Objects::Local)).await;
     let job_id = long_job(&app, "greedy").await;
     let worker = app.run_next_job_in_background();
-    eventually(Duration::from_secs(30), "training to start", || async {
-        app.job(&job_id).await["progress"]["step"]
-            .as_i64()
-            .unwrap_or(0)
-            >= 2
-    })
-    .await;
+    app.wait_until_training(&job_id).await;
     let children = processes_with(&["run-job", &job_id]);
     assert_eq!(children.len(), 1, "{children:?}");
 
@@ -73,21 +67,13 @@ async fn a_job_killed_for_memory_fails_alone_and_is_not_run_again() {
         .expect("the worker notices at once")
         .unwrap();
 
-    assert_eq!(
-        outcome,
-        Outcome::Ran {
-            job_id: job_id.clone(),
-            status: JobStatus::Failed
-        }
-    );
-    let job = app.job(&job_id).await;
-    let error = job["error"].as_str().unwrap();
+    let error = app.failure_of(outcome, &job_id).await;
     assert!(
         error.starts_with("the job ran out of memory: its process was killed (signal 9)"),
         "{error}"
     );
     assert!(error.contains("try batchSize ≤ 2"), "{error}");
-    assert_eq!(job["attempts"], 1);
+    assert_eq!(app.job(&job_id).await["attempts"], 1);
     assert_eq!(
         app.run_next_job().await,
         Outcome::Empty,
@@ -117,13 +103,7 @@ async fn a_job_that_does_not_stop_within_the_grace_period_is_killed() {
     let app = spawn_with(options).await;
     let job_id = long_job(&app, "stubborn").await;
     let worker = app.run_next_job_in_background();
-    eventually(Duration::from_secs(30), "training to start", || async {
-        app.job(&job_id).await["progress"]["step"]
-            .as_i64()
-            .unwrap_or(0)
-            >= 2
-    })
-    .await;
+    app.wait_until_training(&job_id).await;
     assert_eq!(processes_with(&["run-job", &job_id]).len(), 1);
 
     app.data(
@@ -163,13 +143,7 @@ async fn a_jobs_process_never_outlives_the_worker_that_started_it() {
         .spawn()
         .unwrap();
     let mut worker = KillOnDrop(worker);
-    eventually(Duration::from_secs(30), "training to start", || async {
-        app.job(&job_id).await["progress"]["step"]
-            .as_i64()
-            .unwrap_or(0)
-            >= 2
-    })
-    .await;
+    app.wait_until_training(&job_id).await;
     let children = processes_with(&["run-job", &job_id]);
     assert_eq!(children.len(), 1, "{children:?}");
 

@@ -195,13 +195,7 @@ async fn stopping_kiln_puts_a_running_job_back_in_the_queue_even_with_a_subscrib
     let mut input = quick_job(&dataset, "long", "NORMAL");
     input["hyperparameters"] = json!({ "epochs": 500, "batchSize": 4, "maxSeqLength": 16 });
     let job_id = app.queued_job(input).await;
-    eventually(Duration::from_secs(20), "training to start", || async {
-        app.job(&job_id).await["progress"]["step"]
-            .as_i64()
-            .unwrap_or(0)
-            >= 2
-    })
-    .await;
+    app.wait_until_training(&job_id).await;
     let _subscriber = app.subscribe_job(&job_id).await;
 
     tokio::time::timeout(Duration::from_secs(10), app.stop())

@@ -7,7 +7,7 @@ use kiln::runner::Outcome;
 use serde_json::json;
 
 use crate::helpers::{
-    Db, Objects, Options, WsMessage, epochs, eventually, separable_text_jsonl, spawn_with, statuses,
+    Db, Objects, Options, WsMessage, epochs, separable_text_jsonl, spawn_with, statuses,
 };
 
 fn replicated() -> Options {
@@ -63,13 +63,7 @@ async fn cancelling_on_one_replica_stops_the_job_running_on_another_at_once() {
             "datasetId": dataset, "hyperparameters": { "epochs": 500, "batchSize": 4, "maxSeqLength": 16 } }))
         .await;
     let running = trainer.run_next_job_in_background();
-    eventually(Duration::from_secs(20), "training to start", || async {
-        api.job(&job_id).await["progress"]["step"]
-            .as_i64()
-            .unwrap_or(0)
-            >= 2
-    })
-    .await;
+    api.wait_until_training(&job_id).await;
 
     api.data(
         "mutation($id: ID!) { cancelJob(id: $id) { status } }",

@@ -134,17 +134,7 @@ async fn a_hub_model_is_downloaded_once_then_fine_tuned_from_the_cache() {
     assert_eq!(app.job(&second).await["modelVersion"]["version"], 2);
 
     let missing = app.queued_job(job("hf:nobody/missing")).await;
-    assert_eq!(
-        app.run_next_job().await,
-        Outcome::Ran {
-            job_id: missing.clone(),
-            status: JobStatus::Failed
-        }
-    );
-    let error = app.job(&missing).await["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let error = app.failure_of(app.run_next_job().await, &missing).await;
     assert!(
         error.contains("config.json of nobody/missing@main") && error.contains("404"),
         "{error}"
