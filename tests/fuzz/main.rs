@@ -1,6 +1,6 @@
 //! A bounded fuzz run against a real `kiln serve` process: random and adversarial GraphQL documents,
 //! variables and upload bodies, sent for [`RUN_FOR`] while `/healthz` is timed every [`PROBE_EVERY`]
-//! and the server's memory is read from `/proc`. It passes when the server answered 95% of probes
+//! and the server's memory is read from `/proc`. It passes when the server answered 99% of probes
 //! within [`HEALTHZ_TYPICAL`] and every probe within [`HEALTHZ_WORST`] (a starved runtime shows as
 //! seconds; a single slow sample on a busy two-core machine is scheduling noise, not a defect),
 //! stayed under [`RSS_LIMIT`], and is still alive and serving at the end.
@@ -276,10 +276,19 @@ async fn random_and_hostile_requests_leave_kiln_responsive_and_within_memory() {
     let baseline = rss(pid);
 
     let until = Instant::now() + RUN_FOR;
-    // The fuzzers run on a runtime of their own, so that making their documents never delays a probe.
+    // The fuzzers run on a runtime of their own, at a lower scheduling priority: on a real deployment
+    // hostile clients are other machines, so making their documents should not take CPU from kiln or
+    // from the probe that times it.
     let url = server.url.clone();
     let fuzzers = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .on_thread_start(|| {
+                // SAFETY: setpriority with who = 0 changes only the calling thread's nice value.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            })
+            .build()
+            .unwrap();
         runtime.block_on(async move {
             let tasks: Vec<_> = (0..3)
                 .map(|seed| tokio::spawn(fuzz(url.clone(), seed, until)))
@@ -314,18 +323,18 @@ async fn random_and_hostile_requests_leave_kiln_responsive_and_within_memory() {
     let sent = fuzzers.join().unwrap();
     timings.sort();
     let p50 = timings[timings.len() / 2];
-    let p95 = timings[timings.len() * 95 / 100];
+    let p99 = timings[timings.len() * 99 / 100];
     let slowest = timings[timings.len() - 1];
     println!(
-        "{sent} fuzz requests, {} probes: /healthz p50 {p50:?} p95 {p95:?} slowest {slowest:?}, \
+        "{sent} fuzz requests, {} probes: /healthz p50 {p50:?} p99 {p99:?} slowest {slowest:?}, \
          RSS {} → peak {} MiB, at most {threads} threads",
         timings.len(),
         baseline / (1 << 20),
         peak / (1 << 20)
     );
     assert!(
-        p95 < HEALTHZ_TYPICAL,
-        "/healthz p95 was {p95:?} (limit {HEALTHZ_TYPICAL:?})"
+        p99 < HEALTHZ_TYPICAL,
+        "/healthz p99 was {p99:?} (limit {HEALTHZ_TYPICAL:?})"
     );
     assert!(
         slowest < HEALTHZ_WORST,
