@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{D, DType, Tensor};
 use candle_nn::{Embedding, Linear, Module};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -425,24 +425,4 @@ impl BertClassifier {
             None => Ok(x.clone()),
         }
     }
-}
-
-/// Token ids and attention mask tensors for a batch of encodings (already padded to one length).
-pub fn batch_tensors(
-    encodings: &[tokenizers::Encoding],
-    device: &Device,
-) -> Result<(Tensor, Tensor)> {
-    let b = encodings.len();
-    let s = encodings.first().map(|e| e.len()).unwrap_or(0);
-    let mut ids = Vec::with_capacity(b * s);
-    let mut mask = Vec::with_capacity(b * s);
-    for e in encodings {
-        anyhow::ensure!(e.len() == s, "encodings of one batch must have one length");
-        ids.extend_from_slice(e.get_ids());
-        mask.extend_from_slice(e.get_attention_mask());
-    }
-    Ok((
-        Tensor::from_vec(ids, (b, s), device)?,
-        Tensor::from_vec(mask, (b, s), device)?,
-    ))
 }

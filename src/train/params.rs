@@ -131,14 +131,6 @@ impl Params {
             .save(path)
             .with_context(|| format!("writing weights to {}", path.display()))
     }
-
-    /// The current values of all variables, for comparing before and after training.
-    pub fn snapshot(&self) -> Result<HashMap<String, Tensor>> {
-        let data = self.varmap.data().lock().expect("varmap lock");
-        data.iter()
-            .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?)))
-            .collect()
-    }
 }
 
 /// One draw from N(0, 1) by the Box–Muller transform.
