@@ -146,6 +146,20 @@ pub struct TrainArgs {
     pub seed: Option<i64>,
     #[arg(long)]
     pub max_seq_length: Option<i64>,
+    /// Also write a checkpoint every this many steps (one is written after every epoch).
+    #[arg(long)]
+    pub checkpoint_every_steps: Option<i64>,
+    /// How many of the newest checkpoints are kept.
+    #[arg(long)]
+    pub keep_checkpoints: Option<i64>,
+    /// Where checkpoints go (one `step-<n>` folder each); default: `<output>-checkpoints` beside the
+    /// output folder.
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Go on from a checkpoint: a `step-<n>` folder, or a checkpoint folder (its newest checkpoint).
+    /// The other settings must be those of the run that wrote it.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
     /// Where the model's files go.
     #[arg(long, default_value = "./kiln-model")]
     pub output: PathBuf,
@@ -163,9 +177,11 @@ pub struct TrainArgs {
     pub max_train_memory: Option<crate::config::ByteSize>,
 }
 
-/// Prints step progress at most twice a second on one line, and one line per epoch.
+/// Prints step progress at most twice a second on one line, and one line per epoch; keeps the newest
+/// `keep` checkpoints.
 struct ConsoleSink {
     last: Option<Instant>,
+    keep: usize,
 }
 
 impl crate::train::ProgressSink for ConsoleSink {
@@ -206,6 +222,26 @@ impl crate::train::ProgressSink for ConsoleSink {
             m.f1,
             " ".repeat(20)
         );
+    }
+
+    fn on_checkpoint(&mut self, checkpoint: &crate::train::Checkpoint) {
+        if let Some(root) = checkpoint.dir.parent()
+            && let Err(e) = crate::train::checkpoint::prune(root, self.keep)
+        {
+            eprintln!("\rremoving older checkpoints failed: {e:#}");
+        }
+    }
+}
+
+/// Ctrl-C for `kiln train`: stop at the next step, leaving a checkpoint.
+struct CtrlC(std::sync::atomic::AtomicBool);
+
+impl crate::train::Interrupt for CtrlC {
+    fn should_stop(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn checkpoint_on_stop(&self) -> bool {
+        true
     }
 }
 
@@ -260,9 +296,19 @@ pub async fn train(args: TrainArgs) -> Result<()> {
             validation_split: args.validation_split,
             seed: args.seed,
             max_seq_length: args.max_seq_length,
+            checkpoint_every_steps: args.checkpoint_every_steps,
+            keep_checkpoints: args.keep_checkpoints,
         },
     })
     .map_err(as_flag)?;
+    let resume = match &args.resume {
+        Some(dir) => Some(
+            crate::train::Checkpoint::latest(dir)
+                .with_context(|| format!("--resume: {}", dir.display()))?
+                .with_context(|| format!("--resume: no checkpoint in {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let base_dir = match &settings.base_model {
         None => None,
         Some(base) => {
@@ -282,21 +328,44 @@ pub async fn train(args: TrainArgs) -> Result<()> {
         examples.label_names().len(),
         settings.hyperparameters.epochs
     );
+    if let Some(checkpoint) = &resume {
+        let m = &checkpoint.manifest;
+        eprintln!(
+            "resuming from {} (step {}, {} epoch(s) done)",
+            checkpoint.dir.display(),
+            m.step,
+            m.epochs_done
+        );
+    }
+    let keep = settings.hyperparameters.keep_checkpoints as usize;
     let mut spec = TrainSpec::new(settings, examples, base_dir, args.output.clone());
     spec.max_memory = Some(
         args.max_train_memory
             .map(|b| b.0)
             .unwrap_or_else(crate::config::default_train_memory),
     );
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checkpoint_dir = args.checkpoint_dir.clone().unwrap_or_else(|| {
+        let name = args
+            .output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "kiln-model".into());
+        args.output.with_file_name(format!("{name}-checkpoints"))
+    });
+    spec.checkpoint_dir = Some(checkpoint_dir.clone());
+    spec.resume = resume;
+    let stop = std::sync::Arc::new(CtrlC(std::sync::atomic::AtomicBool::new(false)));
     let on_ctrl_c = stop.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            on_ctrl_c.store(true, std::sync::atomic::Ordering::Relaxed);
+            on_ctrl_c
+                .0
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });
     let outcome = tokio::task::spawn_blocking(move || {
-        crate::train::run(&spec, &mut ConsoleSink { last: None }, stop.as_ref())
+        let mut sink = ConsoleSink { last: None, keep };
+        crate::train::run(&spec, &mut sink, stop.as_ref())
     })
     .await??;
     match outcome {
@@ -309,7 +378,11 @@ pub async fn train(args: TrainArgs) -> Result<()> {
             Ok(())
         }
         TrainOutcome::Interrupted { epochs_done } => {
-            bail!("interrupted after {epochs_done} epoch(s); nothing was written")
+            bail!(
+                "interrupted after {epochs_done} epoch(s); no model was written; go on with \
+                 --resume {}",
+                checkpoint_dir.display()
+            )
         }
     }
 }

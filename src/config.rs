@@ -176,9 +176,22 @@ pub struct Config {
     /// Seconds a worker's claim on a job lasts without a heartbeat.
     #[arg(long, env = "KILN_LEASE_SECONDS", default_value_t = 30)]
     pub lease_seconds: u64,
-    /// Times a job is started before a worker that stopped responding fails it.
+    /// Times a job is started before an infrastructure failure (its worker stopped responding, the
+    /// database or object store became unreachable) fails it rather than retrying it.
     #[arg(long, env = "KILN_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: i64,
+    /// The first automatic retry waits this many seconds; each further one twice as long as the one
+    /// before (up to `KILN_RETRY_MAX_SECONDS`), plus up to a quarter more at random.
+    #[arg(long, env = "KILN_RETRY_BASE_SECONDS", default_value_t = 10)]
+    pub retry_base_seconds: u64,
+    #[arg(long, env = "KILN_RETRY_MAX_SECONDS", default_value_t = 600)]
+    pub retry_max_seconds: u64,
+    /// A running job whose progress has not moved for this many seconds is logged and marked stalled.
+    #[arg(long, env = "KILN_STALL_SECONDS", default_value_t = 600)]
+    pub stall_seconds: u64,
+    /// The time limit of a job submitted without `maxDurationMinutes`, in minutes (0: none).
+    #[arg(long, env = "KILN_MAX_DURATION_MINUTES", default_value_t = 10080)]
+    pub max_duration_minutes: u64,
     /// Largest dataset upload, in bytes.
     #[arg(long, env = "KILN_MAX_UPLOAD_BYTES", default_value_t = 1 << 30)]
     pub max_upload_bytes: u64,
@@ -215,7 +228,7 @@ impl Config {
     /// travel in its environment, never on its command line). `None` means the variable must be unset.
     pub fn to_env(&self) -> Vec<(&'static str, Option<String>)> {
         let s = &self.storage;
-        let vars: [(&str, Option<String>); 21] = [
+        let vars: [(&str, Option<String>); 25] = [
             ("KILN_BIND", Some(self.bind.to_string())),
             ("KILN_DATABASE_URL", Some(self.database_url.clone())),
             ("KILN_DATABASE_MAX_CONNECTIONS", Some("2".into())),
@@ -237,6 +250,19 @@ impl Config {
             ),
             ("KILN_LEASE_SECONDS", Some(self.lease_seconds.to_string())),
             ("KILN_MAX_ATTEMPTS", Some(self.max_attempts.to_string())),
+            (
+                "KILN_RETRY_BASE_SECONDS",
+                Some(self.retry_base_seconds.to_string()),
+            ),
+            (
+                "KILN_RETRY_MAX_SECONDS",
+                Some(self.retry_max_seconds.to_string()),
+            ),
+            ("KILN_STALL_SECONDS", Some(self.stall_seconds.to_string())),
+            (
+                "KILN_MAX_DURATION_MINUTES",
+                Some(self.max_duration_minutes.to_string()),
+            ),
             (
                 "KILN_MAX_UPLOAD_BYTES",
                 Some(self.max_upload_bytes.to_string()),
@@ -277,6 +303,10 @@ impl Config {
             token_cache_seconds: 60,
             lease_seconds: 30,
             max_attempts: 3,
+            retry_base_seconds: 10,
+            retry_max_seconds: 600,
+            stall_seconds: 600,
+            max_duration_minutes: 10080,
             max_upload_bytes: 1 << 30,
             max_train_memory: None,
             max_line_bytes: 1 << 20,

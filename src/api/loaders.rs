@@ -1,5 +1,5 @@
 //! DataLoaders, created per request: every `Job.dataset`, `Job.modelVersion`, `Job.epochs`,
-//! `Job.metrics` and `Model.versions` of one response is fetched in one round trip each (metrics: one
+//! `Job.checkpoints`, `Job.metrics` and `Model.versions` of one response is fetched in one round trip each (metrics: one
 //! per distinct metric and count), whatever the page size.
 
 use std::collections::HashMap;
@@ -7,12 +7,15 @@ use std::collections::HashMap;
 use async_graphql::dataloader::{DataLoader, Loader};
 
 use super::error::ApiError;
-use crate::domain::{DatasetRecord, EpochMetrics, MetricPoint, ModelVersionRecord};
+use crate::domain::{
+    CheckpointRecord, DatasetRecord, EpochMetrics, MetricPoint, ModelVersionRecord,
+};
 use crate::service::Service;
 
 pub struct DatasetLoader(Service);
 pub struct ModelVersionLoader(Service);
 pub struct EpochsLoader(Service);
+pub struct CheckpointsLoader(Service);
 pub struct VersionsByModelLoader(Service);
 pub struct MetricsLoader(Service);
 
@@ -60,6 +63,18 @@ impl Loader<String> for EpochsLoader {
     type Error = ApiError;
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Vec<EpochMetrics>>, ApiError> {
         Ok(group(keys, self.0.epochs_of(keys).await?))
+    }
+}
+
+impl Loader<String> for CheckpointsLoader {
+    type Value = Vec<CheckpointRecord>;
+    type Error = ApiError;
+    async fn load(
+        &self,
+        keys: &[String],
+    ) -> Result<HashMap<String, Vec<CheckpointRecord>>, ApiError> {
+        let rows = self.0.checkpoints_of(keys).await?;
+        Ok(group(keys, rows.into_iter().map(|c| (c.job_id.clone(), c))))
     }
 }
 
@@ -121,6 +136,10 @@ pub fn attach(request: async_graphql::Request, service: &Service) -> async_graph
             tokio::spawn,
         ))
         .data(DataLoader::new(EpochsLoader(service.clone()), tokio::spawn))
+        .data(DataLoader::new(
+            CheckpointsLoader(service.clone()),
+            tokio::spawn,
+        ))
         .data(DataLoader::new(
             VersionsByModelLoader(service.clone()),
             tokio::spawn,

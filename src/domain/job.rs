@@ -46,23 +46,26 @@ impl JobStatus {
             .ok_or_else(|| FieldError::new("status", format!("unknown job status {raw:?}")))
     }
 
-    /// A terminal job never changes again.
+    /// A terminal job has ended: nothing runs it any more. Only `retryJob` takes a `FAILED` or
+    /// `CANCELLED` one back to the queue; a `COMPLETED` job never changes again.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }
 
     /// The legal transitions. `Running → Running` is a worker taking over a job whose previous worker's
-    /// lease expired; `Running → Queued` puts a job back for a retry.
+    /// lease expired; `Running → Queued` puts a job back (shutdown, an automatic retry);
+    /// `Queued → Paused` holds a queued job; `Failed | Cancelled → Queued` is `retryJob`.
     pub fn can_become(self, next: JobStatus) -> bool {
         use JobStatus::*;
         matches!(
             (self, next),
-            (Queued, Running | Cancelled)
+            (Queued, Running | Paused | Cancelled)
                 | (
                     Running,
                     Running | Queued | Paused | Completed | Failed | Cancelled
                 )
                 | (Paused, Queued | Cancelled)
+                | (Failed | Cancelled, Queued)
         )
     }
 
@@ -157,6 +160,8 @@ pub struct HyperparamsInput {
     pub validation_split: Option<f64>,
     pub seed: Option<i64>,
     pub max_seq_length: Option<i64>,
+    pub checkpoint_every_steps: Option<i64>,
+    pub keep_checkpoints: Option<i64>,
 }
 
 /// Checked hyperparameters with defaults filled in.
@@ -169,6 +174,16 @@ pub struct Hyperparams {
     pub validation_split: f64,
     pub seed: u64,
     pub max_seq_length: u32,
+    /// A checkpoint every this many steps besides the one after each epoch (`None`: epochs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every_steps: Option<u32>,
+    /// How many of a job's newest checkpoints are kept.
+    #[serde(default = "default_keep_checkpoints")]
+    pub keep_checkpoints: u32,
+}
+
+fn default_keep_checkpoints() -> u32 {
+    Hyperparams::DEFAULT_KEEP_CHECKPOINTS
 }
 
 impl Hyperparams {
@@ -184,6 +199,9 @@ impl Hyperparams {
     pub const DEFAULT_SEED: u64 = 42;
     pub const DEFAULT_MAX_SEQ_LENGTH: u32 = 128;
     pub const MAX_SEQ_LENGTH: i64 = 512;
+    pub const DEFAULT_KEEP_CHECKPOINTS: u32 = 2;
+    pub const MAX_KEEP_CHECKPOINTS: i64 = 100;
+    pub const MAX_CHECKPOINT_EVERY_STEPS: i64 = 1_000_000;
 
     /// Parses user input; `pretrained` selects the default learning rate. Field paths are reported under
     /// `prefix` (`hyperparameters`).
@@ -247,6 +265,23 @@ impl Hyperparams {
             8,
             Self::MAX_SEQ_LENGTH,
         )?;
+        let checkpoint_every_steps = match input.checkpoint_every_steps {
+            Some(v) => Some(int_in(
+                "checkpointEverySteps",
+                Some(v),
+                1,
+                1,
+                Self::MAX_CHECKPOINT_EVERY_STEPS,
+            )? as u32),
+            None => None,
+        };
+        let keep_checkpoints = int_in(
+            "keepCheckpoints",
+            input.keep_checkpoints,
+            Self::DEFAULT_KEEP_CHECKPOINTS as i64,
+            1,
+            Self::MAX_KEEP_CHECKPOINTS,
+        )?;
         Ok(Self {
             epochs: epochs as u32,
             batch_size: batch_size as u32,
@@ -254,6 +289,8 @@ impl Hyperparams {
             validation_split,
             seed: seed as u64,
             max_seq_length: max_seq_length as u32,
+            checkpoint_every_steps,
+            keep_checkpoints: keep_checkpoints as u32,
         })
     }
 }
@@ -348,6 +385,16 @@ pub struct JobRecord {
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<i64>,
     pub cancel_requested: bool,
+    /// A user asked a running job to pause: it checkpoints at its next step and becomes `PAUSED`.
+    pub pause_requested: bool,
+    /// A queued job is not claimed before this time (epoch ms): an automatic retry's backoff.
+    pub next_attempt_at: Option<i64>,
+    /// The longest the job may run, over all its attempts, in milliseconds.
+    pub max_duration_ms: Option<i64>,
+    /// Running time of the attempts before the current one, in milliseconds.
+    pub run_ms: i64,
+    /// When the current attempt was claimed (epoch ms).
+    pub attempt_started_at: Option<i64>,
     pub model_version_id: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
@@ -365,6 +412,10 @@ pub struct JobProgress {
     pub percent: f64,
     pub elapsed_seconds: f64,
     pub eta_seconds: Option<f64>,
+    /// Set when the job's progress has not moved for `KILN_STALL_SECONDS` while its lease is held:
+    /// since when (epoch ms). Cleared by the next progress written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_since: Option<i64>,
 }
 
 impl JobProgress {
@@ -386,6 +437,7 @@ impl JobProgress {
             percent: (done * 100.0 * 100.0).round() / 100.0,
             elapsed_seconds,
             eta_seconds: (done > 0.0).then(|| elapsed_seconds * (1.0 - done) / done),
+            stalled_since: None,
         }
     }
 }
@@ -403,6 +455,20 @@ pub struct EpochMetrics {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
+}
+
+/// A stored checkpoint of a job (`Job.checkpoints`): its files are in the object store under
+/// `object_prefix`, the manifest written last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointRecord {
+    pub job_id: String,
+    /// Optimizer steps done when it was written.
+    pub step: u64,
+    /// Epochs finished when it was written.
+    pub epoch: u32,
+    pub size_bytes: u64,
+    pub object_prefix: String,
+    pub created_at: i64,
 }
 
 /// One recorded value of a named step metric (`train_loss`, `learning_rate`).
@@ -427,14 +493,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn terminal_statuses_never_change() {
-        for from in [
-            JobStatus::Completed,
-            JobStatus::Failed,
-            JobStatus::Cancelled,
-        ] {
-            for to in JobStatus::ALL {
-                assert!(!from.can_become(to), "{from:?} -> {to:?}");
+    fn ended_jobs_change_only_by_a_retry() {
+        for to in JobStatus::ALL {
+            assert!(!JobStatus::Completed.can_become(to), "COMPLETED -> {to:?}");
+            for from in [JobStatus::Failed, JobStatus::Cancelled] {
+                assert_eq!(
+                    from.can_become(to),
+                    to == JobStatus::Queued,
+                    "{from:?} -> {to:?}"
+                );
             }
         }
         assert!(JobStatus::Queued.can_become(JobStatus::Running));

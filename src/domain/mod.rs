@@ -21,8 +21,8 @@ pub use dataset::{
     Examples, RowError, TrainData,
 };
 pub use job::{
-    EpochMetrics, Hyperparams, HyperparamsInput, JobFilter, JobProgress, JobRecord, JobStatus,
-    MetricPoint, ModelConfig, ModelConfigInput, Priority, TaskKind,
+    CheckpointRecord, EpochMetrics, Hyperparams, HyperparamsInput, JobFilter, JobProgress,
+    JobRecord, JobStatus, MetricPoint, ModelConfig, ModelConfigInput, Priority, TaskKind,
 };
 pub use manifest::{ModelArchitecture, ModelManifest, Pooling, Standardization};
 pub use model::{ModelRecord, ModelVersionRecord};

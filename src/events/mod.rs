@@ -17,7 +17,7 @@
 //! as JSON lines ([`EventHub::to_parent`]), and the worker publishes them ([`EventHub::relay`]).
 //!
 //! Workers listen here too: a `StatusChanged { status: Queued }` wakes idle workers at once (on every
-//! replica, with Redis), and `CancelRequested` reaches the worker running the job.
+//! replica, with Redis), and `CancelRequested` / `PauseRequested` reach the worker running the job.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +49,14 @@ pub enum JobEvent {
     },
     /// A user asked to cancel the job; the worker running it stops, in this process or on another replica.
     CancelRequested,
+    /// A user asked to pause the job; the worker running it checkpoints and stops.
+    PauseRequested,
+    /// The job goes on from a checkpoint (or from the start: step 0): what was recorded after it is
+    /// gone, and the steps after it come again.
+    Resumed {
+        from_step: u64,
+        from_epoch: u32,
+    },
     /// Events may have been dropped (the Redis bridge reconnected): subscribers re-read the store.
     Resync,
 }

@@ -3,6 +3,8 @@
 //! ```text
 //! datasets/<dataset id>/data.<jsonl|csv>     an uploaded dataset, as uploaded
 //! models/<model name>/runs/<job id>/<file>   the files of the model version a job trained
+//! checkpoints/<job id>/<step>/<file>         a job's checkpoint (step zero-padded to 10 digits);
+//!                                            checkpoint.json is written last
 //! kiln-readyz                                probed (never written) by the readiness check
 //! ```
 
@@ -26,6 +28,16 @@ pub fn model_run(model: &ModelName, job_id: &str) -> Result<ObjectKey, FieldErro
     ObjectKey::parse(&format!("models/{model}/runs/{job_id}"))
 }
 
+/// The folder of a job's checkpoint at `step`.
+pub fn checkpoint(job_id: &str, step: u64) -> Result<ObjectKey, FieldError> {
+    ObjectKey::parse(&format!("checkpoints/{job_id}/{step:010}"))
+}
+
+/// The folder of all of a job's checkpoints.
+pub fn checkpoints(job_id: &str) -> Result<ObjectKey, FieldError> {
+    ObjectKey::parse(&format!("checkpoints/{job_id}"))
+}
+
 /// The key the readiness check looks up.
 pub fn readiness_probe() -> ObjectKey {
     ObjectKey::parse("kiln-readyz").expect("a valid key")
@@ -47,5 +59,9 @@ mod tests {
             "models/pi-detector/runs/job-1"
         );
         assert!(dataset("../x", DatasetFormat::Jsonl).is_err());
+        assert_eq!(
+            checkpoint("job-1", 42).unwrap().as_str(),
+            "checkpoints/job-1/0000000042"
+        );
     }
 }

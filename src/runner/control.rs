@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::JobStatus;
+use crate::domain::{JobRecord, JobStatus, now_ms};
 use crate::events::JobEvent;
 use crate::service::{Lease, Service};
 
@@ -63,16 +63,25 @@ pub enum StopReason {
     Cancel = 1,
     Shutdown = 2,
     LeaseLost = 3,
+    Pause = 4,
+    /// The job ran past its time limit.
+    Timeout = 5,
 }
 
 impl StopReason {
+    const ALL: [StopReason; 5] = [
+        Self::Cancel,
+        Self::Shutdown,
+        Self::LeaseLost,
+        Self::Pause,
+        Self::Timeout,
+    ];
+
     fn from_u8(raw: u8) -> Self {
-        match raw {
-            0 => Self::None,
-            1 => Self::Cancel,
-            2 => Self::Shutdown,
-            _ => Self::LeaseLost,
-        }
+        Self::ALL
+            .into_iter()
+            .find(|r| *r as u8 == raw)
+            .unwrap_or(Self::None)
     }
 
     /// How the reason travels to a job's own process.
@@ -82,13 +91,19 @@ impl StopReason {
             Self::Cancel => "cancel",
             Self::Shutdown => "shutdown",
             Self::LeaseLost => "lease-lost",
+            Self::Pause => "pause",
+            Self::Timeout => "timeout",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Cancel, Self::Shutdown, Self::LeaseLost]
-            .into_iter()
-            .find(|r| r.as_str() == raw)
+        Self::ALL.into_iter().find(|r| r.as_str() == raw)
+    }
+
+    /// Whether the job should leave a checkpoint as it stops: to go on from it later (pause, shutdown,
+    /// and a time limit, which `retryJob` continues).
+    pub fn keeps_a_checkpoint(self) -> bool {
+        matches!(self, Self::Pause | Self::Shutdown | Self::Timeout)
     }
 }
 
@@ -133,32 +148,72 @@ impl crate::train::Interrupt for StopFlag {
     fn should_stop(&self) -> bool {
         self.reason() != StopReason::None
     }
+    fn checkpoint_on_stop(&self) -> bool {
+        self.reason().keeps_a_checkpoint()
+    }
 }
 
-/// Keeps `worker`'s lease on a job alive and stops the job when asked: a cancel arrives as an event at
-/// once (from this process or, through Redis, another replica) or as a flag at the next heartbeat;
-/// shutdown arrives through `shutdown`; a heartbeat that finds the lease gone stops it too. Runs until
-/// aborted.
+/// What a supervisor watches besides the lease.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub lease_ms: i64,
+    /// When the job must stop (its time limit), if it has one.
+    pub deadline: Option<tokio::time::Instant>,
+    /// Progress that has not moved for this long marks the job stalled.
+    pub stall_after: Duration,
+}
+
+impl Watch {
+    /// The watch over a claimed job: its time limit is what its earlier attempts left of it.
+    pub fn of(job: &JobRecord, lease_ms: i64, stall_after: Duration) -> Self {
+        let deadline = job.max_duration_ms.map(|limit| {
+            let left = (limit - job.run_ms).max(0) as u64;
+            let started = job.attempt_started_at.unwrap_or_else(now_ms);
+            let spent = (now_ms() - started).max(0) as u64;
+            tokio::time::Instant::now() + Duration::from_millis(left.saturating_sub(spent))
+        });
+        Self {
+            lease_ms,
+            deadline,
+            stall_after,
+        }
+    }
+}
+
+/// Keeps `worker`'s lease on a job alive and stops the job when asked: a cancel or pause arrives as an
+/// event at once (from this process or, through Redis, another replica) or as a flag at the next
+/// heartbeat; shutdown arrives through `shutdown`; the time limit is a deadline; a heartbeat that finds
+/// the lease gone stops it too. Progress events that stop coming for `watch.stall_after` mark the job
+/// stalled. Runs until aborted.
 pub async fn supervise(
     service: Service,
-    lease_ms: i64,
+    watch: Watch,
     job_id: String,
     worker: String,
     flag: Arc<StopFlag>,
     shutdown: CancellationToken,
 ) {
-    let every = Duration::from_millis((lease_ms / 3).clamp(100, 10_000) as u64);
+    let every = Duration::from_millis((watch.lease_ms / 3).clamp(100, 10_000) as u64);
     let mut events = service.events().subscribe();
     let mut next_beat = tokio::time::Instant::now() + every;
     let mut shutting_down = false;
+    let mut last_progress = tokio::time::Instant::now();
+    let mut stalled = false;
+    let deadline = watch.deadline;
     loop {
+        let stall_at = last_progress + watch.stall_after;
         tokio::select! {
             received = events.recv() => {
-                if let Ok(envelope) = received
-                    && envelope.job_id == job_id
-                    && envelope.event == JobEvent::CancelRequested
-                {
-                    flag.stop(StopReason::Cancel);
+                if let Ok(envelope) = received && envelope.job_id == job_id {
+                    match envelope.event {
+                        JobEvent::CancelRequested => flag.stop(StopReason::Cancel),
+                        JobEvent::PauseRequested => flag.stop(StopReason::Pause),
+                        JobEvent::StepProgress { .. } | JobEvent::EpochCompleted(_) => {
+                            last_progress = tokio::time::Instant::now();
+                            stalled = false;
+                        }
+                        _ => {}
+                    }
                 }
                 continue;
             }
@@ -168,14 +223,33 @@ pub async fn supervise(
                 flag.stop(StopReason::Shutdown);
                 continue;
             }
+            _ = tokio::time::sleep_until(deadline.unwrap_or(next_beat)), if deadline.is_some() && flag.reason() == StopReason::None => {
+                tracing::warn!(job_id, "the job reached its time limit; stopping it");
+                flag.stop(StopReason::Timeout);
+                continue;
+            }
+            _ = tokio::time::sleep_until(stall_at), if !stalled && flag.reason() == StopReason::None => {
+                stalled = true;
+                let since = now_ms() - watch.stall_after.as_millis() as i64;
+                if let Err(e) = service.mark_stalled(&job_id, &worker, since).await {
+                    tracing::warn!(error = format!("{e:#}"), "marking the job stalled failed");
+                }
+                continue;
+            }
             _ = tokio::time::sleep_until(next_beat) => {}
         }
         next_beat = tokio::time::Instant::now() + every;
-        match service.heartbeat(&job_id, &worker, lease_ms).await {
+        match service.heartbeat(&job_id, &worker, watch.lease_ms).await {
             Ok(Lease::Held {
-                cancel_requested: true,
-            }) => flag.stop(StopReason::Cancel),
-            Ok(Lease::Held { .. }) => {}
+                cancel_requested,
+                pause_requested,
+            }) => {
+                if cancel_requested {
+                    flag.stop(StopReason::Cancel);
+                } else if pause_requested {
+                    flag.stop(StopReason::Pause);
+                }
+            }
             Ok(Lease::Lost) => {
                 flag.stop(StopReason::LeaseLost);
                 return;
@@ -200,16 +274,23 @@ pub enum RunResult {
     Failed(anyhow::Error, Option<String>),
 }
 
+/// What `Job.error` says when a job reached its time limit.
+const TIMED_OUT: &str = "the job ran past its time limit (maxDurationMinutes) and was stopped; its \
+                         last checkpoint is kept, so retryJob continues from it";
+
 /// Writes how a job ended from how its run came out and returns its status (`RUNNING` when another
-/// worker holds it now): a cancelled job is `CANCELLED`, one stopped for shutdown goes back to the
-/// queue, a failed one is `FAILED` with a message for the user.
+/// worker holds it now): a cancelled job is `CANCELLED`, a paused one `PAUSED`, one stopped for
+/// shutdown goes back to the queue, one past its time limit is `FAILED` saying so; a failed one is
+/// retried later when the failure was the infrastructure's (and attempts are left), otherwise `FAILED`
+/// with a message for the user.
 pub async fn conclude(
     service: &Service,
-    job_id: &str,
+    job: &JobRecord,
     worker: &str,
     result: RunResult,
     flag: &StopFlag,
 ) -> JobStatus {
+    let job_id = job.id.as_str();
     let ended = match result {
         RunResult::Ended(status) => return status,
         RunResult::Stopped => match flag.reason() {
@@ -217,15 +298,26 @@ pub async fn conclude(
                 while_unavailable(|| service.release_job(job_id, worker, JobStatus::Cancelled))
                     .await
             }
+            StopReason::Pause => {
+                while_unavailable(|| service.release_job(job_id, worker, JobStatus::Paused)).await
+            }
             StopReason::Shutdown => {
                 while_unavailable(|| service.release_job(job_id, worker, JobStatus::Queued)).await
+            }
+            StopReason::Timeout => {
+                let error = anyhow::anyhow!("the job reached its time limit");
+                while_unavailable(|| service.fail_job(job_id, worker, &error, TIMED_OUT)).await
             }
             // Another worker holds the job now; nothing of ours to write.
             StopReason::LeaseLost | StopReason::None => return JobStatus::Running,
         },
         RunResult::Failed(error, fallback) => {
             let fallback = fallback.as_deref().unwrap_or(FAILED);
-            while_unavailable(|| service.fail_job(job_id, worker, &error, fallback)).await
+            if is_infrastructure(&error) {
+                while_unavailable(|| service.retry_job_later(job, worker, &error, fallback)).await
+            } else {
+                while_unavailable(|| service.fail_job(job_id, worker, &error, fallback)).await
+            }
         }
     };
     match ended {
@@ -236,6 +328,20 @@ pub async fn conclude(
             JobStatus::Running
         }
     }
+}
+
+/// Whether a failure was the infrastructure's rather than the job's own: the database or the object
+/// store could not be reached, or a download failed on the network. Such a job is retried; one that
+/// failed on its data, its loss or its memory is not.
+pub fn is_infrastructure(error: &anyhow::Error) -> bool {
+    error.is_transient()
+        || error.chain().any(|cause| {
+            cause.downcast_ref::<object_store::Error>().is_some()
+                || cause.downcast_ref::<reqwest::Error>().is_some()
+                || cause
+                    .downcast_ref::<crate::service::ServiceError>()
+                    .is_some_and(|e| matches!(e, crate::service::ServiceError::Unavailable))
+        })
 }
 
 /// The [`RunResult`] of a run of the job in this process.

@@ -26,6 +26,7 @@ const MAX_PENDING_POINTS: usize = 400;
 enum TrainEvent {
     Step(StepReport),
     Epoch(EpochMetrics),
+    Checkpoint(train::Checkpoint),
 }
 
 /// Forwards training progress from the blocking thread to the async side.
@@ -38,6 +39,9 @@ impl ProgressSink for ChannelSink {
     fn on_epoch(&mut self, metrics: &EpochMetrics) {
         let _ = self.0.send(TrainEvent::Epoch(metrics.clone()));
     }
+    fn on_checkpoint(&mut self, checkpoint: &train::Checkpoint) {
+        let _ = self.0.send(TrainEvent::Checkpoint(checkpoint.clone()));
+    }
 }
 
 /// `Ok(Some(status))` when the job reached a final status here, `Ok(None)` when training was
@@ -49,20 +53,38 @@ pub(super) async fn train_and_register(
     worker: &str,
     flag: Arc<StopFlag>,
 ) -> Result<Option<JobStatus>> {
-    if job.attempts > 1 {
-        service.forget_earlier_attempt(&job.id).await?;
-    }
     let job_dir = settings.work_dir.join("jobs").join(&job.id);
     let cleanup = JobDir(job_dir.clone());
-    // Setup (copying the dataset, downloading a base model) stops as soon as the job is asked to.
+    // Setup (copying the dataset, downloading a base model and the last checkpoint) stops as soon as
+    // the job is asked to.
     let prepared = tokio::select! {
         prepared = prepare(service, job, &job_dir) => prepared?,
         _ = flag.stopped() => return Ok(None),
     };
-    let (examples, base_dir) = prepared;
+    let (examples, base_dir, resume) = prepared;
+    // Whatever an earlier attempt recorded after the checkpoint is gone; followers hear it.
+    if (resume.is_some() || job.attempts > 1 || job.progress.is_some())
+        && !control::while_unavailable(|| {
+            service.rewind_job(job, worker, resume.as_ref().map(|(record, _)| record))
+        })
+        .await?
+    {
+        flag.stop(StopReason::LeaseLost);
+        return Ok(None);
+    }
+    if let Some((record, _)) = &resume {
+        tracing::info!(
+            job_id = %job.id,
+            step = record.step,
+            epoch = record.epoch,
+            "going on from the last checkpoint"
+        );
+    }
     let output_dir = job_dir.join("model");
     let mut spec = TrainSpec::new(job.settings.clone(), examples, base_dir, output_dir.clone());
     spec.max_memory = Some(service.settings().max_train_memory);
+    spec.checkpoint_dir = Some(job_dir.join("checkpoints"));
+    spec.resume = resume.map(|(_, checkpoint)| checkpoint);
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let interrupt = flag.clone();
@@ -71,7 +93,8 @@ pub(super) async fn train_and_register(
         train::run(&spec, &mut sink, interrupt.as_ref())
     });
 
-    let mut recorder = Recorder::new(service.clone(), job.id.clone(), worker.to_string());
+    let keep = job.settings.hyperparameters.keep_checkpoints as usize;
+    let mut recorder = Recorder::new(service.clone(), job.id.clone(), worker.to_string(), keep);
     // Once a write fails or finds the lease gone, training is stopped and the rest only drained.
     let mut recording: Result<()> = Ok(());
     while let Some(event) = rx.recv().await {
@@ -117,12 +140,16 @@ impl Drop for JobDir {
     }
 }
 
-/// The job's examples (its dataset copied into `dir`, indexed) and its base model's local folder.
+/// What a job's run starts from: its newest intact checkpoint, with its row.
+type Resume = Option<(crate::domain::CheckpointRecord, train::Checkpoint)>;
+
+/// The job's examples (its dataset copied into `dir`, indexed), its base model's local folder, and its
+/// newest checkpoint (downloaded into `dir`), if it has one.
 async fn prepare(
     service: &Service,
     job: &JobRecord,
     dir: &std::path::Path,
-) -> Result<(crate::domain::TrainData, Option<std::path::PathBuf>)> {
+) -> Result<(crate::domain::TrainData, Option<std::path::PathBuf>, Resume)> {
     let examples = service
         .training_examples(&job.dataset_id, &dir.join("data"))
         .await?;
@@ -135,7 +162,11 @@ async fn prepare(
         })?),
         None => None,
     };
-    Ok((examples, base_dir))
+    let resume = service
+        .fetch_checkpoint(&job.id, &dir.join("resume"))
+        .await
+        .map_err(|e| UserError::wrap("the job's last checkpoint could not be read", e))?;
+    Ok((examples, base_dir, resume))
 }
 
 /// What a recorder's write means for training: it goes on while the lease is held (or the write was
@@ -168,6 +199,8 @@ struct Recorder {
     service: Service,
     job_id: String,
     worker: String,
+    /// Checkpoints kept in the object store.
+    keep: usize,
     pending: Vec<MetricPoint>,
     /// Finished epochs not written yet, oldest first.
     epochs: Vec<EpochMetrics>,
@@ -179,11 +212,12 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn new(service: Service, job_id: String, worker: String) -> Self {
+    fn new(service: Service, job_id: String, worker: String, keep: usize) -> Self {
         Self {
             service,
             job_id,
             worker,
+            keep,
             pending: Vec::new(),
             epochs: Vec::new(),
             last_event: None,
@@ -238,11 +272,51 @@ impl Recorder {
                 }
                 Ok(Some(Lease::Held {
                     cancel_requested: false,
+                    pause_requested: false,
                 }))
             }
             TrainEvent::Epoch(m) => {
                 self.epochs.push(m);
                 self.write().await
+            }
+            TrainEvent::Checkpoint(checkpoint) => {
+                // What led up to the checkpoint is recorded before it is.
+                match self.write().await? {
+                    Some(Lease::Lost) => return Ok(Some(Lease::Lost)),
+                    None => {
+                        tracing::warn!(
+                            step = checkpoint.manifest.step,
+                            "the database is unreachable; this checkpoint is not stored"
+                        );
+                        let _ = std::fs::remove_dir_all(&checkpoint.dir);
+                        return Ok(None);
+                    }
+                    Some(Lease::Held { .. }) => {}
+                }
+                let stored = self
+                    .service
+                    .store_checkpoint(&self.job_id, &self.worker, &checkpoint, self.keep)
+                    .await;
+                let _ = std::fs::remove_dir_all(&checkpoint.dir);
+                match stored {
+                    Ok(true) => Ok(Some(Lease::Held {
+                        cancel_requested: false,
+                        pause_requested: false,
+                    })),
+                    Ok(false) => Ok(Some(Lease::Lost)),
+                    // The previous checkpoint stays the one to go on from; training goes on.
+                    Err(e) => {
+                        tracing::warn!(
+                            step = checkpoint.manifest.step,
+                            error = format!("{e:#}"),
+                            "storing a checkpoint failed; the previous one stays the last"
+                        );
+                        Ok(Some(Lease::Held {
+                            cancel_requested: false,
+                            pause_requested: false,
+                        }))
+                    }
+                }
             }
         }
     }

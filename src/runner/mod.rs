@@ -42,6 +42,8 @@ pub struct WorkerSettings {
     pub memory_limit: Option<u64>,
     /// How long a job's process may take to stop when asked before it is killed.
     pub stop_grace: Duration,
+    /// A running job whose progress has not moved for this long is logged and marked stalled.
+    pub stall_after: Duration,
 }
 
 impl WorkerSettings {
@@ -57,6 +59,7 @@ impl WorkerSettings {
             env: config.to_env(),
             memory_limit: config.job_memory_limit.map(|b| b.0),
             stop_grace: Duration::from_secs(config.job_stop_grace_seconds),
+            stall_after: Duration::from_secs(config.stall_seconds),
         }
     }
 

@@ -39,19 +39,23 @@ pub enum JobExit {
     Failed = 4,
     /// The worker that started the process is gone.
     Orphaned = 5,
+    /// The job failed for a reason outside it (the database or object store was unreachable) and its
+    /// process put it back in the queue for a later attempt.
+    Requeued = 6,
 }
 
 /// Runs a job `worker` has claimed in its own process and returns the status it ended in.
 #[tracing::instrument(skip_all, fields(job_id = %job.id, worker = %worker.id))]
 pub(super) async fn run(worker: &Worker, job: JobRecord) -> JobStatus {
     let service = &worker.service;
-    let flag = Arc::new(StopFlag::default());
-    if job.cancel_requested {
-        flag.stop(StopReason::Cancel);
-    }
+    let flag = stop_flag_for(&job);
     let supervisor = tokio::spawn(control::supervise(
         service.clone(),
-        worker.settings.lease_ms(),
+        control::Watch::of(
+            &job,
+            worker.settings.lease_ms(),
+            worker.settings.stall_after,
+        ),
         job.id.clone(),
         worker.id.clone(),
         flag.clone(),
@@ -68,9 +72,20 @@ pub(super) async fn run(worker: &Worker, job: JobRecord) -> JobStatus {
             ),
         ),
     };
-    let status = control::conclude(service, &job.id, &worker.id, result, &flag).await;
+    let status = control::conclude(service, &job, &worker.id, result, &flag).await;
     supervisor.abort();
     status
+}
+
+/// The stop flag of a claimed job, already set when a cancel or pause was asked for before the claim.
+fn stop_flag_for(job: &JobRecord) -> Arc<StopFlag> {
+    let flag = Arc::new(StopFlag::default());
+    if job.cancel_requested {
+        flag.stop(StopReason::Cancel);
+    } else if job.pause_requested {
+        flag.stop(StopReason::Pause);
+    }
+    flag
 }
 
 fn spawn(settings: &WorkerSettings, job_id: &str, worker: &str) -> Result<tokio::process::Child> {
@@ -191,6 +206,9 @@ fn interpret(status: ExitStatus, flag: &StopFlag, peak_memory: u64, job: &JobRec
             return RunResult::Ended(JobStatus::Completed);
         }
         Some(code) if code == JobExit::Failed as i32 => return RunResult::Ended(JobStatus::Failed),
+        Some(code) if code == JobExit::Requeued as i32 => {
+            return RunResult::Ended(JobStatus::Queued);
+        }
         Some(code) if code == JobExit::Stopped as i32 => return RunResult::Stopped,
         _ => {}
     }
@@ -254,8 +272,11 @@ pub async fn run_attached(
         Ok(Some(_)) => JobExit::Completed,
         Ok(None) => JobExit::Stopped,
         Err(e) => {
-            control::conclude(&service, job_id, worker, RunResult::Failed(e, None), &flag).await;
-            JobExit::Failed
+            match control::conclude(&service, &job, worker, RunResult::Failed(e, None), &flag).await
+            {
+                JobStatus::Queued => JobExit::Requeued,
+                _ => JobExit::Failed,
+            }
         }
     }
 }
@@ -272,24 +293,22 @@ pub async fn run_standalone(
     let Some(job) = claimed_job(&service, job_id, worker).await else {
         return JobExit::Stopped;
     };
-    let flag = Arc::new(StopFlag::default());
-    if job.cancel_requested {
-        flag.stop(StopReason::Cancel);
-    }
+    let flag = stop_flag_for(&job);
     let supervisor = tokio::spawn(control::supervise(
         service.clone(),
-        settings.lease_ms(),
+        control::Watch::of(&job, settings.lease_ms(), settings.stall_after),
         job.id.clone(),
         worker.to_string(),
         flag.clone(),
         shutdown,
     ));
     let run = job::train_and_register(&service, &settings, &job, worker, flag.clone()).await;
-    let status = control::conclude(&service, job_id, worker, control::result_of(run), &flag).await;
+    let status = control::conclude(&service, &job, worker, control::result_of(run), &flag).await;
     supervisor.abort();
     match status {
         JobStatus::Completed => JobExit::Completed,
         JobStatus::Failed => JobExit::Failed,
+        JobStatus::Queued if flag.reason() == StopReason::None => JobExit::Requeued,
         _ => JobExit::Stopped,
     }
 }

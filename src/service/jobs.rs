@@ -22,7 +22,12 @@ pub struct Submission {
     pub dataset_id: String,
     pub training: TrainingInput,
     pub priority: Priority,
+    /// The job's time limit over all its attempts; `None`: the server's default.
+    pub max_duration_minutes: Option<f64>,
 }
+
+/// The longest time limit a job may have, in minutes (30 days).
+pub const MAX_DURATION_MINUTES: f64 = 43_200.0;
 
 impl Service {
     /// Checks a submission and queues the job. A refused submission is a `BadInput` naming the field,
@@ -31,6 +36,17 @@ impl Service {
         let name = DisplayName::parse("name", &submission.name)?;
         let model_name = ModelName::parse("modelName", &submission.model_name)?;
         let settings = TrainingSettings::parse(&submission.training)?;
+        if let Some(minutes) = submission.max_duration_minutes
+            && !(minutes.is_finite() && minutes > 0.0 && minutes <= MAX_DURATION_MINUTES)
+        {
+            return Err(FieldError::new(
+                "maxDurationMinutes",
+                format!(
+                    "must be greater than 0 and at most {MAX_DURATION_MINUTES} (got {minutes})"
+                ),
+            )
+            .into());
+        }
         let dataset = self.dataset(&submission.dataset_id).await?.ok_or_else(|| {
             FieldError::new(
                 "datasetId",
@@ -83,6 +99,10 @@ impl Service {
                 settings,
                 priority: submission.priority,
                 max_attempts: self.settings.max_attempts,
+                max_duration_ms: submission
+                    .max_duration_minutes
+                    .map(|m| (m * 60_000.0).round() as i64)
+                    .or(self.settings.default_max_duration_ms),
             })
             .await?;
         // Idle workers, here and on other replicas, wake up on this event.
@@ -100,15 +120,14 @@ impl Service {
     /// step, wherever it runs (the worker hears the `CancelRequested` event, or sees the flag at its next
     /// heartbeat). A finished job is a `Conflict`; cancelling a cancelled job is harmless.
     pub async fn cancel_job(&self, id: &str) -> ServiceResult<JobRecord> {
-        let not_found =
-            || ServiceError::NotFound(format!("no job with id {}", abbreviate(id, 100)));
         if !is_plausible_id(id) {
-            return Err(not_found());
+            return Err(not_found(id));
         }
-        let job = self.store.cancel_job(id).await.map_err(|e| match e {
-            crate::store::StoreError::NotFound(_) => not_found(),
-            other => other.into(),
-        })?;
+        let job = self
+            .store
+            .cancel_job(id)
+            .await
+            .map_err(|e| job_error(id, e))?;
         match job.status {
             JobStatus::Running => self.events.publish(&job.id, JobEvent::CancelRequested),
             JobStatus::Cancelled => self.events.publish(
@@ -120,6 +139,65 @@ impl Service {
             ),
             _ => {}
         }
+        Ok(job)
+    }
+
+    /// Pauses a job: a queued one is held at once (`PAUSED`); a running one checkpoints at its next step
+    /// boundary and becomes `PAUSED`, freeing its worker (it hears the `PauseRequested` event, or sees
+    /// the flag at its next heartbeat). Pausing a paused job is harmless; an ended one is a `Conflict`.
+    pub async fn pause_job(&self, id: &str) -> ServiceResult<JobRecord> {
+        let job = self
+            .store
+            .pause_job(id)
+            .await
+            .map_err(|e| job_error(id, e))?;
+        match job.status {
+            JobStatus::Running => self.events.publish(&job.id, JobEvent::PauseRequested),
+            JobStatus::Paused => self.publish_status(&job),
+            _ => {}
+        }
+        Ok(job)
+    }
+
+    /// Puts a `PAUSED` job back in the queue; it goes on from its last checkpoint. A queued job is left
+    /// as it is; any other status is a `Conflict`.
+    pub async fn resume_job(&self, id: &str) -> ServiceResult<JobRecord> {
+        if let Some(job) = self.job(id).await?
+            && job.status == JobStatus::Queued
+        {
+            return Ok(job);
+        }
+        let job = self
+            .store
+            .requeue_job(id, &[JobStatus::Paused])
+            .await
+            .map_err(|e| job_error(id, e))?;
+        self.publish_status(&job);
+        Ok(job)
+    }
+
+    /// Queues a `FAILED` or `CANCELLED` job again, with its attempts and time limit counted afresh: from
+    /// its last checkpoint when `from_checkpoint` and it has one, otherwise from the start (its
+    /// checkpoints are then deleted). Any other status is a `Conflict`.
+    pub async fn retry_job(&self, id: &str, from_checkpoint: bool) -> ServiceResult<JobRecord> {
+        let job = self.job(id).await?.ok_or_else(|| not_found(id))?;
+        if !matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
+            return Err(ServiceError::Conflict(format!(
+                "the job is {}; only a FAILED or CANCELLED job can be retried",
+                job.status.as_str()
+            )));
+        }
+        if !from_checkpoint {
+            self.drop_checkpoints(&job.id)
+                .await
+                .map_err(ServiceError::Internal)?;
+        }
+        let job = self
+            .store
+            .requeue_job(id, &[JobStatus::Failed, JobStatus::Cancelled])
+            .await
+            .map_err(|e| job_error(id, e))?;
+        self.publish_status(&job);
         Ok(job)
     }
 
@@ -229,11 +307,28 @@ impl Service {
                             yield JobEvent::EpochCompleted(m);
                         }
                     }
+                    // The epochs after the checkpoint come again.
+                    JobEvent::Resumed { from_step, from_epoch } => {
+                        last_epoch = last_epoch.min(from_epoch);
+                        yield JobEvent::Resumed { from_step, from_epoch };
+                    }
                     step @ JobEvent::StepProgress { .. } => yield step,
-                    JobEvent::CancelRequested => {}
+                    JobEvent::CancelRequested | JobEvent::PauseRequested => {}
                 }
             }
         })
+    }
+}
+
+fn not_found(id: &str) -> ServiceError {
+    ServiceError::NotFound(format!("no job with id {}", abbreviate(id, 100)))
+}
+
+/// A store error about job `id`, with "not found" saying which job.
+fn job_error(id: &str, e: crate::store::StoreError) -> ServiceError {
+    match e {
+        crate::store::StoreError::NotFound(_) => not_found(id),
+        other => other.into(),
     }
 }
 

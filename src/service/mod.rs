@@ -13,6 +13,7 @@
 //! Every state change is written to the store before its event is published. Quotas, audit and webhooks
 //! hook in here.
 
+pub mod checkpoints;
 pub mod datasets;
 pub mod debris;
 pub mod jobs;
@@ -41,8 +42,13 @@ pub use training::{HubSettings, ModelRoots};
 pub struct Settings {
     /// Largest dataset upload, in bytes.
     pub max_upload_bytes: u64,
-    /// Claims of a job before a job whose worker keeps dying is failed.
+    /// Claims of a job before an infrastructure failure fails it rather than retrying it.
     pub max_attempts: i64,
+    /// Backoff of automatic retries: the first wait, and the longest.
+    pub retry_base: std::time::Duration,
+    pub retry_max: std::time::Duration,
+    /// The time limit of a job submitted without one (`None`: no limit).
+    pub default_max_duration_ms: Option<i64>,
     /// Where `hf:` base models come from.
     pub hub: HubSettings,
     /// Folder for downloaded base models (`hub/`) and models being written.
@@ -60,6 +66,10 @@ impl Settings {
         Self {
             max_upload_bytes: config.max_upload_bytes,
             max_attempts: config.max_attempts,
+            retry_base: std::time::Duration::from_secs(config.retry_base_seconds),
+            retry_max: std::time::Duration::from_secs(config.retry_max_seconds),
+            default_max_duration_ms: (config.max_duration_minutes > 0)
+                .then(|| config.max_duration_minutes as i64 * 60_000),
             hub: HubSettings {
                 endpoint: config.hf_endpoint.clone(),
                 token: config.hf_token.clone(),

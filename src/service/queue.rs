@@ -3,29 +3,56 @@
 //! was taken over writes nothing), and every change is written before it is published.
 
 use super::{Service, ServiceResult};
-use crate::domain::{JobRecord, JobStatus, UserError};
+use crate::domain::{CheckpointRecord, JobProgress, JobRecord, JobStatus, UserError, now_ms};
 use crate::events::JobEvent;
-use crate::store::TrainingRecord;
+use crate::store::{AttemptEnd, TrainingRecord};
 
 /// What a heartbeat found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lease {
-    /// The worker still holds the job; `cancel_requested` says whether a user asked it to stop.
-    Held { cancel_requested: bool },
+    /// The worker still holds the job; whether a user asked it to cancel, or to pause.
+    Held {
+        cancel_requested: bool,
+        pause_requested: bool,
+    },
     /// Another worker holds the job now (this one's lease expired), or it is no longer running.
     Lost,
 }
 
 impl Service {
-    /// Fails the jobs whose workers died with no attempts left, then claims the next job for `worker`:
-    /// the highest-priority oldest queued job, or a running one whose lease expired.
+    /// Ends the attempts of jobs whose workers stopped responding (back to the queue after a backoff,
+    /// or `FAILED` with no attempts left), then claims the next job for `worker`: the highest-priority
+    /// oldest queued job whose backoff has passed.
     pub async fn claim_next_job(
         &self,
         worker: &str,
         lease_ms: i64,
     ) -> ServiceResult<Option<JobRecord>> {
-        for job in self.store.fail_exhausted_jobs().await? {
-            self.publish_status(&job);
+        for job in self.store.expired_jobs().await? {
+            let ended = if job.attempts < job.max_attempts {
+                let next = now_ms() + self.backoff_ms(job.attempts);
+                let message = format!(
+                    "attempt {} of {} ended: its worker stopped responding; the job goes on from \
+                     its last checkpoint",
+                    job.attempts, job.max_attempts
+                );
+                self.store
+                    .end_expired_attempt(&job.id, Some(next), &message)
+                    .await?
+            } else {
+                let message = format!(
+                    "the job's worker stopped responding {} time(s); no attempts left. Its last \
+                     checkpoint is kept: retryJob continues from it",
+                    job.attempts
+                );
+                self.store
+                    .end_expired_attempt(&job.id, None, &message)
+                    .await?
+            };
+            if let Some(job) = ended {
+                tracing::warn!(job_id = %job.id, status = job.status.as_str(), "a job's worker stopped responding");
+                self.publish_status(&job);
+            }
         }
         let claimed = self.store.claim_next_job(worker, lease_ms).await?;
         if let Some(job) = &claimed {
@@ -43,16 +70,65 @@ impl Service {
     ) -> ServiceResult<Lease> {
         Ok(
             match self.store.heartbeat_job(job_id, worker, lease_ms).await? {
-                Some(cancel_requested) => Lease::Held { cancel_requested },
+                Some((cancel_requested, pause_requested)) => Lease::Held {
+                    cancel_requested,
+                    pause_requested,
+                },
                 None => Lease::Lost,
             },
         )
     }
 
-    /// A job started again (its worker died) trains from the beginning: its earlier attempt's epochs,
-    /// step metrics and progress are forgotten.
-    pub async fn forget_earlier_attempt(&self, job_id: &str) -> ServiceResult<()> {
-        Ok(self.store.reset_job_history(job_id).await?)
+    /// The wait before the automatic retry that follows attempt `attempts`: the base doubled per
+    /// earlier attempt, capped, plus up to a quarter more at random (so retries spread out).
+    pub fn backoff_ms(&self, attempts: i64) -> i64 {
+        let base = self.settings.retry_base.as_millis() as f64;
+        let cap = self.settings.retry_max.as_millis() as f64;
+        let doubled = base * 2f64.powi((attempts - 1).clamp(0, 30) as i32);
+        let jitter = 1.0 + rand::random::<f64>() * 0.25;
+        (doubled.min(cap) * jitter) as i64
+    }
+
+    /// A job that starts again goes on from `checkpoint` (or from the beginning): what its earlier
+    /// attempts recorded after that point is removed, and subscribers hear `Resumed` before the steps
+    /// that follow, so a live chart rewinds. Returns `false` when `worker` no longer holds the job.
+    pub async fn rewind_job(
+        &self,
+        job: &JobRecord,
+        worker: &str,
+        checkpoint: Option<&CheckpointRecord>,
+    ) -> ServiceResult<bool> {
+        let (step, epoch) = checkpoint.map(|c| (c.step, c.epoch)).unwrap_or((0, 0));
+        let progress = checkpoint.map(|c| {
+            let total_epochs = job.settings.hyperparameters.epochs;
+            let mut at = job.progress.clone().unwrap_or_default();
+            let total_steps = at.total_steps.max(c.step);
+            let elapsed = at.elapsed_seconds;
+            at = JobProgress::at(c.epoch.max(1), total_epochs, c.step, total_steps, elapsed);
+            at
+        });
+        if !self
+            .store
+            .rewind_job(&job.id, worker, step, epoch, progress.as_ref())
+            .await?
+        {
+            return Ok(false);
+        }
+        self.events.publish(
+            &job.id,
+            JobEvent::Resumed {
+                from_step: step,
+                from_epoch: epoch,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Marks a running job as stalled (its progress has not moved for a while) and logs it.
+    pub async fn mark_stalled(&self, job_id: &str, worker: &str, since: i64) -> ServiceResult<()> {
+        tracing::warn!(job_id, worker, "the job's progress has stalled");
+        self.store.mark_stalled(job_id, worker, since).await?;
+        Ok(())
     }
 
     /// Records what training did since the last call, then announces a finished epoch. Returns
@@ -72,18 +148,52 @@ impl Service {
         }
         Ok(Lease::Held {
             cancel_requested: false,
+            pause_requested: false,
         })
     }
 
-    /// Ends a job `worker` holds in `to` (`CANCELLED`, or `QUEUED` to run it again later) and announces
-    /// it. Returns the job, or `None` when the worker no longer holds it.
+    /// Ends the attempt of a job `worker` holds in `to` and announces it: `CANCELLED`; or `PAUSED`, or
+    /// `QUEUED` to run it again later (shutdown), neither counted as an attempt. Returns the job, or
+    /// `None` when the worker no longer holds it.
     pub async fn release_job(
         &self,
         job_id: &str,
         worker: &str,
         to: JobStatus,
     ) -> ServiceResult<Option<JobRecord>> {
-        self.end_job(job_id, worker, to, None).await
+        let end = AttemptEnd {
+            refund_attempt: matches!(to, JobStatus::Paused | JobStatus::Queued),
+            ..AttemptEnd::default()
+        };
+        self.end_job(job_id, worker, to, end).await
+    }
+
+    /// Ends an attempt that failed for a reason outside the job (the database or object store became
+    /// unreachable): back to the queue after a backoff while it has attempts left, `FAILED` after.
+    pub async fn retry_job_later(
+        &self,
+        job: &JobRecord,
+        worker: &str,
+        error: &anyhow::Error,
+        fallback: &str,
+    ) -> ServiceResult<Option<JobRecord>> {
+        if job.attempts >= job.max_attempts {
+            return self.fail_job(&job.id, worker, error, fallback).await;
+        }
+        let reference = uuid::Uuid::new_v4();
+        tracing::warn!(job_id = %job.id, %reference, error = format!("{error:#}"), "job attempt failed; retrying later");
+        let message = format!(
+            "attempt {} of {} failed: {} (reference {reference}); it is retried automatically",
+            job.attempts,
+            job.max_attempts,
+            UserError::find_in(error).unwrap_or(fallback)
+        );
+        let end = AttemptEnd {
+            error: Some(&message),
+            refund_attempt: false,
+            next_attempt_at: Some(now_ms() + self.backoff_ms(job.attempts)),
+        };
+        self.end_job(&job.id, worker, JobStatus::Queued, end).await
     }
 
     /// Fails a job `worker` holds. `Job.error` gets a message written for the user: the most specific
@@ -100,8 +210,11 @@ impl Service {
         tracing::warn!(job_id, %reference, error = format!("{error:#}"), "job failed");
         let message = UserError::find_in(error).unwrap_or(fallback);
         let message = format!("{message} (reference {reference})");
-        self.end_job(job_id, worker, JobStatus::Failed, Some(&message))
-            .await
+        let end = AttemptEnd {
+            error: Some(&message),
+            ..AttemptEnd::default()
+        };
+        self.end_job(job_id, worker, JobStatus::Failed, end).await
     }
 
     async fn end_job(
@@ -109,16 +222,16 @@ impl Service {
         job_id: &str,
         worker: &str,
         to: JobStatus,
-        error: Option<&str>,
+        end: AttemptEnd<'_>,
     ) -> ServiceResult<Option<JobRecord>> {
-        let job = self.store.finish_job(job_id, worker, to, error).await?;
+        let job = self.store.finish_job(job_id, worker, to, end).await?;
         if let Some(job) = &job {
             self.publish_status(job);
         }
         Ok(job)
     }
 
-    fn publish_status(&self, job: &JobRecord) {
+    pub(super) fn publish_status(&self, job: &JobRecord) {
         self.events.publish(
             &job.id,
             JobEvent::StatusChanged {

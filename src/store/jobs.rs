@@ -22,6 +22,7 @@ pub struct NewJob {
     pub settings: TrainingSettings,
     pub priority: Priority,
     pub max_attempts: i64,
+    pub max_duration_ms: Option<i64>,
 }
 
 /// What a running job has done since its last write, each part optional.
@@ -40,9 +41,21 @@ pub struct Page {
     pub after: Option<(i64, String)>,
 }
 
+/// How an attempt ends, besides its new status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttemptEnd<'a> {
+    /// `Job.error`: why it failed, or why it is being retried.
+    pub error: Option<&'a str>,
+    /// Not counted as an attempt (a pause, a shutdown).
+    pub refund_attempt: bool,
+    /// A re-queued job is not claimed before this time (epoch ms).
+    pub next_attempt_at: Option<i64>,
+}
+
 pub(super) const COLUMNS: &str = "id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, priority, \
                        status, error, progress, attempts, max_attempts, lease_owner, lease_expires_at, \
-                       cancel_requested, model_version_id, created_at, started_at, finished_at";
+                       cancel_requested, pause_requested, next_attempt_at, max_duration_ms, run_ms, \
+                       attempt_started_at, model_version_id, created_at, started_at, finished_at";
 
 fn json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(|e| corrupt(what, e))
@@ -53,6 +66,7 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<JobRecord> {
     let model_config: Option<String> = row.try_get("model_config")?;
     let progress: Option<String> = row.try_get("progress")?;
     let cancel: i64 = row.try_get("cancel_requested")?;
+    let pause: i64 = row.try_get("pause_requested")?;
     let settings = TrainingSettings {
         task: TaskKind::parse(&row.try_get::<String, _>("task")?).map_err(|e| corrupt("job", e))?,
         base_model: match base_model {
@@ -83,6 +97,11 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<JobRecord> {
         lease_owner: row.try_get("lease_owner")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
         cancel_requested: cancel != 0,
+        pause_requested: pause != 0,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        max_duration_ms: row.try_get("max_duration_ms")?,
+        run_ms: row.try_get("run_ms")?,
+        attempt_started_at: row.try_get("attempt_started_at")?,
         model_version_id: row.try_get("model_version_id")?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
@@ -127,8 +146,8 @@ impl Store {
         let now = now_ms();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, \
-             priority, status, attempts, max_attempts, cancel_requested, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'QUEUED', 0, $10, 0, $11, $11) RETURNING {COLUMNS}"
+             priority, status, attempts, max_attempts, cancel_requested, max_duration_ms, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'QUEUED', 0, $10, 0, $12, $11, $11) RETURNING {COLUMNS}"
         )))
         .bind(&job.id)
         .bind(&job.name)
@@ -145,6 +164,7 @@ impl Store {
         .bind(job.priority.rank() as i64)
         .bind(job.max_attempts)
         .bind(now)
+        .bind(job.max_duration_ms)
         .fetch_one(&self.pool)
         .await.map_err(|e| self.note(e))?;
         decode(&row)
@@ -229,8 +249,8 @@ impl Store {
             .collect()
     }
 
-    /// Claims the next job for `worker`: the highest-priority, oldest `QUEUED` job, or a `RUNNING` job
-    /// whose lease expired and that has attempts left. Sets `RUNNING`, the lease, and counts the attempt.
+    /// Claims the next job for `worker`: the highest-priority, oldest `QUEUED` job whose backoff (if
+    /// any) has passed. Sets `RUNNING`, the lease, and counts the attempt.
     pub async fn claim_next_job(
         &self,
         worker: &str,
@@ -244,10 +264,10 @@ impl Store {
         };
         let sql = format!(
             "UPDATE jobs SET status = 'RUNNING', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
-             started_at = COALESCE(started_at, $3), updated_at = $3, error = NULL \
+             started_at = COALESCE(started_at, $3), attempt_started_at = $3, updated_at = $3, error = NULL, \
+             pause_requested = 0, next_attempt_at = NULL \
              WHERE id = (SELECT id FROM jobs \
-                         WHERE status = 'QUEUED' \
-                            OR (status = 'RUNNING' AND lease_expires_at < $3 AND attempts < max_attempts) \
+                         WHERE status = 'QUEUED' AND (next_attempt_at IS NULL OR next_attempt_at <= $3) \
                          ORDER BY priority DESC, created_at ASC, id ASC LIMIT 1 {lock}) \
              RETURNING {COLUMNS}"
         );
@@ -261,34 +281,69 @@ impl Store {
         row.as_ref().map(decode).transpose()
     }
 
-    /// Fails `RUNNING` jobs whose lease expired with no attempts left, and returns them.
-    pub async fn fail_exhausted_jobs(&self) -> StoreResult<Vec<JobRecord>> {
+    /// `RUNNING` jobs whose lease expired (their worker stopped responding).
+    pub async fn expired_jobs(&self) -> StoreResult<Vec<JobRecord>> {
         self.tick()?;
-        let now = now_ms();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE jobs SET status = 'FAILED', finished_at = $1, updated_at = $1, lease_owner = NULL, \
-             error = 'the job''s worker stopped responding ' || CAST(attempts AS TEXT) || ' time(s); no attempts left' \
-             WHERE status = 'RUNNING' AND lease_expires_at < $1 AND attempts >= max_attempts RETURNING {COLUMNS}"
+            "SELECT {COLUMNS} FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < $1 \
+             ORDER BY priority DESC, created_at ASC LIMIT 100"
         )))
-        .bind(now)
+        .bind(now_ms())
         .fetch_all(&self.pool)
-        .await.map_err(|e| self.note(e))?;
+        .await
+        .map_err(|e| self.note(e))?;
         rows.iter().map(decode).collect()
     }
 
-    /// Extends `worker`'s lease. Returns whether a cancel was asked for, or `None` when the worker no
-    /// longer holds the job (its lease expired and another worker took it, or it was cancelled).
+    /// Ends an attempt whose worker stopped responding, if its lease is still expired: back to the
+    /// queue, not to be claimed before `next_attempt_at` (`Some`), or `FAILED` with `error` when it
+    /// has no attempts left (`None`). The attempt's time counts towards the job's time limit up to
+    /// its lease's expiry.
+    pub async fn end_expired_attempt(
+        &self,
+        id: &str,
+        next_attempt_at: Option<i64>,
+        error: &str,
+    ) -> StoreResult<Option<JobRecord>> {
+        self.tick()?;
+        let now = now_ms();
+        let (status, finished) = match next_attempt_at {
+            Some(_) => (JobStatus::Queued, None),
+            None => (JobStatus::Failed, Some(now)),
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET status = $1, error = $2, next_attempt_at = $3, finished_at = $4, updated_at = $5, \
+             run_ms = run_ms + COALESCE(lease_expires_at - attempt_started_at, 0), attempt_started_at = NULL, \
+             lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $6 AND status = 'RUNNING' AND lease_expires_at < $5 RETURNING {COLUMNS}"
+        )))
+        .bind(status.as_str())
+        .bind(error)
+        .bind(next_attempt_at)
+        .bind(finished)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.note(e))?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Extends `worker`'s lease. Returns whether a cancel and a pause were asked for, or `None` when the
+    /// worker no longer holds the job (its lease expired and another worker took it, or it was
+    /// cancelled).
     pub async fn heartbeat_job(
         &self,
         id: &str,
         worker: &str,
         lease_ms: i64,
-    ) -> StoreResult<Option<bool>> {
+    ) -> StoreResult<Option<(bool, bool)>> {
         self.tick()?;
         let now = now_ms();
         let row = sqlx::query(
             "UPDATE jobs SET lease_expires_at = $1, updated_at = $2 \
-             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING' RETURNING cancel_requested",
+             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING' \
+             RETURNING cancel_requested, pause_requested",
         )
         .bind(now + lease_ms)
         .bind(now)
@@ -297,20 +352,22 @@ impl Store {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| self.note(e))?;
-        Ok(row
-            .map(|r| r.try_get::<i64, _>("cancel_requested"))
-            .transpose()?
-            .map(|c| c != 0))
+        let Some(row) = row else { return Ok(None) };
+        let cancel: i64 = row.try_get("cancel_requested")?;
+        let pause: i64 = row.try_get("pause_requested")?;
+        Ok(Some((cancel != 0, pause != 0)))
     }
 
-    /// Moves a job held by `worker` to `to`, which must be a legal transition from `RUNNING`. Returns the
-    /// updated job, or `None` if the worker no longer holds it.
+    /// Moves a job held by `worker` to `to`, which must be a legal transition from `RUNNING`, and adds
+    /// the attempt's time to the job's running time. `end.refund_attempt` does not count the attempt
+    /// (a pause or a shutdown is not a failure); `end.next_attempt_at` holds a re-queued job back.
+    /// Returns the updated job, or `None` if the worker no longer holds it.
     pub async fn finish_job(
         &self,
         id: &str,
         worker: &str,
         to: JobStatus,
-        error: Option<&str>,
+        end: AttemptEnd<'_>,
     ) -> StoreResult<Option<JobRecord>> {
         if !JobStatus::Running.can_become(to) {
             return Err(StoreError::Conflict(format!(
@@ -323,14 +380,18 @@ impl Store {
         let finished = if to.is_terminal() { Some(now) } else { None };
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE jobs SET status = $1, error = $2, finished_at = $3, updated_at = $4, lease_owner = NULL, \
-             lease_expires_at = NULL WHERE id = $5 AND lease_owner = $6 AND status = 'RUNNING' RETURNING {COLUMNS}"
+             lease_expires_at = NULL, pause_requested = 0, next_attempt_at = $7, attempts = attempts - $8, \
+             run_ms = run_ms + COALESCE($4 - attempt_started_at, 0), attempt_started_at = NULL \
+             WHERE id = $5 AND lease_owner = $6 AND status = 'RUNNING' RETURNING {COLUMNS}"
         )))
         .bind(to.as_str())
-        .bind(error)
+        .bind(end.error)
         .bind(finished)
         .bind(now)
         .bind(id)
         .bind(worker)
+        .bind(end.next_attempt_at)
+        .bind(i64::from(end.refund_attempt))
         .fetch_optional(&self.pool)
         .await.map_err(|e| self.note(e))?;
         row.as_ref().map(decode).transpose()
@@ -372,24 +433,150 @@ impl Store {
         Ok(job)
     }
 
-    /// Forgets the epochs, step metrics and progress of an earlier attempt: a job that is started again
-    /// trains from the beginning.
-    pub async fn reset_job_history(&self, id: &str) -> StoreResult<()> {
+    /// Rewinds a job's recorded history to a checkpoint, while `worker` holds its lease: step metrics
+    /// after `step` and epochs after `epoch` are removed and the progress is set to `progress` (none
+    /// from the start). Returns `false`, writing nothing, when the lease is gone.
+    pub async fn rewind_job(
+        &self,
+        id: &str,
+        worker: &str,
+        step: u64,
+        epoch: u32,
+        progress: Option<&JobProgress>,
+    ) -> StoreResult<bool> {
+        let progress = progress
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(anyhow::Error::from)?;
         let mut tx = self.pool.begin().await.map_err(|e| self.note(e))?;
-        for sql in [
-            "DELETE FROM job_epochs WHERE job_id = $1",
-            "DELETE FROM job_metrics WHERE job_id = $1",
-            "UPDATE jobs SET progress = NULL WHERE id = $1",
+        self.tick()?;
+        let held = sqlx::query(
+            "UPDATE jobs SET progress = $1, updated_at = $2 \
+             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'",
+        )
+        .bind(progress)
+        .bind(now_ms())
+        .bind(id)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.note(e))?
+        .rows_affected()
+            == 1;
+        if !held {
+            tx.rollback().await.map_err(|e| self.note(e))?;
+            return Ok(false);
+        }
+        for (sql, after) in [
+            (
+                "DELETE FROM job_metrics WHERE job_id = $1 AND step > $2",
+                step as i64,
+            ),
+            (
+                "DELETE FROM job_epochs WHERE job_id = $1 AND epoch > $2",
+                epoch as i64,
+            ),
         ] {
             self.tick()?;
             sqlx::query(sql)
                 .bind(id)
+                .bind(after)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.note(e))?;
         }
         tx.commit().await.map_err(|e| self.note(e))?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Marks a running job held by `worker` as stalled since `since` (in its progress). Returns `false`
+    /// when the lease is gone.
+    pub async fn mark_stalled(&self, id: &str, worker: &str, since: i64) -> StoreResult<bool> {
+        let Some(job) = self.get_job(id).await? else {
+            return Ok(false);
+        };
+        let mut progress = job.progress.unwrap_or_default();
+        progress.stalled_since = Some(since);
+        let progress = serde_json::to_string(&progress).map_err(anyhow::Error::from)?;
+        self.tick()?;
+        let done = sqlx::query(
+            "UPDATE jobs SET progress = $1, updated_at = $2 \
+             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'",
+        )
+        .bind(progress)
+        .bind(now_ms())
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.note(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Pauses a job: a queued one at once (`PAUSED`), a running one by asking its worker (it
+    /// checkpoints and becomes `PAUSED`). Pausing a paused job changes nothing; an ended job is a
+    /// `Conflict`.
+    pub async fn pause_job(&self, id: &str) -> StoreResult<JobRecord> {
+        self.tick()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET \
+               status = CASE WHEN status = 'QUEUED' THEN 'PAUSED' ELSE status END, \
+               pause_requested = CASE WHEN status = 'RUNNING' THEN 1 ELSE pause_requested END, \
+               next_attempt_at = CASE WHEN status = 'QUEUED' THEN NULL ELSE next_attempt_at END, \
+               updated_at = $1 \
+             WHERE id = $2 RETURNING {COLUMNS}"
+        )))
+        .bind(now_ms())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.note(e))?
+        .ok_or(StoreError::NotFound("job"))?;
+        let job = decode(&row)?;
+        if job.status.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "the job has ended ({}); only a running or queued job can be paused",
+                job.status.as_str()
+            )));
+        }
+        Ok(job)
+    }
+
+    /// Moves a job in one of the statuses `from` back to the queue: a `PAUSED` one as it was, a `FAILED`
+    /// or `CANCELLED` one (a retry) with its attempts and running time counted from zero again. Returns
+    /// the job; a `Conflict` naming its status when it is in another one.
+    pub async fn requeue_job(&self, id: &str, from: &[JobStatus]) -> StoreResult<JobRecord> {
+        if let Some(illegal) = from.iter().find(|s| !s.can_become(JobStatus::Queued)) {
+            return Err(StoreError::Conflict(format!(
+                "a {} job cannot be queued",
+                illegal.as_str()
+            )));
+        }
+        self.tick()?;
+        let now = now_ms();
+        let sources = status_list(from);
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET status = 'QUEUED', error = NULL, finished_at = NULL, cancel_requested = 0, \
+             pause_requested = 0, next_attempt_at = NULL, \
+             attempts = CASE WHEN status = 'PAUSED' THEN attempts ELSE 0 END, \
+             run_ms = CASE WHEN status = 'PAUSED' THEN run_ms ELSE 0 END, updated_at = $1 \
+             WHERE id = $2 AND status IN ({sources}) RETURNING {COLUMNS}"
+        )))
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.note(e))?;
+        match row {
+            Some(row) => decode(&row),
+            None => {
+                let job = self.get_job(id).await?.ok_or(StoreError::NotFound("job"))?;
+                Err(StoreError::Conflict(format!(
+                    "the job is {}",
+                    job.status.as_str()
+                )))
+            }
+        }
     }
 
     /// Writes what a running job has done since the last write — its progress, step metrics and a

@@ -13,6 +13,7 @@
 //! It depends on `domain/` alone: rows are decoded into the domain's records (`JobRecord`,
 //! `DatasetRecord`, …), and stored JSON is read back into typed values or refused as corrupt.
 
+mod checkpoints;
 mod datasets;
 mod jobs;
 mod models;
@@ -28,7 +29,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use datasets::NewDataset;
-pub use jobs::{NewJob, Page, TrainingRecord};
+pub use jobs::{AttemptEnd, NewJob, Page, TrainingRecord};
 pub use tokens::TokenRecord;
 
 /// How long statements are refused at once after one found the database unreachable.

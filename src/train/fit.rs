@@ -1,20 +1,22 @@
-//! The training loop shared by every model: split, batches, AdamW, schedule, evaluation, export.
+//! The training loop shared by every model: split, batches, AdamW, schedule, evaluation, checkpoints,
+//! resumption, export.
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::{D, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use tokenizers::Tokenizer;
 
 use super::bert::{BertClassifier, BertConfig};
+use super::checkpoint::{self, Checkpoint, CheckpointManifest};
 use super::memory;
 use super::metrics::classification;
 use super::mlp::{Mlp, Standardizer};
+use super::optim::{Optimizer, OptimizerKind, check_kind};
 use super::params::Params;
 use super::{Interrupt, ProgressSink, StepReport, TrainOutcome, TrainSpec, TrainedModel};
 use crate::domain::{
@@ -98,8 +100,9 @@ impl Net {
     }
 }
 
-/// Trains the model `spec` describes. Returns `Interrupted` as soon as `interrupt` asks, checked before
-/// every step; errors carry a readable chain ("reading config.json: …").
+/// Trains the model `spec` describes, from the start or from `spec.resume`. Returns `Interrupted` as
+/// soon as `interrupt` asks, checked before every step (writing a checkpoint first when it asks for
+/// one); errors carry a readable chain ("reading config.json: …").
 pub fn run(
     spec: &TrainSpec,
     sink: &mut dyn ProgressSink,
@@ -126,26 +129,26 @@ pub fn run(
     let device = &spec.device;
 
     // Hold out the validation split with the seed.
-    let mut rng = StdRng::seed_from_u64(hyper.seed);
+    let mut split_rng = StdRng::seed_from_u64(hyper.seed);
     let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut rng);
+    order.shuffle(&mut split_rng);
     let n_val = ((n as f64 * hyper.validation_split).round() as usize).clamp(1, n - 1);
     let (val_idx, train_idx) = order.split_at(n_val);
-    let (val_idx, mut train_idx) = (val_idx.to_vec(), train_idx.to_vec());
     let labels = data.labels();
 
     let mut params = Params::new(hyper.seed, device);
-    let net = build(spec, &mut params, &train_idx)?;
+    let net = build(spec, &mut params, train_idx)?;
     let parameter_count = params.parameter_count();
+    let mut opt = Optimizer::new(
+        OptimizerKind::adamw(WEIGHT_DECAY),
+        params.named_vars(),
+        hyper.learning_rate,
+    );
+    let mut at = match &spec.resume {
+        Some(checkpoint) => resume(checkpoint, spec, &params, &mut opt)?,
+        None => Position::default(),
+    };
 
-    let mut opt = AdamW::new(
-        params.all_vars(),
-        ParamsAdamW {
-            lr: hyper.learning_rate,
-            weight_decay: WEIGHT_DECAY,
-            ..Default::default()
-        },
-    )?;
     let batch_size = hyper.batch_size as usize;
     let steps_per_epoch = train_idx.len().div_ceil(batch_size) as u64;
     let total_steps = steps_per_epoch * hyper.epochs as u64;
@@ -158,22 +161,33 @@ pub fn run(
             hyper.learning_rate * remaining
         }
     };
+    let every = hyper.checkpoint_every_steps.map(u64::from);
+    let mut saver = Saver {
+        spec,
+        params: &params,
+        last_step: spec.resume.as_ref().map(|c| c.manifest.step),
+    };
 
-    let started = Instant::now();
-    let mut step = 0u64;
-    let mut last = None;
-    for epoch in 1..=hyper.epochs {
-        train_idx.shuffle(&mut rng);
-        let mut loss_sum = 0.0;
-        let mut seen = 0usize;
-        for batch in train_idx.chunks(batch_size) {
+    let (started, before) = (Instant::now(), at.elapsed_seconds);
+    let elapsed = || before + started.elapsed().as_secs_f64();
+    while at.epochs_done < hyper.epochs {
+        let epoch = at.epochs_done + 1;
+        let epoch_order = epoch_order(train_idx, hyper.seed, epoch);
+        let batches = epoch_order
+            .chunks(batch_size)
+            .skip(at.batches_done as usize);
+        for batch in batches {
             if interrupt.should_stop() {
+                if interrupt.checkpoint_on_stop() {
+                    saver.save(sink, &at, &opt)?;
+                }
                 return Ok(TrainOutcome::Interrupted {
-                    epochs_done: epoch - 1,
+                    epochs_done: at.epochs_done,
                 });
             }
             let step_started = Instant::now();
-            step += 1;
+            let step = at.step + 1;
+            let mut rng = step_rng(hyper.seed, step);
             let logits = net.logits(data, batch, Some(&mut rng), device)?;
             let targets = label_tensor(labels, batch, device)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
@@ -186,8 +200,11 @@ pub fn run(
                     "the loss became {loss} at step {step} (epoch {epoch}); try a lower learning rate"
                 )));
             }
-            loss_sum += loss * batch.len() as f64;
-            seen += batch.len();
+            at.step = step;
+            at.batches_done += 1;
+            at.loss_sum += loss * batch.len() as f64;
+            at.seen += batch.len() as u64;
+            at.elapsed_seconds = elapsed();
             sink.on_step(&StepReport {
                 step,
                 total_steps,
@@ -197,14 +214,18 @@ pub fn run(
                 learning_rate: lr,
                 samples_per_second: batch.len() as f64
                     / step_started.elapsed().as_secs_f64().max(1e-9),
-                elapsed_seconds: started.elapsed().as_secs_f64(),
+                elapsed_seconds: at.elapsed_seconds,
             });
+            // The epoch's own checkpoint follows its last batch.
+            if every.is_some_and(|k| step.is_multiple_of(k)) && at.batches_done < steps_per_epoch {
+                saver.save(sink, &at, &opt)?;
+            }
         }
         let (val_loss, accuracy, precision, recall, f1) =
-            evaluate(&net, data, &val_idx, num_labels, batch_size, device)?;
+            evaluate(&net, data, val_idx, num_labels, batch_size, device)?;
         let metrics = EpochMetrics {
             epoch,
-            train_loss: loss_sum / seen.max(1) as f64,
+            train_loss: at.loss_sum / at.seen.max(1) as f64,
             val_loss,
             accuracy,
             precision,
@@ -212,11 +233,148 @@ pub fn run(
             f1,
         };
         sink.on_epoch(&metrics);
-        last = Some(metrics);
+        at = Position {
+            step: at.step,
+            epochs_done: epoch,
+            last_epoch: Some(metrics),
+            elapsed_seconds: elapsed(),
+            ..Position::default()
+        };
+        saver.save(sink, &at, &opt)?;
     }
-    let final_metrics = last.context("training ran no epoch")?;
+    let final_metrics = at.last_epoch.context("training ran no epoch")?;
     let model = export(spec, &net, &params, final_metrics, parameter_count)?;
     Ok(TrainOutcome::Completed(Box::new(model)))
+}
+
+/// Where a run is: the step, the data cursor and the current epoch's running sums.
+#[derive(Debug, Clone, Default)]
+struct Position {
+    step: u64,
+    epochs_done: u32,
+    batches_done: u64,
+    loss_sum: f64,
+    seen: u64,
+    last_epoch: Option<EpochMetrics>,
+    elapsed_seconds: f64,
+}
+
+/// Restores the weights and the optimizer from a checkpoint of this run and returns its position.
+fn resume(
+    checkpoint: &Checkpoint,
+    spec: &TrainSpec,
+    params: &Params,
+    opt: &mut Optimizer,
+) -> Result<Position> {
+    let m = &checkpoint.manifest;
+    let data = spec.data.as_ref();
+    let hyper = &spec.settings.hyperparameters;
+    if m.seed != hyper.seed
+        || m.examples != data.len() as u64
+        || m.labels.as_slice() != data.label_names()
+    {
+        bail!(UserError::new(
+            "the checkpoint belongs to another run (its seed, examples or labels differ); start \
+             without it"
+        ));
+    }
+    if m.epochs_done > hyper.epochs {
+        bail!(UserError::new(format!(
+            "the checkpoint is after epoch {}, beyond this run's {} epochs",
+            m.epochs_done, hyper.epochs
+        )));
+    }
+    check_kind(&m.optimizer, opt.kind())?;
+    params.restore(&checkpoint.dir.join(checkpoint::WEIGHTS))?;
+    let state =
+        candle_core::safetensors::load(checkpoint.dir.join(checkpoint::OPTIMIZER), &Device::Cpu)
+            .context("reading the checkpoint's optimizer state")?;
+    opt.restore(&state, m.optimizer_steps)?;
+    Ok(Position {
+        step: m.step,
+        epochs_done: m.epochs_done,
+        batches_done: m.batches_done,
+        loss_sum: m.epoch_loss_sum,
+        seen: m.epoch_examples,
+        last_epoch: m.last_epoch.clone(),
+        elapsed_seconds: m.elapsed_seconds,
+    })
+}
+
+/// Writes checkpoints into the spec's checkpoint folder (none without one), at most one per step.
+struct Saver<'a> {
+    spec: &'a TrainSpec,
+    params: &'a Params,
+    last_step: Option<u64>,
+}
+
+impl Saver<'_> {
+    fn save(&mut self, sink: &mut dyn ProgressSink, at: &Position, opt: &Optimizer) -> Result<()> {
+        let Some(root) = &self.spec.checkpoint_dir else {
+            return Ok(());
+        };
+        if self.last_step == Some(at.step) {
+            return Ok(());
+        }
+        let dir = root.join(Checkpoint::folder_name(at.step));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        self.params.save(&dir.join(checkpoint::WEIGHTS))?;
+        candle_core::safetensors::save(&opt.state()?, dir.join(checkpoint::OPTIMIZER))
+            .context("writing the optimizer state")?;
+        let data = self.spec.data.as_ref();
+        let manifest = CheckpointManifest {
+            format_version: CheckpointManifest::FORMAT_VERSION,
+            step: at.step,
+            epochs_done: at.epochs_done,
+            batches_done: at.batches_done,
+            epoch_loss_sum: at.loss_sum,
+            epoch_examples: at.seen,
+            last_epoch: at.last_epoch.clone(),
+            optimizer: opt.kind().name().to_string(),
+            optimizer_steps: opt.steps(),
+            seed: self.spec.settings.hyperparameters.seed,
+            examples: data.len() as u64,
+            labels: data.label_names().to_vec(),
+            elapsed_seconds: at.elapsed_seconds,
+            files: Vec::new(),
+        };
+        let written = checkpoint::publish(
+            &dir,
+            manifest,
+            &[checkpoint::WEIGHTS, checkpoint::OPTIMIZER],
+        )?;
+        self.last_step = Some(at.step);
+        sink.on_checkpoint(&written);
+        Ok(())
+    }
+}
+
+/// The order of the training examples in `epoch`: the split's order shuffled by a generator of its own,
+/// so any epoch's order is known without replaying the ones before it.
+fn epoch_order(train_idx: &[usize], seed: u64, epoch: u32) -> Vec<usize> {
+    let mut order = train_idx.to_vec();
+    order.shuffle(&mut derived_rng(seed, 1, epoch as u64));
+    order
+}
+
+/// The generator of one step's dropout masks.
+fn step_rng(seed: u64, step: u64) -> StdRng {
+    derived_rng(seed, 2, step)
+}
+
+/// A generator for one use (`stream`) and one index of it, from the run's seed.
+fn derived_rng(seed: u64, stream: u64, index: u64) -> StdRng {
+    let mix = |mut z: u64| {
+        // splitmix64's finaliser.
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let key = mix(mix(mix(seed) ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15)) ^ index);
+    StdRng::seed_from_u64(key)
 }
 
 fn label_tensor(labels: &[u32], batch: &[usize], device: &Device) -> Result<Tensor> {

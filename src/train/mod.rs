@@ -11,10 +11,12 @@
 //! the returned chain; the rest is for the server log.
 
 pub mod bert;
+pub mod checkpoint;
 mod fit;
 pub mod memory;
 pub mod metrics;
 pub mod mlp;
+pub mod optim;
 mod params;
 pub mod tokenizer;
 
@@ -25,6 +27,7 @@ use candle_core::Device;
 use crate::domain::{ModelManifest, TrainingSettings};
 
 pub use crate::domain::{EpochMetrics, TrainData};
+pub use checkpoint::{Checkpoint, CheckpointManifest};
 pub use fit::run;
 pub use params::MAX_WEIGHTS_BYTES;
 
@@ -44,6 +47,11 @@ pub struct TrainSpec {
     pub device: Device,
     /// Refuse to start when the run's estimated peak memory ([`memory`]) is above this many bytes.
     pub max_memory: Option<u64>,
+    /// Checkpoints are written into folders here (none when `None`): after every epoch, every
+    /// `checkpointEverySteps` steps, and when a stop asks for one ([`Interrupt::checkpoint_on_stop`]).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// A checkpoint of this run to go on from, exactly where it was.
+    pub resume: Option<Checkpoint>,
 }
 
 impl TrainSpec {
@@ -61,6 +69,8 @@ impl TrainSpec {
             output_dir,
             device: default_device(),
             max_memory: None,
+            checkpoint_dir: None,
+            resume: None,
         }
     }
 }
@@ -85,11 +95,18 @@ pub struct StepReport {
 pub trait ProgressSink: Send {
     fn on_step(&mut self, report: &StepReport);
     fn on_epoch(&mut self, metrics: &EpochMetrics);
+    /// A checkpoint was written (its manifest last). The folder is the receiver's: the loop never
+    /// writes into it again.
+    fn on_checkpoint(&mut self, _checkpoint: &Checkpoint) {}
 }
 
 /// Asked before every step whether to stop (cancel, pause, shutdown).
 pub trait Interrupt: Send + Sync {
     fn should_stop(&self) -> bool;
+    /// Whether the stop should leave a checkpoint of where the run is (a pause, say; not a cancel).
+    fn checkpoint_on_stop(&self) -> bool {
+        false
+    }
 }
 
 impl Interrupt for std::sync::atomic::AtomicBool {

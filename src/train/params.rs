@@ -72,6 +72,34 @@ impl Params {
         self.varmap.all_vars()
     }
 
+    /// Every variable with its name.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        data.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
+    }
+
+    /// Overwrites every variable with the tensor of the same name in a safetensors file this model
+    /// wrote ([`Params::save`]): a checkpoint's weights.
+    pub fn restore(&self, path: &Path) -> Result<()> {
+        let tensors = candle_core::safetensors::load(path, &self.device)
+            .with_context(|| format!("reading weights from {}", path.display()))?;
+        let data = self.varmap.data().lock().expect("varmap lock");
+        for (name, var) in data.iter() {
+            let tensor = tensors
+                .get(name)
+                .with_context(|| format!("{} has no tensor {name:?}", path.display()))?;
+            anyhow::ensure!(
+                tensor.dims() == var.dims(),
+                "{name:?} in {} has shape {:?}, the model {:?}",
+                path.display(),
+                tensor.dims(),
+                var.dims()
+            );
+            var.set(tensor)?;
+        }
+        Ok(())
+    }
+
     pub fn parameter_count(&self) -> usize {
         self.all_vars().iter().map(|v| v.elem_count()).sum()
     }

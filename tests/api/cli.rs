@@ -37,6 +37,88 @@ fn kiln_train_trains_a_local_file_without_a_server() {
 }
 
 #[test]
+fn kiln_train_stopped_with_ctrl_c_resumes_to_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("prompts.jsonl");
+    std::fs::write(&data, separable_text_jsonl(400, 2)).unwrap();
+    let train = |output: &str| {
+        let mut command = kiln();
+        command
+            .args([
+                "train",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "4",
+                "--max-seq-length",
+                "16",
+                "--checkpoint-every-steps",
+                "10",
+                "--data",
+            ])
+            .arg(&data)
+            .arg("--output")
+            .arg(dir.path().join(output));
+        command
+    };
+    let straight = train("straight").output().unwrap();
+    assert!(
+        straight.status.success(),
+        "{}",
+        String::from_utf8_lossy(&straight.stderr)
+    );
+
+    // Ctrl-C once a checkpoint is written: the run stops at its next step, leaving a checkpoint.
+    let checkpoints = dir.path().join("stopped-checkpoints");
+    let stopped = train("stopped")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !std::fs::read_dir(&checkpoints)
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.path().join("checkpoint.json").is_file())
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "no checkpoint was written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe { libc::kill(stopped.id() as i32, libc::SIGINT) };
+    let stopped = stopped.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(!stopped.status.success(), "{stderr}");
+    assert!(stderr.contains("go on with --resume"), "{stderr}");
+    assert!(
+        !dir.path()
+            .join("stopped")
+            .join("model.safetensors")
+            .exists()
+    );
+
+    let resumed = train("stopped")
+        .arg("--resume")
+        .arg(&checkpoints)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming from"), "{stderr}");
+    let model =
+        |name: &str| std::fs::read(dir.path().join(name).join("model.safetensors")).unwrap();
+    assert!(
+        model("stopped") == model("straight"),
+        "the resumed run's model differs"
+    );
+    let kept = std::fs::read_dir(&checkpoints).unwrap().count();
+    assert!(kept <= 2, "{kept} checkpoints kept (keepCheckpoints 2)");
+}
+
+#[test]
 fn kiln_train_refuses_an_invalid_file_naming_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("bad.csv");

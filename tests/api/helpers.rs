@@ -136,6 +136,10 @@ pub struct Options {
     pub db_proxy: bool,
     /// `KILN_TOKEN_CACHE_SECONDS`.
     pub token_cache_seconds: u64,
+    /// `KILN_RETRY_BASE_SECONDS` (0 here: automatic retries are claimable at once).
+    pub retry_base_seconds: u64,
+    /// `KILN_STALL_SECONDS`.
+    pub stall_seconds: u64,
 }
 
 impl Options {
@@ -154,6 +158,8 @@ impl Options {
             max_connections: 1024,
             db_proxy: false,
             token_cache_seconds: 60,
+            retry_base_seconds: 0,
+            stall_seconds: 600,
         }
     }
 }
@@ -193,6 +199,8 @@ pub async fn spawn_with(options: Options) -> TestApp {
         }
     }
     config.token_cache_seconds = options.token_cache_seconds;
+    config.retry_base_seconds = options.retry_base_seconds;
+    config.stall_seconds = options.stall_seconds;
     if let Some(endpoint) = &options.hf_endpoint {
         config.hf_endpoint = endpoint.clone();
     }
@@ -335,7 +343,8 @@ impl Subscription {
 pub const JOB_EVENTS: &str = "subscription($id: ID!) { jobEvents(jobId: $id) { __typename \
     ... on JobStatusChanged { status error } \
     ... on EpochCompleted { epoch trainLoss valLoss accuracy precision recall f1 } \
-    ... on StepProgress { step epoch loss learningRate samplesPerSecond } } }";
+    ... on StepProgress { step epoch loss learningRate samplesPerSecond } \
+    ... on JobResumed { fromStep fromEpoch } } }";
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
@@ -422,7 +431,8 @@ impl TestApp {
 
     pub async fn job(&self, id: &str) -> Value {
         self.data(
-            "query($id: ID!) { job(id: $id) { id name status error attempts progress { epoch totalEpochs step totalSteps percent } \
+            "query($id: ID!) { job(id: $id) { id name status error attempts nextAttemptAt maxDurationMinutes \
+             progress { epoch totalEpochs step totalSteps percent stalledSince } \
              epochs { epoch trainLoss valLoss accuracy precision recall f1 } \
              modelVersion { id version artifactUri metrics { accuracy } model { name } } } }",
             json!({ "id": id }),

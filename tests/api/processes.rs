@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::helpers::{Db, Objects, Options, TestApp, separable_text_jsonl, spawn_with};
 
 /// A process killed however the test ends.
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -20,7 +20,7 @@ impl Drop for KillOnDrop {
 }
 
 /// The ids of live processes whose command line holds every one of `words`.
-fn processes_with(words: &[&str]) -> Vec<u32> {
+pub(crate) fn processes_with(words: &[&str]) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {

@@ -131,9 +131,11 @@ async fn a_job_that_keeps_losing_its_worker_fails_after_its_attempts() {
     let job_id = app
         .queued_job(quick_job(&dataset, "cursed", "NORMAL"))
         .await;
+    // Three workers claim it and die in turn (a 1 ms lease, never renewed).
     for _ in 0..3 {
         assert!(
-            app.store()
+            app.kiln
+                .service
                 .claim_next_job("dies", 1)
                 .await
                 .unwrap()
@@ -322,6 +324,7 @@ async fn queue(store: &Store, dataset: &str, id: &str, priority: Priority) {
             settings,
             priority,
             max_attempts: 2,
+            max_duration_ms: None,
         })
         .await
         .unwrap();
@@ -349,10 +352,7 @@ async fn the_queue_hands_out_jobs_by_priority_then_age(db: Db, _: Objects) {
 
 on_storage!(the_queue_hands_out_jobs_by_priority_then_age: sqlite_local, postgres_local);
 
-async fn an_expired_lease_lets_another_worker_claim_the_job_until_its_attempts_run_out(
-    db: Db,
-    _: Objects,
-) {
+async fn an_expired_lease_lets_another_worker_claim_the_job_after_its_backoff(db: Db, _: Objects) {
     let (store, _dir, dataset) = store_with_dataset(db).await;
     queue(&store, &dataset, "job", Priority::Normal).await;
     let first = store.claim_next_job("first", 300).await.unwrap().unwrap();
@@ -360,29 +360,57 @@ async fn an_expired_lease_lets_another_worker_claim_the_job_until_its_attempts_r
         store.claim_next_job("second", 300).await.unwrap().is_none(),
         "a live lease is respected"
     );
+    assert!(store.expired_jobs().await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(400)).await;
 
+    let expired = store.expired_jobs().await.unwrap();
+    assert_eq!(expired.len(), 1);
+    let later = kiln::domain::now_ms() + 60_000;
+    let queued = store
+        .end_expired_attempt("job", Some(later), "its worker stopped responding")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(queued.status, JobStatus::Queued);
+    assert_eq!(queued.next_attempt_at, Some(later));
+    assert!(
+        store.claim_next_job("second", 50).await.unwrap().is_none(),
+        "not before its backoff has passed"
+    );
+    // Pausing and resuming a queued job clears its backoff.
+    assert_eq!(
+        store.pause_job("job").await.unwrap().status,
+        JobStatus::Paused
+    );
+    assert!(store.claim_next_job("second", 50).await.unwrap().is_none());
+    let resumed = store
+        .requeue_job("job", &[JobStatus::Paused])
+        .await
+        .unwrap();
+    assert_eq!((resumed.status, resumed.attempts), (JobStatus::Queued, 1));
     let second = store.claim_next_job("second", 50).await.unwrap().unwrap();
 
     assert_eq!(second.id, first.id);
     assert_eq!(second.lease_owner.as_deref(), Some("second"));
     assert_eq!(second.attempts, 2);
+    assert_eq!(second.next_attempt_at, None);
     assert_eq!(
         store.heartbeat_job("job", "first", 300).await.unwrap(),
         None,
         "the first worker has lost the job"
     );
     tokio::time::sleep(Duration::from_millis(80)).await;
-    assert!(
-        store.claim_next_job("third", 50).await.unwrap().is_none(),
-        "no attempts are left"
-    );
-    let failed = store.fail_exhausted_jobs().await.unwrap();
-    assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].status, JobStatus::Failed);
+    let failed = store
+        .end_expired_attempt("job", None, "no attempts left")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some("no attempts left"));
+    assert!(store.claim_next_job("third", 50).await.unwrap().is_none());
 }
 
-on_storage!(an_expired_lease_lets_another_worker_claim_the_job_until_its_attempts_run_out: sqlite_local, postgres_local);
+on_storage!(an_expired_lease_lets_another_worker_claim_the_job_after_its_backoff: sqlite_local, postgres_local);
 
 async fn a_heartbeat_keeps_the_lease_and_reports_a_cancel(db: Db, _: Objects) {
     let (store, _dir, dataset) = store_with_dataset(db).await;
@@ -393,7 +421,7 @@ async fn a_heartbeat_keeps_the_lease_and_reports_a_cancel(db: Db, _: Objects) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
             store.heartbeat_job("job", "w", 200).await.unwrap(),
-            Some(false)
+            Some((false, false))
         );
     }
     assert!(
@@ -405,7 +433,7 @@ async fn a_heartbeat_keeps_the_lease_and_reports_a_cancel(db: Db, _: Objects) {
     assert!(cancelling.cancel_requested);
     assert_eq!(
         store.heartbeat_job("job", "w", 100).await.unwrap(),
-        Some(true),
+        Some((true, false)),
         "the worker learns of the cancel"
     );
     assert_eq!(

@@ -10,6 +10,17 @@ pub enum JobEvent {
     JobStatusChanged(JobStatusChanged),
     EpochCompleted(EpochCompleted),
     StepProgress(StepProgress),
+    JobResumed(JobResumed),
+}
+
+/// The job goes on from a checkpoint (after a pause, a crash or a retry): the steps after `fromStep` and
+/// the epochs after `fromEpoch` come again, and what was recorded of them before is gone. A chart
+/// rewinds to `fromStep`. (`fromStep` 0: from the start.)
+#[derive(SimpleObject)]
+pub struct JobResumed {
+    pub job_id: ID,
+    pub from_step: i64,
+    pub from_epoch: i32,
 }
 
 #[derive(SimpleObject)]
@@ -66,7 +77,15 @@ impl JobEvent {
                 learning_rate: *learning_rate,
                 samples_per_second: *samples_per_second,
             }),
-            E::CancelRequested | E::Resync => return None,
+            E::Resumed {
+                from_step,
+                from_epoch,
+            } => Self::JobResumed(JobResumed {
+                job_id,
+                from_step: *from_step as i64,
+                from_epoch: *from_epoch as i32,
+            }),
+            E::CancelRequested | E::PauseRequested | E::Resync => return None,
         })
     }
 }

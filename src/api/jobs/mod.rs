@@ -19,9 +19,10 @@ pub use types::{
 
 /// Training settings; every field is optional.
 /// Defaults: epochs 3, batchSize 16, learningRate 5e-5 when fine-tuning a `baseModel` and 1e-3 when
-/// training from random weights, validationSplit 0.2, seed 42, maxSeqLength 128.
+/// training from random weights, validationSplit 0.2, seed 42, maxSeqLength 128, a checkpoint after
+/// every epoch only, keepCheckpoints 2.
 /// Limits: epochs 1–1000, batchSize 1–4096, learningRate in (0, 1], validationSplit in (0, 1),
-/// maxSeqLength 8–512.
+/// maxSeqLength 8–512, checkpointEverySteps 1–1000000, keepCheckpoints 1–100.
 #[derive(InputObject, Default)]
 pub struct HyperparametersInput {
     pub epochs: Option<i32>,
@@ -30,6 +31,11 @@ pub struct HyperparametersInput {
     pub validation_split: Option<f64>,
     pub seed: Option<i64>,
     pub max_seq_length: Option<i32>,
+    /// Also checkpoint every this many steps (besides after every epoch).
+    pub checkpoint_every_steps: Option<i32>,
+    /// How many of the job's newest checkpoints are kept; older ones are deleted once a newer one is
+    /// stored.
+    pub keep_checkpoints: Option<i32>,
 }
 
 /// Size of the small random-initialised BERT used when no `baseModel` is given.
@@ -59,6 +65,10 @@ pub struct SubmitJobInput {
     pub hyperparameters: Option<HyperparametersInput>,
     #[graphql(default_with = "Priority::Normal")]
     pub priority: Priority,
+    /// The job's time limit over all its attempts, in minutes (greater than 0, at most 43200): past it,
+    /// the job stops with `FAILED` and its last checkpoint is kept for `retryJob`. Default: the server's
+    /// `KILN_MAX_DURATION_MINUTES` (10080, a week).
+    pub max_duration_minutes: Option<f64>,
 }
 
 impl From<SubmitJobInput> for Submission {
@@ -84,9 +94,12 @@ impl From<SubmitJobInput> for Submission {
                     validation_split: h.validation_split,
                     seed: h.seed,
                     max_seq_length: h.max_seq_length.map(Into::into),
+                    checkpoint_every_steps: h.checkpoint_every_steps.map(Into::into),
+                    keep_checkpoints: h.keep_checkpoints.map(Into::into),
                 },
             },
             priority: input.priority.into(),
+            max_duration_minutes: input.max_duration_minutes,
         }
     }
 }
@@ -142,6 +155,29 @@ impl JobsMutation {
     /// A queued job is cancelled at once; a running one stops before its next training step.
     async fn cancel_job(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Job> {
         Ok(Job(service(ctx).cancel_job(&id).await?))
+    }
+
+    /// A queued job is held (`PAUSED`) at once; a running one writes a checkpoint at its next step
+    /// boundary and becomes `PAUSED`, freeing its worker. An ended job is refused with `CONFLICT`.
+    async fn pause_job(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Job> {
+        Ok(Job(service(ctx).pause_job(&id).await?))
+    }
+
+    /// Queues a `PAUSED` job again; it goes on from its last checkpoint exactly where it was.
+    async fn resume_job(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Job> {
+        Ok(Job(service(ctx).resume_job(&id).await?))
+    }
+
+    /// Queues a `FAILED` or `CANCELLED` job again (attempts and time limit counted afresh): from its last
+    /// checkpoint when `fromCheckpoint` and it has one, otherwise from the start (its checkpoints are
+    /// deleted).
+    async fn retry_job(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(default = true)] from_checkpoint: bool,
+    ) -> ApiResult<Job> {
+        Ok(Job(service(ctx).retry_job(&id, from_checkpoint).await?))
     }
 }
 

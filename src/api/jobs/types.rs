@@ -4,7 +4,9 @@ use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, Object, SimpleObject};
 
 use super::super::datasets::Dataset;
-use super::super::loaders::{EpochsLoader, MetricsKey, MetricsLoader, ModelVersionLoader};
+use super::super::loaders::{
+    CheckpointsLoader, EpochsLoader, MetricsKey, MetricsLoader, ModelVersionLoader,
+};
 use super::super::models::ModelVersion;
 use super::super::{ApiResult, timestamp};
 use crate::domain::{self, JobRecord};
@@ -31,6 +33,9 @@ pub struct Hyperparameters {
     pub validation_split: f64,
     pub seed: String,
     pub max_seq_length: i32,
+    /// A checkpoint every this many steps besides the one after each epoch; null: epochs only.
+    pub checkpoint_every_steps: Option<i32>,
+    pub keep_checkpoints: i32,
 }
 
 impl From<&domain::Hyperparams> for Hyperparameters {
@@ -42,6 +47,8 @@ impl From<&domain::Hyperparams> for Hyperparameters {
             validation_split: h.validation_split,
             seed: h.seed.to_string(),
             max_seq_length: h.max_seq_length as i32,
+            checkpoint_every_steps: h.checkpoint_every_steps.map(|s| s as i32),
+            keep_checkpoints: h.keep_checkpoints as i32,
         }
     }
 }
@@ -64,6 +71,21 @@ pub struct JobProgress {
     pub percent: f64,
     pub elapsed_seconds: f64,
     pub eta_seconds: Option<f64>,
+    /// Set when the job's progress has not moved for `KILN_STALL_SECONDS` (default 600) while its
+    /// worker holds it: since when. Cleared when it moves again.
+    pub stalled_since: Option<String>,
+}
+
+/// A stored checkpoint: the job goes on from its newest one after a pause, a crash or a retry.
+#[derive(SimpleObject)]
+pub struct JobCheckpoint {
+    /// Optimizer steps done when it was written.
+    pub step: i64,
+    /// Epochs finished when it was written.
+    pub epoch: i32,
+    /// Weights and optimizer state, in bytes.
+    pub size_bytes: i64,
+    pub created_at: String,
 }
 
 /// One epoch's results on the validation split (precision, recall, F1: macro averages).
@@ -151,7 +173,24 @@ impl Job {
             percent: p.percent,
             elapsed_seconds: p.elapsed_seconds,
             eta_seconds: p.eta_seconds,
+            stalled_since: p.stalled_since.map(timestamp),
         })
+    }
+    /// The job's stored checkpoints, oldest first (at most `keepCheckpoints`).
+    async fn checkpoints(&self, ctx: &Context<'_>) -> ApiResult<Vec<JobCheckpoint>> {
+        let loader = ctx.data_unchecked::<DataLoader<CheckpointsLoader>>();
+        Ok(loader
+            .load_one(self.0.id.clone())
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| JobCheckpoint {
+                step: c.step as i64,
+                epoch: c.epoch as i32,
+                size_bytes: c.size_bytes as i64,
+                created_at: timestamp(c.created_at),
+            })
+            .collect())
     }
     /// Metrics of every finished epoch, in order.
     async fn epochs(&self, ctx: &Context<'_>) -> ApiResult<Vec<EpochMetrics>> {
@@ -205,9 +244,26 @@ impl Job {
     async fn error(&self) -> Option<&str> {
         self.0.error.as_deref()
     }
-    /// How many times a worker has started this job.
+    /// How many times a worker has started this job (a pause or a shutdown does not count; a retry
+    /// starts again from 0).
     async fn attempts(&self) -> i64 {
         self.0.attempts
+    }
+    /// Attempts an infrastructure failure may use before the job fails (`KILN_MAX_ATTEMPTS`).
+    async fn max_attempts(&self) -> i64 {
+        self.0.max_attempts
+    }
+    /// When a job queued for an automatic retry may start again.
+    async fn next_attempt_at(&self) -> Option<String> {
+        self.0.next_attempt_at.map(timestamp)
+    }
+    /// The job's time limit over all its attempts, in minutes.
+    async fn max_duration_minutes(&self) -> Option<f64> {
+        self.0.max_duration_ms.map(|ms| ms as f64 / 60_000.0)
+    }
+    /// Whether a pause was asked for and the job has not stopped yet.
+    async fn pause_requested(&self) -> bool {
+        self.0.pause_requested
     }
     async fn created_at(&self) -> String {
         timestamp(self.0.created_at)

@@ -1,0 +1,494 @@
+//! Job control through the API: pause and resume, a worker killed with SIGKILL, time limits, retries,
+//! automatic retries of infrastructure failures, stalls. A job that stops and goes on from its checkpoint
+//! ends exactly as the same job run without a stop: the same step losses, epochs and model bytes.
+
+use std::time::Duration;
+
+use kiln::domain::JobStatus;
+use kiln::runner::Outcome;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Db, Objects, Options, TestApp, WsMessage, eventually, on_storage, separable_tabular_csv,
+    separable_text_jsonl, spawn_with,
+};
+
+/// A small-BERT job long enough to be stopped while it trains (hundreds of steps).
+fn text_job(dataset: &str, name: &str) -> Value {
+    json!({ "name": name, "modelName": "resumable", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
+        "hyperparameters": { "epochs": 2, "batchSize": 4, "seed": 9, "maxSeqLength": 16,
+                             "checkpointEverySteps": 25, "keepCheckpoints": 2 } })
+}
+
+/// What a job recorded and produced, to compare two runs of the same job.
+#[derive(Debug, PartialEq)]
+struct Trace {
+    losses: Vec<(i64, u64)>,
+    epochs: Value,
+    model: Vec<u8>,
+    manifest: Vec<u8>,
+}
+
+async fn trace(app: &TestApp, job_id: &str) -> Trace {
+    let data = app
+        .data(
+            "query($id: ID!) { job(id: $id) { status \
+               metrics(name: \"train_loss\", last: 10000) { step value } \
+               epochs { epoch trainLoss valLoss accuracy precision recall f1 } } }",
+            json!({ "id": job_id }),
+        )
+        .await;
+    assert_eq!(data["job"]["status"], "COMPLETED");
+    let losses = data["job"]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["step"].as_i64().unwrap(),
+                p["value"].as_f64().unwrap().to_bits(),
+            )
+        })
+        .collect();
+    let dir = app.model_run_dir("resumable", job_id);
+    Trace {
+        losses,
+        epochs: data["job"]["epochs"].clone(),
+        model: std::fs::read(dir.join("model.safetensors")).unwrap(),
+        manifest: std::fs::read(dir.join("kiln.json")).unwrap(),
+    }
+}
+
+/// The same job, run without a stop.
+async fn reference_run(app: &TestApp, dataset: &str) -> Trace {
+    let job = app.queued_job(text_job(dataset, "reference")).await;
+    assert_eq!(
+        app.run_next_job().await,
+        Outcome::Ran {
+            job_id: job.clone(),
+            status: JobStatus::Completed
+        }
+    );
+    trace(app, &job).await
+}
+
+async fn checkpoints(app: &TestApp, job_id: &str) -> Vec<Value> {
+    app.data(
+        "query($id: ID!) { job(id: $id) { checkpoints { step epoch sizeBytes createdAt } } }",
+        json!({ "id": job_id }),
+    )
+    .await["job"]["checkpoints"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn mutate(app: &TestApp, mutation: &str, job_id: &str) -> Value {
+    let query = format!("mutation($id: ID!) {{ {mutation}(id: $id) {{ status attempts error }} }}");
+    app.data(&query, json!({ "id": job_id })).await[mutation].clone()
+}
+
+/// Waits for the job's first step event, so it is surely training.
+async fn first_step(app: &TestApp, job_id: &str) {
+    let mut events = app.subscribe_job(job_id).await;
+    loop {
+        if let WsMessage::Next(payload) = events.next(Duration::from_secs(60)).await
+            && payload["data"]["jobEvents"]["__typename"] == "StepProgress"
+        {
+            return;
+        }
+    }
+}
+
+async fn pausing_and_resuming_a_job_ends_exactly_as_an_uninterrupted_run(db: Db, objects: Objects) {
+    let app = spawn_with(Options::new(db, objects)).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(400, 4))
+        .await;
+    let reference = reference_run(&app, &dataset).await;
+
+    let job = app.queued_job(text_job(&dataset, "paused")).await;
+    let worker = app.run_next_job_in_background();
+    first_step(&app, &job).await;
+    let pausing = mutate(&app, "pauseJob", &job).await;
+    assert!(
+        ["RUNNING", "PAUSED"].contains(&pausing["status"].as_str().unwrap()),
+        "{pausing}"
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(60), worker)
+        .await
+        .expect("the worker is freed")
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Ran {
+            job_id: job.clone(),
+            status: JobStatus::Paused
+        }
+    );
+    let paused = app.job(&job).await;
+    assert_eq!(paused["status"], "PAUSED");
+    assert_eq!(paused["attempts"], 0, "a pause is not a failed attempt");
+    let stored = checkpoints(&app, &job).await;
+    let last = stored.last().expect("a checkpoint at the pause");
+    let at = last["step"].as_i64().unwrap();
+    assert_eq!(
+        at,
+        paused["progress"]["step"].as_i64().unwrap(),
+        "the pause's checkpoint is where the job stopped: {stored:?}"
+    );
+    assert!(
+        at < 200,
+        "paused mid-run (200 steps in all), not at the end"
+    );
+    assert!(last["sizeBytes"].as_i64().unwrap() > 0);
+    assert_eq!(
+        app.run_next_job().await,
+        Outcome::Empty,
+        "a paused job is held"
+    );
+
+    // Resumed, it goes on from the checkpoint; a follower hears where it rewinds to.
+    let mut follower = app.subscribe_job(&job).await;
+    assert_eq!(mutate(&app, "resumeJob", &job).await["status"], "QUEUED");
+    assert_eq!(
+        app.run_next_job().await,
+        Outcome::Ran {
+            job_id: job.clone(),
+            status: JobStatus::Completed
+        }
+    );
+    let events = follower
+        .collect_until_complete(Duration::from_secs(30))
+        .await;
+    let resumed = events
+        .iter()
+        .position(|e| e["__typename"] == "JobResumed")
+        .expect("a JobResumed event");
+    assert_eq!(events[resumed]["fromStep"], at);
+    let steps_after: Vec<i64> = events[resumed..]
+        .iter()
+        .filter(|e| e["__typename"] == "StepProgress")
+        .map(|e| e["step"].as_i64().unwrap())
+        .collect();
+    assert!(
+        steps_after.first().is_some_and(|s| *s == at + 1),
+        "the re-run starts right after the checkpoint: {steps_after:?}"
+    );
+
+    let resumed = trace(&app, &job).await;
+    assert_eq!(resumed.losses, reference.losses, "step losses");
+    assert_eq!(resumed.epochs, reference.epochs, "epoch metrics");
+    assert!(resumed.model == reference.model, "model.safetensors bytes");
+    assert_eq!(resumed.manifest, reference.manifest, "kiln.json");
+    assert!(
+        checkpoints(&app, &job).await.len() <= 2,
+        "keepCheckpoints bounds what is stored"
+    );
+}
+
+on_storage!(pausing_and_resuming_a_job_ends_exactly_as_an_uninterrupted_run: sqlite_local, postgres_s3);
+
+/// A separate `kiln worker` process on the app's database and objects, with a short lease.
+fn worker_process(app: &TestApp) -> std::process::Child {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
+    command.arg("worker");
+    for (name, value) in app.config.to_env() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    command
+        .env("KILN_WORKERS", "1")
+        .env("KILN_LEASE_SECONDS", "1")
+        .env("KILN_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+        .env("KILN_JOB_EXECUTABLE", env!("CARGO_BIN_EXE_kiln"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(app.dir.path().join("worker.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+async fn a_worker_killed_mid_epoch_is_recovered_from_its_last_checkpoint(db: Db, objects: Objects) {
+    let app = spawn_with(Options::new(db, objects)).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(1200, 4))
+        .await;
+    let reference = reference_run(&app, &dataset).await;
+
+    let job = app.queued_job(text_job(&dataset, "killed")).await;
+    let mut worker = crate::processes::KillOnDrop(worker_process(&app));
+    // Wait for a stored checkpoint and progress past it: the kill lands mid-epoch, after a checkpoint.
+    let log = app.dir.path().join("worker.log");
+    let started = std::time::Instant::now();
+    loop {
+        let stored = checkpoints(&app, &job).await;
+        let now = app.job(&job).await;
+        let step = now["progress"]["step"].as_i64().unwrap_or(0);
+        if stored
+            .last()
+            .is_some_and(|c| step > c["step"].as_i64().unwrap())
+        {
+            break;
+        }
+        let waited = started.elapsed() > Duration::from_secs(60);
+        if waited || !["QUEUED", "RUNNING"].contains(&now["status"].as_str().unwrap()) {
+            panic!(
+                "no checkpoint and progress past it: {now}\nworker log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.0.kill().unwrap();
+    worker.0.wait().unwrap();
+    let before = app.job(&job).await;
+    assert_eq!(before["status"], "RUNNING");
+    assert!(
+        before["progress"]["step"].as_i64().unwrap() < 480,
+        "killed mid-run"
+    );
+
+    // Once its lease expires, another worker takes the job from its last checkpoint.
+    let started = std::time::Instant::now();
+    let outcome = loop {
+        match app.run_next_job().await {
+            Outcome::Empty => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the lease never expired"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            ran => break ran,
+        }
+    };
+    assert_eq!(
+        outcome,
+        Outcome::Ran {
+            job_id: job.clone(),
+            status: JobStatus::Completed
+        }
+    );
+    assert_eq!(app.job(&job).await["attempts"], 2, "the crash counts");
+    let recovered = trace(&app, &job).await;
+    assert_eq!(recovered.losses, reference.losses, "step losses");
+    assert_eq!(recovered.epochs, reference.epochs, "epoch metrics");
+    assert!(
+        recovered.model == reference.model,
+        "model.safetensors bytes"
+    );
+}
+
+on_storage!(a_worker_killed_mid_epoch_is_recovered_from_its_last_checkpoint: sqlite_local, postgres_s3);
+
+#[tokio::test]
+async fn a_job_past_its_time_limit_fails_and_a_retry_continues_it_from_its_checkpoint() {
+    let app = spawn_with(Options::new(Db::Sqlite, Objects::Local)).await;
+    let dataset = app
+        .ready_dataset("t.csv", separable_tabular_csv(3000, 2))
+        .await;
+    let input = |name: &str, limit: f64| {
+        json!({ "name": name, "modelName": "resumable", "task": "TABULAR_CLASSIFICATION", "datasetId": dataset,
+            "maxDurationMinutes": limit,
+            "hyperparameters": { "epochs": 6, "batchSize": 2, "seed": 3, "checkpointEverySteps": 100 } })
+    };
+    let reference = app.queued_job(input("reference", 60.0)).await;
+    app.run_next_job().await;
+    let reference = trace(&app, &reference).await;
+
+    // 0.02 minutes: the job is stopped after 1.2 s, long before its 7200 steps are done.
+    let job = app.queued_job(input("limited", 0.02)).await;
+    let outcome = app.run_next_job().await;
+    let error = app.failure_of(outcome, &job).await;
+    assert!(
+        error.starts_with("the job ran past its time limit (maxDurationMinutes)"),
+        "{error}"
+    );
+    assert!(
+        !checkpoints(&app, &job).await.is_empty(),
+        "its checkpoint is kept"
+    );
+
+    // Each retry goes on from the last checkpoint with its time limit counted afresh, until the job is
+    // done: however many times it was stopped, it ends as the uninterrupted run.
+    let mut retries = 0;
+    loop {
+        let retried = mutate(&app, "retryJob", &job).await;
+        assert_eq!(retried["status"], "QUEUED");
+        assert_eq!(retried["attempts"], 0);
+        assert_eq!(retried["error"], Value::Null);
+        retries += 1;
+        match app.run_next_job().await {
+            Outcome::Ran {
+                status: JobStatus::Completed,
+                ..
+            } => break,
+            Outcome::Ran {
+                status: JobStatus::Failed,
+                ..
+            } => assert!(retries < 30, "no progress across retries"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let continued = trace(&app, &job).await;
+    assert_eq!(continued.losses, reference.losses);
+    assert_eq!(continued.epochs, reference.epochs);
+    assert!(continued.model == reference.model);
+
+    // A completed job is not retried.
+    let conflict = app
+        .graphql(
+            "mutation($id: ID!) { retryJob(id: $id) { status } }",
+            json!({ "id": job }),
+        )
+        .await;
+    assert_eq!(conflict["errors"][0]["extensions"]["code"], "CONFLICT");
+}
+
+#[tokio::test]
+async fn pausing_a_queued_job_holds_it_and_ended_jobs_refuse_pause_and_resume() {
+    let app = spawn_with(Options::new(Db::Sqlite, Objects::Local)).await;
+    let dataset = app
+        .ready_dataset("t.csv", separable_tabular_csv(40, 2))
+        .await;
+    let job = app
+        .queued_job(
+            json!({ "name": "held", "modelName": "m", "task": "TABULAR_CLASSIFICATION",
+            "datasetId": dataset, "hyperparameters": { "epochs": 1 } }),
+        )
+        .await;
+    assert_eq!(mutate(&app, "pauseJob", &job).await["status"], "PAUSED");
+    assert_eq!(mutate(&app, "pauseJob", &job).await["status"], "PAUSED");
+    assert_eq!(app.run_next_job().await, Outcome::Empty);
+    assert_eq!(mutate(&app, "resumeJob", &job).await["status"], "QUEUED");
+    assert_eq!(mutate(&app, "resumeJob", &job).await["status"], "QUEUED");
+    assert_eq!(
+        app.run_next_job().await,
+        Outcome::Ran {
+            job_id: job.clone(),
+            status: JobStatus::Completed
+        }
+    );
+    for mutation in ["pauseJob", "resumeJob", "retryJob"] {
+        let answer = app
+            .graphql(
+                &format!("mutation($id: ID!) {{ {mutation}(id: $id) {{ status }} }}"),
+                json!({ "id": job }),
+            )
+            .await;
+        assert_eq!(
+            answer["errors"][0]["extensions"]["code"], "CONFLICT",
+            "{mutation}: {answer}"
+        );
+        assert!(
+            answer["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("COMPLETED"),
+            "{answer}"
+        );
+    }
+    let missing = app
+        .graphql("mutation { pauseJob(id: \"nope\") { status } }", json!({}))
+        .await;
+    assert_eq!(missing["errors"][0]["extensions"]["code"], "NOT_FOUND");
+    let bad = app
+        .graphql(
+            "mutation($d: ID!) { submitJob(input: { name: \"x\", modelName: \"m\", task: TABULAR_CLASSIFICATION, \
+               datasetId: $d, maxDurationMinutes: 0 }) { id } }",
+            json!({ "d": dataset }),
+        )
+        .await;
+    assert_eq!(bad["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert_eq!(
+        bad["errors"][0]["extensions"]["field"], "maxDurationMinutes",
+        "{bad}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_hub_is_retried_with_backoff_until_attempts_run_out() {
+    let mut options = Options::new(Db::Sqlite, Objects::Local);
+    // Nothing listens there: the download fails on the network, an infrastructure failure.
+    options.hf_endpoint = Some("http://127.0.0.1:9".into());
+    let app = spawn_with(options).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 1))
+        .await;
+    let job = app
+        .queued_job(json!({ "name": "offline", "modelName": "m", "task": "TEXT_CLASSIFICATION",
+            "datasetId": dataset, "baseModel": "hf:org/model", "hyperparameters": { "epochs": 1 } }))
+        .await;
+    for attempt in 1..=2 {
+        assert_eq!(
+            app.run_next_job().await,
+            Outcome::Ran {
+                job_id: job.clone(),
+                status: JobStatus::Queued
+            }
+        );
+        let queued = app.job(&job).await;
+        assert_eq!(queued["status"], "QUEUED");
+        assert_eq!(queued["attempts"], attempt);
+        assert!(queued["nextAttemptAt"].is_string(), "{queued}");
+        let error = queued["error"].as_str().unwrap();
+        assert!(
+            error.starts_with(&format!("attempt {attempt} of 3 failed: "))
+                && error.contains("from the hub failed")
+                && error.ends_with("it is retried automatically"),
+            "{error}"
+        );
+    }
+    let outcome = app.run_next_job().await;
+    let error = app.failure_of(outcome, &job).await;
+    assert!(error.contains("from the hub failed"), "{error}");
+    assert_eq!(app.job(&job).await["attempts"], 3);
+}
+
+#[tokio::test]
+async fn a_job_whose_progress_stops_is_marked_stalled_until_it_moves_again() {
+    let mut options = Options::new(Db::Sqlite, Objects::Local);
+    options.stall_seconds = 1;
+    let app = spawn_with(options).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(100, 3))
+        .await;
+    let job = app
+        .queued_job(json!({ "name": "stuck", "modelName": "m", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
+            "hyperparameters": { "epochs": 500, "batchSize": 4, "maxSeqLength": 16 } }))
+        .await;
+    let worker = app.run_next_job_in_background();
+    app.wait_until_training(&job).await;
+    let child = crate::processes::processes_with(&["run-job", &job]);
+    assert_eq!(child.len(), 1);
+    // The job's process stops making progress; its worker still holds the lease.
+    unsafe { libc::kill(child[0] as i32, libc::SIGSTOP) };
+    eventually(
+        Duration::from_secs(20),
+        "the job to be marked stalled",
+        || async { app.job(&job).await["progress"]["stalledSince"].is_string() },
+    )
+    .await;
+    assert_eq!(app.job(&job).await["status"], "RUNNING");
+    unsafe { libc::kill(child[0] as i32, libc::SIGCONT) };
+    eventually(
+        Duration::from_secs(20),
+        "progress to clear the mark",
+        || async { app.job(&job).await["progress"]["stalledSince"].is_null() },
+    )
+    .await;
+    mutate(&app, "cancelJob", &job).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Ran {
+            job_id: job,
+            status: JobStatus::Cancelled
+        }
+    );
+}
