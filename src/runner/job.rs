@@ -126,6 +126,10 @@ pub(super) async fn train_and_register(
             e,
         )
     })?;
+    // A completed job is never continued: its checkpoints have served.
+    if let Err(e) = service.drop_checkpoints(&job.id).await {
+        tracing::warn!(job_id = %job.id, error = format!("{e:#}"), "removing a completed job's checkpoints failed");
+    }
     drop(cleanup);
     Ok(Some(JobStatus::Completed))
 }

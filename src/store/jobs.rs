@@ -41,6 +41,14 @@ pub struct Page {
     pub after: Option<(i64, String)>,
 }
 
+/// How a lease-fenced write treats the job's progress: keep it when none is given, or replace it
+/// (clearing it with none).
+#[derive(Debug, Clone, Copy)]
+enum ProgressWrite {
+    IfGiven,
+    Replace,
+}
+
 /// How an attempt ends, besides its new status.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AttemptEnd<'a> {
@@ -433,6 +441,48 @@ impl Store {
         Ok(job)
     }
 
+    /// Opens a transaction whose first statement re-checks `worker`'s lease on a running job, locking its
+    /// row, and writes its progress. `None` (rolled back) when the lease is gone.
+    async fn lease_transaction(
+        &self,
+        id: &str,
+        worker: &str,
+        progress: Option<&JobProgress>,
+        write: ProgressWrite,
+    ) -> StoreResult<Option<sqlx::Transaction<'static, sqlx::Any>>> {
+        let progress = progress
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(anyhow::Error::from)?;
+        let sql = match write {
+            ProgressWrite::IfGiven => {
+                "UPDATE jobs SET progress = COALESCE($1, progress), updated_at = $2 \
+                 WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'"
+            }
+            ProgressWrite::Replace => {
+                "UPDATE jobs SET progress = $1, updated_at = $2 \
+                 WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'"
+            }
+        };
+        let mut tx = self.pool.begin().await.map_err(|e| self.note(e))?;
+        self.tick()?;
+        let held = sqlx::query(sql)
+            .bind(progress)
+            .bind(now_ms())
+            .bind(id)
+            .bind(worker)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.note(e))?
+            .rows_affected()
+            == 1;
+        if !held {
+            tx.rollback().await.map_err(|e| self.note(e))?;
+            return Ok(None);
+        }
+        Ok(Some(tx))
+    }
+
     /// Rewinds a job's recorded history to a checkpoint, while `worker` holds its lease: step metrics
     /// after `step` and epochs after `epoch` are removed and the progress is set to `progress` (none
     /// from the start). Returns `false`, writing nothing, when the lease is gone.
@@ -444,29 +494,12 @@ impl Store {
         epoch: u32,
         progress: Option<&JobProgress>,
     ) -> StoreResult<bool> {
-        let progress = progress
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(anyhow::Error::from)?;
-        let mut tx = self.pool.begin().await.map_err(|e| self.note(e))?;
-        self.tick()?;
-        let held = sqlx::query(
-            "UPDATE jobs SET progress = $1, updated_at = $2 \
-             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'",
-        )
-        .bind(progress)
-        .bind(now_ms())
-        .bind(id)
-        .bind(worker)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.note(e))?
-        .rows_affected()
-            == 1;
-        if !held {
-            tx.rollback().await.map_err(|e| self.note(e))?;
+        let Some(mut tx) = self
+            .lease_transaction(id, worker, progress, ProgressWrite::Replace)
+            .await?
+        else {
             return Ok(false);
-        }
+        };
         for (sql, after) in [
             (
                 "DELETE FROM job_metrics WHERE job_id = $1 AND step > $2",
@@ -595,29 +628,12 @@ impl Store {
             points,
             epoch,
         } = record;
-        let progress = progress
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(anyhow::Error::from)?;
-        let mut tx = self.pool.begin().await.map_err(|e| self.note(e))?;
-        self.tick()?;
-        let held = sqlx::query(
-            "UPDATE jobs SET progress = COALESCE($1, progress), updated_at = $2 \
-             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'",
-        )
-        .bind(progress)
-        .bind(now_ms())
-        .bind(job_id)
-        .bind(worker)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.note(e))?
-        .rows_affected()
-            == 1;
-        if !held {
-            tx.rollback().await.map_err(|e| self.note(e))?;
+        let Some(mut tx) = self
+            .lease_transaction(job_id, worker, progress, ProgressWrite::IfGiven)
+            .await?
+        else {
             return Ok(false);
-        }
+        };
         if !points.is_empty() {
             self.tick()?;
             let values: Vec<String> = (0..points.len())

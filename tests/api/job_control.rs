@@ -59,6 +59,35 @@ async fn trace(app: &TestApp, job_id: &str) -> Trace {
     }
 }
 
+/// Two runs of one job recorded the same step losses and epochs and wrote the same model, bit for bit.
+fn assert_same_run(run: &Trace, reference: &Trace) {
+    assert_eq!(run.losses, reference.losses, "step losses");
+    assert_eq!(run.epochs, reference.epochs, "epoch metrics");
+    assert!(
+        run.model == reference.model,
+        "model.safetensors bytes differ"
+    );
+    assert_eq!(run.manifest, reference.manifest, "kiln.json");
+}
+
+/// An MLP job of 4800 quick steps (3000 rows, 4 epochs, batches of 2), with a checkpoint every 50.
+fn mlp_job(dataset: &str, name: &str, max_duration_minutes: Option<f64>) -> Value {
+    json!({ "name": name, "modelName": "resumable", "task": "TABULAR_CLASSIFICATION", "datasetId": dataset,
+        "maxDurationMinutes": max_duration_minutes,
+        "hyperparameters": { "epochs": 4, "batchSize": 2, "seed": 3, "checkpointEverySteps": 50 } })
+}
+
+/// A tabular dataset and what [`mlp_job`] on it records when run without a stop.
+async fn mlp_reference(app: &TestApp) -> (String, Trace) {
+    let dataset = app
+        .ready_dataset("t.csv", separable_tabular_csv(3000, 2))
+        .await;
+    let job = app.queued_job(mlp_job(&dataset, "reference", None)).await;
+    app.run_next_job().await;
+    let reference = trace(app, &job).await;
+    (dataset, reference)
+}
+
 /// The same job, run without a stop.
 async fn reference_run(app: &TestApp, dataset: &str) -> Trace {
     let job = app.queued_job(text_job(dataset, "reference")).await;
@@ -142,6 +171,10 @@ async fn pausing_and_resuming_a_job_ends_exactly_as_an_uninterrupted_run(db: Db,
         "paused mid-run (200 steps in all), not at the end"
     );
     assert!(last["sizeBytes"].as_i64().unwrap() > 0);
+    assert!(
+        stored.len() <= 2,
+        "keepCheckpoints bounds what is stored: {stored:?}"
+    );
     assert_eq!(
         app.run_next_job().await,
         Outcome::Empty,
@@ -177,14 +210,33 @@ async fn pausing_and_resuming_a_job_ends_exactly_as_an_uninterrupted_run(db: Db,
     );
 
     let resumed = trace(&app, &job).await;
-    assert_eq!(resumed.losses, reference.losses, "step losses");
-    assert_eq!(resumed.epochs, reference.epochs, "epoch metrics");
-    assert!(resumed.model == reference.model, "model.safetensors bytes");
-    assert_eq!(resumed.manifest, reference.manifest, "kiln.json");
+    assert_same_run(&resumed, &reference);
     assert!(
-        checkpoints(&app, &job).await.len() <= 2,
-        "keepCheckpoints bounds what is stored"
+        checkpoints(&app, &job).await.is_empty(),
+        "a completed job's checkpoints are removed"
     );
+    assert_eq!(stored_files(&app, &job), 0, "checkpoint files are left");
+}
+
+/// Files stored under a job's checkpoint folder (an S3 server may leave empty folders behind).
+fn stored_files(app: &TestApp, job_id: &str) -> usize {
+    fn count(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            count(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    count(&app.object_root().join("checkpoints").join(job_id))
 }
 
 on_storage!(pausing_and_resuming_a_job_ends_exactly_as_an_uninterrupted_run: sqlite_local, postgres_s3);
@@ -216,15 +268,31 @@ async fn a_worker_killed_mid_epoch_is_recovered_from_its_last_checkpoint(db: Db,
         .ready_dataset("d.jsonl", separable_text_jsonl(1200, 4))
         .await;
     let reference = reference_run(&app, &dataset).await;
-
     let job = app.queued_job(text_job(&dataset, "killed")).await;
-    let mut worker = crate::processes::KillOnDrop(worker_process(&app));
-    // Wait for a stored checkpoint and progress past it: the kill lands mid-epoch, after a checkpoint.
+    let recovered = kill_and_recover(&app, &job, 480).await;
+    assert_same_run(&recovered, &reference);
+}
+
+#[tokio::test]
+async fn an_mlp_whose_worker_is_killed_is_recovered_exactly() {
+    let app = spawn_with(Options::new(Db::Sqlite, Objects::Local)).await;
+    let (dataset, reference) = mlp_reference(&app).await;
+    let input = |name: &str| mlp_job(&dataset, name, None);
+    let job = app.queued_job(input("killed")).await;
+    let recovered = kill_and_recover(&app, &job, 4800).await;
+    assert_same_run(&recovered, &reference);
+}
+
+/// Runs `job` on a separate `kiln worker` process, kills that process with SIGKILL once a checkpoint is
+/// stored and the job has gone past it, then has the app's worker recover the job once the lease
+/// expires, and returns what the recovered job recorded.
+async fn kill_and_recover(app: &TestApp, job: &str, total_steps: i64) -> Trace {
+    let mut worker = crate::processes::KillOnDrop(worker_process(app));
     let log = app.dir.path().join("worker.log");
     let started = std::time::Instant::now();
     loop {
-        let stored = checkpoints(&app, &job).await;
-        let now = app.job(&job).await;
+        let stored = checkpoints(app, job).await;
+        let now = app.job(job).await;
         let step = now["progress"]["step"].as_i64().unwrap_or(0);
         if stored
             .last()
@@ -243,10 +311,10 @@ async fn a_worker_killed_mid_epoch_is_recovered_from_its_last_checkpoint(db: Db,
     }
     worker.0.kill().unwrap();
     worker.0.wait().unwrap();
-    let before = app.job(&job).await;
+    let before = app.job(job).await;
     assert_eq!(before["status"], "RUNNING");
     assert!(
-        before["progress"]["step"].as_i64().unwrap() < 480,
+        before["progress"]["step"].as_i64().unwrap() < total_steps,
         "killed mid-run"
     );
 
@@ -267,18 +335,12 @@ async fn a_worker_killed_mid_epoch_is_recovered_from_its_last_checkpoint(db: Db,
     assert_eq!(
         outcome,
         Outcome::Ran {
-            job_id: job.clone(),
+            job_id: job.to_string(),
             status: JobStatus::Completed
         }
     );
-    assert_eq!(app.job(&job).await["attempts"], 2, "the crash counts");
-    let recovered = trace(&app, &job).await;
-    assert_eq!(recovered.losses, reference.losses, "step losses");
-    assert_eq!(recovered.epochs, reference.epochs, "epoch metrics");
-    assert!(
-        recovered.model == reference.model,
-        "model.safetensors bytes"
-    );
+    assert_eq!(app.job(job).await["attempts"], 2, "the crash counts");
+    trace(app, job).await
 }
 
 on_storage!(a_worker_killed_mid_epoch_is_recovered_from_its_last_checkpoint: sqlite_local, postgres_s3);
@@ -286,20 +348,12 @@ on_storage!(a_worker_killed_mid_epoch_is_recovered_from_its_last_checkpoint: sql
 #[tokio::test]
 async fn a_job_past_its_time_limit_fails_and_a_retry_continues_it_from_its_checkpoint() {
     let app = spawn_with(Options::new(Db::Sqlite, Objects::Local)).await;
-    let dataset = app
-        .ready_dataset("t.csv", separable_tabular_csv(3000, 2))
-        .await;
-    let input = |name: &str, limit: f64| {
-        json!({ "name": name, "modelName": "resumable", "task": "TABULAR_CLASSIFICATION", "datasetId": dataset,
-            "maxDurationMinutes": limit,
-            "hyperparameters": { "epochs": 6, "batchSize": 2, "seed": 3, "checkpointEverySteps": 100 } })
-    };
-    let reference = app.queued_job(input("reference", 60.0)).await;
-    app.run_next_job().await;
-    let reference = trace(&app, &reference).await;
+    let (dataset, reference) = mlp_reference(&app).await;
 
-    // 0.02 minutes: the job is stopped after 1.2 s, long before its 7200 steps are done.
-    let job = app.queued_job(input("limited", 0.02)).await;
+    // 0.02 minutes: the job is stopped after 1.2 s, long before its 4800 steps are done.
+    let job = app
+        .queued_job(mlp_job(&dataset, "limited", Some(0.02)))
+        .await;
     let outcome = app.run_next_job().await;
     let error = app.failure_of(outcome, &job).await;
     assert!(
@@ -333,9 +387,7 @@ async fn a_job_past_its_time_limit_fails_and_a_retry_continues_it_from_its_check
         }
     }
     let continued = trace(&app, &job).await;
-    assert_eq!(continued.losses, reference.losses);
-    assert_eq!(continued.epochs, reference.epochs);
-    assert!(continued.model == reference.model);
+    assert_same_run(&continued, &reference);
 
     // A completed job is not retried.
     let conflict = app
@@ -491,4 +543,68 @@ async fn a_job_whose_progress_stops_is_marked_stalled_until_it_moves_again() {
             status: JobStatus::Cancelled
         }
     );
+}
+
+#[tokio::test]
+async fn a_cancelled_job_is_retried_from_its_checkpoint_or_from_scratch() {
+    let app = spawn_with(Options::new(Db::Sqlite, Objects::Local)).await;
+    let (dataset, reference) = mlp_reference(&app).await;
+    let input = |name: &str| mlp_job(&dataset, name, None);
+
+    let cancel_after_a_checkpoint = |job: String| {
+        let app = &app;
+        async move {
+            let worker = app.run_next_job_in_background();
+            eventually(Duration::from_secs(60), "a stored checkpoint", || async {
+                !checkpoints(app, &job).await.is_empty()
+            })
+            .await;
+            mutate(app, "cancelJob", &job).await;
+            assert_eq!(
+                worker.await.unwrap(),
+                Outcome::Ran {
+                    job_id: job.clone(),
+                    status: JobStatus::Cancelled
+                }
+            );
+        }
+    };
+    let job = app.queued_job(input("cancelled")).await;
+    cancel_after_a_checkpoint(job.clone()).await;
+    let kept = checkpoints(&app, &job).await;
+    assert!(!kept.is_empty(), "a cancelled job keeps its checkpoints");
+
+    // From scratch: the checkpoints go, and the job starts at step 0.
+    let retried = app
+        .data(
+            "mutation($id: ID!) { retryJob(id: $id, fromCheckpoint: false) { status checkpoints { step } } }",
+            json!({ "id": job }),
+        )
+        .await;
+    assert_eq!(retried["retryJob"]["status"], "QUEUED");
+    assert_eq!(retried["retryJob"]["checkpoints"], json!([]));
+    assert_eq!(stored_files(&app, &job), 0);
+    let mut follower = app.subscribe_job(&job).await;
+    cancel_after_a_checkpoint(job.clone()).await;
+    let events = follower
+        .collect_until_complete(Duration::from_secs(30))
+        .await;
+    let rewound: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["__typename"] == "JobResumed")
+        .collect();
+    assert_eq!(rewound.len(), 1, "{events:?}");
+    assert_eq!(rewound[0]["fromStep"], 0);
+
+    // From its checkpoint (the default): it ends as the uninterrupted run.
+    assert_eq!(mutate(&app, "retryJob", &job).await["status"], "QUEUED");
+    assert_eq!(
+        app.run_next_job().await,
+        Outcome::Ran {
+            job_id: job.clone(),
+            status: JobStatus::Completed
+        }
+    );
+    let continued = trace(&app, &job).await;
+    assert_same_run(&continued, &reference);
 }
