@@ -338,9 +338,6 @@ pub fn is_infrastructure(error: &anyhow::Error) -> bool {
         || error.chain().any(|cause| {
             cause.downcast_ref::<object_store::Error>().is_some()
                 || cause.downcast_ref::<reqwest::Error>().is_some()
-                || cause
-                    .downcast_ref::<crate::service::ServiceError>()
-                    .is_some_and(|e| matches!(e, crate::service::ServiceError::Unavailable))
         })
 }
 
@@ -350,5 +347,41 @@ pub fn result_of(run: anyhow::Result<Option<JobStatus>>) -> RunResult {
         Ok(Some(status)) => RunResult::Ended(status),
         Ok(None) => RunResult::Stopped,
         Err(e) => RunResult::Failed(e, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::UserError;
+    use crate::service::ServiceError;
+
+    #[test]
+    fn infrastructure_failures_are_told_from_the_jobs_own() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let unreachable = anyhow::Error::new(object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(refused),
+        })
+        .context("storing model.safetensors");
+        let wrapped = UserError::wrap("the trained model could not be stored", unreachable);
+        assert!(is_infrastructure(&wrapped));
+        let outage = anyhow::Error::new(ServiceError::Unavailable)
+            .context("the database stayed unreachable");
+        assert!(is_infrastructure(&outage));
+        let nan = anyhow::Error::new(UserError::new("the loss became NaN at step 3"));
+        assert!(!is_infrastructure(&nan));
+        assert!(!is_infrastructure(&anyhow::anyhow!(
+            "a label index is out of range"
+        )));
+    }
+
+    #[test]
+    fn stop_reasons_travel_by_name() {
+        for reason in StopReason::ALL {
+            assert_eq!(StopReason::parse(reason.as_str()), Some(reason));
+            assert_eq!(StopReason::from_u8(reason as u8), reason);
+        }
+        assert!(StopReason::Pause.keeps_a_checkpoint() && !StopReason::Cancel.keeps_a_checkpoint());
     }
 }

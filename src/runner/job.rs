@@ -334,7 +334,13 @@ impl Recorder {
             }
             let waited = self.deferred_since.map(|t| t.elapsed()).unwrap_or_default();
             if waited > control::OUTAGE_PATIENCE {
-                anyhow::bail!("the database stayed unreachable for {} s", waited.as_secs());
+                // An infrastructure failure: the job is retried later from its last checkpoint.
+                return Err(
+                    anyhow::Error::new(ServiceError::Unavailable).context(format!(
+                        "the database stayed unreachable for {} s",
+                        waited.as_secs()
+                    )),
+                );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

@@ -79,14 +79,15 @@ impl Service {
         )
     }
 
-    /// The wait before the automatic retry that follows attempt `attempts`: the base doubled per
-    /// earlier attempt, capped, plus up to a quarter more at random (so retries spread out).
+    /// The wait before the automatic retry that follows attempt `attempts` ([`retry_delay_ms`], with
+    /// a random share).
     pub fn backoff_ms(&self, attempts: i64) -> i64 {
-        let base = self.settings.retry_base.as_millis() as f64;
-        let cap = self.settings.retry_max.as_millis() as f64;
-        let doubled = base * 2f64.powi((attempts - 1).clamp(0, 30) as i32);
-        let jitter = 1.0 + rand::random::<f64>() * 0.25;
-        (doubled.min(cap) * jitter) as i64
+        retry_delay_ms(
+            self.settings.retry_base.as_millis() as i64,
+            self.settings.retry_max.as_millis() as i64,
+            attempts,
+            rand::random::<f64>(),
+        )
     }
 
     /// A job that starts again goes on from `checkpoint` (or from the beginning): what its earlier
@@ -239,5 +240,34 @@ impl Service {
                 error: job.error.clone(),
             },
         );
+    }
+}
+
+/// The wait before the retry that follows attempt `attempts`: `base` doubled for each attempt before it,
+/// at most `cap`, plus `share` (0 to 1) of a quarter of that, so retries of many jobs spread out.
+pub fn retry_delay_ms(base: i64, cap: i64, attempts: i64, share: f64) -> i64 {
+    let doubled = base.saturating_mul(1i64 << (attempts - 1).clamp(0, 40));
+    let delay = doubled.min(cap) as f64;
+    (delay * (1.0 + 0.25 * share.clamp(0.0, 1.0))) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_delay_ms;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_cap_with_jitter() {
+        let waits: Vec<i64> = (1..=8)
+            .map(|a| retry_delay_ms(10_000, 600_000, a, 0.0))
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                10_000, 20_000, 40_000, 80_000, 160_000, 320_000, 600_000, 600_000
+            ]
+        );
+        assert_eq!(retry_delay_ms(10_000, 600_000, 1, 1.0), 12_500);
+        assert_eq!(retry_delay_ms(10_000, 600_000, 1000, 0.5), 675_000);
+        assert_eq!(retry_delay_ms(0, 600_000, 3, 1.0), 0);
     }
 }
