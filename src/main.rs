@@ -29,15 +29,34 @@ enum Command {
     /// Train a model from a local file, with no server, printing progress.
     Train(kiln::cli::TrainArgs),
     /// Run one claimed job to its end: what a worker starts for each job, and what a Kubernetes pod
-    /// runs. Exit code: 0 completed, 3 stopped (asked to, or the lease was taken over), 4 failed.
+    /// runs. Exit code: 0 completed, 3 stopped (asked to, or the lease was taken over), 4 failed,
+    /// 5 orphaned (its worker is gone), 6 re-queued for an automatic retry.
     RunJob(kiln::cli::RunJobArgs),
+    /// Measure the training engine: `kiln bench train|predict --model minilm|tiny|mlp …`; the last line
+    /// printed is `samples_per_s=<median>`.
+    Bench(kiln::cli::BenchArgs),
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::Bench(args) = &cli.command {
+        if let Some(threads) = args.threads {
+            // SAFETY: no other thread exists yet, so nothing reads the environment concurrently; the
+            // thread pools read this variable when they start.
+            unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+        }
+        return kiln::cli::bench(args);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
     kiln::telemetry::init();
     match cli.command {
+        Command::Bench(_) => unreachable!("handled before the runtime starts"),
         Command::Schema => {
             print!("{}", kiln::api::sdl());
             Ok(())

@@ -10,6 +10,7 @@
 //! Failures a user can act on (an unreadable `config.json`, a loss that became NaN) are `UserError`s in
 //! the returned chain; the rest is for the server log.
 
+pub mod bench;
 pub mod bert;
 pub mod checkpoint;
 mod fit;

@@ -150,3 +150,44 @@ async fn a_hub_model_is_downloaded_once_then_fine_tuned_from_the_cache() {
         "{refused}"
     );
 }
+
+/// The step losses of fine-tuning the MiniLM for 20 steps on `kiln bench`'s fixed batch (4 × 16 tokens,
+/// no dropout, AdamW at 1e-4, weight decay 0.01), as PyTorch 2.15 computed them:
+/// `python3 benches/reference/torch_finetune.py train --model minilm --base-model DIR --batch 4 --seq 16
+/// --steps 20 --warmup 0 --threads 2 --no-dropout --learning-rate 1e-4`.
+const PYTORCH_LOSSES: [f64; 20] = [
+    0.704332, 0.659805, 0.591816, 0.485492, 0.374099, 0.280539, 0.212452, 0.170360, 0.142222,
+    0.122679, 0.106486, 0.094660, 0.085135, 0.078294, 0.072580, 0.067183, 0.062740, 0.059285,
+    0.056244, 0.053331,
+];
+
+#[test]
+fn fine_tuning_the_minilm_follows_pytorch_step_for_step() {
+    use kiln::train::bench::{BenchModel, BenchSpec, train};
+    let spec = BenchSpec {
+        model: BenchModel::Pretrained(minilm_dir()),
+        batch: 4,
+        seq: 16,
+        steps: 20,
+        warmup: 0,
+        dropout: false,
+        learning_rate: 1e-4,
+    };
+    let mut out = Vec::new();
+    train(&spec, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let losses: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("step="))
+        .map(|l| l.split(" loss=").nth(1).unwrap().split(' ').next().unwrap())
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 20, "{text}");
+    for (step, (kiln, torch)) in losses.iter().zip(PYTORCH_LOSSES).enumerate() {
+        assert!(
+            (kiln - torch).abs() <= 1e-4,
+            "step {}: kiln {kiln} vs PyTorch {torch}",
+            step + 1
+        );
+    }
+}
