@@ -10,10 +10,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use candle_core::{D, DType, Tensor};
-use candle_nn::{Embedding, Linear, Module};
+use candle_nn::{Embedding, Module};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
+use super::layers::{LayerNorm, Linear, linear};
 use super::params::{Params, dropout};
 use crate::domain::{ModelConfig, UserError};
 
@@ -204,43 +205,6 @@ impl BertConfig {
     }
 }
 
-struct LayerNorm {
-    gamma: Tensor,
-    beta: Tensor,
-    eps: f32,
-}
-
-impl LayerNorm {
-    fn new(params: &mut Params, name: &str, size: usize, eps: f64) -> Result<Self> {
-        Ok(Self {
-            gamma: params.constant(&format!("{name}.weight"), &[size], 1.0)?,
-            beta: params.constant(&format!("{name}.bias"), &[size], 0.0)?,
-            eps: eps as f32,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm_slow(
-            x,
-            &self.gamma,
-            &self.beta,
-            self.eps,
-        )?)
-    }
-}
-
-fn linear(
-    params: &mut Params,
-    name: &str,
-    inputs: usize,
-    outputs: usize,
-    std: f32,
-) -> Result<Linear> {
-    let w = params.normal(&format!("{name}.weight"), &[outputs, inputs], std)?;
-    let b = params.constant(&format!("{name}.bias"), &[outputs], 0.0)?;
-    Ok(Linear::new(w, Some(b)))
-}
-
 struct Layer {
     query: Linear,
     key: Linear,
@@ -416,7 +380,7 @@ impl BertClassifier {
         let counts = m.sum(1)?.clamp(1.0, f64::MAX)?;
         let pooled = summed.broadcast_div(&counts)?;
         let pooled = self.drop(&pooled, &mut rng)?;
-        Ok(self.classifier.forward(&pooled)?)
+        self.classifier.forward(&pooled)
     }
 
     fn drop(&self, x: &Tensor, rng: &mut Option<&mut StdRng>) -> Result<Tensor> {

@@ -2,10 +2,10 @@
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use candle_nn::{Linear, Module};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
+use super::layers::Linear;
 use super::params::{Params, dropout};
 
 /// Width of each hidden layer.
@@ -89,7 +89,7 @@ impl Mlp {
             let bound = 1.0 / (pair[0] as f32).sqrt();
             let w = params.uniform(&format!("layers.{i}.weight"), &[pair[1], pair[0]], bound)?;
             let b = params.uniform(&format!("layers.{i}.bias"), &[pair[1]], bound)?;
-            layers.push(Linear::new(w, Some(b)));
+            layers.push(Linear::new(w, b));
         }
         Ok(Self { layers })
     }

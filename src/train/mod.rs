@@ -14,6 +14,7 @@ pub mod bench;
 pub mod bert;
 pub mod checkpoint;
 mod fit;
+mod layers;
 pub mod memory;
 pub mod metrics;
 pub mod mlp;
