@@ -48,7 +48,10 @@ pub fn bert(
     let a = config.num_attention_heads as u64;
     let l = config.num_hidden_layers as u64;
     let s = seq_len.min(config.max_position_embeddings as u64).max(1);
-    let per_layer = s * (12 * h + 3 * i) + 3 * a * s * s;
+    // Projections, residuals and norms (12h), the feed-forward layer (3i), the bias rows the linear
+    // layers add and the norms' scale and shift rows (9h + i, see layers.rs), attention scores and
+    // probabilities.
+    let per_layer = s * (21 * h + 4 * i) + 3 * a * s * s;
     let floats = l * per_layer + 4 * s * h;
     MemoryEstimate {
         fixed: BASELINE + BYTES_PER_PARAMETER * config.parameter_count(num_labels),
