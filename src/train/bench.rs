@@ -134,6 +134,15 @@ fn labels(batch: usize, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(labels, batch, device)?)
 }
 
+/// The step losses in what [`train`] printed, in order.
+pub fn losses_in(output: &str) -> Vec<f64> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("step="))
+        .filter_map(|l| l.split(" loss=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect()
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -262,12 +271,7 @@ mod tests {
             let last = text.lines().last().unwrap();
             assert_eq!(last, format!("samples_per_s={rate:.2}"));
             assert!(rate > 0.0);
-            let losses: Vec<f32> = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("step="))
-                .map(|l| l.split(" loss=").nth(1).unwrap().split(' ').next().unwrap())
-                .map(|v| v.parse().unwrap())
-                .collect();
+            let losses = losses_in(&text);
             assert_eq!(losses.len(), 4, "{text}");
             assert!(losses[3] < losses[0], "{model:?}: {losses:?}");
 

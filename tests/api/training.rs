@@ -176,12 +176,7 @@ fn fine_tuning_the_minilm_follows_pytorch_step_for_step() {
     let mut out = Vec::new();
     train(&spec, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
-    let losses: Vec<f64> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("step="))
-        .map(|l| l.split(" loss=").nth(1).unwrap().split(' ').next().unwrap())
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let losses = kiln::train::bench::losses_in(&text);
     assert_eq!(losses.len(), 20, "{text}");
     for (step, (kiln, torch)) in losses.iter().zip(PYTORCH_LOSSES).enumerate() {
         assert!(
