@@ -274,10 +274,7 @@ impl Recorder {
                 {
                     return self.write().await;
                 }
-                Ok(Some(Lease::Held {
-                    cancel_requested: false,
-                    pause_requested: false,
-                }))
+                Ok(Some(Lease::HELD))
             }
             TrainEvent::Epoch(m) => {
                 self.epochs.push(m);
@@ -303,10 +300,7 @@ impl Recorder {
                     .await;
                 let _ = std::fs::remove_dir_all(&checkpoint.dir);
                 match stored {
-                    Ok(true) => Ok(Some(Lease::Held {
-                        cancel_requested: false,
-                        pause_requested: false,
-                    })),
+                    Ok(true) => Ok(Some(Lease::HELD)),
                     Ok(false) => Ok(Some(Lease::Lost)),
                     // The previous checkpoint stays the one to go on from; training goes on.
                     Err(e) => {
@@ -315,10 +309,7 @@ impl Recorder {
                             error = format!("{e:#}"),
                             "storing a checkpoint failed; the previous one stays the last"
                         );
-                        Ok(Some(Lease::Held {
-                            cancel_requested: false,
-                            pause_requested: false,
-                        }))
+                        Ok(Some(Lease::HELD))
                     }
                 }
             }

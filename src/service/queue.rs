@@ -19,6 +19,14 @@ pub enum Lease {
     Lost,
 }
 
+impl Lease {
+    /// Held, with nothing asked of the worker.
+    pub const HELD: Lease = Lease::Held {
+        cancel_requested: false,
+        pause_requested: false,
+    };
+}
+
 impl Service {
     /// Ends the attempts of jobs whose workers stopped responding (back to the queue after a backoff,
     /// or `FAILED` with no attempts left), then claims the next job for `worker`: the highest-priority
@@ -100,13 +108,16 @@ impl Service {
         checkpoint: Option<&CheckpointRecord>,
     ) -> ServiceResult<bool> {
         let (step, epoch) = checkpoint.map(|c| (c.step, c.epoch)).unwrap_or((0, 0));
+        // Progress at the checkpoint (none from the start); totals and time as last recorded.
         let progress = checkpoint.map(|c| {
-            let total_epochs = job.settings.hyperparameters.epochs;
-            let mut at = job.progress.clone().unwrap_or_default();
-            let total_steps = at.total_steps.max(c.step);
-            let elapsed = at.elapsed_seconds;
-            at = JobProgress::at(c.epoch.max(1), total_epochs, c.step, total_steps, elapsed);
-            at
+            let last = job.progress.clone().unwrap_or_default();
+            JobProgress::at(
+                c.epoch.max(1),
+                job.settings.hyperparameters.epochs,
+                c.step,
+                last.total_steps.max(c.step),
+                last.elapsed_seconds,
+            )
         });
         if !self
             .store
@@ -147,10 +158,7 @@ impl Service {
             self.events
                 .publish(job_id, JobEvent::EpochCompleted(epoch.clone()));
         }
-        Ok(Lease::Held {
-            cancel_requested: false,
-            pause_requested: false,
-        })
+        Ok(Lease::HELD)
     }
 
     /// Ends the attempt of a job `worker` holds in `to` and announces it: `CANCELLED`; or `PAUSED`, or

@@ -604,3 +604,50 @@ async fn a_cancelled_job_is_retried_from_its_checkpoint_or_from_scratch() {
     let continued = trace(&app, &job).await;
     assert_same_run(&continued, &reference);
 }
+
+#[tokio::test]
+async fn a_damaged_checkpoint_is_skipped_for_the_one_before_it() {
+    let app = spawn_with(Options::new(Db::Sqlite, Objects::Local)).await;
+    let (dataset, reference) = mlp_reference(&app).await;
+    let job = app.queued_job(mlp_job(&dataset, "damaged", None)).await;
+    let worker = app.run_next_job_in_background();
+    eventually(
+        Duration::from_secs(60),
+        "two stored checkpoints",
+        || async { checkpoints(&app, &job).await.len() >= 2 },
+    )
+    .await;
+    mutate(&app, "pauseJob", &job).await;
+    worker.await.unwrap();
+    let stored = checkpoints(&app, &job).await;
+    let steps: Vec<u64> = stored.iter().map(|c| c["step"].as_u64().unwrap()).collect();
+    let (older, newest) = (steps[steps.len() - 2], steps[steps.len() - 1]);
+
+    // The newest checkpoint's weights are damaged in the object store (a disk fault, a bad copy).
+    let weights = app
+        .object_path(&kiln::objects::keys::checkpoint(&job, newest).unwrap())
+        .join("weights.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&weights, bytes).unwrap();
+
+    let mut follower = app.subscribe_job(&job).await;
+    mutate(&app, "resumeJob", &job).await;
+    assert_eq!(
+        app.run_next_job().await,
+        Outcome::Ran {
+            job_id: job.clone(),
+            status: JobStatus::Completed
+        }
+    );
+    let events = follower
+        .collect_until_complete(Duration::from_secs(30))
+        .await;
+    let resumed = events
+        .iter()
+        .find(|e| e["__typename"] == "JobResumed")
+        .expect("a JobResumed event");
+    assert_eq!(resumed["fromStep"], older, "{steps:?}");
+    assert_same_run(&trace(&app, &job).await, &reference);
+}
