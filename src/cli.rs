@@ -240,6 +240,14 @@ pub struct TrainArgs {
     /// How many of the newest checkpoints are kept.
     #[arg(long)]
     pub keep_checkpoints: Option<i64>,
+    /// Any other hyperparameters, as `submitJob` takes them, in JSON: e.g.
+    /// `{"lrSchedule":"COSINE","gradientClipNorm":1.0,"classWeights":{"balanced":true}}`. The flags
+    /// above override the same fields.
+    #[arg(long, value_name = "JSON")]
+    pub hyperparameters: Option<String>,
+    /// A LoRA customization, as `submitJob` takes it, in JSON: e.g. `{"method":"LORA","rank":8}`.
+    #[arg(long, value_name = "JSON")]
+    pub customization: Option<String>,
     /// Where checkpoints go (one `step-<n>` folder each); default: `<output>-checkpoints` beside the
     /// output folder.
     #[arg(long)]
@@ -373,20 +381,46 @@ pub async fn train(args: TrainArgs) -> Result<()> {
         ExampleKind::Tabular { .. } => TaskKind::TabularClassification,
         ExampleKind::Text => TaskKind::TextClassification,
     };
+    let mut hyperparameters: HyperparamsInput = match &args.hyperparameters {
+        Some(json) => serde_json::from_str(json).map_err(|e| {
+            anyhow::anyhow!("--hyperparameters: not the JSON of hyperparameters: {e}")
+        })?,
+        None => HyperparamsInput::default(),
+    };
+    let flags = [
+        (&mut hyperparameters.epochs, args.epochs),
+        (&mut hyperparameters.batch_size, args.batch_size),
+        (&mut hyperparameters.seed, args.seed),
+        (&mut hyperparameters.max_seq_length, args.max_seq_length),
+        (
+            &mut hyperparameters.checkpoint_every_steps,
+            args.checkpoint_every_steps,
+        ),
+        (&mut hyperparameters.keep_checkpoints, args.keep_checkpoints),
+    ];
+    for (field, flag) in flags {
+        if flag.is_some() {
+            *field = flag;
+        }
+    }
+    if args.learning_rate.is_some() {
+        hyperparameters.learning_rate = args.learning_rate;
+    }
+    if args.validation_split.is_some() {
+        hyperparameters.validation_split = args.validation_split;
+    }
+    let customization = match &args.customization {
+        Some(json) => Some(serde_json::from_str(json).map_err(|e| {
+            anyhow::anyhow!("--customization: not the JSON of a customization: {e}")
+        })?),
+        None => None,
+    };
     let settings = TrainingSettings::parse(&TrainingInput {
         task: Some(task),
         base_model: args.base_model.clone(),
         model_config: None,
-        hyperparameters: HyperparamsInput {
-            epochs: args.epochs,
-            batch_size: args.batch_size,
-            learning_rate: args.learning_rate,
-            validation_split: args.validation_split,
-            seed: args.seed,
-            max_seq_length: args.max_seq_length,
-            checkpoint_every_steps: args.checkpoint_every_steps,
-            keep_checkpoints: args.keep_checkpoints,
-        },
+        hyperparameters,
+        customization,
     })
     .map_err(as_flag)?;
     let resume = match &args.resume {
@@ -477,7 +511,25 @@ pub async fn train(args: TrainArgs) -> Result<()> {
 
 /// A settings error in the CLI's terms: `hyperparameters.maxSeqLength` is the flag `--max-seq-length`.
 fn as_flag(e: FieldError) -> anyhow::Error {
+    const FLAGS: [&str; 9] = [
+        "epochs",
+        "batchSize",
+        "learningRate",
+        "validationSplit",
+        "seed",
+        "maxSeqLength",
+        "checkpointEverySteps",
+        "keepCheckpoints",
+        "baseModel",
+    ];
     let name = e.field.rsplit('.').next().unwrap_or(&e.field);
+    if !FLAGS.contains(&name) {
+        // A field given in --hyperparameters or --customization JSON.
+        return match e.field.split_once('.') {
+            Some((group, field)) => anyhow::anyhow!("--{group}: {field}: {}", e.message),
+            None => anyhow::anyhow!("{}: {}", e.field, e.message),
+        };
+    }
     let mut flag = String::from("--");
     for c in name.chars() {
         if c.is_ascii_uppercase() {

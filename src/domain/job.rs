@@ -150,151 +150,6 @@ impl TaskKind {
     }
 }
 
-/// Hyperparameters as a user sends them: every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HyperparamsInput {
-    pub epochs: Option<i64>,
-    pub batch_size: Option<i64>,
-    pub learning_rate: Option<f64>,
-    pub validation_split: Option<f64>,
-    pub seed: Option<i64>,
-    pub max_seq_length: Option<i64>,
-    pub checkpoint_every_steps: Option<i64>,
-    pub keep_checkpoints: Option<i64>,
-}
-
-/// Checked hyperparameters with defaults filled in.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Hyperparams {
-    pub epochs: u32,
-    pub batch_size: u32,
-    pub learning_rate: f64,
-    pub validation_split: f64,
-    pub seed: u64,
-    pub max_seq_length: u32,
-    /// A checkpoint every this many steps besides the one after each epoch (`None`: epochs only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint_every_steps: Option<u32>,
-    /// How many of a job's newest checkpoints are kept.
-    #[serde(default = "default_keep_checkpoints")]
-    pub keep_checkpoints: u32,
-}
-
-fn default_keep_checkpoints() -> u32 {
-    Hyperparams::DEFAULT_KEEP_CHECKPOINTS
-}
-
-impl Hyperparams {
-    pub const DEFAULT_EPOCHS: u32 = 3;
-    pub const MAX_EPOCHS: i64 = 1000;
-    pub const DEFAULT_BATCH_SIZE: u32 = 16;
-    pub const MAX_BATCH_SIZE: i64 = 4096;
-    /// Learning rate when fine-tuning pretrained weights.
-    pub const DEFAULT_FINE_TUNE_LR: f64 = 5e-5;
-    /// Learning rate when training from random weights (small BERT, MLP).
-    pub const DEFAULT_FROM_SCRATCH_LR: f64 = 1e-3;
-    pub const DEFAULT_VALIDATION_SPLIT: f64 = 0.2;
-    pub const DEFAULT_SEED: u64 = 42;
-    pub const DEFAULT_MAX_SEQ_LENGTH: u32 = 128;
-    pub const MAX_SEQ_LENGTH: i64 = 512;
-    pub const DEFAULT_KEEP_CHECKPOINTS: u32 = 2;
-    pub const MAX_KEEP_CHECKPOINTS: i64 = 100;
-    pub const MAX_CHECKPOINT_EVERY_STEPS: i64 = 1_000_000;
-
-    /// Parses user input; `pretrained` selects the default learning rate. Field paths are reported under
-    /// `prefix` (`hyperparameters`).
-    pub fn parse(
-        prefix: &str,
-        input: &HyperparamsInput,
-        pretrained: bool,
-    ) -> Result<Self, FieldError> {
-        let field = |name: &str| format!("{prefix}.{name}");
-        let int_in = |name: &str, value: Option<i64>, default: i64, lo: i64, hi: i64| {
-            let v = value.unwrap_or(default);
-            if v < lo || v > hi {
-                Err(FieldError::new(
-                    field(name),
-                    format!("must be between {lo} and {hi} (got {v})"),
-                ))
-            } else {
-                Ok(v)
-            }
-        };
-        let epochs = int_in(
-            "epochs",
-            input.epochs,
-            Self::DEFAULT_EPOCHS as i64,
-            1,
-            Self::MAX_EPOCHS,
-        )?;
-        let batch_size = int_in(
-            "batchSize",
-            input.batch_size,
-            Self::DEFAULT_BATCH_SIZE as i64,
-            1,
-            Self::MAX_BATCH_SIZE,
-        )?;
-        let default_lr = if pretrained {
-            Self::DEFAULT_FINE_TUNE_LR
-        } else {
-            Self::DEFAULT_FROM_SCRATCH_LR
-        };
-        let learning_rate = input.learning_rate.unwrap_or(default_lr);
-        if !(learning_rate.is_finite() && learning_rate > 0.0 && learning_rate <= 1.0) {
-            return Err(FieldError::new(
-                field("learningRate"),
-                format!("must be greater than 0 and at most 1 (got {learning_rate})"),
-            ));
-        }
-        let validation_split = input
-            .validation_split
-            .unwrap_or(Self::DEFAULT_VALIDATION_SPLIT);
-        if !(validation_split.is_finite() && validation_split > 0.0 && validation_split < 1.0) {
-            return Err(FieldError::new(
-                field("validationSplit"),
-                format!("must be strictly between 0 and 1 (got {validation_split})"),
-            ));
-        }
-        let seed = int_in("seed", input.seed, Self::DEFAULT_SEED as i64, 0, i64::MAX)?;
-        let max_seq_length = int_in(
-            "maxSeqLength",
-            input.max_seq_length,
-            Self::DEFAULT_MAX_SEQ_LENGTH as i64,
-            8,
-            Self::MAX_SEQ_LENGTH,
-        )?;
-        let checkpoint_every_steps = match input.checkpoint_every_steps {
-            Some(v) => Some(int_in(
-                "checkpointEverySteps",
-                Some(v),
-                1,
-                1,
-                Self::MAX_CHECKPOINT_EVERY_STEPS,
-            )? as u32),
-            None => None,
-        };
-        let keep_checkpoints = int_in(
-            "keepCheckpoints",
-            input.keep_checkpoints,
-            Self::DEFAULT_KEEP_CHECKPOINTS as i64,
-            1,
-            Self::MAX_KEEP_CHECKPOINTS,
-        )?;
-        Ok(Self {
-            epochs: epochs as u32,
-            batch_size: batch_size as u32,
-            learning_rate,
-            validation_split,
-            seed: seed as u64,
-            max_seq_length: max_seq_length as u32,
-            checkpoint_every_steps,
-            keep_checkpoints: keep_checkpoints as u32,
-        })
-    }
-}
-
 /// Size of a small random-initialised BERT, as a user sends it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -416,6 +271,9 @@ pub struct JobProgress {
     /// since when (epoch ms). Cleared by the next progress written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalled_since: Option<i64>,
+    /// Set once the model is built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter_count: Option<ParameterCount>,
 }
 
 impl JobProgress {
@@ -438,12 +296,14 @@ impl JobProgress {
             elapsed_seconds,
             eta_seconds: (done > 0.0).then(|| elapsed_seconds * (1.0 - done) / done),
             stalled_since: None,
+            parameter_count: None,
         }
     }
 }
 
 /// One epoch's results on the validation split. Precision, recall and F1 are macro averages over the
-/// labels.
+/// labels; `per_label` and `confusion_matrix` break them down (empty in epochs stored before kiln
+/// recorded them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EpochMetrics {
@@ -455,6 +315,35 @@ pub struct EpochMetrics {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
+    /// One entry per label, in the model's label order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_label: Vec<LabelMetrics>,
+    /// `confusion_matrix[actual][predicted]`: validation examples of label `actual` predicted as
+    /// `predicted`, in the model's label order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confusion_matrix: Vec<Vec<u64>>,
+}
+
+/// One label's results on the validation split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelMetrics {
+    pub label: String,
+    /// Of the examples predicted as this label, the share that are (0 when none is).
+    pub precision: f64,
+    /// Of the examples of this label, the share predicted as it (0 when there are none).
+    pub recall: f64,
+    pub f1: f64,
+    /// Validation examples of this label.
+    pub support: u64,
+}
+
+/// How many parameters a run trains, of how many the model has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParameterCount {
+    pub trainable: u64,
+    pub total: u64,
 }
 
 /// A stored checkpoint of a job (`Job.checkpoints`): its files are in the object store under
@@ -506,54 +395,6 @@ mod tests {
         }
         assert!(JobStatus::Queued.can_become(JobStatus::Running));
         assert!(!JobStatus::Queued.can_become(JobStatus::Completed));
-    }
-
-    #[test]
-    fn hyperparameters_get_documented_defaults() {
-        let h = Hyperparams::parse("hyperparameters", &HyperparamsInput::default(), true).unwrap();
-        assert_eq!(h.epochs, 3);
-        assert_eq!(h.batch_size, 16);
-        assert_eq!(h.learning_rate, 5e-5);
-        assert_eq!(h.validation_split, 0.2);
-        let h = Hyperparams::parse("hyperparameters", &HyperparamsInput::default(), false).unwrap();
-        assert_eq!(h.learning_rate, 1e-3);
-    }
-
-    #[test]
-    fn bad_hyperparameters_name_their_field() {
-        let bad = |input: HyperparamsInput| {
-            Hyperparams::parse("hyperparameters", &input, false)
-                .unwrap_err()
-                .field
-        };
-        assert_eq!(
-            bad(HyperparamsInput {
-                epochs: Some(0),
-                ..Default::default()
-            }),
-            "hyperparameters.epochs"
-        );
-        assert_eq!(
-            bad(HyperparamsInput {
-                learning_rate: Some(0.0),
-                ..Default::default()
-            }),
-            "hyperparameters.learningRate"
-        );
-        assert_eq!(
-            bad(HyperparamsInput {
-                validation_split: Some(1.0),
-                ..Default::default()
-            }),
-            "hyperparameters.validationSplit"
-        );
-        assert_eq!(
-            bad(HyperparamsInput {
-                batch_size: Some(0),
-                ..Default::default()
-            }),
-            "hyperparameters.batchSize"
-        );
     }
 
     #[test]

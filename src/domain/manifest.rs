@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{EpochMetrics, Hyperparams, TaskKind, UserError};
+use super::{EpochMetrics, Hyperparams, LoraSettings, ParameterCount, TaskKind, UserError};
 
 /// The contents of `kiln.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,9 +18,19 @@ pub struct ModelManifest {
     /// Label names; the model's output `i` is `labels[i]`.
     pub labels: Vec<String>,
     pub hyperparameters: Hyperparams,
-    /// The final epoch's metrics.
+    /// The metrics of the epoch whose weights the model holds: the last one, or with early stopping
+    /// the best one (`keptEpoch`).
     pub metrics: EpochMetrics,
     pub parameter_count: u64,
+    /// Parameters trained, of `parameterCount`, when that was not all of them (frozen layers, LoRA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainable_parameter_count: Option<u64>,
+    /// Epochs run; fewer than `hyperparameters.epochs` when early stopping ended the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs_run: Option<u32>,
+    /// With early stopping: the epoch whose weights were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_epoch: Option<u32>,
     #[serde(flatten)]
     pub architecture: ModelArchitecture,
 }
@@ -40,6 +50,10 @@ pub enum ModelArchitecture {
         /// The reference the weights started from (`hf:org/name`, a directory), or `random`.
         base_model: String,
         max_seq_length: u32,
+        /// LoRA adapters kept apart from the base weights (`adapter_model.safetensors`, PEFT's layout);
+        /// absent when they were merged into `model.safetensors` or the run trained every weight.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lora: Option<LoraSettings>,
     },
     /// A tabular MLP over standardised numeric features.
     Mlp {
@@ -51,11 +65,16 @@ pub enum ModelArchitecture {
 }
 
 /// How a text classifier turns the encoder's outputs into one vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
     /// The mean of the last hidden states over the attention mask.
+    #[default]
+    #[serde(alias = "MEAN")]
     Mean,
+    /// BERT's pooler over the first token (`tanh(dense(h[CLS]))`), as `BertForSequenceClassification`.
+    #[serde(alias = "CLS")]
+    Cls,
 }
 
 /// Per-feature mean and standard deviation of the training split; inference applies `(x - mean) / std`.
@@ -69,6 +88,16 @@ impl ModelManifest {
     /// The format this build writes and the newest it reads.
     pub const FORMAT_VERSION: u32 = 1;
     pub const FILE_NAME: &str = "kiln.json";
+
+    /// Trainable and total parameters.
+    pub fn parameters(&self) -> ParameterCount {
+        ParameterCount {
+            trainable: self
+                .trainable_parameter_count
+                .unwrap_or(self.parameter_count),
+            total: self.parameter_count,
+        }
+    }
 
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a manifest serialises")
@@ -107,11 +136,13 @@ mod tests {
             precision: 0.9,
             recall: 0.9,
             f1: 0.9,
+            per_label: Vec::new(),
+            confusion_matrix: vec![vec![9, 1], vec![1, 9]],
         }
     }
 
     fn hyper() -> Hyperparams {
-        Hyperparams::parse("h", &Default::default(), false).unwrap()
+        Hyperparams::parse("h", &Default::default(), 1e-3).unwrap()
     }
 
     #[test]
@@ -121,6 +152,7 @@ mod tests {
                 pooling: Pooling::Mean,
                 base_model: "hf:org/name".into(),
                 max_seq_length: 128,
+                lora: None,
             },
             ModelArchitecture::Mlp {
                 hidden_sizes: vec![64, 64],
@@ -138,6 +170,9 @@ mod tests {
                 hyperparameters: hyper(),
                 metrics: metrics(),
                 parameter_count: 1234,
+                trainable_parameter_count: Some(34),
+                epochs_run: Some(3),
+                kept_epoch: Some(2),
                 architecture,
             };
             let json = manifest.to_json();
@@ -154,6 +189,9 @@ mod tests {
             hyperparameters: hyper(),
             metrics: metrics(),
             parameter_count: 10,
+            trainable_parameter_count: None,
+            epochs_run: None,
+            kept_epoch: None,
             architecture: ModelArchitecture::Mlp {
                 hidden_sizes: vec![64, 64],
                 features: vec!["x".into()],

@@ -10,6 +10,7 @@
 //! useful to show is a [`UserError`].
 
 mod dataset;
+mod hyper;
 mod job;
 mod manifest;
 mod model;
@@ -20,9 +21,14 @@ pub use dataset::{
     DatasetFormat, DatasetKind, DatasetRecord, DatasetStatus, DatasetSummary, ExampleKind,
     Examples, RowError, TrainData,
 };
+pub use hyper::{
+    ClassWeights, ClassWeightsInput, CustomizationInput, CustomizationMethod, EarlyStopping,
+    EarlyStoppingMetric, Hyperparams, HyperparamsInput, LabelWeight, LoraSettings, LoraTarget,
+    LrSchedule, OptimizerChoice,
+};
 pub use job::{
-    CheckpointRecord, EpochMetrics, Hyperparams, HyperparamsInput, JobFilter, JobProgress,
-    JobRecord, JobStatus, MetricPoint, ModelConfig, ModelConfigInput, Priority, TaskKind,
+    CheckpointRecord, EpochMetrics, JobFilter, JobProgress, JobRecord, JobStatus, LabelMetrics,
+    MetricPoint, ModelConfig, ModelConfigInput, ParameterCount, Priority, TaskKind,
 };
 pub use manifest::{ModelArchitecture, ModelManifest, Pooling, Standardization};
 pub use model::{ModelRecord, ModelVersionRecord};

@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 
-use super::{FieldError, Hyperparams, HyperparamsInput, ModelConfig, ModelConfigInput, TaskKind};
+use super::{
+    CustomizationInput, FieldError, Hyperparams, HyperparamsInput, LoraSettings, ModelConfig,
+    ModelConfigInput, Pooling, TaskKind,
+};
 
 /// A model on a HuggingFace-compatible hub: `hf:org/name` or `hf:org/name@revision`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +138,7 @@ pub struct TrainingInput {
     pub base_model: Option<String>,
     pub model_config: Option<ModelConfigInput>,
     pub hyperparameters: HyperparamsInput,
+    pub customization: Option<CustomizationInput>,
 }
 
 /// Checked training settings, defaults filled in.
@@ -147,6 +151,8 @@ pub struct TrainingSettings {
     /// otherwise.
     pub model_config: Option<ModelConfig>,
     pub hyperparameters: Hyperparams,
+    /// LoRA adapters instead of a full fine-tune (text tasks with a base model only).
+    pub lora: Option<LoraSettings>,
 }
 
 impl TrainingSettings {
@@ -180,16 +186,56 @@ impl TrainingSettings {
             (None, None, TaskKind::TextClassification) => Some(ModelConfig::default()),
             (None, _, _) => None,
         };
-        let hyperparameters = Hyperparams::parse(
-            "hyperparameters",
-            &input.hyperparameters,
-            base_model.is_some(),
-        )?;
+        let lora = match &input.customization {
+            None => None,
+            Some(c) => LoraSettings::parse("customization", c)?,
+        };
+        if lora.is_some() && base_model.is_none() {
+            return Err(FieldError::new(
+                "customization.method",
+                "LORA adapts a pretrained model: give a baseModel (TEXT_CLASSIFICATION)",
+            ));
+        }
+        let default_learning_rate = match (&base_model, &lora) {
+            (Some(_), Some(_)) => Hyperparams::DEFAULT_LORA_LR,
+            (Some(_), None) => Hyperparams::DEFAULT_FINE_TUNE_LR,
+            (None, _) => Hyperparams::DEFAULT_FROM_SCRATCH_LR,
+        };
+        let h = &input.hyperparameters;
+        let hyperparameters = Hyperparams::parse("hyperparameters", h, default_learning_rate)?;
+        let text_only = [
+            ("pooling", h.pooling.is_some_and(|p| p != Pooling::Mean)),
+            ("freezeLayers", h.freeze_layers.is_some()),
+        ];
+        let tabular_only = [("hiddenSizes", h.hidden_sizes.is_some())];
+        let misplaced = match task {
+            TaskKind::TextClassification => tabular_only
+                .iter()
+                .find(|(_, given)| *given)
+                .map(|(name, _)| (name, "TABULAR_CLASSIFICATION")),
+            TaskKind::TabularClassification => text_only
+                .iter()
+                .find(|(_, given)| *given)
+                .map(|(name, _)| (name, "TEXT_CLASSIFICATION")),
+        };
+        if let Some((name, applies_to)) = misplaced {
+            return Err(FieldError::new(
+                format!("hyperparameters.{name}"),
+                format!("applies to {applies_to} only"),
+            ));
+        }
+        if lora.is_some() && h.freeze_layers.is_some() {
+            return Err(FieldError::new(
+                "hyperparameters.freezeLayers",
+                "LORA already freezes every base weight; leave freezeLayers out",
+            ));
+        }
         Ok(Self {
             task,
             base_model,
             model_config,
             hyperparameters,
+            lora,
         })
     }
 }

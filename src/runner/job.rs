@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::control;
 use super::{StopFlag, StopReason, WorkerSettings};
 use crate::domain::{
-    EpochMetrics, JobProgress, JobRecord, JobStatus, MetricPoint, UserError, now_ms,
+    EpochMetrics, JobProgress, JobRecord, JobStatus, MetricPoint, ParameterCount, UserError, now_ms,
 };
 use crate::events::JobEvent;
 use crate::service::{Lease, Service, ServiceError, TrainingRecord};
@@ -24,15 +24,19 @@ const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_PENDING_POINTS: usize = 400;
 
 enum TrainEvent {
+    Start(ParameterCount),
     Step(StepReport),
     Epoch(EpochMetrics),
-    Checkpoint(train::Checkpoint),
+    Checkpoint(Box<train::Checkpoint>),
 }
 
 /// Forwards training progress from the blocking thread to the async side.
 struct ChannelSink(mpsc::UnboundedSender<TrainEvent>);
 
 impl ProgressSink for ChannelSink {
+    fn on_start(&mut self, parameters: &ParameterCount) {
+        let _ = self.0.send(TrainEvent::Start(*parameters));
+    }
     fn on_step(&mut self, report: &StepReport) {
         let _ = self.0.send(TrainEvent::Step(report.clone()));
     }
@@ -40,7 +44,9 @@ impl ProgressSink for ChannelSink {
         let _ = self.0.send(TrainEvent::Epoch(metrics.clone()));
     }
     fn on_checkpoint(&mut self, checkpoint: &train::Checkpoint) {
-        let _ = self.0.send(TrainEvent::Checkpoint(checkpoint.clone()));
+        let _ = self
+            .0
+            .send(TrainEvent::Checkpoint(Box::new(checkpoint.clone())));
     }
 }
 
@@ -211,6 +217,8 @@ struct Recorder {
     last_event: Option<Instant>,
     last_write: Instant,
     progress: Option<JobProgress>,
+    /// What the run trains, once its model is built; carried in every progress written.
+    parameters: Option<ParameterCount>,
     /// Since when writes have been put off.
     deferred_since: Option<Instant>,
 }
@@ -227,6 +235,7 @@ impl Recorder {
             last_event: None,
             last_write: Instant::now(),
             progress: None,
+            parameters: None,
             deferred_since: None,
         }
     }
@@ -234,6 +243,13 @@ impl Recorder {
     /// `Ok(None)` when the write was put off.
     async fn record(&mut self, event: TrainEvent) -> Result<Option<Lease>> {
         match event {
+            TrainEvent::Start(parameters) => {
+                self.parameters = Some(parameters);
+                if let Some(progress) = &mut self.progress {
+                    progress.parameter_count = Some(parameters);
+                }
+                Ok(Some(Lease::HELD))
+            }
             TrainEvent::Step(r) => {
                 let now = now_ms();
                 for (name, value) in [("train_loss", r.loss), ("learning_rate", r.learning_rate)] {
@@ -245,13 +261,16 @@ impl Recorder {
                         created_at: now,
                     });
                 }
-                self.progress = Some(JobProgress::at(
-                    r.epoch,
-                    r.total_epochs,
-                    r.step,
-                    r.total_steps,
-                    r.elapsed_seconds,
-                ));
+                self.progress = Some(JobProgress {
+                    parameter_count: self.parameters,
+                    ..JobProgress::at(
+                        r.epoch,
+                        r.total_epochs,
+                        r.step,
+                        r.total_steps,
+                        r.elapsed_seconds,
+                    )
+                });
                 if self
                     .last_event
                     .is_none_or(|t| t.elapsed() >= STEP_EVENT_INTERVAL)

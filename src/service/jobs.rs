@@ -84,6 +84,12 @@ impl Service {
             )
             .into());
         }
+        if let Some(weights) = &settings.hyperparameters.class_weights {
+            // Labels named in classWeights must be the dataset's.
+            let labels: Vec<String> = dataset.summary.labels.keys().cloned().collect();
+            let counts: Vec<u64> = dataset.summary.labels.values().copied().collect();
+            weights.resolve(&labels, &counts)?;
+        }
         if let Some(base) = &settings.base_model {
             let roots = Some(&self.settings.model_roots);
             super::training::check_base_model("baseModel", base, roots).await?;

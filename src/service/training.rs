@@ -198,7 +198,12 @@ impl Service {
         let (batch, seq) = (h.batch_size as u64, h.max_seq_length as u64);
         let (estimate, model_field) = match (settings.task, &settings.base_model) {
             (TaskKind::TabularClassification, _) => (
-                memory::mlp(dataset.summary.features.len(), labels, batch),
+                memory::mlp(
+                    dataset.summary.features.len(),
+                    &h.tabular_hidden_sizes(),
+                    labels,
+                    batch,
+                ),
                 "datasetId",
             ),
             (TaskKind::TextClassification, None) => {

@@ -60,10 +60,20 @@ pub struct AttemptEnd<'a> {
     pub next_attempt_at: Option<i64>,
 }
 
-pub(super) const COLUMNS: &str = "id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, priority, \
+pub(super) const COLUMNS: &str = "id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, customization, priority, \
                        status, error, progress, attempts, max_attempts, lease_owner, lease_expires_at, \
                        cancel_requested, pause_requested, next_attempt_at, max_duration_ms, run_ms, \
                        attempt_started_at, model_version_id, created_at, started_at, finished_at";
+
+/// What `job_epochs.details` holds.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EpochDetails {
+    #[serde(default)]
+    per_label: Vec<crate::domain::LabelMetrics>,
+    #[serde(default)]
+    confusion_matrix: Vec<Vec<u64>>,
+}
 
 fn json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(|e| corrupt(what, e))
@@ -88,6 +98,10 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<JobRecord> {
             "job hyperparameters",
             &row.try_get::<String, _>("hyperparameters")?,
         )?,
+        lora: row
+            .try_get::<Option<String>, _>("customization")?
+            .map(|c| json("job customization", &c))
+            .transpose()?,
     };
     Ok(JobRecord {
         id: row.try_get("id")?,
@@ -154,8 +168,9 @@ impl Store {
         let now = now_ms();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, \
-             priority, status, attempts, max_attempts, cancel_requested, max_duration_ms, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'QUEUED', 0, $10, 0, $12, $11, $11) RETURNING {COLUMNS}"
+             priority, status, attempts, max_attempts, cancel_requested, max_duration_ms, created_at, updated_at, \
+             customization) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'QUEUED', 0, $10, 0, $12, $11, $11, $13) RETURNING {COLUMNS}"
         )))
         .bind(&job.id)
         .bind(&job.name)
@@ -173,6 +188,12 @@ impl Store {
         .bind(job.max_attempts)
         .bind(now)
         .bind(job.max_duration_ms)
+        .bind(
+            job.settings
+                .lora
+                .as_ref()
+                .map(|l| serde_json::to_string(l).expect("LoRA settings serialise")),
+        )
         .fetch_one(&self.pool)
         .await.map_err(|e| self.note(e))?;
         decode(&row)
@@ -660,11 +681,12 @@ impl Store {
         if let Some(m) = epoch {
             self.tick()?;
             sqlx::query(
-                "INSERT INTO job_epochs (job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                "INSERT INTO job_epochs (job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1, created_at, details) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (job_id, epoch) DO UPDATE SET train_loss = excluded.train_loss, \
                  val_loss = excluded.val_loss, accuracy = excluded.accuracy, prec = excluded.prec, \
-                 recall = excluded.recall, f1 = excluded.f1, created_at = excluded.created_at",
+                 recall = excluded.recall, f1 = excluded.f1, created_at = excluded.created_at, \
+                 details = excluded.details",
             )
             .bind(job_id)
             .bind(m.epoch as i64)
@@ -675,6 +697,13 @@ impl Store {
             .bind(m.recall)
             .bind(m.f1)
             .bind(now_ms())
+            .bind(
+                serde_json::to_string(&EpochDetails {
+                    per_label: m.per_label.clone(),
+                    confusion_matrix: m.confusion_matrix.clone(),
+                })
+                .expect("epoch details serialise"),
+            )
             .execute(&mut *tx)
             .await.map_err(|e| self.note(e))?;
         }
@@ -686,13 +715,17 @@ impl Store {
     pub async fn epochs_of(&self, job_ids: &[String]) -> StoreResult<Vec<(String, EpochMetrics)>> {
         let rows = self
             .fetch_in(
-                "SELECT job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1 FROM job_epochs \
+                "SELECT job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1, details FROM job_epochs \
                  WHERE job_id IN ({in}) ORDER BY job_id, epoch",
                 job_ids,
             )
             .await.map_err(|e| self.note(e))?;
         rows.iter()
             .map(|r| {
+                let details: EpochDetails = match r.try_get::<Option<String>, _>("details")? {
+                    Some(text) => json("epoch details", &text)?,
+                    None => EpochDetails::default(),
+                };
                 Ok((
                     r.try_get("job_id")?,
                     EpochMetrics {
@@ -703,6 +736,8 @@ impl Store {
                         precision: r.try_get("prec")?,
                         recall: r.try_get("recall")?,
                         f1: r.try_get("f1")?,
+                        per_label: details.per_label,
+                        confusion_matrix: details.confusion_matrix,
                     },
                 ))
             })

@@ -68,7 +68,13 @@ impl Bench {
         let (b, s) = (spec.batch, spec.seq);
         match &spec.model {
             BenchModel::Mlp => {
-                let model = Mlp::new(params, FEATURES, LABELS)?;
+                let model = Mlp::new(
+                    params,
+                    FEATURES,
+                    &crate::domain::Hyperparams::DEFAULT_HIDDEN_SIZES,
+                    LABELS,
+                    super::mlp::DEFAULT_DROPOUT,
+                )?;
                 let rows: Vec<f32> = (0..b * FEATURES)
                     .map(|i| ((i / FEATURES * 7 + i % FEATURES) as f32).sin())
                     .collect();
@@ -88,9 +94,14 @@ impl Bench {
                 }
                 let vocab = config.vocab_size;
                 let hidden = config.hidden_size;
-                let model = Box::new(BertClassifier::new(params, config, LABELS)?);
+                let model = Box::new(BertClassifier::new(
+                    params,
+                    config,
+                    LABELS,
+                    &Default::default(),
+                )?);
                 if let BenchModel::Pretrained(dir) = bert {
-                    params.load_prefixed(&dir.join("model.safetensors"), "bert.")?;
+                    params.load_prefixed(&dir.join("model.safetensors"), "bert.", &|_| false)?;
                 }
                 set_head(params, hidden, device)?;
                 // Token ids spread over the vocabulary past its first 1000 (special) entries.

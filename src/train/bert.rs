@@ -14,9 +14,9 @@ use candle_nn::{Embedding, Module};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{LayerNorm, Linear, linear};
+use super::layers::{Adapter, LayerNorm, Linear, linear};
 use super::params::{Params, dropout};
-use crate::domain::{ModelConfig, UserError};
+use crate::domain::{LoraSettings, LoraTarget, ModelConfig, Pooling, UserError};
 
 /// The largest `config.json` read.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -216,7 +216,25 @@ struct Layer {
     out_norm: LayerNorm,
 }
 
-/// BERT encoder plus a linear classification head over mean-pooled hidden states.
+/// Choices a run makes about the network beyond its `config.json`.
+#[derive(Debug, Clone, Default)]
+pub struct BertOptions {
+    /// Overrides the config's `hidden_dropout_prob`.
+    pub dropout: Option<f64>,
+    pub pooling: Pooling,
+    pub lora: Option<LoraSettings>,
+}
+
+/// The name of a LoRA matrix (`A` or `B`) of `module` in encoder layer `layer`: PEFT's key without its
+/// `base_model.model.` prefix, under `lora.` so that loading the base model does not look for it.
+pub fn lora_name(layer: usize, module: &str, matrix: char) -> String {
+    format!("{LORA_PREFIX}bert.encoder.layer.{layer}.{module}.lora_{matrix}.weight")
+}
+
+/// What every LoRA parameter's name starts with.
+pub const LORA_PREFIX: &str = "lora.";
+
+/// BERT encoder plus a linear classification head over the pooled hidden states.
 pub struct BertClassifier {
     pub config: BertConfig,
     word: Embedding,
@@ -225,19 +243,43 @@ pub struct BertClassifier {
     emb_norm: LayerNorm,
     layers: Vec<Layer>,
     classifier: Linear,
+    /// `bert.pooler.dense`, with CLS pooling.
+    pooler: Option<Linear>,
     heads: usize,
     head_dim: usize,
     dropout: f32,
     relu: bool,
 }
 
+impl Layer {
+    fn module(&mut self, target: LoraTarget) -> &mut Linear {
+        match target {
+            LoraTarget::Query => &mut self.query,
+            LoraTarget::Key => &mut self.key,
+            LoraTarget::Value => &mut self.value,
+            LoraTarget::AttentionOutput => &mut self.attn_out,
+            LoraTarget::Intermediate => &mut self.intermediate,
+            LoraTarget::Output => &mut self.output,
+        }
+    }
+}
+
+/// The pooler's name (HuggingFace's), with CLS pooling.
+pub const POOLER: &str = "bert.pooler.dense";
+
 /// Initialiser spread of HF BERT (`initializer_range`).
 const INIT_STD: f32 = 0.02;
 
 impl BertClassifier {
-    /// Creates every variable under `bert.` (random, N(0, 0.02) like HF) and the head as `classifier.`.
-    /// Load pretrained weights with [`Params::load_prefixed`] afterwards: the head stays random.
-    pub fn new(params: &mut Params, config: BertConfig, num_labels: usize) -> Result<Self> {
+    /// Creates every variable under `bert.` (random, N(0, 0.02) like HF), the head as `classifier.`,
+    /// then the pooler (CLS pooling) and the LoRA adapters (`A` uniform in ±1/√inputs, `B` zero, as
+    /// PEFT). Load pretrained weights with [`Params::load_prefixed`] afterwards: the head stays random.
+    pub fn new(
+        params: &mut Params,
+        config: BertConfig,
+        num_labels: usize,
+        options: &BertOptions,
+    ) -> Result<Self> {
         let h = config.hidden_size;
         let emb = |params: &mut Params, name: &str, rows: usize| -> Result<Embedding> {
             Ok(Embedding::new(
@@ -305,11 +347,50 @@ impl BertClassifier {
             });
         }
         let classifier = linear(params, "classifier", h, num_labels, INIT_STD)?;
+        let pooler = match options.pooling {
+            Pooling::Cls => Some(linear(params, POOLER, h, h, INIT_STD)?),
+            Pooling::Mean => None,
+        };
+        if let Some(lora) = &options.lora {
+            for (i, layer) in layers.iter_mut().enumerate() {
+                for &target in &lora.target_modules {
+                    let linear = layer.module(target);
+                    let (outputs, inputs) = linear.dims();
+                    let rank = lora.rank as usize;
+                    if rank > inputs.min(outputs) {
+                        bail!(UserError::new(format!(
+                            "customization.rank: {rank} is more than the {} the base model's {} \
+                             layers allow",
+                            inputs.min(outputs),
+                            target.module()
+                        )));
+                    }
+                    let bound = 1.0 / (inputs as f32).sqrt();
+                    let a = params.uniform(
+                        &lora_name(i, target.module(), 'A'),
+                        &[rank, inputs],
+                        bound,
+                    )?;
+                    let b = params.constant(
+                        &lora_name(i, target.module(), 'B'),
+                        &[outputs, rank],
+                        0.0,
+                    )?;
+                    linear.set_adapter(Adapter {
+                        a,
+                        b,
+                        scale: lora.scale(),
+                        dropout: lora.dropout as f32,
+                    });
+                }
+            }
+        }
         Ok(Self {
             heads: config.num_attention_heads,
             head_dim: h / config.num_attention_heads,
-            dropout: config.hidden_dropout_prob as f32,
+            dropout: options.dropout.unwrap_or(config.hidden_dropout_prob) as f32,
             relu: config.hidden_act == "relu",
+            pooler,
             word,
             position,
             token_type,
@@ -352,9 +433,9 @@ impl BertClassifier {
                     .transpose(1, 2)?
                     .contiguous()?)
             };
-            let q = split(layer.query.forward(&x)?)?;
-            let k = split(layer.key.forward(&x)?)?;
-            let v = split(layer.value.forward(&x)?)?;
+            let q = split(layer.query.forward_with(&x, &mut rng)?)?;
+            let k = split(layer.key.forward_with(&x, &mut rng)?)?;
+            let v = split(layer.value.forward_with(&x, &mut rng)?)?;
             let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
             let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
             let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((
@@ -362,23 +443,31 @@ impl BertClassifier {
                 s,
                 self.heads * self.head_dim,
             ))?;
-            let attn = self.drop(&layer.attn_out.forward(&ctx)?, &mut rng)?;
+            let attn = layer.attn_out.forward_with(&ctx, &mut rng)?;
+            let attn = self.drop(&attn, &mut rng)?;
             x = layer.attn_norm.forward(&attn.add(&x)?)?;
-            let inner = layer.intermediate.forward(&x)?;
+            let inner = layer.intermediate.forward_with(&x, &mut rng)?;
             let inner = if self.relu {
                 inner.relu()?
             } else {
                 inner.gelu_erf()?
             };
-            let out = self.drop(&layer.output.forward(&inner)?, &mut rng)?;
+            let out = layer.output.forward_with(&inner, &mut rng)?;
+            let out = self.drop(&out, &mut rng)?;
             x = layer.out_norm.forward(&out.add(&x)?)?;
         }
 
-        // Mean over the tokens the mask keeps.
-        let m = mask_f.unsqueeze(2)?;
-        let summed = x.broadcast_mul(&m)?.sum(1)?;
-        let counts = m.sum(1)?.clamp(1.0, f64::MAX)?;
-        let pooled = summed.broadcast_div(&counts)?;
+        let pooled = match &self.pooler {
+            // BERT's pooler: tanh of a dense layer over the first ([CLS]) token.
+            Some(pooler) => pooler.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()?,
+            // The mean over the tokens the mask keeps.
+            None => {
+                let m = mask_f.unsqueeze(2)?;
+                let summed = x.broadcast_mul(&m)?.sum(1)?;
+                let counts = m.sum(1)?.clamp(1.0, f64::MAX)?;
+                summed.broadcast_div(&counts)?
+            }
+        };
         let pooled = self.drop(&pooled, &mut rng)?;
         self.classifier.forward(&pooled)
     }

@@ -3,6 +3,7 @@
 //! A checkpoint is a folder (`step-<step>/`) of three files:
 //! - `weights.safetensors` — every trainable parameter under its own name;
 //! - `optimizer.safetensors` — the optimizer's state buffers (`<parameter>.exp_avg`, …);
+//! - with early stopping, `best.safetensors` — the trainable weights of the best epoch so far;
 //! - `checkpoint.json` — [`CheckpointManifest`]: the step, the data cursor (epochs finished, batches of
 //!   the current epoch done), the current epoch's running loss sum, the last finished epoch's metrics,
 //!   the optimizer's rule and update count, the run's seed, the elapsed time, and each file's size and
@@ -25,6 +26,8 @@ use crate::domain::EpochMetrics;
 pub const MANIFEST: &str = "checkpoint.json";
 pub const WEIGHTS: &str = "weights.safetensors";
 pub const OPTIMIZER: &str = "optimizer.safetensors";
+/// With early stopping: the trainable weights of the best epoch so far.
+pub const BEST: &str = "best.safetensors";
 
 /// Where a run stands, as a checkpoint records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +55,9 @@ pub struct CheckpointManifest {
     pub labels: Vec<String>,
     /// Training time before this checkpoint, in seconds.
     pub elapsed_seconds: f64,
+    /// With early stopping: the best epoch so far, whose trainable weights are in [`BEST`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<EpochMetrics>,
     pub files: Vec<CheckpointFile>,
 }
 
@@ -241,6 +247,7 @@ mod tests {
             examples: 10,
             labels: vec!["a".into(), "b".into()],
             elapsed_seconds: 1.5,
+            best_epoch: None,
             files: Vec::new(),
         }
     }

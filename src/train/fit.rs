@@ -1,36 +1,35 @@
-//! The training loop shared by every model: split, batches, AdamW, schedule, evaluation, checkpoints,
-//! resumption, export.
+//! The training loop shared by every model: split, batches, the optimizer, the schedule, gradient
+//! accumulation and clipping, class weights, evaluation, early stopping, checkpoints, resumption,
+//! export.
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use candle_core::{D, Device, Tensor};
+use candle_core::backprop::GradStore;
+use candle_core::{D, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use tokenizers::Tokenizer;
 
-use super::bert::{BertClassifier, BertConfig};
+use super::bert::{BertClassifier, BertConfig, BertOptions, POOLER};
 use super::checkpoint::{self, Checkpoint, CheckpointManifest};
+use super::export;
 use super::memory;
 use super::metrics::classification;
-use super::mlp::{Mlp, Standardizer};
+use super::mlp::{self, Mlp, Standardizer};
 use super::optim::{Optimizer, OptimizerKind, check_kind};
 use super::params::Params;
-use super::{Interrupt, ProgressSink, StepReport, TrainOutcome, TrainSpec, TrainedModel};
+use super::schedule::Schedule;
+use super::{Interrupt, ProgressSink, StepReport, TrainOutcome, TrainSpec};
 use crate::domain::{
-    EpochMetrics, ExampleKind, Examples, ModelArchitecture, ModelManifest, Pooling, UserError,
+    EarlyStopping, EpochMetrics, ExampleKind, Examples, Hyperparams, OptimizerChoice, UserError,
 };
 
-const WEIGHT_DECAY: f64 = 0.01;
-/// Share of all steps spent warming the learning rate up from 0.
-const WARMUP_SHARE: f64 = 0.1;
-
 /// A model plus what turns examples into its input. Rows are read and encoded a batch at a time.
-enum Net {
+pub(super) enum Net {
     Text {
-        model: BertClassifier,
+        model: Box<BertClassifier>,
         /// As exported: pads each batch to its longest sequence.
         tokenizer: Box<Tokenizer>,
         /// The same without padding, for encoding batches.
@@ -53,16 +52,38 @@ impl Net {
         device: &Device,
     ) -> Result<Tensor> {
         match self {
+            Net::Text { .. } => {
+                let texts = batch
+                    .iter()
+                    .map(|&i| data.text(i))
+                    .collect::<Result<Vec<_>>>()?;
+                self.text_logits(texts, rng, device)
+            }
+            Net::Tabular { .. } => {
+                let rows = batch
+                    .iter()
+                    .map(|&i| data.features(i))
+                    .collect::<Result<Vec<_>>>()?;
+                self.row_logits(&rows, rng, device)
+            }
+        }
+    }
+
+    /// Logits of a text model for `texts`, each truncated to the model's length.
+    pub(super) fn text_logits(
+        &self,
+        texts: Vec<String>,
+        rng: Option<&mut StdRng>,
+        device: &Device,
+    ) -> Result<Tensor> {
+        match self {
             Net::Text {
                 model,
                 encoder,
                 pad_id,
                 ..
             } => {
-                let texts = batch
-                    .iter()
-                    .map(|&i| data.text(i))
-                    .collect::<Result<Vec<_>>>()?;
+                let rows = texts.len();
                 let encodings = encoder
                     .encode_batch(texts, true)
                     .map_err(|e| anyhow::anyhow!("tokenizing a batch: {e}"))?;
@@ -72,8 +93,8 @@ impl Net {
                     .max()
                     .unwrap_or(1)
                     .max(1);
-                let mut ids = Vec::with_capacity(batch.len() * seq);
-                let mut mask = Vec::with_capacity(batch.len() * seq);
+                let mut ids = Vec::with_capacity(rows * seq);
+                let mut mask = Vec::with_capacity(rows * seq);
                 for encoding in &encodings {
                     let row = encoding.get_ids();
                     ids.extend_from_slice(row);
@@ -81,21 +102,28 @@ impl Net {
                     mask.extend(std::iter::repeat_n(1u32, row.len()));
                     mask.extend(std::iter::repeat_n(0u32, seq - row.len()));
                 }
-                let ids = Tensor::from_vec(ids, (batch.len(), seq), device)?;
-                let mask = Tensor::from_vec(mask, (batch.len(), seq), device)?;
+                let ids = Tensor::from_vec(ids, (rows, seq), device)?;
+                let mask = Tensor::from_vec(mask, (rows, seq), device)?;
                 model.forward(&ids, &mask, rng)
             }
+            Net::Tabular { .. } => bail!("a tabular model reads feature rows, not texts"),
+        }
+    }
+
+    /// Logits of a tabular model for feature rows.
+    pub(super) fn row_logits(
+        &self,
+        rows: &[Vec<f32>],
+        rng: Option<&mut StdRng>,
+        device: &Device,
+    ) -> Result<Tensor> {
+        match self {
             Net::Tabular {
                 model,
                 standardizer,
                 ..
-            } => {
-                let rows = batch
-                    .iter()
-                    .map(|&i| data.features(i))
-                    .collect::<Result<Vec<_>>>()?;
-                model.forward(&standardizer.tensor(&rows, device)?, rng)
-            }
+            } => model.forward(&standardizer.tensor(rows, device)?, rng),
+            Net::Text { .. } => bail!("a text model reads texts, not feature rows"),
         }
     }
 }
@@ -135,32 +163,35 @@ pub fn run(
     let n_val = ((n as f64 * hyper.validation_split).round() as usize).clamp(1, n - 1);
     let (val_idx, train_idx) = order.split_at(n_val);
     let labels = data.labels();
+    let class_weights = class_weights(hyper, data, train_idx, device)?;
 
     let mut params = Params::new(hyper.seed, device);
     let net = build(spec, &mut params, train_idx)?;
-    let parameter_count = params.parameter_count();
-    let mut opt = Optimizer::new(
-        OptimizerKind::adamw(WEIGHT_DECAY),
-        params.named_vars(),
-        hyper.learning_rate,
-    );
+    let counts = params.counts();
+    sink.on_start(&counts);
+    let kind = match hyper.optimizer {
+        OptimizerChoice::Adamw => OptimizerKind::adamw(hyper.weight_decay),
+        OptimizerChoice::Sgd => OptimizerKind::Sgd {
+            momentum: hyper.momentum,
+            weight_decay: hyper.weight_decay,
+        },
+    };
+    let trainable = params.trainable_vars();
+    let grad_vars: Vec<Var> = trainable.iter().map(|(_, v)| v.clone()).collect();
+    let mut opt = Optimizer::new(kind, trainable.clone(), hyper.learning_rate)
+        .with_clip_norm(hyper.gradient_clip_norm);
+    let mut best = Best::new(hyper.early_stopping, trainable);
     let mut at = match &spec.resume {
-        Some(checkpoint) => resume(checkpoint, spec, &params, &mut opt)?,
+        Some(checkpoint) => resume(checkpoint, spec, &params, &mut opt, &mut best)?,
         None => Position::default(),
     };
 
     let batch_size = hyper.batch_size as usize;
-    let steps_per_epoch = train_idx.len().div_ceil(batch_size) as u64;
+    let accumulate = hyper.gradient_accumulation_steps as usize;
+    let batches_per_epoch = train_idx.len().div_ceil(batch_size);
+    let steps_per_epoch = batches_per_epoch.div_ceil(accumulate) as u64;
     let total_steps = steps_per_epoch * hyper.epochs as u64;
-    let warmup = ((total_steps as f64 * WARMUP_SHARE).round() as u64).max(1);
-    let lr_at = |step: u64| -> f64 {
-        if step <= warmup {
-            hyper.learning_rate * step as f64 / warmup as f64
-        } else {
-            let remaining = (total_steps - step + 1) as f64 / (total_steps - warmup + 1) as f64;
-            hyper.learning_rate * remaining
-        }
-    };
+    let schedule = Schedule::new(hyper, total_steps);
     let every = hyper.checkpoint_every_steps.map(u64::from);
     let mut saver = Saver {
         spec,
@@ -170,16 +201,16 @@ pub fn run(
 
     let (started, before) = (Instant::now(), at.elapsed_seconds);
     let elapsed = || before + started.elapsed().as_secs_f64();
-    while at.epochs_done < hyper.epochs {
+    while at.epochs_done < hyper.epochs && !best.exhausted(at.epochs_done) {
         let epoch = at.epochs_done + 1;
         let epoch_order = epoch_order(train_idx, hyper.seed, epoch);
-        let batches = epoch_order
-            .chunks(batch_size)
-            .skip(at.batches_done as usize);
-        for batch in batches {
+        let batches: Vec<&[usize]> = epoch_order.chunks(batch_size).collect();
+        // Checkpoints fall on step boundaries, so the cursor is a whole number of steps.
+        let steps_done = (at.batches_done as usize).div_ceil(accumulate);
+        for group in batches.chunks(accumulate).skip(steps_done) {
             if interrupt.should_stop() {
                 if interrupt.checkpoint_on_stop() {
-                    saver.save(sink, &at, &opt)?;
+                    saver.save(sink, &at, &opt, &best)?;
                 }
                 return Ok(TrainOutcome::Interrupted {
                     epochs_done: at.epochs_done,
@@ -188,51 +219,73 @@ pub fn run(
             let step_started = Instant::now();
             let step = at.step + 1;
             let mut rng = step_rng(hyper.seed, step);
-            let logits = net.logits(data, batch, Some(&mut rng), device)?;
-            let targets = label_tensor(labels, batch, device)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
-            let lr = lr_at(step);
-            opt.set_learning_rate(lr);
-            opt.backward_step(&loss)?;
-            let loss = loss.to_scalar::<f32>()? as f64;
-            if !loss.is_finite() {
-                bail!(UserError::new(format!(
-                    "the loss became {loss} at step {step} (epoch {epoch}); try a lower learning rate"
-                )));
+            let examples: usize = group.iter().map(|b| b.len()).sum();
+            let mut grads: Option<GradStore> = None;
+            let mut step_loss = 0.0;
+            for batch in group {
+                let logits = net.logits(data, batch, Some(&mut rng), device)?;
+                let targets = label_tensor(labels, batch, device)?;
+                let loss = loss_of(&logits, &targets, class_weights.as_ref())?;
+                // The step's gradient is that of the mean loss over all its examples.
+                let scaled = if group.len() == 1 {
+                    loss.clone()
+                } else {
+                    (&loss * (batch.len() as f64 / examples as f64))?
+                };
+                let batch_grads = scaled.backward()?;
+                grads = Some(match grads {
+                    None => batch_grads,
+                    Some(sum) => add_grads(sum, batch_grads, &grad_vars)?,
+                });
+                let loss = loss.to_scalar::<f32>()? as f64;
+                if !loss.is_finite() {
+                    bail!(UserError::new(format!(
+                        "the loss became {loss} at step {step} (epoch {epoch}); try a lower \
+                         learning rate"
+                    )));
+                }
+                step_loss += loss * batch.len() as f64;
             }
+            let lr = schedule.at(step);
+            opt.set_learning_rate(lr);
+            opt.step(&grads.context("a step without batches")?)?;
             at.step = step;
-            at.batches_done += 1;
-            at.loss_sum += loss * batch.len() as f64;
-            at.seen += batch.len() as u64;
+            at.batches_done += group.len() as u64;
+            at.loss_sum += step_loss;
+            at.seen += examples as u64;
             at.elapsed_seconds = elapsed();
             sink.on_step(&StepReport {
                 step,
                 total_steps,
                 epoch,
                 total_epochs: hyper.epochs,
-                loss,
+                loss: step_loss / examples as f64,
                 learning_rate: lr,
-                samples_per_second: batch.len() as f64
+                samples_per_second: examples as f64
                     / step_started.elapsed().as_secs_f64().max(1e-9),
                 elapsed_seconds: at.elapsed_seconds,
             });
             // The epoch's own checkpoint follows its last batch.
-            if every.is_some_and(|k| step.is_multiple_of(k)) && at.batches_done < steps_per_epoch {
-                saver.save(sink, &at, &opt)?;
+            if every.is_some_and(|k| step.is_multiple_of(k))
+                && (at.batches_done as usize) < batches.len()
+            {
+                saver.save(sink, &at, &opt, &best)?;
             }
         }
-        let (val_loss, accuracy, precision, recall, f1) =
-            evaluate(&net, data, val_idx, num_labels, batch_size, device)?;
-        let metrics = EpochMetrics {
-            epoch,
-            train_loss: at.loss_sum / at.seen.max(1) as f64,
-            val_loss,
-            accuracy,
-            precision,
-            recall,
-            f1,
-        };
+        let metrics = evaluate(
+            &net,
+            data,
+            val_idx,
+            class_weights.as_ref(),
+            batch_size,
+            device,
+            EpochSums {
+                epoch,
+                train_loss: at.loss_sum / at.seen.max(1) as f64,
+            },
+        )?;
         sink.on_epoch(&metrics);
+        best.observe(&metrics)?;
         at = Position {
             step: at.step,
             epochs_done: epoch,
@@ -240,11 +293,136 @@ pub fn run(
             elapsed_seconds: elapsed(),
             ..Position::default()
         };
-        saver.save(sink, &at, &opt)?;
+        saver.save(sink, &at, &opt, &best)?;
     }
-    let final_metrics = at.last_epoch.context("training ran no epoch")?;
-    let model = export(spec, &net, &params, final_metrics, parameter_count)?;
+    let last = at.last_epoch.context("training ran no epoch")?;
+    let (metrics, kept_epoch) = match best.finish()? {
+        Some(kept) => {
+            let epoch = kept.epoch;
+            (kept, Some(epoch))
+        }
+        None => (last, None),
+    };
+    let summary = export::Summary {
+        metrics,
+        counts,
+        epochs_run: at.epochs_done,
+        kept_epoch,
+    };
+    let model = export::write(spec, &net, &params, summary)?;
     Ok(TrainOutcome::Completed(Box::new(model)))
+}
+
+/// A step's loss: the (class-weighted) mean cross-entropy, as `torch.nn.CrossEntropyLoss(weight=…)`:
+/// `Σ w[yᵢ]·nllᵢ / Σ w[yᵢ]`.
+fn loss_of(logits: &Tensor, targets: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
+    let Some(weights) = weights else {
+        return Ok(candle_nn::loss::cross_entropy(logits, targets)?);
+    };
+    let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = log_probs.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let w = weights.index_select(targets, 0)?;
+    let total = (picked * &w)?.sum_all()?.neg()?;
+    Ok(total.broadcast_div(&w.sum_all()?)?)
+}
+
+/// The class weights as a tensor, resolved against the training split's label counts.
+fn class_weights(
+    hyper: &Hyperparams,
+    data: &dyn Examples,
+    train_idx: &[usize],
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    let Some(weights) = &hyper.class_weights else {
+        return Ok(None);
+    };
+    let mut counts = vec![0u64; data.label_names().len()];
+    for &i in train_idx {
+        counts[data.labels()[i] as usize] += 1;
+    }
+    let resolved = weights
+        .resolve(data.label_names(), &counts)
+        .map_err(|e| UserError::new(e.to_string()))?;
+    let values: Vec<f32> = resolved.iter().map(|&w| w as f32).collect();
+    Ok(Some(Tensor::from_vec(
+        values.clone(),
+        values.len(),
+        device,
+    )?))
+}
+
+/// `sum + more`, parameter by parameter (gradient accumulation).
+fn add_grads(mut sum: GradStore, more: GradStore, vars: &[Var]) -> Result<GradStore> {
+    for var in vars {
+        let Some(extra) = more.get(var.as_tensor()) else {
+            continue;
+        };
+        let total = match sum.remove(var.as_tensor()) {
+            Some(g) => (g + extra)?,
+            None => extra.clone(),
+        };
+        sum.insert(var.as_tensor(), total);
+    }
+    Ok(sum)
+}
+
+/// Early stopping's memory: the best epoch so far and a copy of its trainable weights.
+struct Best {
+    rule: Option<EarlyStopping>,
+    vars: Vec<(String, Var)>,
+    epoch: Option<EpochMetrics>,
+    weights: Option<std::collections::HashMap<String, Tensor>>,
+}
+
+impl Best {
+    fn new(rule: Option<EarlyStopping>, vars: Vec<(String, Var)>) -> Self {
+        Self {
+            rule,
+            vars,
+            epoch: None,
+            weights: None,
+        }
+    }
+
+    /// Whether the run should stop before epoch `epochs_done + 1`: `patience` epochs have passed
+    /// without improvement.
+    fn exhausted(&self, epochs_done: u32) -> bool {
+        match (&self.rule, &self.epoch) {
+            (Some(rule), Some(best)) => epochs_done - best.epoch >= rule.patience,
+            _ => false,
+        }
+    }
+
+    /// Keeps `metrics`' epoch when it is better than the best so far (ties keep the earlier one).
+    fn observe(&mut self, metrics: &EpochMetrics) -> Result<()> {
+        let Some(rule) = self.rule else {
+            return Ok(());
+        };
+        let better = self
+            .epoch
+            .as_ref()
+            .is_none_or(|b| rule.metric.score(metrics) > rule.metric.score(b));
+        if better {
+            let mut weights = std::collections::HashMap::new();
+            for (name, var) in &self.vars {
+                weights.insert(name.clone(), var.as_tensor().copy()?);
+            }
+            self.weights = Some(weights);
+            self.epoch = Some(metrics.clone());
+        }
+        Ok(())
+    }
+
+    /// Puts the best epoch's weights back and returns its metrics (`None` without early stopping).
+    fn finish(&self) -> Result<Option<EpochMetrics>> {
+        let (Some(epoch), Some(weights)) = (&self.epoch, &self.weights) else {
+            return Ok(None);
+        };
+        for (name, var) in &self.vars {
+            var.set(weights.get(name).context("a kept weight is missing")?)?;
+        }
+        Ok(Some(epoch.clone()))
+    }
 }
 
 /// Where a run is: the step, the data cursor and the current epoch's running sums.
@@ -265,6 +443,7 @@ fn resume(
     spec: &TrainSpec,
     params: &Params,
     opt: &mut Optimizer,
+    best: &mut Best,
 ) -> Result<Position> {
     let m = &checkpoint.manifest;
     let data = spec.data.as_ref();
@@ -290,6 +469,13 @@ fn resume(
         candle_core::safetensors::load(checkpoint.dir.join(checkpoint::OPTIMIZER), &Device::Cpu)
             .context("reading the checkpoint's optimizer state")?;
     opt.restore(&state, m.optimizer_steps)?;
+    if let Some(epoch) = &m.best_epoch {
+        let weights =
+            candle_core::safetensors::load(checkpoint.dir.join(checkpoint::BEST), &spec.device)
+                .context("reading the checkpoint's best weights")?;
+        best.epoch = Some(epoch.clone());
+        best.weights = Some(weights);
+    }
     Ok(Position {
         step: m.step,
         epochs_done: m.epochs_done,
@@ -309,7 +495,13 @@ struct Saver<'a> {
 }
 
 impl Saver<'_> {
-    fn save(&mut self, sink: &mut dyn ProgressSink, at: &Position, opt: &Optimizer) -> Result<()> {
+    fn save(
+        &mut self,
+        sink: &mut dyn ProgressSink,
+        at: &Position,
+        opt: &Optimizer,
+        best: &Best,
+    ) -> Result<()> {
         let Some(root) = &self.spec.checkpoint_dir else {
             return Ok(());
         };
@@ -324,6 +516,12 @@ impl Saver<'_> {
         self.params.save(&dir.join(checkpoint::WEIGHTS))?;
         candle_core::safetensors::save(&opt.state()?, dir.join(checkpoint::OPTIMIZER))
             .context("writing the optimizer state")?;
+        let mut files = vec![checkpoint::WEIGHTS, checkpoint::OPTIMIZER];
+        if let Some(weights) = &best.weights {
+            candle_core::safetensors::save(weights, dir.join(checkpoint::BEST))
+                .context("writing the best epoch's weights")?;
+            files.push(checkpoint::BEST);
+        }
         let data = self.spec.data.as_ref();
         let manifest = CheckpointManifest {
             format_version: CheckpointManifest::FORMAT_VERSION,
@@ -339,13 +537,10 @@ impl Saver<'_> {
             examples: data.len() as u64,
             labels: data.label_names().to_vec(),
             elapsed_seconds: at.elapsed_seconds,
+            best_epoch: best.epoch.clone(),
             files: Vec::new(),
         };
-        let written = checkpoint::publish(
-            &dir,
-            manifest,
-            &[checkpoint::WEIGHTS, checkpoint::OPTIMIZER],
-        )?;
+        let written = checkpoint::publish(&dir, manifest, &files)?;
         self.last_step = Some(at.step);
         sink.on_checkpoint(&written);
         Ok(())
@@ -385,17 +580,33 @@ fn label_tensor(labels: &[u32], batch: &[usize], device: &Device) -> Result<Tens
 fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<Net> {
     let data = spec.data.as_ref();
     let num_labels = data.label_names().len();
-    let max_len = spec.settings.hyperparameters.max_seq_length as usize;
+    let hyper = &spec.settings.hyperparameters;
+    let max_len = hyper.max_seq_length as usize;
     match data.kind() {
         ExampleKind::Text => {
+            let options = BertOptions {
+                dropout: hyper.dropout,
+                pooling: hyper.pooling,
+                lora: spec.settings.lora.clone(),
+            };
+            if let Some(rule) = frozen_rule(spec)? {
+                params.freeze_where(rule);
+            }
             let (model, tokenizer) = match &spec.base_dir {
                 Some(dir) => {
                     let config = BertConfig::read(&dir.join("config.json"))?;
+                    check_freeze(hyper, &config)?;
                     fits_in_memory(spec, &config, "baseModel")?;
                     let max_len = max_len.min(config.max_position_embeddings);
                     let tokenizer = super::tokenizer::load(&dir.join("tokenizer.json"), max_len)?;
-                    let model = BertClassifier::new(params, config, num_labels)?;
-                    params.load_prefixed(&dir.join("model.safetensors"), "bert.")?;
+                    let model = BertClassifier::new(params, config, num_labels, &options)?;
+                    // A sentence-embedding checkpoint has no pooler: CLS pooling then starts it
+                    // from random weights, like the head.
+                    params.load_prefixed(
+                        &dir.join("model.safetensors"),
+                        "bert.",
+                        &|name: &str| name.starts_with(POOLER),
+                    )?;
                     (model, tokenizer)
                 }
                 None => {
@@ -406,42 +617,83 @@ fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<N
                     let tokenizer = counts.into_tokenizer(max_len)?;
                     let size = spec.settings.model_config.unwrap_or_default();
                     let config = BertConfig::small(&size, tokenizer.get_vocab_size(true), max_len);
+                    check_freeze(hyper, &config)?;
                     fits_in_memory(spec, &config, "modelConfig")?;
-                    (BertClassifier::new(params, config, num_labels)?, tokenizer)
+                    let model = BertClassifier::new(params, config, num_labels, &options)?;
+                    (model, tokenizer)
                 }
             };
-            if tokenizer.get_vocab_size(true) > model.config.vocab_size {
-                bail!(UserError::new(format!(
-                    "the base model's tokenizer.json has {} tokens but its vocabulary (config.json \
-                     vocab_size) holds {}; the two files do not belong together",
-                    tokenizer.get_vocab_size(true),
-                    model.config.vocab_size
-                )));
-            }
-            let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
-            let mut encoder = tokenizer.clone();
-            encoder.with_padding(None);
-            Ok(Net::Text {
-                model,
-                tokenizer: Box::new(tokenizer),
-                encoder: Box::new(encoder),
-                pad_id,
-            })
+            text_net(model, tokenizer)
         }
         ExampleKind::Tabular { feature_names } => {
+            let hidden = hyper.tabular_hidden_sizes();
             if let Some(limit) = spec.max_memory {
-                let batch = spec.settings.hyperparameters.batch_size as u64;
-                let estimate = memory::mlp(feature_names.len(), num_labels, batch);
+                let batch = hyper.batch_size as u64;
+                let estimate = memory::mlp(feature_names.len(), &hidden, num_labels, batch);
                 refuse(memory::refusal(&estimate, limit, "datasetId"))?;
             }
             let standardizer = Standardizer::fit(train_idx.iter().map(|&i| data.features(i)))?;
-            let model = Mlp::new(params, feature_names.len(), num_labels)?;
+            let dropout = hyper.dropout.unwrap_or(mlp::DEFAULT_DROPOUT);
+            let model = Mlp::new(params, feature_names.len(), &hidden, num_labels, dropout)?;
             Ok(Net::Tabular {
                 model,
                 standardizer,
                 feature_names: feature_names.clone(),
             })
         }
+    }
+}
+
+/// A text model with its tokenizer, checked to belong together.
+pub(super) fn text_net(model: BertClassifier, tokenizer: Tokenizer) -> Result<Net> {
+    if tokenizer.get_vocab_size(true) > model.config.vocab_size {
+        bail!(UserError::new(format!(
+            "the base model's tokenizer.json has {} tokens but its vocabulary (config.json \
+             vocab_size) holds {}; the two files do not belong together",
+            tokenizer.get_vocab_size(true),
+            model.config.vocab_size
+        )));
+    }
+    let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
+    let mut encoder = tokenizer.clone();
+    encoder.with_padding(None);
+    Ok(Net::Text {
+        model: Box::new(model),
+        tokenizer: Box::new(tokenizer),
+        encoder: Box::new(encoder),
+        pad_id,
+    })
+}
+
+/// Which parameters a text run leaves alone: with LoRA every base weight (the adapters, the head and
+/// the pooler train); with `freezeLayers = k` the embeddings and encoder layers `0..k`.
+fn frozen_rule(spec: &TrainSpec) -> Result<Option<super::params::FrozenRule>> {
+    if spec.settings.lora.is_some() {
+        return Ok(Some(Box::new(|name: &str| {
+            name.starts_with("bert.") && !name.starts_with(POOLER)
+        })));
+    }
+    let Some(k) = spec.settings.hyperparameters.freeze_layers else {
+        return Ok(None);
+    };
+    Ok(Some(Box::new(move |name: &str| {
+        if name.starts_with("bert.embeddings.") {
+            return true;
+        }
+        name.strip_prefix("bert.encoder.layer.")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|i| i.parse::<u32>().ok())
+            .is_some_and(|i| i < k)
+    })))
+}
+
+fn check_freeze(hyper: &Hyperparams, config: &BertConfig) -> Result<()> {
+    match hyper.freeze_layers {
+        Some(k) if k as usize > config.num_hidden_layers => bail!(UserError::new(format!(
+            "hyperparameters.freezeLayers: {k} is more than the model's {} encoder layers",
+            config.num_hidden_layers
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -468,94 +720,51 @@ fn refuse(refusal: Option<(String, String)>) -> Result<()> {
     }
 }
 
-/// Validation loss (mean over examples) and metrics, without dropout.
+/// An epoch's training side: its number and mean training loss.
+struct EpochSums {
+    epoch: u32,
+    train_loss: f64,
+}
+
+/// The epoch's metrics on the validation split, without dropout: the (class-weighted) mean loss,
+/// accuracy, macro and per-label precision/recall/F1, and the confusion matrix.
 fn evaluate(
     net: &Net,
     data: &dyn Examples,
     val_idx: &[usize],
-    num_labels: usize,
+    class_weights: Option<&Tensor>,
     batch_size: usize,
     device: &Device,
-) -> Result<(f64, f64, f64, f64, f64)> {
+    sums: EpochSums,
+) -> Result<EpochMetrics> {
     let labels = data.labels();
-    let mut loss_sum = 0.0;
+    let (mut loss_sum, mut weight_sum) = (0.0, 0.0);
     let mut predicted = Vec::with_capacity(val_idx.len());
     let mut actual = Vec::with_capacity(val_idx.len());
     for batch in val_idx.chunks(batch_size) {
         let logits = net.logits(data, batch, None, device)?;
         let targets = label_tensor(labels, batch, device)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &targets)?.to_scalar::<f32>()? as f64;
-        loss_sum += loss * batch.len() as f64;
+        let loss = loss_of(&logits, &targets, class_weights)?.to_scalar::<f32>()? as f64;
+        // Batches combine as the loss over the whole split would: weighted by their total weight.
+        let weight = match class_weights {
+            Some(w) => w.index_select(&targets, 0)?.sum_all()?.to_scalar::<f32>()? as f64,
+            None => batch.len() as f64,
+        };
+        loss_sum += loss * weight;
+        weight_sum += weight;
         predicted.extend(logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
         actual.extend(batch.iter().map(|&i| labels[i]));
     }
-    let (accuracy, precision, recall, f1) = classification(&predicted, &actual, num_labels);
-    Ok((
-        loss_sum / val_idx.len().max(1) as f64,
-        accuracy,
-        precision,
-        recall,
-        f1,
-    ))
-}
-
-/// Writes the model's files to the output directory: weights, `kiln.json` and, for text models, the
-/// classifier's `config.json` and the tokenizer.
-fn export(
-    spec: &TrainSpec,
-    net: &Net,
-    params: &Params,
-    metrics: EpochMetrics,
-    parameter_count: usize,
-) -> Result<TrainedModel> {
-    let dir = &spec.output_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    params.save(&dir.join("model.safetensors"))?;
-    let mut files = vec!["model.safetensors".to_string()];
-    let architecture = match net {
-        Net::Text {
-            model, tokenizer, ..
-        } => {
-            let config = model.config.for_classifier(spec.data.label_names());
-            write_file(dir, "config.json", &serde_json::to_vec_pretty(&config)?)?;
-            super::tokenizer::save(tokenizer, &dir.join("tokenizer.json"))?;
-            files.extend(["config.json".to_string(), "tokenizer.json".to_string()]);
-            ModelArchitecture::Bert {
-                pooling: Pooling::Mean,
-                base_model: spec
-                    .settings
-                    .base_model
-                    .as_ref()
-                    .map(|b| b.to_string())
-                    .unwrap_or_else(|| "random".into()),
-                max_seq_length: spec.settings.hyperparameters.max_seq_length,
-            }
-        }
-        Net::Tabular {
-            standardizer,
-            feature_names,
-            ..
-        } => ModelArchitecture::Mlp {
-            hidden_sizes: vec![super::mlp::HIDDEN as u32; 2],
-            features: feature_names.clone(),
-            standardization: standardizer.clone().into(),
-        },
-    };
-    let manifest = ModelManifest {
-        format_version: ModelManifest::FORMAT_VERSION,
-        task: spec.settings.task,
-        labels: spec.data.label_names().to_vec(),
-        hyperparameters: spec.settings.hyperparameters.clone(),
-        metrics,
-        parameter_count: parameter_count as u64,
-        architecture,
-    };
-    write_file(dir, ModelManifest::FILE_NAME, &manifest.to_json())?;
-    files.push(ModelManifest::FILE_NAME.to_string());
-    Ok(TrainedModel { files, manifest })
-}
-
-fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    let c = classification(&predicted, &actual, data.label_names());
+    Ok(EpochMetrics {
+        epoch: sums.epoch,
+        train_loss: sums.train_loss,
+        val_loss: loss_sum / weight_sum.max(f64::MIN_POSITIVE),
+        accuracy: c.accuracy,
+        precision: c.precision,
+        recall: c.recall,
+        f1: c.f1,
+        per_label: c.per_label,
+        confusion_matrix: c.confusion,
+    })
 }

@@ -6,7 +6,9 @@
 use anyhow::{Result, bail};
 use candle_core::Tensor;
 
-use super::params::Params;
+use rand::rngs::StdRng;
+
+use super::params::{Params, dropout};
 
 /// `(rows, last)` of a shape: the product of the leading dimensions, and the last one.
 fn rows_and_width(dims: &[usize], what: &str) -> Result<(usize, usize)> {
@@ -65,28 +67,66 @@ pub fn linear(
 ) -> Result<Linear> {
     let weight = params.normal(&format!("{name}.weight"), &[outputs, inputs], std)?;
     let bias = params.constant(&format!("{name}.bias"), &[outputs], 0.0)?;
-    Ok(Linear { weight, bias })
+    Ok(Linear::new(weight, bias))
 }
 
-/// `x · Wᵀ + b` over the last dimension.
+/// `x · Wᵀ + b` over the last dimension, plus a LoRA adapter's `scale · dropout(x) · Aᵀ · Bᵀ` when it
+/// has one.
 pub struct Linear {
     weight: Tensor,
     bias: Tensor,
+    adapter: Option<Adapter>,
+}
+
+/// A low-rank adapter: `a` is `(rank, inputs)`, `b` is `(outputs, rank)`.
+pub struct Adapter {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+    pub dropout: f32,
 }
 
 impl Linear {
     /// A layer over existing weight `(outputs, inputs)` and bias `(outputs)` tensors.
     pub fn new(weight: Tensor, bias: Tensor) -> Self {
-        Self { weight, bias }
+        Self {
+            weight,
+            bias,
+            adapter: None,
+        }
     }
 
+    pub fn set_adapter(&mut self, adapter: Adapter) {
+        self.adapter = Some(adapter);
+    }
+
+    /// `(outputs, inputs)`.
+    pub fn dims(&self) -> (usize, usize) {
+        let d = self.weight.dims();
+        (d[0], d[1])
+    }
+
+    /// Without dropout in the adapter (evaluation, or a layer without one).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, &mut None)
+    }
+
+    /// With the adapter's dropout drawn from `rng` while training.
+    pub fn forward_with(&self, x: &Tensor, rng: &mut Option<&mut StdRng>) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let (rows, inputs) = rows_and_width(&dims, "linear layer")?;
-        let y = x
-            .reshape((rows, inputs))?
+        let x = x.reshape((rows, inputs))?;
+        let mut y = x
             .matmul(&self.weight.t()?)?
             .add(&repeat_rows(&self.bias, rows)?)?;
+        if let Some(adapter) = &self.adapter {
+            let dropped = match rng {
+                Some(rng) => dropout(&x, adapter.dropout, rng)?,
+                None => x.clone(),
+            };
+            let low = dropped.matmul(&adapter.a.t()?)?.matmul(&adapter.b.t()?)?;
+            y = y.add(&(low * adapter.scale)?)?;
+        }
         let mut out = dims;
         *out.last_mut().expect("checked above") = self.weight.dim(0)?;
         Ok(y.reshape(out)?)

@@ -7,7 +7,6 @@
 //! feed-forward layer), doubled for the temporaries candle allocates while differentiating.
 
 use super::bert::BertConfig;
-use super::mlp;
 
 /// Memory the process needs besides the model: the runtime, the tokenizer, buffers.
 const BASELINE: u64 = 256 * 1024 * 1024;
@@ -60,14 +59,11 @@ pub fn bert(
     }
 }
 
-/// The tabular MLP over `inputs` features.
-pub fn mlp(inputs: usize, num_labels: usize, batch_size: u64) -> MemoryEstimate {
-    let sizes = [
-        inputs as u64,
-        mlp::HIDDEN as u64,
-        mlp::HIDDEN as u64,
-        num_labels as u64,
-    ];
+/// The tabular MLP over `inputs` features with `hidden` layer widths.
+pub fn mlp(inputs: usize, hidden: &[u32], num_labels: usize, batch_size: u64) -> MemoryEstimate {
+    let mut sizes = vec![inputs as u64];
+    sizes.extend(hidden.iter().map(|&h| h as u64));
+    sizes.push(num_labels as u64);
     let parameters: u64 = sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
     MemoryEstimate {
         fixed: BASELINE + BYTES_PER_PARAMETER * parameters,

@@ -1,4 +1,5 @@
-//! A tabular classifier: standardised numeric features → two ReLU hidden layers → logits.
+//! A tabular classifier: standardised numeric features → ReLU hidden layers (two of 64 unless
+//! `hiddenSizes` says otherwise) → logits.
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
@@ -8,9 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::layers::Linear;
 use super::params::{Params, dropout};
 
-/// Width of each hidden layer.
-pub const HIDDEN: usize = 64;
-const DROPOUT: f32 = 0.1;
+/// Dropout after each hidden layer unless `dropout` says otherwise.
+pub const DEFAULT_DROPOUT: f64 = 0.1;
 
 /// Per-feature mean and standard deviation, computed on the training split and stored with the model so
 /// inference applies the same transform.
@@ -78,12 +78,21 @@ impl From<Standardizer> for crate::domain::Standardization {
 
 pub struct Mlp {
     layers: Vec<Linear>,
+    dropout: f32,
 }
 
 impl Mlp {
-    pub fn new(params: &mut Params, inputs: usize, num_labels: usize) -> Result<Self> {
+    pub fn new(
+        params: &mut Params,
+        inputs: usize,
+        hidden: &[u32],
+        num_labels: usize,
+        dropout: f64,
+    ) -> Result<Self> {
         let mut layers = Vec::new();
-        let sizes = [inputs, HIDDEN, HIDDEN, num_labels];
+        let mut sizes = vec![inputs];
+        sizes.extend(hidden.iter().map(|&h| h as usize));
+        sizes.push(num_labels);
         for (i, pair) in sizes.windows(2).enumerate() {
             // PyTorch's default initialisation for nn.Linear: U(-1/sqrt(in), 1/sqrt(in)).
             let bound = 1.0 / (pair[0] as f32).sqrt();
@@ -91,7 +100,10 @@ impl Mlp {
             let b = params.uniform(&format!("layers.{i}.bias"), &[pair[1]], bound)?;
             layers.push(Linear::new(w, b));
         }
-        Ok(Self { layers })
+        Ok(Self {
+            layers,
+            dropout: dropout as f32,
+        })
     }
 
     pub fn forward(&self, x: &Tensor, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
@@ -102,7 +114,7 @@ impl Mlp {
             if i < last {
                 x = x.relu()?;
                 if let Some(rng) = rng.as_deref_mut() {
-                    x = dropout(&x, DROPOUT, rng)?;
+                    x = dropout(&x, self.dropout, rng)?;
                 }
             }
         }

@@ -2,10 +2,13 @@
 //! through a [`ProgressSink`], stops when its [`Interrupt`] says so, and returns a [`TrainOutcome`].
 //! It runs the same from the service's runner, the CLI or a test.
 //!
-//! Models: a BERT-family text classifier ([`bert`]) that fine-tunes every weight of a HuggingFace-format
-//! directory or trains a small random-initialised one, and a tabular MLP ([`mlp`]). Both are plain
-//! classifiers over a shared loop ([`fit`]): AdamW, cross-entropy, linear warm-up then linear decay of the
-//! learning rate, a validation split held out with the seed, metrics after every epoch.
+//! Models: a BERT-family text classifier ([`bert`]) that fine-tunes a HuggingFace-format directory (every
+//! weight, the layers above `freezeLayers`, or LoRA adapters) or trains a small random-initialised one,
+//! and a tabular MLP ([`mlp`]). Both are plain classifiers over a shared loop ([`fit`]): AdamW or SGD
+//! ([`optim`]), (class-weighted) cross-entropy, gradient accumulation and clipping, a warm-up then a
+//! constant, linear or cosine learning rate ([`schedule`]), a validation split held out with the seed,
+//! metrics after every epoch (per label too, with the confusion matrix), early stopping that keeps the
+//! best epoch, and the export ([`export`]).
 //!
 //! Failures a user can act on (an unreadable `config.json`, a loss that became NaN) are `UserError`s in
 //! the returned chain; the rest is for the server log.
@@ -13,13 +16,16 @@
 pub mod bench;
 pub mod bert;
 pub mod checkpoint;
+pub mod export;
 mod fit;
+pub mod inference;
 mod layers;
 pub mod memory;
 pub mod metrics;
 pub mod mlp;
 pub mod optim;
 mod params;
+mod schedule;
 pub mod tokenizer;
 
 use std::path::PathBuf;
@@ -95,6 +101,8 @@ pub struct StepReport {
 /// Receives progress from the training thread. Implementations must not block for long: they run between
 /// optimiser steps.
 pub trait ProgressSink: Send {
+    /// The model is built: how many of its parameters the run trains.
+    fn on_start(&mut self, _parameters: &crate::domain::ParameterCount) {}
     fn on_step(&mut self, report: &StepReport);
     fn on_epoch(&mut self, metrics: &EpochMetrics);
     /// A checkpoint was written (its manifest last). The folder is the receiver's: the loop never

@@ -72,6 +72,8 @@ pub struct Optimizer {
     /// Updates applied so far (AdamW's bias correction uses it; SGD's first update sets its buffers).
     steps: u64,
     learning_rate: f64,
+    /// Gradients are scaled so that their global L2 norm is at most this.
+    clip_norm: Option<f64>,
 }
 
 impl Optimizer {
@@ -94,7 +96,15 @@ impl Optimizer {
             slots,
             steps: 0,
             learning_rate,
+            clip_norm: None,
         }
+    }
+
+    /// Clips gradients to a global L2 norm of at most `max_norm` before each update, as
+    /// `torch.nn.utils.clip_grad_norm_` (scale `max_norm / (norm + 1e-6)` when below 1).
+    pub fn with_clip_norm(mut self, max_norm: Option<f64>) -> Self {
+        self.clip_norm = max_norm;
+        self
     }
 
     pub fn kind(&self) -> OptimizerKind {
@@ -116,10 +126,29 @@ impl Optimizer {
         self.step(&grads)
     }
 
+    /// The global L2 norm of the gradients of this optimizer's parameters.
+    pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
+        let mut sum = 0f64;
+        for slot in &self.slots {
+            if let Some(grad) = grads.get(slot.var.as_tensor()) {
+                sum += grad.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            }
+        }
+        Ok(sum.sqrt())
+    }
+
     /// Applies one update from `grads`. A parameter without a gradient is left as it is.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        let grad_scale = match self.clip_norm {
+            Some(max_norm) => {
+                let norm = self.grad_norm(grads)?;
+                (max_norm / (norm + 1e-6)).min(1.0) as f32
+            }
+            None => 1.0,
+        };
         self.steps += 1;
-        let update = Update::new(self.kind, self.learning_rate, self.steps);
+        let mut update = Update::new(self.kind, self.learning_rate, self.steps);
+        update.grad_scale = grad_scale;
         for slot in &mut self.slots {
             let Some(grad) = grads.get(slot.var.as_tensor()) else {
                 continue;
@@ -186,11 +215,18 @@ struct Update {
     kind: OptimizerKind,
     lr: f64,
     step: u64,
+    /// Every gradient is multiplied by this first (gradient clipping; 1 otherwise).
+    grad_scale: f32,
 }
 
 impl Update {
     fn new(kind: OptimizerKind, lr: f64, step: u64) -> Self {
-        Self { kind, lr, step }
+        Self {
+            kind,
+            lr,
+            step,
+            grad_scale: 1.0,
+        }
     }
 
     /// One pass over a parameter, its gradient and its state buffers.
@@ -215,7 +251,9 @@ impl Update {
                 let b2 = beta2 as f32;
                 let w2 = (1.0 - beta2) as f32;
                 let eps = eps as f32;
+                let scale = self.grad_scale;
                 for (((p, &g), m), v) in param.iter_mut().zip(grad).zip(m).zip(v) {
+                    let g = g * scale;
                     *p *= decay;
                     // torch.lerp with a weight below one half.
                     *m += w1 * (g - *m);
@@ -236,7 +274,9 @@ impl Update {
                 let neg_lr = -self.lr as f32;
                 let first = self.step == 1;
                 // PyTorch's CPU kernels fuse `x + alpha * y` into one multiply-add.
+                let scale = self.grad_scale;
                 for ((p, &g), b) in param.iter_mut().zip(grad).zip(buf) {
+                    let g = g * scale;
                     let g = if wd != 0.0 { p.mul_add(wd, g) } else { g };
                     let d = if mu == 0.0 {
                         g

@@ -3,7 +3,7 @@
 //! candle cannot seed its CPU random generator, so kiln draws initial weights itself from a seeded
 //! generator: the same seed gives the same model, which exact resumption and reproducible runs need.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -17,11 +17,16 @@ use rand::{Rng, SeedableRng};
 /// The largest weights file read: [`super::bert::MAX_PARAMETERS`] f32 parameters.
 pub const MAX_WEIGHTS_BYTES: u64 = 4 * super::bert::MAX_PARAMETERS;
 
-/// A [`VarMap`] plus the generator that initialises new variables.
+/// Which parameters a run leaves as they are (frozen layers, a LoRA run's base weights).
+pub type FrozenRule = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// A [`VarMap`] plus the generator that initialises new variables, and which of them are frozen.
 pub struct Params {
     pub varmap: VarMap,
     rng: StdRng,
     device: Device,
+    frozen_rule: Option<FrozenRule>,
+    frozen: HashSet<String>,
 }
 
 impl Params {
@@ -30,19 +35,62 @@ impl Params {
             varmap: VarMap::new(),
             rng: StdRng::seed_from_u64(seed),
             device: device.clone(),
+            frozen_rule: None,
+            frozen: HashSet::new(),
         }
+    }
+
+    /// Parameters created from now on whose name `rule` accepts are frozen: the model reads them through
+    /// a tensor that is not a variable, so no gradient is computed for them, and the optimizer never
+    /// sees them ([`Params::trainable_vars`]). Loading and checkpoints still reach them.
+    pub fn freeze_where(&mut self, rule: FrozenRule) {
+        self.frozen_rule = Some(rule);
     }
 
     fn insert(&mut self, name: &str, values: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
         let tensor = Tensor::from_vec(values, shape, &self.device)?;
         let var = Var::from_tensor(&tensor)?;
-        let out = var.as_tensor().clone();
+        let frozen = self.frozen_rule.as_ref().is_some_and(|rule| rule(name));
+        // A detached tensor shares the variable's storage, so loading into the variable reaches it.
+        let out = if frozen {
+            self.frozen.insert(name.to_string());
+            var.as_tensor().detach()
+        } else {
+            var.as_tensor().clone()
+        };
         self.varmap
             .data()
             .lock()
             .expect("varmap lock")
             .insert(name.to_string(), var);
         Ok(out)
+    }
+
+    /// The variables the optimizer updates, with their names.
+    pub fn trainable_vars(&self) -> Vec<(String, Var)> {
+        self.named_vars()
+            .into_iter()
+            .filter(|(name, _)| !self.frozen.contains(name))
+            .collect()
+    }
+
+    /// Trainable and total parameter counts.
+    pub fn counts(&self) -> crate::domain::ParameterCount {
+        let trainable = self
+            .trainable_vars()
+            .iter()
+            .map(|(_, v)| v.elem_count() as u64)
+            .sum();
+        crate::domain::ParameterCount {
+            trainable,
+            total: self.parameter_count() as u64,
+        }
+    }
+
+    /// The tensor of one variable.
+    pub fn get(&self, name: &str) -> Option<Tensor> {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        data.get(name).map(|v| v.as_tensor().detach())
     }
 
     /// Normal(0, std) initialised weights.
@@ -107,8 +155,14 @@ impl Params {
     /// Overwrites every variable whose name starts with `prefix` with the tensor of the same name in a
     /// safetensors file, where the file's names may or may not carry `prefix` (sentence-transformers
     /// checkpoints name `embeddings.…`, `BertForSequenceClassification` names `bert.embeddings.…`).
-    /// Every such variable must be present with the same shape; extra tensors in the file are ignored.
-    pub fn load_prefixed(&self, path: &Path, prefix: &str) -> Result<usize> {
+    /// Every such variable must be present with the same shape, except those `optional` accepts (they
+    /// keep their initial values); extra tensors in the file are ignored. Returns the names loaded.
+    pub fn load_prefixed(
+        &self,
+        path: &Path,
+        prefix: &str,
+        optional: &dyn Fn(&str) -> bool,
+    ) -> Result<HashSet<String>> {
         let file = path
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -129,12 +183,15 @@ impl Params {
             )
         })?;
         let data = self.varmap.data().lock().expect("varmap lock");
-        let mut loaded = 0;
+        let mut loaded = HashSet::new();
         for (name, var) in data.iter() {
             let Some(stripped) = name.strip_prefix(prefix) else {
                 continue;
             };
             let Some(tensor) = tensors.get(name).or_else(|| tensors.get(stripped)) else {
+                if optional(name) {
+                    continue;
+                }
                 bail!(UserError::new(format!(
                     "the base model's {file} has no tensor named {stripped:?}"
                 )));
@@ -148,7 +205,7 @@ impl Params {
                 )));
             }
             var.set(&tensor.to_dtype(DType::F32)?)?;
-            loaded += 1;
+            loaded.insert(name.clone());
         }
         Ok(loaded)
     }

@@ -73,6 +73,66 @@ async fn each_invalid_field_is_refused_by_name_and_nothing_is_queued() {
             hp(json!({ "maxSeqLength": 100000 })),
             "hyperparameters.maxSeqLength",
         ),
+        (hp(json!({ "momentum": 0.9 })), "hyperparameters.momentum"),
+        (
+            hp(json!({ "optimizer": "SGD", "momentum": 1.5 })),
+            "hyperparameters.momentum",
+        ),
+        (
+            hp(json!({ "weightDecay": -0.1 })),
+            "hyperparameters.weightDecay",
+        ),
+        (
+            hp(json!({ "warmupRatio": 1.0 })),
+            "hyperparameters.warmupRatio",
+        ),
+        (
+            hp(json!({ "gradientClipNorm": 0.0 })),
+            "hyperparameters.gradientClipNorm",
+        ),
+        (
+            hp(json!({ "gradientAccumulationSteps": 0 })),
+            "hyperparameters.gradientAccumulationSteps",
+        ),
+        (
+            hp(
+                json!({ "classWeights": { "balanced": true, "weights": [{ "label": "benign", "weight": 1.0 }] } }),
+            ),
+            "hyperparameters.classWeights",
+        ),
+        (
+            hp(json!({ "classWeights": { "weights": [{ "label": "nope", "weight": 2.0 }] } })),
+            "hyperparameters.classWeights",
+        ),
+        (
+            hp(json!({ "classWeights": { "weights": [{ "label": "benign", "weight": 0.0 }] } })),
+            "hyperparameters.classWeights.weights[0].weight",
+        ),
+        (
+            hp(json!({ "earlyStoppingMetric": "F1" })),
+            "hyperparameters.earlyStoppingMetric",
+        ),
+        (
+            hp(json!({ "earlyStoppingPatience": 0 })),
+            "hyperparameters.earlyStoppingPatience",
+        ),
+        (
+            hp(json!({ "freezeLayers": 100 })),
+            "hyperparameters.freezeLayers",
+        ),
+        (hp(json!({ "dropout": 1.0 })), "hyperparameters.dropout"),
+        (
+            hp(json!({ "hiddenSizes": [32] })),
+            "hyperparameters.hiddenSizes",
+        ),
+        (
+            with("customization", json!({ "method": "LORA" })),
+            "customization.method",
+        ),
+        (
+            with("customization", json!({ "rank": 4 })),
+            "customization.rank",
+        ),
     ];
     for (input, field) in cases {
         let body = app.submit_job(input.clone()).await;

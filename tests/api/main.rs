@@ -11,6 +11,7 @@ mod job_control;
 mod jobs;
 mod limits;
 mod models;
+mod options;
 mod outage;
 mod processes;
 mod queue;

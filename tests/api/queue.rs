@@ -74,6 +74,8 @@ async fn a_job_whose_worker_died_is_run_again_after_a_restart(db: Db, objects: O
             precision: 0.0,
             recall: 0.0,
             f1: 0.0,
+            per_label: Vec::new(),
+            confusion_matrix: Vec::new(),
         };
         let held = app
             .store()

@@ -21,13 +21,17 @@ use crate::helpers::{separable_tabular_csv, separable_text_jsonl};
 
 /// What a run reported, and the checkpoints it wrote.
 #[derive(Default)]
-struct Record {
-    losses: Vec<(u64, u64)>,
-    epochs: Vec<EpochMetrics>,
-    checkpoints: Vec<u64>,
+pub struct Record {
+    pub losses: Vec<(u64, u64)>,
+    pub epochs: Vec<EpochMetrics>,
+    pub checkpoints: Vec<u64>,
+    pub parameters: Option<kiln::domain::ParameterCount>,
 }
 
 impl ProgressSink for Record {
+    fn on_start(&mut self, parameters: &kiln::domain::ParameterCount) {
+        self.parameters = Some(*parameters);
+    }
     fn on_step(&mut self, r: &StepReport) {
         self.losses.push((r.step, r.loss.to_bits()));
     }
@@ -40,9 +44,9 @@ impl ProgressSink for Record {
 }
 
 /// Stops before step `at` (counting the steps this run makes), leaving a checkpoint.
-struct StopBefore {
-    at: u64,
-    asked: AtomicU64,
+pub struct StopBefore {
+    pub at: u64,
+    pub asked: AtomicU64,
 }
 
 impl Interrupt for StopBefore {
@@ -54,14 +58,14 @@ impl Interrupt for StopBefore {
     }
 }
 
-struct Never;
+pub struct Never;
 impl Interrupt for Never {
     fn should_stop(&self) -> bool {
         false
     }
 }
 
-fn data(dir: &Path, name: &str, bytes: Vec<u8>, format: DatasetFormat) -> TrainData {
+pub fn data(dir: &Path, name: &str, bytes: Vec<u8>, format: DatasetFormat) -> TrainData {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     let names = FieldNames {
@@ -87,12 +91,13 @@ fn settings(task: TaskKind, every: Option<i64>) -> TrainingSettings {
             keep_checkpoints: Some(100),
             ..Default::default()
         },
+        customization: None,
     })
     .unwrap()
 }
 
 /// Runs to the end (from `resume` when given) and returns what it reported and the model's bytes.
-fn run(spec: &TrainSpec, interrupt: &dyn Interrupt, record: &mut Record) -> Option<Vec<u8>> {
+pub fn run(spec: &TrainSpec, interrupt: &dyn Interrupt, record: &mut Record) -> Option<Vec<u8>> {
     match kiln::train::run(spec, record, interrupt).unwrap() {
         TrainOutcome::Completed(_) => {
             Some(std::fs::read(spec.output_dir.join("model.safetensors")).unwrap())
@@ -101,7 +106,7 @@ fn run(spec: &TrainSpec, interrupt: &dyn Interrupt, record: &mut Record) -> Opti
     }
 }
 
-fn spec(root: &Path, name: &str, settings: &TrainingSettings, data: &TrainData) -> TrainSpec {
+pub fn spec(root: &Path, name: &str, settings: &TrainingSettings, data: &TrainData) -> TrainSpec {
     let mut spec = TrainSpec::new(
         settings.clone(),
         data.clone(),
@@ -116,13 +121,29 @@ fn spec(root: &Path, name: &str, settings: &TrainingSettings, data: &TrainData) 
 /// The uninterrupted run, then for each stop point a run stopped there and one resumed from its
 /// newest checkpoint: together they must report exactly what the uninterrupted run did.
 fn assert_exact_resume(data: TrainData, task: TaskKind, stops: &[u64]) {
+    assert_exact_resume_with(data, &settings(task, Some(3)), None, stops);
+}
+
+/// The same for any settings (they must checkpoint every 3 steps), from `base_dir`'s weights when
+/// given.
+pub fn assert_exact_resume_with(
+    data: TrainData,
+    settings: &TrainingSettings,
+    base_dir: Option<&Path>,
+    stops: &[u64],
+) {
     let root = tempfile::tempdir().unwrap();
-    let settings = settings(task, Some(3));
+    let spec = |root: &Path, name: &str, settings: &TrainingSettings, data: &TrainData| {
+        let mut s = spec(root, name, settings, data);
+        s.base_dir = base_dir.map(Path::to_path_buf);
+        s
+    };
+    let settings = settings.clone();
     let mut straight = Record::default();
     let reference = spec(root.path(), "straight", &settings, &data);
     let model = run(&reference, &Never, &mut straight).expect("completes");
     assert!(
-        straight.losses.len() >= 12,
+        straight.losses.len() as u64 > stops.iter().copied().max().unwrap_or(0) + 3,
         "{} steps",
         straight.losses.len()
     );

@@ -115,6 +115,8 @@ async fn a_follower_that_falls_behind_the_event_channel_still_gets_every_epoch_e
             precision: 0.5,
             recall: 0.5,
             f1: 0.5,
+            per_label: Vec::new(),
+            confusion_matrix: Vec::new(),
         };
         let record = TrainingRecord {
             epoch: Some(&metrics),

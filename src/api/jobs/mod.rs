@@ -1,6 +1,7 @@
 //! Jobs: submit, cancel, look up, list, and follow live.
 
 mod events;
+mod training;
 mod types;
 
 use async_graphql::{Context, ID, InputObject, Object, Subscription};
@@ -8,35 +9,14 @@ use futures::{Stream, StreamExt};
 
 use super::paging::{Count, Page, PageRequest, page};
 use super::{ApiResult, service};
-use crate::domain::{HyperparamsInput, JobFilter, ModelConfigInput, TrainingInput};
+use crate::domain::{JobFilter, ModelConfigInput, TrainingInput};
 use crate::service::Submission;
 
 pub use events::{EpochCompleted, JobEvent, JobStatusChanged, StepProgress};
+pub use training::{CustomizationInputGql, Hyperparameters, HyperparametersInput};
 pub use types::{
-    EpochMetrics, Hyperparameters, Job, JobProgress, JobStatus, MetricPoint, ModelConfig, Priority,
-    TaskKind,
+    EpochMetrics, Job, JobProgress, JobStatus, MetricPoint, ModelConfig, Priority, TaskKind,
 };
-
-/// Training settings; every field is optional.
-/// Defaults: epochs 3, batchSize 16, learningRate 5e-5 when fine-tuning a `baseModel` and 1e-3 when
-/// training from random weights, validationSplit 0.2, seed 42, maxSeqLength 128, a checkpoint after
-/// every epoch only, keepCheckpoints 2.
-/// Limits: epochs 1–1000, batchSize 1–4096, learningRate in (0, 1], validationSplit in (0, 1),
-/// maxSeqLength 8–512, checkpointEverySteps 1–1000000, keepCheckpoints 1–100.
-#[derive(InputObject, Default)]
-pub struct HyperparametersInput {
-    pub epochs: Option<i32>,
-    pub batch_size: Option<i32>,
-    pub learning_rate: Option<f64>,
-    pub validation_split: Option<f64>,
-    pub seed: Option<i64>,
-    pub max_seq_length: Option<i32>,
-    /// Also checkpoint every this many steps (besides after every epoch).
-    pub checkpoint_every_steps: Option<i32>,
-    /// How many of the job's newest checkpoints are kept; older ones are deleted once a newer one is
-    /// stored.
-    pub keep_checkpoints: Option<i32>,
-}
 
 /// Size of the small random-initialised BERT used when no `baseModel` is given.
 /// Defaults: hiddenSize 64, numLayers 2, numHeads 2, intermediateSize 128.
@@ -63,6 +43,8 @@ pub struct SubmitJobInput {
     pub base_model: Option<String>,
     pub model_config: Option<ModelConfigInputGql>,
     pub hyperparameters: Option<HyperparametersInput>,
+    /// How the base model's weights are trained: every weight (default) or LoRA adapters.
+    pub customization: Option<CustomizationInputGql>,
     #[graphql(default_with = "Priority::Normal")]
     pub priority: Priority,
     /// The job's time limit over all its attempts, in minutes (greater than 0, at most 43200): past it,
@@ -87,16 +69,8 @@ impl From<SubmitJobInput> for Submission {
                     num_heads: c.num_heads.map(Into::into),
                     intermediate_size: c.intermediate_size.map(Into::into),
                 }),
-                hyperparameters: HyperparamsInput {
-                    epochs: h.epochs.map(Into::into),
-                    batch_size: h.batch_size.map(Into::into),
-                    learning_rate: h.learning_rate,
-                    validation_split: h.validation_split,
-                    seed: h.seed,
-                    max_seq_length: h.max_seq_length.map(Into::into),
-                    checkpoint_every_steps: h.checkpoint_every_steps.map(Into::into),
-                    keep_checkpoints: h.keep_checkpoints.map(Into::into),
-                },
+                hyperparameters: h.into(),
+                customization: input.customization.map(Into::into),
             },
             priority: input.priority.into(),
             max_duration_minutes: input.max_duration_minutes,

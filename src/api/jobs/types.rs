@@ -9,6 +9,7 @@ use super::super::loaders::{
 };
 use super::super::models::ModelVersion;
 use super::super::{ApiResult, timestamp};
+use super::training::{Customization, Hyperparameters, ParameterCount};
 use crate::domain::{self, JobRecord};
 
 mirror_enum!(
@@ -23,35 +24,6 @@ mirror_enum!(
     /// What a job trains.
     TaskKind => domain::TaskKind { TextClassification, TabularClassification }
 );
-
-/// Hyperparameters a job trains with, defaults filled in.
-#[derive(SimpleObject)]
-pub struct Hyperparameters {
-    pub epochs: i32,
-    pub batch_size: i32,
-    pub learning_rate: f64,
-    pub validation_split: f64,
-    pub seed: String,
-    pub max_seq_length: i32,
-    /// A checkpoint every this many steps besides the one after each epoch; null: epochs only.
-    pub checkpoint_every_steps: Option<i32>,
-    pub keep_checkpoints: i32,
-}
-
-impl From<&domain::Hyperparams> for Hyperparameters {
-    fn from(h: &domain::Hyperparams) -> Self {
-        Self {
-            epochs: h.epochs as i32,
-            batch_size: h.batch_size as i32,
-            learning_rate: h.learning_rate,
-            validation_split: h.validation_split,
-            seed: h.seed.to_string(),
-            max_seq_length: h.max_seq_length as i32,
-            checkpoint_every_steps: h.checkpoint_every_steps.map(|s| s as i32),
-            keep_checkpoints: h.keep_checkpoints as i32,
-        }
-    }
-}
 
 /// Size of a small random-initialised BERT.
 #[derive(SimpleObject)]
@@ -88,16 +60,45 @@ pub struct JobCheckpoint {
     pub created_at: String,
 }
 
-/// One epoch's results on the validation split (precision, recall, F1: macro averages).
+/// One epoch's results on the validation split (precision, recall, F1: macro averages; `perLabel` and
+/// `confusionMatrix` break them down).
 #[derive(SimpleObject, Clone)]
 pub struct EpochMetrics {
     pub epoch: i32,
     pub train_loss: f64,
+    /// With class weights, the weighted mean, as the training loss.
     pub val_loss: f64,
     pub accuracy: f64,
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
+    /// One entry per label, in the model's label order (empty for epochs recorded before kiln kept
+    /// them).
+    pub per_label: Vec<LabelMetrics>,
+    /// Null for epochs recorded before kiln kept it.
+    pub confusion_matrix: Option<ConfusionMatrix>,
+}
+
+/// One label's results on the validation split.
+#[derive(SimpleObject, Clone)]
+pub struct LabelMetrics {
+    pub label: String,
+    /// Of the examples predicted as this label, the share that are (0 when none is).
+    pub precision: f64,
+    /// Of the examples of this label, the share predicted as it (0 when there are none).
+    pub recall: f64,
+    pub f1: f64,
+    /// Validation examples of this label.
+    pub support: i64,
+}
+
+/// Validation examples by actual label (rows) and predicted label (columns).
+#[derive(SimpleObject, Clone)]
+pub struct ConfusionMatrix {
+    /// The labels, in the order of both the rows and the columns.
+    pub labels: Vec<String>,
+    /// `rows[actual][predicted]`.
+    pub rows: Vec<Vec<i64>>,
 }
 
 impl From<&domain::EpochMetrics> for EpochMetrics {
@@ -110,6 +111,25 @@ impl From<&domain::EpochMetrics> for EpochMetrics {
             precision: m.precision,
             recall: m.recall,
             f1: m.f1,
+            per_label: m
+                .per_label
+                .iter()
+                .map(|l| LabelMetrics {
+                    label: l.label.clone(),
+                    precision: l.precision,
+                    recall: l.recall,
+                    f1: l.f1,
+                    support: l.support as i64,
+                })
+                .collect(),
+            confusion_matrix: (!m.confusion_matrix.is_empty()).then(|| ConfusionMatrix {
+                labels: m.per_label.iter().map(|l| l.label.clone()).collect(),
+                rows: m
+                    .confusion_matrix
+                    .iter()
+                    .map(|row| row.iter().map(|&v| v as i64).collect())
+                    .collect(),
+            }),
         }
     }
 }
@@ -163,6 +183,18 @@ impl Job {
     }
     async fn hyperparameters(&self) -> Hyperparameters {
         (&self.0.settings.hyperparameters).into()
+    }
+    /// The LoRA settings; null for a full fine-tune or a model trained from random weights.
+    async fn customization(&self) -> Option<Customization> {
+        self.0.settings.lora.as_ref().map(Into::into)
+    }
+    /// How many parameters the job trains, of how many its model has; null until its model is built.
+    async fn parameter_count(&self) -> Option<ParameterCount> {
+        self.0
+            .progress
+            .as_ref()
+            .and_then(|p| p.parameter_count)
+            .map(Into::into)
     }
     async fn progress(&self) -> Option<JobProgress> {
         self.0.progress.as_ref().map(|p| JobProgress {

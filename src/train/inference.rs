@@ -1,0 +1,107 @@
+//! A trained model loaded back from its files for inference, through the same forward pass that
+//! training evaluated with: `kiln.json` says how to build it, `model.safetensors` holds its weights and,
+//! when a LoRA run kept its adapters apart, `adapter_model.safetensors` holds those.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::{D, Device};
+
+use super::bert::{BertClassifier, BertConfig, BertOptions, LORA_PREFIX};
+use super::export::{ADAPTER_WEIGHTS, PEFT_PREFIX, WEIGHTS};
+use super::fit::{Net, text_net};
+use super::mlp::{Mlp, Standardizer};
+use super::params::Params;
+use crate::domain::{ModelArchitecture, ModelManifest};
+
+pub struct LoadedModel {
+    pub manifest: ModelManifest,
+    net: Net,
+    device: Device,
+}
+
+impl LoadedModel {
+    /// Reads a model folder a run exported.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let path = dir.join(ModelManifest::FILE_NAME);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let manifest = ModelManifest::from_json(&bytes)?;
+        let labels = manifest.labels.len();
+        let mut params = Params::new(0, device);
+        let net = match &manifest.architecture {
+            ModelArchitecture::Bert {
+                pooling,
+                max_seq_length,
+                lora,
+                ..
+            } => {
+                let config = BertConfig::read(&dir.join("config.json"))?;
+                let max_len = (*max_seq_length as usize).min(config.max_position_embeddings);
+                let tokenizer = super::tokenizer::load(&dir.join("tokenizer.json"), max_len)?;
+                let options = BertOptions {
+                    dropout: None,
+                    pooling: *pooling,
+                    lora: lora.clone(),
+                };
+                let model = BertClassifier::new(&mut params, config, labels, &options)?;
+                params.load_prefixed(&dir.join(WEIGHTS), "", &|name: &str| {
+                    name.starts_with(LORA_PREFIX)
+                })?;
+                if lora.is_some() {
+                    let adapters =
+                        candle_core::safetensors::load(dir.join(ADAPTER_WEIGHTS), device)
+                            .context("reading the model's LoRA adapters")?;
+                    for (name, var) in params.named_vars() {
+                        if let Some(rest) = name.strip_prefix(LORA_PREFIX) {
+                            let key = format!("{PEFT_PREFIX}{rest}");
+                            let tensor = adapters
+                                .get(&key)
+                                .with_context(|| format!("the adapters have no {key}"))?;
+                            var.set(tensor)?;
+                        }
+                    }
+                }
+                text_net(model, tokenizer)?
+            }
+            ModelArchitecture::Mlp {
+                hidden_sizes,
+                features,
+                standardization,
+            } => {
+                let model = Mlp::new(&mut params, features.len(), hidden_sizes, labels, 0.0)?;
+                params.load_prefixed(&dir.join(WEIGHTS), "", &|_| false)?;
+                Net::Tabular {
+                    model,
+                    standardizer: Standardizer {
+                        mean: standardization.mean.clone(),
+                        std: standardization.std.clone(),
+                    },
+                    feature_names: features.clone(),
+                }
+            }
+        };
+        Ok(Self {
+            manifest,
+            net,
+            device: device.clone(),
+        })
+    }
+
+    /// Logits `(inputs, labels)` of a text model.
+    pub fn text_logits(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let logits = self.net.text_logits(texts.to_vec(), None, &self.device)?;
+        Ok(logits.to_vec2()?)
+    }
+
+    /// Logits `(rows, labels)` of a tabular model.
+    pub fn row_logits(&self, rows: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        let logits = self.net.row_logits(rows, None, &self.device)?;
+        Ok(logits.to_vec2()?)
+    }
+
+    /// Softmax probabilities of text inputs.
+    pub fn text_probabilities(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let logits = self.net.text_logits(texts.to_vec(), None, &self.device)?;
+        Ok(candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2()?)
+    }
+}
