@@ -768,3 +768,41 @@ fn evaluate(
         confusion_matrix: c.confusion,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The class-weighted loss is `Σ w[y]·nll / Σ w[y]`, as PyTorch's weighted cross-entropy; equal
+    /// weights give the plain mean.
+    #[test]
+    fn the_weighted_loss_is_the_weighted_mean_of_the_examples_losses() {
+        let logits = Tensor::new(&[[2.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]], &Device::Cpu).unwrap();
+        let targets = Tensor::new(&[0u32, 0, 1], &Device::Cpu).unwrap();
+        let nll = |row: [f32; 2], y: usize| {
+            let log_z = (row[0].exp() + row[1].exp()).ln();
+            log_z - row[y]
+        };
+        let per_example = [nll([2.0, 0.0], 0), nll([0.0, 1.0], 0), nll([1.0, 1.0], 1)];
+        let weights = Tensor::new(&[1.0f32, 4.0], &Device::Cpu).unwrap();
+        let weighted = loss_of(&logits, &targets, Some(&weights))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let expected = (per_example[0] + per_example[1] + 4.0 * per_example[2]) / 6.0;
+        assert!(
+            (weighted - expected).abs() < 1e-6,
+            "{weighted} vs {expected}"
+        );
+        let ones = Tensor::new(&[1.0f32, 1.0], &Device::Cpu).unwrap();
+        let even = loss_of(&logits, &targets, Some(&ones))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let plain = loss_of(&logits, &targets, None)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((even - plain).abs() < 1e-6);
+    }
+}

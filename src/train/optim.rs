@@ -441,4 +441,38 @@ mod tests {
             assert_eq!(&bits[..], &expected[..], "step {}", i + 1);
         }
     }
+
+    /// Clipping scales the whole gradient so its global norm is the limit, as
+    /// `torch.nn.utils.clip_grad_norm_`; a gradient already within the limit is left as it is.
+    #[test]
+    fn gradients_are_clipped_to_the_global_norm() {
+        let step = |clip: f64| {
+            let a = Var::from_slice(&[0.0f32, 0.0], 2, &Device::Cpu).unwrap();
+            let b = Var::from_slice(&[0.0f32], 1, &Device::Cpu).unwrap();
+            let kind = OptimizerKind::Sgd {
+                momentum: 0.0,
+                weight_decay: 0.0,
+            };
+            let vars = vec![("a".into(), a.clone()), ("b".into(), b.clone())];
+            let mut opt = Optimizer::new(kind, vars, 1.0).with_clip_norm(Some(clip));
+            // Gradients (3, 4) and (12): global norm 13.
+            let ga = Tensor::from_slice(&[3.0f32, 4.0], 2, &Device::Cpu).unwrap();
+            let gb = Tensor::from_slice(&[12.0f32], 1, &Device::Cpu).unwrap();
+            let loss = (a.as_tensor().mul(&ga).unwrap().sum_all().unwrap()
+                + b.as_tensor().mul(&gb).unwrap().sum_all().unwrap())
+            .unwrap();
+            opt.backward_step(&loss).unwrap();
+            let mut moved = a.as_tensor().to_vec1::<f32>().unwrap();
+            moved.extend(b.as_tensor().to_vec1::<f32>().unwrap());
+            moved
+        };
+        let clipped = step(6.5);
+        let norm = clipped.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 6.5).abs() < 1e-4, "{clipped:?}");
+        assert!(
+            (clipped[0] / clipped[1] - 0.75).abs() < 1e-6,
+            "direction kept"
+        );
+        assert_eq!(step(100.0), vec![-3.0, -4.0, -12.0]);
+    }
 }

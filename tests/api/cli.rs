@@ -36,6 +36,51 @@ fn kiln_train_trains_a_local_file_without_a_server() {
     }
 }
 
+/// `--hyperparameters` takes the options `submitJob` takes, as JSON; the flags win over the same
+/// fields, and a bad option is named.
+#[test]
+fn kiln_train_takes_the_other_options_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("prompts.jsonl");
+    std::fs::write(&data, separable_text_jsonl(40, 2)).unwrap();
+    let output = dir.path().join("model");
+    let run = kiln()
+        .args(["train", "--epochs", "2", "--max-seq-length", "16", "--data"])
+        .arg(&data)
+        .arg("--output")
+        .arg(&output)
+        .args([
+            "--hyperparameters",
+            r#"{"epochs": 9, "lrSchedule": "COSINE", "earlyStoppingPatience": 3,
+                "classWeights": {"balanced": true}, "pooling": "CLS"}"#,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(output.join("kiln.json")).unwrap()).unwrap();
+    let h = &manifest["hyperparameters"];
+    assert_eq!(h["epochs"], 2, "the flag wins");
+    assert_eq!(h["lrSchedule"], "COSINE");
+    assert_eq!(h["classWeights"], "balanced");
+    assert_eq!(h["earlyStopping"]["patience"], 3);
+    assert_eq!(manifest["pooling"], "cls");
+
+    let bad = kiln()
+        .args(["train", "--data"])
+        .arg(&data)
+        .args(["--hyperparameters", r#"{"warmupRatio": 2}"#])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("--hyperparameters: warmupRatio: must be"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn kiln_train_stopped_with_ctrl_c_resumes_to_the_same_model() {
     let dir = tempfile::tempdir().unwrap();
