@@ -37,8 +37,26 @@ enum Command {
     Bench(kiln::cli::BenchArgs),
 }
 
+/// mimalloc's `mi_option_purge_delay` (its place in `mi_option_e`, mimalloc 2's `mimalloc.h`).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Training allocates and frees the same large buffers every step. By default mimalloc gives freed
+/// memory back to the OS after 10 ms, and the next step's buffers are then fresh pages the kernel must
+/// zero first (13 % of a MiniLM training step's samples, docs/perf.md). A training process keeps its
+/// freed memory instead; the API server keeps the default.
+fn keep_freed_memory() {
+    // SAFETY: setting a mimalloc option is a plain store that mimalloc allows at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Bench(_) | Command::Train(_) | Command::RunJob(_)
+    ) {
+        keep_freed_memory();
+    }
     if let Command::Bench(args) = &cli.command {
         if let Some(threads) = args.threads {
             // SAFETY: no other thread exists yet, so nothing reads the environment concurrently; the

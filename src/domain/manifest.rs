@@ -50,8 +50,9 @@ pub enum ModelArchitecture {
         /// The reference the weights started from (`hf:org/name`, a directory), or `random`.
         base_model: String,
         max_seq_length: u32,
-        /// LoRA adapters kept apart from the base weights (`adapter_model.safetensors`, PEFT's layout);
-        /// absent when they were merged into `model.safetensors` or the run trained every weight.
+        /// The LoRA settings of a LoRA run (absent for a full fine-tune): with `mergeAdapters` the
+        /// adapters are in `model.safetensors` already; without, they are apart in
+        /// `adapter_model.safetensors` (PEFT's layout) and applied over the base weights.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lora: Option<LoraSettings>,
     },

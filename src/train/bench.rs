@@ -116,10 +116,10 @@ impl Bench {
         }
     }
 
-    fn logits(&self, rng: Option<&mut rand::rngs::StdRng>) -> Result<Tensor> {
+    fn logits(&self, rng: Option<&mut rand::rngs::StdRng>, train: bool) -> Result<Tensor> {
         match self {
-            Self::Bert { model, ids, mask } => model.forward(ids, mask, rng),
-            Self::Mlp { model, rows } => model.forward(rows, rng),
+            Self::Bert { model, ids, mask } => model.forward(ids, mask, rng, train),
+            Self::Mlp { model, rows } => model.forward(rows, rng, train),
         }
     }
 }
@@ -184,7 +184,7 @@ pub fn train(spec: &BenchSpec, out: &mut dyn Write) -> Result<f64> {
     for step in 1..=spec.warmup + spec.steps {
         let started = Instant::now();
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(SEED + step as u64);
-        let logits = bench.logits(spec.dropout.then_some(&mut rng))?;
+        let logits = bench.logits(spec.dropout.then_some(&mut rng), true)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
         let t_forward = ms(started);
         let at = Instant::now();
@@ -233,7 +233,7 @@ pub fn predict(spec: &BenchSpec, out: &mut dyn Write) -> Result<f64> {
     let mut rates = Vec::new();
     for step in 1..=spec.warmup + spec.steps {
         let started = Instant::now();
-        let probabilities = candle_nn::ops::softmax(&bench.logits(None)?, D::Minus1)?;
+        let probabilities = candle_nn::ops::softmax(&bench.logits(None, false)?, D::Minus1)?;
         let first = probabilities.get(0)?.to_vec1::<f32>()?;
         let rate = spec.batch as f64 / started.elapsed().as_secs_f64();
         writeln!(

@@ -14,7 +14,7 @@ use candle_nn::{Embedding, Module};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{Adapter, LayerNorm, Linear, linear};
+use super::layers::{Adapter, LayerNorm, Linear, gelu, linear};
 use super::params::{Params, dropout};
 use crate::domain::{LoraSettings, LoraTarget, ModelConfig, Pooling, UserError};
 
@@ -402,12 +402,14 @@ impl BertClassifier {
     }
 
     /// Logits `(batch, labels)` for token ids and an attention mask, both `(batch, seq)` u32.
-    /// `rng` is `Some` while training (dropout on) and `None` for evaluation.
+    /// `train`: gradients will be taken (dropout is drawn from `rng` when there is one); otherwise
+    /// the inference path runs (fused softmax, no gradient bookkeeping in the fused layers).
     pub fn forward(
         &self,
         ids: &Tensor,
         mask: &Tensor,
         mut rng: Option<&mut StdRng>,
+        train: bool,
     ) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
         let device = ids.device();
@@ -421,7 +423,7 @@ impl BertClassifier {
             .forward(ids)?
             .add(&self.position.forward(&positions)?)?
             .add(&self.token_type.forward(&types)?)?;
-        let mut x = self.drop(&self.emb_norm.forward(&x)?, &mut rng)?;
+        let mut x = self.drop(&self.emb_norm.forward(&x, train)?, &mut rng)?;
 
         let mask_f = mask.to_dtype(DType::F32)?;
         // Additive attention bias: 0 where attended, a large negative number on padding.
@@ -433,33 +435,39 @@ impl BertClassifier {
                     .transpose(1, 2)?
                     .contiguous()?)
             };
-            let q = split(layer.query.forward_with(&x, &mut rng)?)?;
-            let k = split(layer.key.forward_with(&x, &mut rng)?)?;
-            let v = split(layer.value.forward_with(&x, &mut rng)?)?;
+            let q = split(layer.query.forward_with(&x, &mut rng, train)?)?;
+            let k = split(layer.key.forward_with(&x, &mut rng, train)?)?;
+            let v = split(layer.value.forward_with(&x, &mut rng, train)?)?;
             let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
-            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let probs = if train {
+                candle_nn::ops::softmax(&scores, D::Minus1)?
+            } else {
+                candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?
+            };
             let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((
                 b,
                 s,
                 self.heads * self.head_dim,
             ))?;
-            let attn = layer.attn_out.forward_with(&ctx, &mut rng)?;
+            let attn = layer.attn_out.forward_with(&ctx, &mut rng, train)?;
             let attn = self.drop(&attn, &mut rng)?;
-            x = layer.attn_norm.forward(&attn.add(&x)?)?;
-            let inner = layer.intermediate.forward_with(&x, &mut rng)?;
+            x = layer.attn_norm.forward(&attn.add(&x)?, train)?;
+            let inner = layer.intermediate.forward_with(&x, &mut rng, train)?;
             let inner = if self.relu {
                 inner.relu()?
             } else {
-                inner.gelu_erf()?
+                gelu(&inner, train)?
             };
-            let out = layer.output.forward_with(&inner, &mut rng)?;
+            let out = layer.output.forward_with(&inner, &mut rng, train)?;
             let out = self.drop(&out, &mut rng)?;
-            x = layer.out_norm.forward(&out.add(&x)?)?;
+            x = layer.out_norm.forward(&out.add(&x)?, train)?;
         }
 
         let pooled = match &self.pooler {
             // BERT's pooler: tanh of a dense layer over the first ([CLS]) token.
-            Some(pooler) => pooler.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()?,
+            Some(pooler) => pooler
+                .forward(&x.narrow(1, 0, 1)?.squeeze(1)?, train)?
+                .tanh()?,
             // The mean over the tokens the mask keeps.
             None => {
                 let m = mask_f.unsqueeze(2)?;
@@ -469,7 +477,7 @@ impl BertClassifier {
             }
         };
         let pooled = self.drop(&pooled, &mut rng)?;
-        self.classifier.forward(&pooled)
+        self.classifier.forward(&pooled, train)
     }
 
     fn drop(&self, x: &Tensor, rng: &mut Option<&mut StdRng>) -> Result<Tensor> {

@@ -1,7 +1,8 @@
 //! Checkpoints: everything a run needs to go on exactly as if it had never stopped.
 //!
 //! A checkpoint is a folder (`step-<step>/`) of three files:
-//! - `weights.safetensors` — every trainable parameter under its own name;
+//! - `weights.safetensors` — every trainable parameter under its own name (frozen ones, such as a
+//!   LoRA run's base weights, come from the base model again);
 //! - `optimizer.safetensors` — the optimizer's state buffers (`<parameter>.exp_avg`, …);
 //! - with early stopping, `best.safetensors` — the trainable weights of the best epoch so far;
 //! - `checkpoint.json` — [`CheckpointManifest`]: the step, the data cursor (epochs finished, batches of

@@ -52,14 +52,12 @@ pub(super) fn write(
         .map(|(n, t)| (n.clone(), t.clone()))
         .collect();
     let mut files = vec![WEIGHTS.to_string()];
-    let mut kept_apart = None;
     if let (Some(lora), Net::Text { model, .. }) = (lora, net) {
         if lora.merge_adapters {
             merge(&mut weights, &all, lora, model.config.num_hidden_layers)?;
         } else {
             write_adapters(dir, spec, &all, lora)?;
             files.extend([ADAPTER_WEIGHTS.to_string(), ADAPTER_CONFIG.to_string()]);
-            kept_apart = Some(lora.clone());
         }
     }
     candle_core::safetensors::save(&weights, dir.join(WEIGHTS))
@@ -82,7 +80,7 @@ pub(super) fn write(
                     .map(|b| b.to_string())
                     .unwrap_or_else(|| "random".into()),
                 max_seq_length: hyper.max_seq_length,
-                lora: kept_apart,
+                lora: lora.cloned(),
             }
         }
         Net::Tabular {

@@ -104,7 +104,8 @@ impl Net {
                 }
                 let ids = Tensor::from_vec(ids, (rows, seq), device)?;
                 let mask = Tensor::from_vec(mask, (rows, seq), device)?;
-                model.forward(&ids, &mask, rng)
+                let train = rng.is_some();
+                model.forward(&ids, &mask, rng, train)
             }
             Net::Tabular { .. } => bail!("a tabular model reads feature rows, not texts"),
         }
@@ -122,7 +123,10 @@ impl Net {
                 model,
                 standardizer,
                 ..
-            } => model.forward(&standardizer.tensor(rows, device)?, rng),
+            } => {
+                let train = rng.is_some();
+                model.forward(&standardizer.tensor(rows, device)?, rng, train)
+            }
             Net::Text { .. } => bail!("a text model reads texts, not feature rows"),
         }
     }
@@ -513,7 +517,7 @@ impl Saver<'_> {
             std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        self.params.save(&dir.join(checkpoint::WEIGHTS))?;
+        self.params.save_trainable(&dir.join(checkpoint::WEIGHTS))?;
         candle_core::safetensors::save(&opt.state()?, dir.join(checkpoint::OPTIMIZER))
             .context("writing the optimizer state")?;
         let mut files = vec![checkpoint::WEIGHTS, checkpoint::OPTIMIZER];

@@ -38,16 +38,18 @@ impl LoadedModel {
                 let config = BertConfig::read(&dir.join("config.json"))?;
                 let max_len = (*max_seq_length as usize).min(config.max_position_embeddings);
                 let tokenizer = super::tokenizer::load(&dir.join("tokenizer.json"), max_len)?;
+                // Merged adapters are in the weights already.
+                let apart = lora.clone().filter(|l| !l.merge_adapters);
                 let options = BertOptions {
                     dropout: None,
                     pooling: *pooling,
-                    lora: lora.clone(),
+                    lora: apart.clone(),
                 };
                 let model = BertClassifier::new(&mut params, config, labels, &options)?;
                 params.load_prefixed(&dir.join(WEIGHTS), "", &|name: &str| {
                     name.starts_with(LORA_PREFIX)
                 })?;
-                if lora.is_some() {
+                if apart.is_some() {
                     let adapters =
                         candle_core::safetensors::load(dir.join(ADAPTER_WEIGHTS), device)
                             .context("reading the model's LoRA adapters")?;

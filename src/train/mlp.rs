@@ -106,11 +106,12 @@ impl Mlp {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, mut rng: Option<&mut StdRng>) -> Result<Tensor> {
+    /// `train`: gradients will be taken (dropout drawn from `rng` when there is one).
+    pub fn forward(&self, x: &Tensor, mut rng: Option<&mut StdRng>, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x)?;
+            x = layer.forward(&x, train)?;
             if i < last {
                 x = x.relu()?;
                 if let Some(rng) = rng.as_deref_mut() {

@@ -126,15 +126,15 @@ impl Params {
         data.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
     }
 
-    /// Overwrites every variable with the tensor of the same name in a safetensors file this model
-    /// wrote ([`Params::save`]): a checkpoint's weights.
+    /// Overwrites every trainable variable with the tensor of the same name in a safetensors file
+    /// [`Params::save_trainable`] wrote: a checkpoint's weights. Frozen ones are left as built (they
+    /// come from the base model or the seed, the same in every run of these settings).
     pub fn restore(&self, path: &Path) -> Result<()> {
         let tensors = candle_core::safetensors::load(path, &self.device)
             .with_context(|| format!("reading weights from {}", path.display()))?;
-        let data = self.varmap.data().lock().expect("varmap lock");
-        for (name, var) in data.iter() {
+        for (name, var) in self.trainable_vars() {
             let tensor = tensors
-                .get(name)
+                .get(&name)
                 .with_context(|| format!("{} has no tensor {name:?}", path.display()))?;
             anyhow::ensure!(
                 tensor.dims() == var.dims(),
@@ -211,9 +211,15 @@ impl Params {
     }
 
     /// Writes every variable to a safetensors file under its own name.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        self.varmap
-            .save(path)
+    /// Writes every trainable variable to a safetensors file under its own name (a LoRA run's
+    /// checkpoint holds its adapters and head, not the base model).
+    pub fn save_trainable(&self, path: &Path) -> Result<()> {
+        let tensors: HashMap<String, Tensor> = self
+            .trainable_vars()
+            .into_iter()
+            .map(|(name, var)| (name, var.as_tensor().detach()))
+            .collect();
+        candle_core::safetensors::save(&tensors, path)
             .with_context(|| format!("writing weights to {}", path.display()))
     }
 }

@@ -158,6 +158,21 @@ fn lora_trains_the_adapters_and_head_only_and_leaves_the_base_weights_bit_for_bi
         serde_json::from_slice(&std::fs::read(out.join("kiln.json")).unwrap()).unwrap();
     assert_eq!(manifest["trainableParameterCount"], counts.trainable);
     assert_eq!(manifest["lora"]["rank"], 4);
+
+    // Its checkpoints hold what it trains, not the base model.
+    let checkpoint = kiln::train::Checkpoint::latest(&root.path().join("lora/checkpoints"))
+        .unwrap()
+        .expect("a checkpoint");
+    let saved = tensors(&checkpoint.dir.join("weights.safetensors"));
+    assert!(
+        saved
+            .keys()
+            .all(|k| k.starts_with("lora.") || k.starts_with("classifier.")),
+        "{:?}",
+        saved.keys()
+    );
+    let saved_count: usize = saved.values().map(|t| t.elem_count()).sum();
+    assert_eq!(saved_count as u64, counts.trainable);
 }
 
 #[test]
@@ -181,6 +196,9 @@ fn a_merged_lora_export_predicts_what_the_adapters_applied_apart_predict() {
     let (_, apart_dir) = train(root.path(), "apart", &apart, &data, Some(&base));
     let (_, merged_dir) = train(root.path(), "merged", &merged, &data, Some(&base));
     assert!(!merged_dir.join("adapter_model.safetensors").exists());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(merged_dir.join("kiln.json")).unwrap()).unwrap();
+    assert_eq!(manifest["lora"]["mergeAdapters"], true);
     // The merged weights are the base's plus the adapters: they moved.
     let query = "bert.encoder.layer.0.attention.self.query.weight";
     assert_ne!(
