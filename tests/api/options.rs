@@ -14,7 +14,7 @@ use kiln::domain::{
 use kiln::train::TrainSpec;
 use kiln::train::inference::LoadedModel;
 
-use crate::helpers::{separable_tabular_csv, separable_text_jsonl};
+use crate::helpers::{max_abs_diff, separable_tabular_csv, separable_text_jsonl};
 use crate::resume::{Never, Record, assert_exact_resume_with, data, run, spec};
 
 fn text_data(dir: &Path) -> TrainData {
@@ -313,14 +313,7 @@ fn gradient_accumulation_matches_the_larger_batch() {
     let a = tensors(&big_dir.join("model.safetensors"));
     let b = tensors(&acc_dir.join("model.safetensors"));
     for (name, t) in &a {
-        let diff = (t - &b[name])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(t, &b[name]);
         assert!(diff < 1e-4, "{name} differs by {diff}");
     }
     for ((_, x), (_, y)) in big_record.losses.iter().zip(&acc_record.losses) {
@@ -343,6 +336,44 @@ fn a_run_with_accumulation_clipping_sgd_and_a_cosine_schedule_resumes_bit_for_bi
         None,
     );
     assert_exact_resume_with(data, &settings, None, &[4, 5]);
+}
+
+/// Each step's learning rate follows the chosen schedule: a linear warm-up over `warmupRatio` of the
+/// steps, then constant, or down to near 0 along a cosine.
+#[test]
+fn the_learning_rate_follows_the_chosen_schedule() {
+    let root = tempfile::tempdir().unwrap();
+    let data = text_data(root.path());
+    let rates = |schedule: &str| {
+        let s = settings(
+            TaskKind::TextClassification,
+            None,
+            serde_json::json!({ "epochs": 4, "learningRate": 0.01, "lrSchedule": schedule,
+                "warmupRatio": 0.25 }),
+            None,
+        );
+        train(root.path(), schedule, &s, &data, None)
+            .0
+            .learning_rates
+    };
+    // 4 epochs of 5 steps: 5 warm-up steps.
+    let cosine = rates("COSINE");
+    assert_eq!(cosine.len(), 20);
+    for (i, r) in cosine[..5].iter().enumerate() {
+        assert!(
+            (r - 0.01 * (i + 1) as f64 / 5.0).abs() < 1e-12,
+            "warm-up {i}: {r}"
+        );
+    }
+    assert!(cosine[5..].windows(2).all(|w| w[1] < w[0]), "{cosine:?}");
+    assert!(cosine[19] < 0.0005, "{cosine:?}");
+    // Falling along a cosine: slowly at first, faster in the middle.
+    assert!(
+        cosine[4] - cosine[6] < cosine[11] - cosine[13],
+        "{cosine:?}"
+    );
+    let constant = rates("CONSTANT");
+    assert!(constant[5..].iter().all(|&r| r == 0.01), "{constant:?}");
 }
 
 /// Early stopping on accuracy: once the separable data is classified perfectly nothing improves, so

@@ -26,6 +26,7 @@ pub struct Record {
     pub epochs: Vec<EpochMetrics>,
     pub checkpoints: Vec<u64>,
     pub parameters: Option<kiln::domain::ParameterCount>,
+    pub learning_rates: Vec<f64>,
 }
 
 impl ProgressSink for Record {
@@ -34,6 +35,7 @@ impl ProgressSink for Record {
     }
     fn on_step(&mut self, r: &StepReport) {
         self.losses.push((r.step, r.loss.to_bits()));
+        self.learning_rates.push(r.learning_rate);
     }
     fn on_epoch(&mut self, m: &EpochMetrics) {
         self.epochs.push(m.clone());

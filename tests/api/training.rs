@@ -63,14 +63,7 @@ async fn fine_tuning_the_pretrained_minilm_changes_encoder_weights_and_lowers_th
     ] {
         let before = tensor(&base.join("model.safetensors"), name);
         let after = tensor(&trained, &format!("bert.{name}"));
-        let change = (after - before)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let change = crate::helpers::max_abs_diff(&after, &before);
         assert!(change > 0.0, "{name} did not change");
     }
     let config: serde_json::Value =
