@@ -9,12 +9,12 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use candle_core::{D, DType, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::{Embedding, Module};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{Adapter, LayerNorm, Linear, gelu, linear};
+use super::layers::{Adapter, LayerNorm, Linear, attention_probs, gelu, linear};
 use super::params::{Params, dropout};
 use crate::domain::{LoraSettings, LoraTarget, ModelConfig, Pooling, UserError};
 
@@ -438,12 +438,7 @@ impl BertClassifier {
             let q = split(layer.query.forward_with(&x, &mut rng, train)?)?;
             let k = split(layer.key.forward_with(&x, &mut rng, train)?)?;
             let v = split(layer.value.forward_with(&x, &mut rng, train)?)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
-            let probs = if train {
-                candle_nn::ops::softmax(&scores, D::Minus1)?
-            } else {
-                candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?
-            };
+            let probs = attention_probs(&q.matmul(&k.t()?)?, &bias, scale, train)?;
             let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((
                 b,
                 s,
