@@ -73,6 +73,14 @@ fn pretrained_base(root: &Path, data: &TrainData) -> PathBuf {
     spec.output_dir
 }
 
+/// A temporary folder, the text data, and a base model trained on it there.
+fn with_base() -> (tempfile::TempDir, TrainData, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let data = text_data(root.path());
+    let base = pretrained_base(root.path(), &data);
+    (root, data, base)
+}
+
 /// Trains `settings` from `base` into `root/name/model` and returns the record and the folder.
 fn train(
     root: &Path,
@@ -95,9 +103,7 @@ fn lora(merge: bool) -> serde_json::Value {
 
 #[test]
 fn lora_trains_the_adapters_and_head_only_and_leaves_the_base_weights_bit_for_bit() {
-    let root = tempfile::tempdir().unwrap();
-    let data = text_data(root.path());
-    let base = pretrained_base(root.path(), &data);
+    let (root, data, base) = with_base();
     let settings = settings(
         TaskKind::TextClassification,
         Some(&base),
@@ -177,9 +183,7 @@ fn lora_trains_the_adapters_and_head_only_and_leaves_the_base_weights_bit_for_bi
 
 #[test]
 fn a_merged_lora_export_predicts_what_the_adapters_applied_apart_predict() {
-    let root = tempfile::tempdir().unwrap();
-    let data = text_data(root.path());
-    let base = pretrained_base(root.path(), &data);
+    let (root, data, base) = with_base();
     let hyper = serde_json::json!({ "epochs": 2, "learningRate": 0.01 });
     let apart = settings(
         TaskKind::TextClassification,
@@ -238,9 +242,7 @@ fn a_merged_lora_export_predicts_what_the_adapters_applied_apart_predict() {
 
 #[test]
 fn a_lora_run_resumes_bit_for_bit() {
-    let root = tempfile::tempdir().unwrap();
-    let data = text_data(root.path());
-    let base = pretrained_base(root.path(), &data);
+    let (_root, data, base) = with_base();
     let settings = settings(
         TaskKind::TextClassification,
         Some(&base),
@@ -252,9 +254,7 @@ fn a_lora_run_resumes_bit_for_bit() {
 
 #[test]
 fn frozen_layers_keep_their_weights_and_the_rest_train() {
-    let root = tempfile::tempdir().unwrap();
-    let data = text_data(root.path());
-    let base = pretrained_base(root.path(), &data);
+    let (root, data, base) = with_base();
     let settings = settings(
         TaskKind::TextClassification,
         Some(&base),
@@ -431,9 +431,7 @@ fn early_stopping_stops_and_keeps_the_best_epoch() {
 
 #[test]
 fn cls_pooling_trains_a_pooler_and_loads_back() {
-    let root = tempfile::tempdir().unwrap();
-    let data = text_data(root.path());
-    let base = pretrained_base(root.path(), &data);
+    let (root, data, base) = with_base();
     let settings = settings(
         TaskKind::TextClassification,
         Some(&base),
