@@ -87,12 +87,6 @@ impl Params {
         }
     }
 
-    /// The tensor of one variable.
-    pub fn get(&self, name: &str) -> Option<Tensor> {
-        let data = self.varmap.data().lock().expect("varmap lock");
-        data.get(name).map(|v| v.as_tensor().detach())
-    }
-
     /// Normal(0, std) initialised weights.
     pub fn normal(&mut self, name: &str, shape: &[usize], std: f32) -> Result<Tensor> {
         let n = shape.iter().product();

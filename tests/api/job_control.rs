@@ -500,8 +500,10 @@ async fn a_job_whose_progress_stops_is_marked_stalled_until_it_moves_again() {
     let mut options = Options::new(Db::Sqlite, Objects::Local);
     options.stall_seconds = 1;
     let app = spawn_with(options).await;
+    // Long epochs: the job then writes to the database about once a second, so the stop below is
+    // unlikely to catch it holding a write lock (which would block the supervisor's mark too).
     let dataset = app
-        .ready_dataset("d.jsonl", separable_text_jsonl(100, 3))
+        .ready_dataset("d.jsonl", separable_text_jsonl(2000, 3))
         .await;
     let job = app
         .queued_job(json!({ "name": "stuck", "modelName": "m", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
