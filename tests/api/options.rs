@@ -73,6 +73,19 @@ fn pretrained_base(root: &Path, data: &TrainData) -> PathBuf {
     spec.output_dir
 }
 
+/// The `kiln.json` of an exported model.
+fn manifest_of(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("kiln.json")).unwrap()).unwrap()
+}
+
+/// The message a run that must fail is refused with.
+fn refusal(spec: &TrainSpec) -> String {
+    let error = kiln::train::run(spec, &mut Record::default(), &Never).unwrap_err();
+    kiln::domain::UserError::find_in(&error)
+        .expect("a message for the user")
+        .to_string()
+}
+
 /// A temporary folder, the text data, and a base model trained on it there.
 fn with_base() -> (tempfile::TempDir, TrainData, PathBuf) {
     let root = tempfile::tempdir().unwrap();
@@ -160,8 +173,7 @@ fn lora_trains_the_adapters_and_head_only_and_leaves_the_base_weights_bit_for_bi
             "intermediate.dense"
         ])
     );
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("kiln.json")).unwrap()).unwrap();
+    let manifest = manifest_of(&out);
     assert_eq!(manifest["trainableParameterCount"], counts.trainable);
     assert_eq!(manifest["lora"]["rank"], 4);
 
@@ -200,8 +212,7 @@ fn a_merged_lora_export_predicts_what_the_adapters_applied_apart_predict() {
     let (_, apart_dir) = train(root.path(), "apart", &apart, &data, Some(&base));
     let (_, merged_dir) = train(root.path(), "merged", &merged, &data, Some(&base));
     assert!(!merged_dir.join("adapter_model.safetensors").exists());
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(merged_dir.join("kiln.json")).unwrap()).unwrap();
+    let manifest = manifest_of(&merged_dir);
     assert_eq!(manifest["lora"]["mergeAdapters"], true);
     // The merged weights are the base's plus the adapters: they moved.
     let query = "bert.encoder.layer.0.attention.self.query.weight";
@@ -275,18 +286,16 @@ fn frozen_layers_keep_their_weights_and_the_rest_train() {
     let counts = record.parameters.unwrap();
     assert!(counts.trainable < counts.total);
 
-    let too_many = settings_result(serde_json::json!({ "freezeLayers": 3 }), &base);
+    let too_many = self::settings(
+        TaskKind::TextClassification,
+        Some(&base),
+        serde_json::json!({ "freezeLayers": 3 }),
+        None,
+    );
     let mut spec = spec(root.path(), "too-many", &too_many, &data);
     spec.base_dir = Some(base.clone());
-    let error = kiln::train::run(&spec, &mut Record::default(), &Never).unwrap_err();
-    let message = kiln::domain::UserError::find_in(&error)
-        .unwrap()
-        .to_string();
+    let message = refusal(&spec);
     assert!(message.contains("freezeLayers"), "{message}");
-}
-
-fn settings_result(hyper: serde_json::Value, base: &Path) -> TrainingSettings {
-    settings(TaskKind::TextClassification, Some(base), hyper, None)
 }
 
 #[test]
@@ -408,8 +417,7 @@ fn early_stopping_stops_and_keeps_the_best_epoch() {
         best.epoch + 2,
         "patience 2 after the best epoch"
     );
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("kiln.json")).unwrap()).unwrap();
+    let manifest = manifest_of(&out);
     assert_eq!(manifest["keptEpoch"], best.epoch);
     assert_eq!(manifest["epochsRun"], run_epochs);
     assert_eq!(manifest["metrics"]["epoch"], best.epoch);
@@ -441,8 +449,7 @@ fn cls_pooling_trains_a_pooler_and_loads_back() {
     let (record, out) = train(root.path(), "cls", &settings, &data, Some(&base));
     let weights = tensors(&out.join("model.safetensors"));
     assert_eq!(weights["bert.pooler.dense.weight"].dims(), &[64, 64]);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("kiln.json")).unwrap()).unwrap();
+    let manifest = manifest_of(&out);
     assert_eq!(manifest["pooling"], "cls");
     let first = record.epochs.first().unwrap().train_loss;
     let last = record.epochs.last().unwrap();
@@ -502,8 +509,7 @@ fn tabular_hidden_sizes_shape_the_network() {
     assert_eq!(weights["layers.0.weight"].dims(), &[32, 3]);
     assert_eq!(weights["layers.2.weight"].dims(), &[8, 16]);
     assert_eq!(weights["layers.3.weight"].dims(), &[2, 8]);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("kiln.json")).unwrap()).unwrap();
+    let manifest = manifest_of(&out);
     assert_eq!(manifest["hiddenSizes"], serde_json::json!([32, 16, 8]));
     assert_eq!(
         record.parameters.unwrap().trainable,
@@ -577,10 +583,7 @@ fn class_weights_change_the_training() {
         None,
     );
     let spec = spec(root.path(), "unknown", &unknown, &data);
-    let error = kiln::train::run(&spec, &mut Record::default(), &Never).unwrap_err();
-    let message = kiln::domain::UserError::find_in(&error)
-        .unwrap()
-        .to_string();
+    let message = refusal(&spec);
     assert!(message.contains("\"nope\""), "{message}");
 }
 
