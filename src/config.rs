@@ -221,6 +221,10 @@ pub struct Config {
     /// Seconds a job's process may take to stop when cancelled or at shutdown before it is killed.
     #[arg(long, env = "KILN_JOB_STOP_GRACE_SECONDS", default_value_t = 30)]
     pub job_stop_grace_seconds: u64,
+    /// Model versions `predict` keeps loaded in memory (least recently used ones unloaded first), 1–256.
+    #[arg(long, env = "KILN_MODEL_CACHE_SIZE", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub model_cache_size: u16,
 }
 
 impl Config {
@@ -316,6 +320,7 @@ impl Config {
             job_executable: None,
             job_memory_limit: None,
             job_stop_grace_seconds: 30,
+            model_cache_size: 4,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The one mapping of kiln's errors to GraphQL errors with an `extensions.code`.
 //!
 //! Codes: `BAD_USER_INPUT` (with `extensions.field`), `NOT_FOUND`, `CONFLICT`, `UNAUTHENTICATED`,
-//! `FORBIDDEN`, `UNAVAILABLE` (the database cannot be reached; try again), `INTERNAL_SERVER_ERROR`. Internal errors are logged with their whole chain and answered
+//! `FORBIDDEN`, `FAILED_PRECONDITION` (a rule the user set refuses it, with `extensions.failedRules`), `UNAVAILABLE` (the database cannot be reached; try again), `INTERNAL_SERVER_ERROR`. Internal errors are logged with their whole chain and answered
 //! with a reference only, never with their text.
 
 use std::sync::Arc;
@@ -21,6 +21,10 @@ pub enum ApiError {
     Conflict(String),
     Unauthenticated(String),
     Forbidden(String),
+    FailedPrecondition {
+        message: String,
+        failed: Vec<String>,
+    },
     /// A dependency (the database) cannot be reached right now.
     Unavailable,
     Internal(Arc<anyhow::Error>),
@@ -55,6 +59,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(m) => Self::NotFound(m),
             ServiceError::Conflict(m) => Self::Conflict(m),
             ServiceError::Forbidden(m) => Self::Forbidden(m),
+            ServiceError::FailedPrecondition { message, failed } => {
+                Self::FailedPrecondition { message, failed }
+            }
             ServiceError::Unavailable => Self::Unavailable,
             ServiceError::Internal(e) => Self::Internal(Arc::new(e)),
         }
@@ -75,6 +82,7 @@ impl From<async_graphql::Error> for ApiError {
 
 impl From<ApiError> for async_graphql::Error {
     fn from(e: ApiError) -> Self {
+        let mut failed_rules = None;
         let (code, message, field) = match e {
             ApiError::BadInput { field, message } => {
                 ("BAD_USER_INPUT", format!("{field}: {message}"), Some(field))
@@ -83,6 +91,10 @@ impl From<ApiError> for async_graphql::Error {
             ApiError::Conflict(m) => ("CONFLICT", m, None),
             ApiError::Unauthenticated(m) => ("UNAUTHENTICATED", m, None),
             ApiError::Forbidden(m) => ("FORBIDDEN", m, None),
+            ApiError::FailedPrecondition { message, failed } => {
+                failed_rules = Some(failed);
+                ("FAILED_PRECONDITION", message, None)
+            }
             ApiError::Unavailable => (
                 "UNAVAILABLE",
                 "the database cannot be reached right now; try again in a moment".to_string(),
@@ -103,6 +115,9 @@ impl From<ApiError> for async_graphql::Error {
             ext.set("code", code);
             if let Some(field) = &field {
                 ext.set("field", field.as_str());
+            }
+            if let Some(failed) = &failed_rules {
+                ext.set("failedRules", failed.clone());
             }
         })
     }

@@ -26,6 +26,7 @@ macro_rules! mirror_enum {
 pub mod admin;
 pub mod datasets;
 pub mod error;
+pub mod inference;
 pub mod jobs;
 pub mod limits;
 pub mod loaders;
@@ -46,6 +47,7 @@ pub struct QueryRoot(
     jobs::JobsQuery,
     datasets::DatasetsQuery,
     models::ModelsQuery,
+    inference::InferenceQuery,
     admin::AdminQuery,
 );
 
@@ -53,6 +55,8 @@ pub struct QueryRoot(
 pub struct MutationRoot(
     jobs::JobsMutation,
     datasets::DatasetsMutation,
+    models::ModelsMutation,
+    inference::InferenceMutation,
     admin::AdminMutation,
 );
 

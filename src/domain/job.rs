@@ -254,6 +254,8 @@ pub struct JobRecord {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The alias to move to the version this job trains, if that version passes the alias's policy.
+    pub auto_promote: Option<String>,
 }
 
 /// Where a running job is, as last written by its worker (`Job.progress`).

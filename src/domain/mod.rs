@@ -15,6 +15,7 @@ mod job;
 mod manifest;
 mod model;
 mod names;
+mod registry;
 mod spec;
 
 pub use dataset::{
@@ -33,6 +34,10 @@ pub use job::{
 pub use manifest::{ModelArchitecture, ModelManifest, Pooling, Standardization};
 pub use model::{ModelRecord, ModelVersionRecord};
 pub use names::{DisplayName, ModelName, ObjectKey, abbreviate, is_plausible_id};
+pub use registry::{
+    AliasChange, AliasName, AliasTarget, Comparison, ModelAlias, PromotionPolicy, Rule, RuleMetric,
+    SplitArm, Threshold, Verdict, metric_table,
+};
 pub use spec::{BaseModelRef, HubModel, TrainingInput, TrainingSettings};
 
 /// One input field that failed to parse: `field` is the path of the field in the API's input

@@ -1,6 +1,6 @@
 //! axum only: the router, GraphQL over POST (JSON, and multipart uploads read by [`upload`]) and
 //! WebSocket ([`ws`]: `graphql-transport-ws` and `graphql-ws`, same path), health checks, and the embedded
-//! playground, served with connection limits and timeouts ([`serve`]).
+//! playground, model downloads ([`download`]), served with connection limits and timeouts ([`serve`]).
 //!
 //! Authentication happens here, before a request body is read: `Authorization: Bearer <token>` on HTTP
 //! (the scheme in any case), `{"Authorization": "Bearer <token>"}` in the WebSocket `connection_init`
@@ -11,6 +11,7 @@
 //! closed; non-upload bodies are at most [`MAX_JSON_BODY`]; an upload's `operations` and `map` parts at
 //! most [`upload::MAX_PART_BYTES`] each.
 
+mod download;
 mod serve;
 mod upload;
 mod ws;
@@ -31,7 +32,7 @@ use rust_embed::RustEmbed;
 use tokio::sync::Semaphore;
 
 use crate::api::{self, ApiError, ApiSchema};
-use crate::auth::{AuthError, Authenticator};
+use crate::auth::{AuthError, Authenticator, Principal};
 use crate::service::Service;
 
 pub use serve::ConnectionLimits;
@@ -107,6 +108,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/", get(|| playground_file(Path("index.html".to_string()))))
         .route("/playground/{*file}", get(playground_file))
         .route("/graphql", get(ws::upgrade).post(graphql_post))
+        .route(
+            "/models/{name}/versions/{version}/download",
+            get(download::model_version),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -123,22 +128,27 @@ fn refuse(status: StatusCode, error: ApiError) -> Response {
     (status, GraphQLResponse::from(api::error_response(error))).into_response()
 }
 
+/// The caller of an HTTP request, or the response refusing it (401, or 500 when tokens cannot be read).
+async fn authenticate(s: &HttpState, headers: &HeaderMap) -> Result<Principal, Response> {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    s.auth.authenticate(authorization).await.map_err(|e| {
+        let status = if matches!(e, AuthError::Store(_)) {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        refuse(status, auth_error(e))
+    })
+}
+
 async fn graphql_post(
     State(s): State<HttpState>,
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    let principal = match s.auth.authenticate(authorization).await {
+    let principal = match authenticate(&s, &headers).await {
         Ok(p) => p,
-        Err(e) => {
-            let status = if matches!(e, AuthError::Store(_)) {
-                StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                StatusCode::UNAUTHORIZED
-            };
-            return refuse(status, auth_error(e));
-        }
+        Err(refused) => return refused,
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)

@@ -4,6 +4,7 @@
 //! Writes stream: bytes go up in parts while a SHA-256 is computed, never whole in memory. The key layout
 //! is in [`keys`].
 
+pub mod archive;
 pub mod keys;
 
 use std::path::PathBuf;
@@ -240,6 +241,48 @@ impl Objects {
             }
         }
         Ok(())
+    }
+
+    /// The objects directly and indirectly under a key prefix: their names relative to it, and sizes,
+    /// by name.
+    pub async fn list(&self, prefix: &ObjectKey) -> Result<Vec<(String, u64)>> {
+        let base = self.path(prefix);
+        let mut listed = self.store.list(Some(&base));
+        let mut out = Vec::new();
+        while let Some(meta) = listed.next().await {
+            let meta = meta.with_context(|| format!("listing {prefix}"))?;
+            let name = meta
+                .location
+                .prefix_match(&base)
+                .map(|parts| {
+                    parts
+                        .map(|p| p.as_ref().to_string())
+                        .collect::<Vec<_>>()
+                        .join("/")
+                })
+                .unwrap_or_default();
+            if !name.is_empty() {
+                out.push((name, meta.size));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// An object as a stream of chunks (downloads), never whole in memory.
+    pub async fn get_stream(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<impl futures::Stream<Item = Result<Bytes>> + Send + 'static> {
+        let result = self
+            .store
+            .get(&self.path(key))
+            .await
+            .with_context(|| format!("reading {key}"))?;
+        let key = key.to_string();
+        Ok(result
+            .into_stream()
+            .map(move |chunk| chunk.with_context(|| format!("reading {key}"))))
     }
 
     /// Removes an object; removing one that does not exist is not an error.

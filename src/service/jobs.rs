@@ -5,8 +5,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
-    DatasetStatus, DisplayName, EpochMetrics, FieldError, JobFilter, JobRecord, JobStatus,
-    MetricPoint, ModelName, Priority, TrainingInput, TrainingSettings, abbreviate, is_plausible_id,
+    AliasName, DatasetStatus, DisplayName, EpochMetrics, FieldError, JobFilter, JobRecord,
+    JobStatus, MetricPoint, ModelName, Priority, TrainingInput, TrainingSettings, abbreviate,
+    is_plausible_id,
 };
 use crate::events::JobEvent;
 use crate::store::{NewJob, Page};
@@ -24,6 +25,8 @@ pub struct Submission {
     pub priority: Priority,
     /// The job's time limit over all its attempts; `None`: the server's default.
     pub max_duration_minutes: Option<f64>,
+    /// An alias to move to the trained version if it passes the alias's promotion policy.
+    pub auto_promote: Option<String>,
 }
 
 /// The longest time limit a job may have, in minutes (30 days).
@@ -36,6 +39,11 @@ impl Service {
         let name = DisplayName::parse("name", &submission.name)?;
         let model_name = ModelName::parse("modelName", &submission.model_name)?;
         let settings = TrainingSettings::parse(&submission.training)?;
+        let auto_promote = submission
+            .auto_promote
+            .as_deref()
+            .map(|a| AliasName::parse("autoPromote", a))
+            .transpose()?;
         if let Some(minutes) = submission.max_duration_minutes
             && !(minutes.is_finite() && minutes > 0.0 && minutes <= MAX_DURATION_MINUTES)
         {
@@ -109,6 +117,7 @@ impl Service {
                     .max_duration_minutes
                     .map(|m| (m * 60_000.0).round() as i64)
                     .or(self.settings.default_max_duration_ms),
+                auto_promote: auto_promote.map(|a| a.as_str().to_string()),
             })
             .await?;
         // Idle workers, here and on other replicas, wake up on this event.

@@ -5,6 +5,9 @@
 //! - [`jobs`]: submit, cancel, look up, list and follow a job;
 //! - [`datasets`]: upload and validate a dataset, look up, list;
 //! - [`models`]: the registry (models, versions) and registering a trained version;
+//! - [`inference`]: `predict` over an in-memory cache of loaded model versions;
+//! - [`downloads`]: a model version's files as one streamed ZIP;
+//! - [`registry`]: aliases, their history and rollbacks, promotion policies, comparisons;
 //! - [`queue`]: what a worker does with the queue: claim, heartbeat, record progress, finish;
 //! - [`training`]: turning a stored job (or a local file) into what the training engine reads;
 //! - [`tokens`]: API tokens;
@@ -16,9 +19,12 @@
 pub mod checkpoints;
 pub mod datasets;
 pub mod debris;
+pub mod downloads;
+pub mod inference;
 pub mod jobs;
 pub mod models;
 pub mod queue;
+pub mod registry;
 pub mod tokens;
 pub mod training;
 
@@ -59,6 +65,8 @@ pub struct Settings {
     pub max_train_memory: u64,
     /// Where local base models may come from.
     pub model_roots: ModelRoots,
+    /// Model versions `predict` keeps loaded.
+    pub model_cache_size: usize,
 }
 
 impl Settings {
@@ -78,6 +86,7 @@ impl Settings {
             max_line_bytes: config.max_line_bytes,
             max_train_memory: config.train_memory_limit(),
             model_roots: ModelRoots::parse(&config.model_roots),
+            model_cache_size: config.model_cache_size.into(),
         }
     }
 }
@@ -90,6 +99,7 @@ pub struct Service {
     objects: Objects,
     events: EventHub,
     settings: Arc<Settings>,
+    models: Arc<inference::ModelCache>,
 }
 
 impl Service {
@@ -98,6 +108,7 @@ impl Service {
             store,
             objects,
             events,
+            models: Arc::new(inference::ModelCache::new(settings.model_cache_size)),
             settings: Arc::new(settings),
         }
     }
@@ -136,6 +147,12 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The request is valid but a rule the user set refuses it (a promotion policy): the failed rules.
+    #[error("{message}")]
+    FailedPrecondition {
+        message: String,
+        failed: Vec<String>,
+    },
     /// The database cannot be reached right now; trying again later may work.
     #[error("the database is unreachable")]
     Unavailable,

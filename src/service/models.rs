@@ -85,6 +85,8 @@ impl Service {
             .await?;
         tracing::info!(model = %version.model_name, version = version.version, "model registered");
         debug_assert_eq!(done.status, JobStatus::Completed);
+        // Before the status is announced, so whoever sees COMPLETED sees the alias moved too.
+        self.auto_promote(&done, &version).await;
         self.events.publish(
             &done.id,
             JobEvent::StatusChanged {

@@ -23,6 +23,7 @@ pub struct NewJob {
     pub priority: Priority,
     pub max_attempts: i64,
     pub max_duration_ms: Option<i64>,
+    pub auto_promote: Option<String>,
 }
 
 /// What a running job has done since its last write, each part optional.
@@ -63,7 +64,7 @@ pub struct AttemptEnd<'a> {
 pub(super) const COLUMNS: &str = "id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, customization, priority, \
                        status, error, progress, attempts, max_attempts, lease_owner, lease_expires_at, \
                        cancel_requested, pause_requested, next_attempt_at, max_duration_ms, run_ms, \
-                       attempt_started_at, model_version_id, created_at, started_at, finished_at";
+                       attempt_started_at, model_version_id, created_at, started_at, finished_at, auto_promote";
 
 /// What `job_epochs.details` holds.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -128,6 +129,7 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<JobRecord> {
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        auto_promote: row.try_get("auto_promote")?,
     })
 }
 
@@ -169,8 +171,8 @@ impl Store {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, \
              priority, status, attempts, max_attempts, cancel_requested, max_duration_ms, created_at, updated_at, \
-             customization) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'QUEUED', 0, $10, 0, $12, $11, $11, $13) RETURNING {COLUMNS}"
+             customization, auto_promote) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'QUEUED', 0, $10, 0, $12, $11, $11, $13, $14) RETURNING {COLUMNS}"
         )))
         .bind(&job.id)
         .bind(&job.name)
@@ -194,6 +196,7 @@ impl Store {
                 .as_ref()
                 .map(|l| serde_json::to_string(l).expect("LoRA settings serialise")),
         )
+        .bind(&job.auto_promote)
         .fetch_one(&self.pool)
         .await.map_err(|e| self.note(e))?;
         decode(&row)

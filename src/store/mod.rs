@@ -17,6 +17,7 @@ mod checkpoints;
 mod datasets;
 mod jobs;
 mod models;
+mod registry;
 mod tokens;
 
 use std::str::FromStr;
@@ -30,6 +31,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use datasets::NewDataset;
 pub use jobs::{AttemptEnd, NewJob, Page, TrainingRecord};
+pub use registry::AliasRequests;
 pub use tokens::TokenRecord;
 
 /// How long statements are refused at once after one found the database unreachable.

@@ -157,4 +157,55 @@ impl Store {
             .map(decode_version)
             .collect()
     }
+
+    /// Versions of a model by number, in one round trip, in version order (numbers that do not exist
+    /// are left out).
+    pub async fn model_versions_numbered(
+        &self,
+        model: &str,
+        versions: &[i64],
+    ) -> StoreResult<Vec<ModelVersionRecord>> {
+        if versions.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.tick()?;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {VERSION_COLUMNS} FROM model_versions WHERE model_name = $1 AND version IN ({}) ORDER BY version",
+            super::placeholders(2, versions.len())
+        )))
+        .bind(model);
+        for v in versions {
+            query = query.bind(*v);
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.note(e))?;
+        rows.iter().map(decode_version).collect()
+    }
+
+    /// One version of a model by its number.
+    pub async fn model_version(
+        &self,
+        model: &str,
+        version: i64,
+    ) -> StoreResult<Option<ModelVersionRecord>> {
+        Ok(self.model_versions_numbered(model, &[version]).await?.pop())
+    }
+
+    /// A model's newest version.
+    pub async fn latest_model_version(
+        &self,
+        model: &str,
+    ) -> StoreResult<Option<ModelVersionRecord>> {
+        self.tick()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {VERSION_COLUMNS} FROM model_versions WHERE model_name = $1 ORDER BY version DESC LIMIT 1"
+        )))
+        .bind(model)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.note(e))?;
+        row.as_ref().map(decode_version).transpose()
+    }
 }

@@ -140,6 +140,8 @@ pub struct Options {
     pub retry_base_seconds: u64,
     /// `KILN_STALL_SECONDS`.
     pub stall_seconds: u64,
+    /// `KILN_MODEL_CACHE_SIZE`.
+    pub model_cache_size: u16,
 }
 
 impl Options {
@@ -160,6 +162,7 @@ impl Options {
             token_cache_seconds: 60,
             retry_base_seconds: 0,
             stall_seconds: 600,
+            model_cache_size: 4,
         }
     }
 }
@@ -201,6 +204,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
     config.token_cache_seconds = options.token_cache_seconds;
     config.retry_base_seconds = options.retry_base_seconds;
     config.stall_seconds = options.stall_seconds;
+    config.model_cache_size = options.model_cache_size;
     if let Some(endpoint) = &options.hf_endpoint {
         config.hf_endpoint = endpoint.clone();
     }

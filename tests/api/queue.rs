@@ -327,6 +327,7 @@ async fn queue(store: &Store, dataset: &str, id: &str, priority: Priority) {
             priority,
             max_attempts: 2,
             max_duration_ms: None,
+            auto_promote: None,
         })
         .await
         .unwrap();

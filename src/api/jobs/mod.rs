@@ -51,6 +51,10 @@ pub struct SubmitJobInput {
     /// the job stops with `FAILED` and its last checkpoint is kept for `retryJob`. Default: the server's
     /// `KILN_MAX_DURATION_MINUTES` (10080, a week).
     pub max_duration_minutes: Option<f64>,
+    /// An alias of `modelName` to move to the trained version when the job completes, if the version
+    /// passes the alias's promotion policy (a refusal leaves the alias where it was; the alias's history
+    /// records a move).
+    pub auto_promote: Option<String>,
 }
 
 impl From<SubmitJobInput> for Submission {
@@ -74,6 +78,7 @@ impl From<SubmitJobInput> for Submission {
             },
             priority: input.priority.into(),
             max_duration_minutes: input.max_duration_minutes,
+            auto_promote: input.auto_promote,
         }
     }
 }

@@ -1,0 +1,53 @@
+//! File downloads over HTTP with the API token: a model version's ZIP. The body is streamed as the
+//! archive is written.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{HttpState, authenticate, refuse};
+use crate::api::ApiError;
+use crate::service::ServiceError;
+use crate::service::downloads::Download;
+
+/// `GET /models/{name}/versions/{version}/download`.
+pub async fn model_version(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    if let Err(refused) = authenticate(&s, &headers).await {
+        return refused;
+    }
+    match s.service.download_model_version(&model, &version).await {
+        Ok(download) => attachment(download),
+        Err(e) => failure(e),
+    }
+}
+
+fn attachment(download: Download) -> Response {
+    let disposition = format!("attachment; filename=\"{}\"", download.file_name);
+    let mut response = Body::from_stream(download.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+fn failure(error: ServiceError) -> Response {
+    let status = match &error {
+        ServiceError::BadInput(_) => StatusCode::BAD_REQUEST,
+        ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+        ServiceError::Conflict(_) | ServiceError::FailedPrecondition { .. } => StatusCode::CONFLICT,
+        ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+        ServiceError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    refuse(status, ApiError::from(error))
+}
