@@ -32,15 +32,14 @@ pub mod limits;
 pub mod loaders;
 pub mod models;
 pub mod paging;
-mod time;
 
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
 use crate::auth::Principal;
 use crate::service::Service;
 
+pub use crate::domain::timestamp;
 pub use error::{ApiError, ApiResult};
-pub use time::timestamp;
 
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(

@@ -12,11 +12,13 @@
 mod dataset;
 mod hyper;
 mod job;
+mod logs;
 mod manifest;
 mod model;
 mod names;
 mod registry;
 mod spec;
+mod time;
 
 pub use dataset::{
     DatasetFormat, DatasetKind, DatasetRecord, DatasetStatus, DatasetSummary, ExampleKind,
@@ -31,6 +33,7 @@ pub use job::{
     CheckpointRecord, EpochMetrics, JobFilter, JobProgress, JobRecord, JobStatus, LabelMetrics,
     MetricPoint, ModelConfig, ModelConfigInput, ParameterCount, Priority, TaskKind,
 };
+pub use logs::{LogLevel, LogLine, MAX_LOG_LINE_CHARS, MAX_LOG_LINES};
 pub use manifest::{ModelArchitecture, ModelManifest, Pooling, Standardization};
 pub use model::{ModelRecord, ModelVersionRecord};
 pub use names::{DisplayName, ModelName, ObjectKey, abbreviate, is_plausible_id};
@@ -39,6 +42,7 @@ pub use registry::{
     SplitArm, Threshold, Verdict, metric_table,
 };
 pub use spec::{BaseModelRef, HubModel, TrainingInput, TrainingSettings};
+pub use time::timestamp;
 
 /// One input field that failed to parse: `field` is the path of the field in the API's input
 /// (`hyperparameters.epochs`), `message` says what is wrong with it.

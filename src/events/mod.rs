@@ -27,7 +27,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::domain::{EpochMetrics, JobStatus};
+use crate::domain::{EpochMetrics, JobStatus, LogLine};
 
 pub const CHANNEL_CAPACITY: usize = 1024;
 /// The Redis pub/sub channel all replicas share.
@@ -57,6 +57,8 @@ pub enum JobEvent {
         from_step: u64,
         from_epoch: u32,
     },
+    /// Lines of the job's log, as stored (numbered, in order).
+    Logs(Vec<LogLine>),
     /// Events may have been dropped (the Redis bridge reconnected): subscribers re-read the store.
     Resync,
 }

@@ -1,4 +1,4 @@
-//! File downloads over HTTP with the API token: a model version's ZIP. The body is streamed as the
+//! File downloads over HTTP with the API token: a model version's ZIP, a job's log as a ZIP. The body is streamed as the
 //! archive is written.
 
 use axum::body::Body;
@@ -21,6 +21,21 @@ pub async fn model_version(
         return refused;
     }
     match s.service.download_model_version(&model, &version).await {
+        Ok(download) => attachment(download),
+        Err(e) => failure(e),
+    }
+}
+
+/// `GET /jobs/{id}/logs/download`.
+pub async fn job_logs(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Response {
+    if let Err(refused) = authenticate(&s, &headers).await {
+        return refused;
+    }
+    match s.service.download_job_logs(&job_id).await {
         Ok(download) => attachment(download),
         Err(e) => failure(e),
     }

@@ -112,6 +112,7 @@ pub fn router(state: HttpState) -> Router {
             "/models/{name}/versions/{version}/download",
             get(download::model_version),
         )
+        .route("/jobs/{id}/logs/download", get(download::job_logs))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)

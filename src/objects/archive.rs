@@ -51,11 +51,17 @@ impl Write for ChannelWriter {
     }
 }
 
-/// The ZIP of `entries` (name in the archive, object) as a stream of chunks. A failure while reading an
+/// What an archive entry holds: a stored object, or bytes made as they are read.
+pub enum Source {
+    Object(ObjectKey),
+    Stream(std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>),
+}
+
+/// The ZIP of `entries` (name in the archive, what it holds) as a stream of chunks. A failure while reading an
 /// object ends the stream with that error (the client sees a cut download, never a wrong one).
 pub fn zip(
     objects: &Objects,
-    entries: Vec<(String, ObjectKey)>,
+    entries: Vec<(String, Source)>,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     let (tx, rx) = mpsc::channel(4);
     let objects = objects.clone();
@@ -70,9 +76,14 @@ pub fn zip(
             let options = ::zip::write::SimpleFileOptions::default()
                 .compression_method(::zip::CompressionMethod::Stored)
                 .large_file(true);
-            for (name, key) in entries {
+            for (name, source) in entries {
                 zip.start_file(name.as_str(), options)?;
-                let mut chunks = runtime.block_on(objects.get_stream(&key))?;
+                let mut chunks = match source {
+                    Source::Object(key) => Box::pin(runtime.block_on(objects.get_stream(&key))?),
+                    Source::Stream(stream) => stream
+                        .map(|chunk| chunk.map_err(anyhow::Error::from))
+                        .boxed(),
+                };
                 while let Some(chunk) = runtime.block_on(chunks.next()) {
                     zip.write_all(&chunk?)?;
                 }

@@ -13,6 +13,7 @@ use crate::domain::{
     EpochMetrics, JobProgress, JobRecord, JobStatus, MetricPoint, ParameterCount, UserError, now_ms,
 };
 use crate::events::JobEvent;
+use crate::service::logs::JobLog;
 use crate::service::{Lease, Service, ServiceError, TrainingRecord};
 use crate::train::{self, ProgressSink, StepReport, TrainOutcome, TrainSpec};
 
@@ -59,6 +60,20 @@ pub(super) async fn train_and_register(
     worker: &str,
     flag: Arc<StopFlag>,
 ) -> Result<Option<JobStatus>> {
+    let log = service.job_log(&job.id);
+    let run = run_logged(service, settings, job, worker, flag, &log).await;
+    log.close().await;
+    run
+}
+
+async fn run_logged(
+    service: &Service,
+    settings: &WorkerSettings,
+    job: &JobRecord,
+    worker: &str,
+    flag: Arc<StopFlag>,
+    log: &JobLog,
+) -> Result<Option<JobStatus>> {
     let job_dir = settings.work_dir.join("jobs").join(&job.id);
     let cleanup = JobDir(job_dir.clone());
     // Setup (copying the dataset, downloading a base model and the last checkpoint) stops as soon as
@@ -68,6 +83,15 @@ pub(super) async fn train_and_register(
         _ = flag.stopped() => return Ok(None),
     };
     let (examples, base_dir, resume) = prepared;
+    log.info(format!(
+        "dataset {} read: {} examples, labels {}",
+        job.dataset_id,
+        examples.len(),
+        examples.label_names().join(", ")
+    ));
+    if let Some(base) = &job.settings.base_model {
+        log.info(format!("base model {base} ready"));
+    }
     // Whatever an earlier attempt recorded after the checkpoint is gone; followers hear it.
     if (resume.is_some() || job.attempts > 1 || job.progress.is_some())
         && !control::while_unavailable(|| {
@@ -79,6 +103,10 @@ pub(super) async fn train_and_register(
         return Ok(None);
     }
     if let Some((record, _)) = &resume {
+        log.info(format!(
+            "going on from the checkpoint at step {} (epoch {})",
+            record.step, record.epoch
+        ));
         tracing::info!(
             job_id = %job.id,
             step = record.step,
@@ -103,7 +131,23 @@ pub(super) async fn train_and_register(
     let mut recorder = Recorder::new(service.clone(), job.id.clone(), worker.to_string(), keep);
     // Once a write fails or finds the lease gone, training is stopped and the rest only drained.
     let mut recording: Result<()> = Ok(());
+    let epochs = job.settings.hyperparameters.epochs;
     while let Some(event) = rx.recv().await {
+        match &event {
+            TrainEvent::Start(counts) => log.info(format!(
+                "model built: {} parameters, {} trained",
+                counts.total, counts.trainable
+            )),
+            TrainEvent::Epoch(m) => log.info(format!(
+                "epoch {}/{epochs}: train loss {:.4}, validation loss {:.4}, accuracy {:.4}, f1 {:.4}",
+                m.epoch, m.train_loss, m.val_loss, m.accuracy, m.f1
+            )),
+            TrainEvent::Checkpoint(c) => log.info(format!(
+                "checkpoint at step {} (epoch {})",
+                c.manifest.step, c.manifest.epochs_done
+            )),
+            TrainEvent::Step(_) => {}
+        }
         if recording.is_ok() {
             recording = settle(recorder.record(event).await, &flag);
         }
@@ -122,6 +166,8 @@ pub(super) async fn train_and_register(
         TrainOutcome::Interrupted { .. } => return Ok(None),
         TrainOutcome::Completed(model) => model,
     };
+    // Every line so far is stored before the job's end is written.
+    log.flush().await;
     control::while_unavailable(|| {
         service.register_model_version(job, worker, &output_dir, &model.files, &model.manifest)
     })

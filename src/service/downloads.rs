@@ -48,7 +48,7 @@ impl Service {
         let prefix = keys::model_run(&name, &record.job_id)?;
         let mut entries = Vec::new();
         for (file, _) in self.objects.list(&prefix).await? {
-            entries.push((file.clone(), prefix.join(&file)?));
+            entries.push((file.clone(), archive::Source::Object(prefix.join(&file)?)));
         }
         Ok(Download {
             file_name: format!("{}-v{number}.zip", name.as_str()),

@@ -328,7 +328,7 @@ impl Service {
                         yield JobEvent::Resumed { from_step, from_epoch };
                     }
                     step @ JobEvent::StepProgress { .. } => yield step,
-                    JobEvent::CancelRequested | JobEvent::PauseRequested => {}
+                    JobEvent::CancelRequested | JobEvent::PauseRequested | JobEvent::Logs(_) => {}
                 }
             }
         })

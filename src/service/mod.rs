@@ -4,6 +4,7 @@
 //!
 //! - [`jobs`]: submit, cancel, look up, list and follow a job;
 //! - [`datasets`]: upload and validate a dataset, look up, list;
+//! - [`logs`]: each job's log: batched writes, reading, following, downloading;
 //! - [`models`]: the registry (models, versions) and registering a trained version;
 //! - [`inference`]: `predict` over an in-memory cache of loaded model versions;
 //! - [`downloads`]: a model version's files as one streamed ZIP;
@@ -22,6 +23,7 @@ pub mod debris;
 pub mod downloads;
 pub mod inference;
 pub mod jobs;
+pub mod logs;
 pub mod models;
 pub mod queue;
 pub mod registry;

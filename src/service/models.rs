@@ -87,6 +87,12 @@ impl Service {
         debug_assert_eq!(done.status, JobStatus::Completed);
         // Before the status is announced, so whoever sees COMPLETED sees the alias moved too.
         self.auto_promote(&done, &version).await;
+        let message = format!(
+            "completed: registered as version {} of model {}",
+            version.version, version.model_name
+        );
+        self.log_now(&done.id, crate::domain::LogLevel::Info, message)
+            .await;
         self.events.publish(
             &done.id,
             JobEvent::StatusChanged {

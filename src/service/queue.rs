@@ -3,7 +3,9 @@
 //! was taken over writes nothing), and every change is written before it is published.
 
 use super::{Service, ServiceResult};
-use crate::domain::{CheckpointRecord, JobProgress, JobRecord, JobStatus, UserError, now_ms};
+use crate::domain::{
+    CheckpointRecord, JobProgress, JobRecord, JobStatus, LogLevel, UserError, now_ms,
+};
 use crate::events::JobEvent;
 use crate::store::{AttemptEnd, TrainingRecord};
 
@@ -59,11 +61,18 @@ impl Service {
             };
             if let Some(job) = ended {
                 tracing::warn!(job_id = %job.id, status = job.status.as_str(), "a job's worker stopped responding");
+                let message = job.error.clone().unwrap_or_default();
+                self.log_now(&job.id, LogLevel::Warn, message).await;
                 self.publish_status(&job);
             }
         }
         let claimed = self.store.claim_next_job(worker, lease_ms).await?;
         if let Some(job) = &claimed {
+            let message = format!(
+                "claimed by worker {worker} (attempt {} of {})",
+                job.attempts, job.max_attempts
+            );
+            self.log_now(&job.id, LogLevel::Info, message).await;
             self.publish_status(job);
         }
         Ok(claimed)
@@ -235,6 +244,13 @@ impl Service {
     ) -> ServiceResult<Option<JobRecord>> {
         let job = self.store.finish_job(job_id, worker, to, end).await?;
         if let Some(job) = &job {
+            let (level, message) = match (job.status, &job.error) {
+                (JobStatus::Failed, Some(error)) => (LogLevel::Error, format!("failed: {error}")),
+                (JobStatus::Queued, Some(error)) => (LogLevel::Warn, error.clone()),
+                (JobStatus::Queued, None) => (LogLevel::Info, "back to the queue".to_string()),
+                (status, _) => (LogLevel::Info, status.as_str().to_lowercase()),
+            };
+            self.log_now(&job.id, level, message).await;
             self.publish_status(job);
         }
         Ok(job)

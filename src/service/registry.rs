@@ -9,8 +9,8 @@
 use super::{Service, ServiceError, ServiceResult};
 use crate::auth::{Principal, Role};
 use crate::domain::{
-    AliasChange, AliasName, AliasTarget, FieldError, JobRecord, ModelAlias, ModelName, ModelRecord,
-    ModelVersionRecord, PromotionPolicy, Rule, Verdict, now_ms,
+    AliasChange, AliasName, AliasTarget, FieldError, JobRecord, LogLevel, ModelAlias, ModelName,
+    ModelRecord, ModelVersionRecord, PromotionPolicy, Rule, Verdict, now_ms,
 };
 
 /// The longest reason kept with an alias move, in characters.
@@ -288,14 +288,21 @@ impl Service {
             .await
         }
         .await;
-        match result {
-            Ok(()) => {
-                tracing::info!(job = %job.id, %alias, version = version.version, "alias promoted")
-            }
-            Err(e) => {
-                tracing::info!(job = %job.id, %alias, version = version.version, error = %e, "automatic promotion refused")
-            }
-        }
+        let (level, message) = match result {
+            Ok(()) => (
+                LogLevel::Info,
+                format!(
+                    "autoPromote: alias {alias} now points to version {}",
+                    version.version
+                ),
+            ),
+            Err(e) => (
+                LogLevel::Warn,
+                format!("autoPromote: alias {alias} was not moved: {e}"),
+            ),
+        };
+        tracing::info!(job = %job.id, %alias, version = version.version, "{message}");
+        self.log_now(&job.id, level, message).await;
     }
 
     /// The one way an alias moves: checks the versions and the policy, then a compare-and-set write

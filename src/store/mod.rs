@@ -16,6 +16,7 @@
 mod checkpoints;
 mod datasets;
 mod jobs;
+mod logs;
 mod models;
 mod registry;
 mod tokens;

@@ -327,6 +327,16 @@ impl Subscription {
 
     /// Every `jobEvents` payload until the server completes the subscription.
     pub async fn collect_until_complete(&mut self, timeout: Duration) -> Vec<Value> {
+        self.collect_field_until_complete("jobEvents", timeout)
+            .await
+    }
+
+    /// Every payload's `data.<field>` until the server completes the subscription.
+    pub async fn collect_field_until_complete(
+        &mut self,
+        field: &str,
+        timeout: Duration,
+    ) -> Vec<Value> {
         let mut events = Vec::new();
         loop {
             match self.next(timeout).await {
@@ -335,7 +345,7 @@ impl Subscription {
                         payload.get("errors").is_none(),
                         "subscription error: {payload}"
                     );
-                    events.push(payload["data"]["jobEvents"].clone());
+                    events.push(payload["data"][field].clone());
                 }
                 WsMessage::Error(e) => panic!("subscription error: {e}"),
                 WsMessage::Complete => return events,
@@ -552,11 +562,16 @@ impl TestApp {
 
     /// Subscribes to `jobEvents` of a job.
     pub async fn subscribe_job(&self, job_id: &str) -> Subscription {
+        self.subscribe(JOB_EVENTS, json!({ "id": job_id })).await
+    }
+
+    /// Starts a subscription with the admin token.
+    pub async fn subscribe(&self, query: &str, variables: Value) -> Subscription {
         let mut sub = self
             .connect_ws(Some(&self.token))
             .await
             .expect("connection_ack");
-        let msg = json!({ "id": "1", "type": "subscribe", "payload": { "query": JOB_EVENTS, "variables": { "id": job_id } } });
+        let msg = json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": variables } });
         sub.socket
             .send(Message::Text(msg.to_string().into()))
             .await

@@ -11,6 +11,7 @@ mod helpers;
 mod job_control;
 mod jobs;
 mod limits;
+mod logs;
 mod models;
 mod options;
 mod outage;

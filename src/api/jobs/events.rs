@@ -85,7 +85,7 @@ impl JobEvent {
                 from_step: *from_step as i64,
                 from_epoch: *from_epoch as i32,
             }),
-            E::CancelRequested | E::PauseRequested | E::Resync => return None,
+            E::CancelRequested | E::PauseRequested | E::Logs(_) | E::Resync => return None,
         })
     }
 }

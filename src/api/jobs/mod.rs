@@ -1,6 +1,7 @@
 //! Jobs: submit, cancel, look up, list, and follow live.
 
 mod events;
+mod logs;
 mod training;
 mod types;
 
@@ -13,6 +14,7 @@ use crate::domain::{JobFilter, ModelConfigInput, TrainingInput};
 use crate::service::Submission;
 
 pub use events::{EpochCompleted, JobEvent, JobStatusChanged, StepProgress};
+pub use logs::{LogLevel, LogLine};
 pub use training::{CustomizationInputGql, Hyperparameters, HyperparametersInput};
 pub use types::{
     EpochMetrics, Job, JobProgress, JobStatus, MetricPoint, ModelConfig, Priority, TaskKind,
@@ -178,5 +180,22 @@ impl JobsSubscription {
             .map_err(super::ApiError::from)?;
         let id = job_id.0;
         Ok(events.filter_map(move |event| std::future::ready(JobEvent::from_event(&id, &event))))
+    }
+
+    /// The job's log: every stored line at `level` or above (default: all), then new lines as they are
+    /// written, until the job ends. Nothing is missed or repeated between the stored part and the live
+    /// part.
+    async fn job_logs(
+        &self,
+        ctx: &Context<'_>,
+        job_id: ID,
+        level: Option<LogLevel>,
+    ) -> async_graphql::Result<impl Stream<Item = LogLine> + use<>> {
+        let level = level.map_or(crate::domain::LogLevel::Debug, Into::into);
+        let lines = service(ctx)
+            .follow_job_logs(&job_id, level)
+            .await
+            .map_err(super::ApiError::from)?;
+        Ok(lines.map(LogLine::from))
     }
 }

@@ -188,6 +188,27 @@ impl Job {
     async fn customization(&self) -> Option<Customization> {
         self.0.settings.lora.as_ref().map(Into::into)
     }
+    /// The newest `last` lines (1–1000, default 100) of the job's log at `level` or above (default:
+    /// all), oldest first: what the runner did (claims, dataset, model, epochs, checkpoints, the end and
+    /// its error). At most 10 000 lines are kept per job.
+    async fn logs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 100)] last: i32,
+        level: Option<super::LogLevel>,
+    ) -> ApiResult<Vec<super::LogLine>> {
+        let level = level.map_or(domain::LogLevel::Debug, Into::into);
+        Ok(super::super::service(ctx)
+            .job_logs(&self.0.id, last.into(), level)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+    /// Where the whole log downloads as a ZIP with the API token (`GET`, relative to the API's address).
+    async fn logs_download_url(&self) -> String {
+        crate::service::logs::job_logs_path(&self.0.id)
+    }
     /// How many parameters the job trains, of how many its model has; null until its model is built.
     async fn parameter_count(&self) -> Option<ParameterCount> {
         self.0
