@@ -44,6 +44,7 @@ pub use error::{ApiError, ApiResult};
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(
     jobs::JobsQuery,
+    jobs::AnalyticsQuery,
     datasets::DatasetsQuery,
     models::ModelsQuery,
     inference::InferenceQuery,

@@ -302,10 +302,9 @@ pub struct VersionComparison {
     pub metrics: Vec<MetricComparison>,
 }
 
-fn compare(versions: Vec<ModelVersionRecord>) -> VersionComparison {
-    let rows =
-        crate::domain::metric_table(&versions.iter().map(|v| &v.metrics).collect::<Vec<_>>());
-    let metrics = rows
+/// Every metric of `metrics` side by side, deltas against the first.
+pub fn metric_rows(metrics: &[&crate::domain::EpochMetrics]) -> Vec<MetricComparison> {
+    crate::domain::metric_table(metrics)
         .into_iter()
         .map(|(metric, values)| {
             let first = values[0];
@@ -316,7 +315,11 @@ fn compare(versions: Vec<ModelVersionRecord>) -> VersionComparison {
                 deltas,
             }
         })
-        .collect();
+        .collect()
+}
+
+fn compare(versions: Vec<ModelVersionRecord>) -> VersionComparison {
+    let metrics = metric_rows(&versions.iter().map(|v| &v.metrics).collect::<Vec<_>>());
     VersionComparison {
         versions: versions.into_iter().map(ModelVersion).collect(),
         metrics,

@@ -42,7 +42,7 @@ pub use registry::{
     SplitArm, Threshold, Verdict, metric_table,
 };
 pub use spec::{BaseModelRef, HubModel, TrainingInput, TrainingSettings};
-pub use time::timestamp;
+pub use time::{parse_timestamp, timestamp};
 
 /// One input field that failed to parse: `field` is the path of the field in the API's input
 /// (`hyperparameters.epochs`), `message` says what is wrong with it.

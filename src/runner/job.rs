@@ -298,7 +298,11 @@ impl Recorder {
             }
             TrainEvent::Step(r) => {
                 let now = now_ms();
-                for (name, value) in [("train_loss", r.loss), ("learning_rate", r.learning_rate)] {
+                for (name, value) in [
+                    ("train_loss", r.loss),
+                    ("learning_rate", r.learning_rate),
+                    ("samples_per_second", r.samples_per_second),
+                ] {
                     self.pending.push(MetricPoint {
                         name: name.into(),
                         step: r.step as i64,

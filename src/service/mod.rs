@@ -2,6 +2,7 @@
 //! rules live. The GraphQL resolvers (`api/`), the CLI (`cli`) and the workers (`runner/`) call these and
 //! do not re-check what they check.
 //!
+//! - [`analytics`]: a job's timings and curves, summaries of jobs, jobs compared;
 //! - [`jobs`]: submit, cancel, look up, list and follow a job;
 //! - [`datasets`]: upload and validate a dataset, look up, list;
 //! - [`logs`]: each job's log: batched writes, reading, following, downloading;
@@ -17,6 +18,7 @@
 //! Every state change is written to the store before its event is published. Quotas, audit and webhooks
 //! hook in here.
 
+pub mod analytics;
 pub mod checkpoints;
 pub mod datasets;
 pub mod debris;

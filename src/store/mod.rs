@@ -13,6 +13,7 @@
 //! It depends on `domain/` alone: rows are decoded into the domain's records (`JobRecord`,
 //! `DatasetRecord`, …), and stored JSON is read back into typed values or refused as corrupt.
 
+mod analytics;
 mod checkpoints;
 mod datasets;
 mod jobs;
@@ -30,6 +31,7 @@ use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use analytics::{JobGroup, MetricSummary};
 pub use datasets::NewDataset;
 pub use jobs::{AttemptEnd, NewJob, Page, TrainingRecord};
 pub use registry::AliasRequests;

@@ -73,7 +73,8 @@ impl Store {
         self.tick()?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE jobs SET status = 'COMPLETED', model_version_id = $1, finished_at = $2, updated_at = $2, \
-             lease_owner = NULL, lease_expires_at = NULL, error = NULL \
+             lease_owner = NULL, lease_expires_at = NULL, error = NULL, \
+             run_ms = run_ms + COALESCE($2 - attempt_started_at, 0), attempt_started_at = NULL \
              WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING' RETURNING {}",
             super::jobs::COLUMNS
         )))

@@ -1,6 +1,7 @@
 //! kiln's integration tests: one binary, each test a real kiln on port 0 talking HTTP and WebSocket.
 //! Postgres must be running (`scripts/test` makes sure); S3 runs in-process.
 
+mod analytics;
 mod auth;
 mod cli;
 mod connections;

@@ -1,5 +1,6 @@
 //! Jobs: submit, cancel, look up, list, and follow live.
 
+mod analytics;
 mod events;
 mod logs;
 mod training;
@@ -124,6 +125,33 @@ impl JobsQuery {
 
 #[derive(Default)]
 pub struct JobsMutation;
+
+#[derive(Default)]
+pub struct AnalyticsQuery;
+
+#[Object]
+impl AnalyticsQuery {
+    /// The jobs submitted at or after `since` (RFC 3339, e.g. `2026-11-01T00:00:00Z`, or a date):
+    /// counts per status, mean queue wait and running time, over all and per model.
+    async fn jobs_summary(
+        &self,
+        ctx: &Context<'_>,
+        since: String,
+    ) -> ApiResult<analytics::JobsSummary> {
+        Ok(service(ctx).jobs_summary(&since).await?.into())
+    }
+
+    /// 2–10 jobs side by side: every hyperparameter (those that differ first, flagged `differs`) and
+    /// the final metrics with their differences from the first job listed.
+    async fn compare_jobs(
+        &self,
+        ctx: &Context<'_>,
+        ids: Vec<ID>,
+    ) -> ApiResult<analytics::JobComparison> {
+        let ids: Vec<String> = ids.into_iter().map(|id| id.0).collect();
+        Ok(analytics::compare(service(ctx).compare_jobs(&ids).await?))
+    }
+}
 
 #[Object]
 impl JobsMutation {

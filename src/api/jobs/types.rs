@@ -205,6 +205,13 @@ impl Job {
             .map(Into::into)
             .collect())
     }
+    /// Time queued and training, throughput, the best epoch and the loss curve in numbers.
+    async fn analytics(&self, ctx: &Context<'_>) -> ApiResult<super::analytics::JobAnalytics> {
+        Ok(super::super::service(ctx)
+            .job_analytics(&self.0)
+            .await?
+            .into())
+    }
     /// Where the whole log downloads as a ZIP with the API token (`GET`, relative to the API's address).
     async fn logs_download_url(&self) -> String {
         crate::service::logs::job_logs_path(&self.0.id)
