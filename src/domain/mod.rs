@@ -18,6 +18,7 @@ mod model;
 mod names;
 mod registry;
 mod spec;
+mod stats;
 mod time;
 
 pub use dataset::{
@@ -38,10 +39,11 @@ pub use manifest::{ModelArchitecture, ModelManifest, Pooling, Standardization};
 pub use model::{ModelRecord, ModelVersionRecord};
 pub use names::{DisplayName, ModelName, ObjectKey, abbreviate, is_plausible_id};
 pub use registry::{
-    AliasChange, AliasName, AliasTarget, Comparison, ModelAlias, PromotionPolicy, Rule, RuleMetric,
-    SplitArm, Threshold, Verdict, metric_table,
+    AliasChange, AliasName, AliasRequests, AliasTarget, Comparison, ModelAlias, PromotionPolicy,
+    Rule, RuleMetric, SplitArm, Threshold, Verdict, metric_table,
 };
 pub use spec::{BaseModelRef, HubModel, TrainingInput, TrainingSettings};
+pub use stats::{JobGroup, MetricSummary};
 pub use time::{parse_timestamp, timestamp};
 
 /// One input field that failed to parse: `field` is the path of the field in the API's input

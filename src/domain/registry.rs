@@ -157,6 +157,15 @@ pub struct ModelAlias {
     pub updated_at: i64,
 }
 
+/// How many `predict` calls (and inputs) a version answered through an alias.
+#[derive(Debug, Clone)]
+pub struct AliasRequests {
+    pub alias: String,
+    pub version: i64,
+    pub requests: i64,
+    pub predictions: i64,
+}
+
 /// One move of an alias, as the history keeps it.
 #[derive(Debug, Clone)]
 pub struct AliasChange {

@@ -2,10 +2,9 @@
 
 use super::{Service, ServiceResult};
 use crate::domain::{
-    EarlyStoppingMetric, EpochMetrics, FieldError, JobRecord, JobStatus, abbreviate,
-    is_plausible_id, now_ms, parse_timestamp,
+    EarlyStoppingMetric, EpochMetrics, FieldError, JobGroup, JobRecord, JobStatus, MetricSummary,
+    abbreviate, is_plausible_id, now_ms, parse_timestamp,
 };
-use crate::store::{JobGroup, MetricSummary};
 
 /// The most jobs one comparison holds.
 pub const MAX_COMPARED_JOBS: usize = 10;

@@ -59,6 +59,20 @@ impl Service {
         Ok((name, record))
     }
 
+    /// The parts of a request that moves an alias, each checked: the model (which must exist), its
+    /// record, the alias name and the reason.
+    async fn alias_request(
+        &self,
+        model: &str,
+        alias: &str,
+        why: Option<&str>,
+    ) -> ServiceResult<(ModelName, ModelRecord, AliasName, Option<String>)> {
+        let alias = AliasName::parse("alias", alias)?;
+        let why = reason(why)?;
+        let (name, record) = self.existing_model(model).await?;
+        Ok((name, record, alias, why))
+    }
+
     pub async fn model_aliases(&self, model: &str) -> ServiceResult<Vec<ModelAlias>> {
         Ok(self.store.aliases_of(model).await?)
     }
@@ -80,7 +94,7 @@ impl Service {
     pub async fn alias_requests(
         &self,
         model: &str,
-    ) -> ServiceResult<Vec<crate::store::AliasRequests>> {
+    ) -> ServiceResult<Vec<crate::domain::AliasRequests>> {
         Ok(self.store.alias_request_counts(model).await?)
     }
 
@@ -103,9 +117,7 @@ impl Service {
                 "only an admin token can force an alias past its promotion policy".into(),
             ));
         }
-        let alias = AliasName::parse("alias", alias)?;
-        let why = reason(why)?;
-        let (name, record) = self.existing_model(model).await?;
+        let (name, record, alias, why) = self.alias_request(model, alias, why).await?;
         self.move_alias(
             &name,
             &alias,
@@ -127,9 +139,7 @@ impl Service {
         alias: &str,
         why: Option<&str>,
     ) -> ServiceResult<ModelRecord> {
-        let alias = AliasName::parse("alias", alias)?;
-        let why = reason(why)?;
-        let (name, record) = self.existing_model(model).await?;
+        let (name, record, alias, why) = self.alias_request(model, alias, why).await?;
         self.move_alias(
             &name,
             &alias,
@@ -151,9 +161,7 @@ impl Service {
         alias: &str,
         why: Option<&str>,
     ) -> ServiceResult<ModelRecord> {
-        let alias = AliasName::parse("alias", alias)?;
-        let why = reason(why)?;
-        let (name, record) = self.existing_model(model).await?;
+        let (name, record, alias, why) = self.alias_request(model, alias, why).await?;
         // Enough history to walk back over the rollbacks already made.
         let history = self
             .store

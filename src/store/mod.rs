@@ -31,10 +31,8 @@ use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-pub use analytics::{JobGroup, MetricSummary};
 pub use datasets::NewDataset;
 pub use jobs::{AttemptEnd, NewJob, Page, TrainingRecord};
-pub use registry::AliasRequests;
 pub use tokens::TokenRecord;
 
 /// How long statements are refused at once after one found the database unreachable.

@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, StoreResult, corrupt};
-use crate::domain::{AliasChange, AliasTarget, ModelAlias, PromotionPolicy, Rule};
+use crate::domain::{AliasChange, AliasRequests, AliasTarget, ModelAlias, PromotionPolicy, Rule};
 
 fn target(raw: Option<String>) -> StoreResult<Option<AliasTarget>> {
     raw.map(|t| serde_json::from_str(&t).map_err(|e| corrupt("alias target", e)))
@@ -243,13 +243,4 @@ impl Store {
             })
             .collect()
     }
-}
-
-/// How many `predict` calls (and inputs) a version answered through an alias.
-#[derive(Debug, Clone)]
-pub struct AliasRequests {
-    pub alias: String,
-    pub version: i64,
-    pub requests: i64,
-    pub predictions: i64,
 }

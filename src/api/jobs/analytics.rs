@@ -5,8 +5,8 @@ use async_graphql::SimpleObject;
 use super::super::models::MetricComparison;
 use super::super::timestamp;
 use super::{EpochMetrics, Job, JobStatus};
+use crate::domain::MetricSummary;
 use crate::service::analytics::{self as a, flat_hyperparameters};
-use crate::store::MetricSummary;
 
 /// A step metric over a run.
 #[derive(SimpleObject)]
