@@ -4,7 +4,7 @@ use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 
 use super::datasets::Dataset;
-use super::jobs::{EpochMetrics, Hyperparameters, Job};
+use super::jobs::{EpochMetrics, Hyperparameters, HyperparametersInput, Job};
 use super::loaders::VersionsByModelLoader;
 use super::paging::{Count, Page, PageRequest, page};
 use super::{ApiError, ApiResult, caller, service, timestamp};
@@ -69,6 +69,21 @@ impl Model {
             .map(AliasMove)
             .collect())
     }
+    /// The hyperparameters `submitJob` fills in for this model when its input leaves them out (null:
+    /// none set).
+    async fn training_defaults(&self, ctx: &Context<'_>) -> ApiResult<Option<TrainingDefaults>> {
+        Ok(service(ctx)
+            .model_training_defaults(&self.0.name)
+            .await?
+            .map(|(input, updated_at)| TrainingDefaults {
+                hyperparameters: input
+                    .set_fields()
+                    .into_iter()
+                    .map(|(name, value)| Setting { name, value })
+                    .collect(),
+                updated_at: timestamp(updated_at),
+            }))
+    }
     /// The rules guarding its aliases, by alias.
     async fn promotion_policies(&self, ctx: &Context<'_>) -> ApiResult<Vec<PromotionPolicy>> {
         Ok(service(ctx)
@@ -78,6 +93,21 @@ impl Model {
             .map(PromotionPolicy)
             .collect())
     }
+}
+
+/// A hyperparameter as set: its name (as in `HyperparametersInput`) and value as JSON text.
+#[derive(SimpleObject)]
+pub struct Setting {
+    pub name: String,
+    pub value: String,
+}
+
+/// A model's training defaults.
+#[derive(SimpleObject)]
+pub struct TrainingDefaults {
+    /// Only the hyperparameters that are set, by name.
+    pub hyperparameters: Vec<Setting>,
+    pub updated_at: String,
 }
 
 /// One arm of a split alias: a version and its weight (each arm answers `weight / sum of weights` of
@@ -376,6 +406,23 @@ pub struct ModelsMutation;
 
 #[Object]
 impl ModelsMutation {
+    /// Sets the hyperparameters `submitJob` uses for `model` when its input leaves them out (the
+    /// job's own values win; kiln's defaults fill what neither sets; `Job.hyperparameters` shows what
+    /// a job used). Checked now like `submitJob`'s (`BAD_USER_INPUT` on `hyperparameters.<name>`).
+    /// Setting none (`{}`) removes them. A model that has no version yet is created.
+    async fn set_model_training_defaults(
+        &self,
+        ctx: &Context<'_>,
+        model: String,
+        hyperparameters: HyperparametersInput,
+    ) -> ApiResult<Model> {
+        let input: crate::domain::HyperparamsInput = hyperparameters.into();
+        let record = service(ctx)
+            .set_model_training_defaults(&model, &input)
+            .await?;
+        Ok(Model(record))
+    }
+
     /// Points an alias at one `version`, or at a weighted `split` of 2–4 versions (`predict` by the alias
     /// routes each request by weight). A guarded alias (see `setPromotionPolicy`) moves only to versions
     /// that pass every rule, else `FAILED_PRECONDITION` listing the failed rules in

@@ -155,6 +155,37 @@ pub struct HyperparamsInput {
     pub hidden_sizes: Option<Vec<i64>>,
 }
 
+impl HyperparamsInput {
+    /// This input with what it leaves out taken from `defaults`.
+    pub fn or(&self, defaults: &HyperparamsInput) -> HyperparamsInput {
+        let mut mine = serde_json::to_value(self).expect("hyperparameters serialise");
+        let theirs = serde_json::to_value(defaults).expect("hyperparameters serialise");
+        if let (Some(mine), Some(theirs)) = (mine.as_object_mut(), theirs.as_object()) {
+            for (name, value) in theirs {
+                if mine.get(name).is_none_or(|v| v.is_null()) {
+                    mine.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        serde_json::from_value(mine).expect("merged hyperparameters read back")
+    }
+
+    /// The fields it sets, by name (camelCase), values as JSON text.
+    pub fn set_fields(&self) -> Vec<(String, String)> {
+        let value = serde_json::to_value(self).expect("hyperparameters serialise");
+        value
+            .as_object()
+            .map(|fields| {
+                fields
+                    .iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// Checked hyperparameters with defaults filled in. Fields added after the first release have serde
 /// defaults equal to what kiln did before they existed, so stored jobs read back unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -38,7 +38,12 @@ impl Service {
     pub async fn submit_job(&self, submission: Submission) -> ServiceResult<JobRecord> {
         let name = DisplayName::parse("name", &submission.name)?;
         let model_name = ModelName::parse("modelName", &submission.model_name)?;
-        let settings = TrainingSettings::parse(&submission.training)?;
+        // What the input leaves out comes from the model's training defaults, then kiln's.
+        let mut training = submission.training.clone();
+        if let Some((defaults, _)) = self.store.training_defaults(model_name.as_str()).await? {
+            training.hyperparameters = training.hyperparameters.or(&defaults);
+        }
+        let settings = TrainingSettings::parse(&training)?;
         let auto_promote = submission
             .auto_promote
             .as_deref()

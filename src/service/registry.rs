@@ -9,8 +9,9 @@
 use super::{Service, ServiceError, ServiceResult};
 use crate::auth::{Principal, Role};
 use crate::domain::{
-    AliasChange, AliasName, AliasTarget, FieldError, JobRecord, LogLevel, ModelAlias, ModelName,
-    ModelRecord, ModelVersionRecord, PromotionPolicy, Rule, Verdict, now_ms,
+    AliasChange, AliasName, AliasTarget, FieldError, Hyperparams, HyperparamsInput, JobRecord,
+    LogLevel, ModelAlias, ModelName, ModelRecord, ModelVersionRecord, PromotionPolicy, Rule,
+    Verdict, now_ms,
 };
 
 /// The longest reason kept with an alias move, in characters.
@@ -207,6 +208,32 @@ impl Service {
             .set_promotion_policy(name.as_str(), alias.as_str(), &rules, now_ms())
             .await?;
         Ok(record)
+    }
+
+    /// Sets the hyperparameters `submitJob` fills in for `model` when its input leaves them out (kiln's
+    /// own defaults fill the rest); each is range-checked now. An input that sets nothing removes them.
+    pub async fn set_model_training_defaults(
+        &self,
+        model: &str,
+        hyperparameters: &HyperparamsInput,
+    ) -> ServiceResult<ModelRecord> {
+        let name = ModelName::parse("model", model)?;
+        // The learning rate's default does not matter here: only what is set is checked.
+        Hyperparams::parse("hyperparameters", hyperparameters, 1e-3)?;
+        let json = (hyperparameters != &HyperparamsInput::default())
+            .then(|| serde_json::to_string(hyperparameters).expect("hyperparameters serialise"));
+        self.store
+            .set_training_defaults(name.as_str(), json.as_deref(), now_ms())
+            .await?;
+        Ok(self.existing_model(name.as_str()).await?.1)
+    }
+
+    /// A model's training defaults and when they were set.
+    pub async fn model_training_defaults(
+        &self,
+        model: &str,
+    ) -> ServiceResult<Option<(HyperparamsInput, i64)>> {
+        Ok(self.store.training_defaults(model).await?)
     }
 
     /// Versions of a model side by side, in the order asked.

@@ -4,7 +4,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, StoreResult, corrupt};
-use crate::domain::{AliasChange, AliasRequests, AliasTarget, ModelAlias, PromotionPolicy, Rule};
+use crate::domain::{
+    AliasChange, AliasRequests, AliasTarget, HyperparamsInput, ModelAlias, PromotionPolicy, Rule,
+};
 
 fn target(raw: Option<String>) -> StoreResult<Option<AliasTarget>> {
     raw.map(|t| serde_json::from_str(&t).map_err(|e| corrupt("alias target", e)))
@@ -242,5 +244,61 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Sets a model's training defaults (JSON in the input's form), creating the model's row when it
+    /// has none yet; `None` removes them.
+    pub async fn set_training_defaults(
+        &self,
+        model: &str,
+        hyperparameters: Option<&str>,
+        at: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.note(e))?;
+        self.tick()?;
+        sqlx::query(
+            "INSERT INTO models (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(model)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.note(e))?;
+        self.tick()?;
+        let query = match hyperparameters {
+            None => sqlx::query("DELETE FROM model_training_defaults WHERE model_name = $1").bind(model),
+            Some(json) => sqlx::query(
+                "INSERT INTO model_training_defaults (model_name, hyperparameters, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (model_name) DO UPDATE SET hyperparameters = excluded.hyperparameters, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(model)
+            .bind(json)
+            .bind(at),
+        };
+        query.execute(&mut *tx).await.map_err(|e| self.note(e))?;
+        tx.commit().await.map_err(|e| self.note(e))?;
+        Ok(())
+    }
+
+    /// A model's training defaults and when they were set.
+    pub async fn training_defaults(
+        &self,
+        model: &str,
+    ) -> StoreResult<Option<(HyperparamsInput, i64)>> {
+        self.tick()?;
+        let row = sqlx::query(
+            "SELECT hyperparameters, updated_at FROM model_training_defaults WHERE model_name = $1",
+        )
+        .bind(model)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.note(e))?;
+        row.map(|r| {
+            let json: String = r.try_get("hyperparameters")?;
+            let input = serde_json::from_str(&json).map_err(|e| corrupt("training defaults", e))?;
+            Ok((input, r.try_get("updated_at")?))
+        })
+        .transpose()
     }
 }

@@ -477,3 +477,76 @@ async fn versions_compare_side_by_side_with_their_lineage(db: Db, objects: Objec
 }
 
 on_storage!(versions_compare_side_by_side_with_their_lineage: sqlite_local, postgres_local);
+
+async fn a_models_training_defaults_fill_what_a_submission_leaves_out(db: Db, objects: Objects) {
+    let app = spawn_app(db, objects).await;
+    let dataset = app
+        .ready_dataset("rows.csv", separable_tabular_csv(60, 3))
+        .await;
+    let set = "mutation($h: HyperparametersInput!) { setModelTrainingDefaults(model: \"tab\", hyperparameters: $h) \
+               { name trainingDefaults { hyperparameters { name value } } } }";
+    let body = app
+        .graphql(
+            set,
+            json!({ "h": { "epochs": 2, "learningRate": 0.005, "hiddenSizes": [8] } }),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["setModelTrainingDefaults"]["trainingDefaults"]["hyperparameters"],
+        json!([{ "name": "epochs", "value": "2" }, { "name": "hiddenSizes", "value": "[8]" },
+               { "name": "learningRate", "value": "0.005" }]),
+        "{body}"
+    );
+    // A bad default is refused like a bad submission, and the stored ones stay.
+    let body = app.graphql(set, json!({ "h": { "epochs": 0 } })).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["field"], "hyperparameters.epochs",
+        "{body}"
+    );
+
+    let used = |job: String| {
+        let app = &app;
+        async move {
+            app.data(
+                "query($id: ID!) { job(id: $id) { hyperparameters { epochs learningRate seed hiddenSizes } } }",
+                json!({ "id": job }),
+            )
+            .await["job"]["hyperparameters"]
+                .clone()
+        }
+    };
+    let job = app
+        .queued_job(json!({ "name": "a", "modelName": "tab", "task": "TABULAR_CLASSIFICATION", "datasetId": dataset,
+            "hyperparameters": { "seed": 3 } }))
+        .await;
+    assert_eq!(
+        used(job).await,
+        json!({ "epochs": 2, "learningRate": 0.005, "seed": "3", "hiddenSizes": [8] })
+    );
+    let job = app
+        .queued_job(json!({ "name": "b", "modelName": "tab", "task": "TABULAR_CLASSIFICATION", "datasetId": dataset,
+            "hyperparameters": { "epochs": 1 } }))
+        .await;
+    assert_eq!(
+        used(job).await["epochs"],
+        1,
+        "the submission's own value wins"
+    );
+    let job = app
+        .queued_job(json!({ "name": "c", "modelName": "other", "task": "TABULAR_CLASSIFICATION", "datasetId": dataset }))
+        .await;
+    assert_eq!(
+        used(job).await["epochs"],
+        3,
+        "another model gets kiln's defaults"
+    );
+
+    let body = app.graphql(set, json!({ "h": {} })).await;
+    assert_eq!(
+        body["data"]["setModelTrainingDefaults"]["trainingDefaults"],
+        Value::Null,
+        "{body}"
+    );
+}
+
+on_storage!(a_models_training_defaults_fill_what_a_submission_leaves_out: sqlite_local, postgres_local);
