@@ -1,5 +1,6 @@
 //! DataLoaders, created per request: every `Job.dataset`, `Job.modelVersion`, `Job.epochs`,
-//! `Job.checkpoints`, `Job.metrics` and `Model.versions` of one response is fetched in one round trip each (metrics: one
+//! `Job.checkpoints`, `Job.metrics`, `Model.versions`, `Model.aliases` (and `ModelVersion.aliases`) and
+//! a version's job of one response is fetched in one round trip each (metrics: one
 //! per distinct metric and count), whatever the page size.
 
 use std::collections::HashMap;
@@ -8,7 +9,8 @@ use async_graphql::dataloader::{DataLoader, Loader};
 
 use super::error::ApiError;
 use crate::domain::{
-    CheckpointRecord, DatasetRecord, EpochMetrics, MetricPoint, ModelVersionRecord,
+    CheckpointRecord, DatasetRecord, EpochMetrics, JobRecord, MetricPoint, ModelAlias,
+    ModelVersionRecord,
 };
 use crate::service::Service;
 
@@ -18,6 +20,8 @@ pub struct EpochsLoader(Service);
 pub struct CheckpointsLoader(Service);
 pub struct VersionsByModelLoader(Service);
 pub struct MetricsLoader(Service);
+pub struct AliasesByModelLoader(Service);
+pub struct JobLoader(Service);
 
 /// Which points of a job's step metrics: its id, the metric (all when `None`), and how many of the
 /// last.
@@ -93,6 +97,27 @@ impl Loader<String> for VersionsByModelLoader {
     }
 }
 
+impl Loader<String> for AliasesByModelLoader {
+    type Value = Vec<ModelAlias>;
+    type Error = ApiError;
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Vec<ModelAlias>>, ApiError> {
+        let rows = self.0.aliases_of_models(keys).await?;
+        Ok(group(
+            keys,
+            rows.into_iter().map(|a| (a.model_name.clone(), a)),
+        ))
+    }
+}
+
+impl Loader<String> for JobLoader {
+    type Value = JobRecord;
+    type Error = ApiError;
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, JobRecord>, ApiError> {
+        let rows = self.0.jobs_by_id(keys).await?;
+        Ok(rows.into_iter().map(|j| (j.id.clone(), j)).collect())
+    }
+}
+
 impl Loader<MetricsKey> for MetricsLoader {
     type Value = Vec<MetricPoint>;
     type Error = ApiError;
@@ -144,6 +169,11 @@ pub fn attach(request: async_graphql::Request, service: &Service) -> async_graph
             VersionsByModelLoader(service.clone()),
             tokio::spawn,
         ))
+        .data(DataLoader::new(
+            AliasesByModelLoader(service.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(JobLoader(service.clone()), tokio::spawn))
         .data(DataLoader::new(
             MetricsLoader(service.clone()),
             tokio::spawn,

@@ -5,12 +5,12 @@ use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 
 use super::datasets::Dataset;
 use super::jobs::{EpochMetrics, Hyperparameters, HyperparametersInput, Job};
-use super::loaders::VersionsByModelLoader;
+use super::loaders::{AliasesByModelLoader, JobLoader, VersionsByModelLoader};
 use super::paging::{Count, Page, PageRequest, page};
 use super::{ApiError, ApiResult, caller, service, timestamp};
 use crate::domain::{
-    AliasChange, AliasTarget, ModelAlias as AliasRecord, ModelRecord, ModelVersionRecord,
-    PromotionPolicy as PolicyRecord, SplitArm as SplitArmRecord,
+    AliasChange, AliasTarget, JobRecord, ModelAlias as AliasRecord, ModelRecord,
+    ModelVersionRecord, PromotionPolicy as PolicyRecord, SplitArm as SplitArmRecord,
 };
 
 pub struct Model(pub ModelRecord);
@@ -47,8 +47,7 @@ impl Model {
     }
     /// Its aliases, by name.
     async fn aliases(&self, ctx: &Context<'_>) -> ApiResult<Vec<ModelAlias>> {
-        Ok(service(ctx)
-            .model_aliases(&self.0.name)
+        Ok(aliases_of(ctx, &self.0.name)
             .await?
             .into_iter()
             .map(ModelAlias)
@@ -247,6 +246,22 @@ impl PromotionPolicy {
 
 pub struct ModelVersion(pub ModelVersionRecord);
 
+impl ModelVersion {
+    async fn trained_by(&self, ctx: &Context<'_>) -> ApiResult<Option<JobRecord>> {
+        let loader = ctx.data_unchecked::<DataLoader<JobLoader>>();
+        loader.load_one(self.0.job_id.clone()).await
+    }
+}
+
+/// A model's aliases, batched over the response.
+async fn aliases_of(ctx: &Context<'_>, model: &str) -> ApiResult<Vec<AliasRecord>> {
+    let loader = ctx.data_unchecked::<DataLoader<AliasesByModelLoader>>();
+    Ok(loader
+        .load_one(model.to_string())
+        .await?
+        .unwrap_or_default())
+}
+
 #[Object]
 impl ModelVersion {
     async fn id(&self) -> ID {
@@ -264,7 +279,7 @@ impl ModelVersion {
     }
     /// The job that trained it.
     async fn job(&self, ctx: &Context<'_>) -> ApiResult<Option<Job>> {
-        Ok(service(ctx).job(&self.0.job_id).await?.map(Job))
+        Ok(self.trained_by(ctx).await?.map(Job))
     }
     async fn dataset(&self, ctx: &Context<'_>) -> ApiResult<Option<Dataset>> {
         Dataset::load(ctx, &self.0.dataset_id).await
@@ -277,18 +292,17 @@ impl ModelVersion {
     }
     /// The base model it was fine-tuned from (null: trained from random weights).
     async fn base_model(&self, ctx: &Context<'_>) -> ApiResult<Option<String>> {
-        let job = service(ctx).job(&self.0.job_id).await?;
+        let job = self.trained_by(ctx).await?;
         Ok(job.and_then(|j| j.settings.base_model.map(|b| b.to_string())))
     }
     /// The hyperparameters it was trained with, defaults filled in.
     async fn hyperparameters(&self, ctx: &Context<'_>) -> ApiResult<Option<Hyperparameters>> {
-        let job = service(ctx).job(&self.0.job_id).await?;
+        let job = self.trained_by(ctx).await?;
         Ok(job.map(|j| (&j.settings.hyperparameters).into()))
     }
     /// The aliases that point to it (alone or in a split).
     async fn aliases(&self, ctx: &Context<'_>) -> ApiResult<Vec<String>> {
-        Ok(service(ctx)
-            .model_aliases(&self.0.model_name)
+        Ok(aliases_of(ctx, &self.0.model_name)
             .await?
             .into_iter()
             .filter(|a| a.target.versions().contains(&self.0.version))

@@ -3,7 +3,7 @@
 use super::{Service, ServiceResult};
 use crate::domain::{
     EarlyStoppingMetric, EpochMetrics, FieldError, JobGroup, JobRecord, JobStatus, MetricSummary,
-    abbreviate, is_plausible_id, now_ms, parse_timestamp,
+    abbreviate, now_ms, parse_timestamp,
 };
 
 /// The most jobs one comparison holds.
@@ -149,23 +149,17 @@ impl Service {
             )
             .into());
         }
+        let found = self.jobs_by_id(ids).await?;
         let mut out = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             let field = format!("ids[{i}]");
             if ids[..i].contains(id) {
                 return Err(FieldError::new(field, "is listed twice").into());
             }
-            let missing = || {
-                FieldError::new(
-                    field.clone(),
-                    format!("no job with id {}", abbreviate(id, 100)),
-                )
-            };
-            if !is_plausible_id(id) {
-                return Err(missing().into());
-            }
-            let job = self.store.get_job(id).await?.ok_or_else(missing)?;
-            out.push(job);
+            let job = found.iter().find(|j| j.id == *id).ok_or_else(|| {
+                FieldError::new(field, format!("no job with id {}", abbreviate(id, 100)))
+            })?;
+            out.push(job.clone());
         }
         let epochs = self.store.epochs_of(ids).await?;
         let version_ids: Vec<String> = out

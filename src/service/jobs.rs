@@ -229,6 +229,16 @@ impl Service {
         Ok(self.store.get_job(id).await?)
     }
 
+    /// Jobs by id, in one round trip (ids that name none are left out).
+    pub async fn jobs_by_id(&self, ids: &[String]) -> ServiceResult<Vec<JobRecord>> {
+        let ids: Vec<String> = ids
+            .iter()
+            .filter(|id| is_plausible_id(id))
+            .cloned()
+            .collect();
+        Ok(self.store.get_jobs(&ids).await?)
+    }
+
     /// Newest first, `first` at most, after the `(created_at, id)` of the previous page's last row.
     pub async fn jobs(
         &self,

@@ -74,8 +74,9 @@ impl Service {
         Ok((name, record, alias, why))
     }
 
-    pub async fn model_aliases(&self, model: &str) -> ServiceResult<Vec<ModelAlias>> {
-        Ok(self.store.aliases_of(model).await?)
+    /// Every alias of many models, in one round trip, by model then alias.
+    pub async fn aliases_of_models(&self, models: &[String]) -> ServiceResult<Vec<ModelAlias>> {
+        Ok(self.store.aliases_of_models(models).await?)
     }
 
     /// Alias moves, newest first; `limit` 1–[`MAX_HISTORY`].

@@ -268,6 +268,16 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
+    /// Jobs by id, in one round trip (ids that name none are left out).
+    pub async fn get_jobs(&self, ids: &[String]) -> StoreResult<Vec<JobRecord>> {
+        let select = format!("SELECT {COLUMNS} FROM jobs WHERE id IN ({{in}})");
+        self.fetch_in(&select, ids)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
     /// Which of `ids` name jobs that are running.
     pub async fn running_among(&self, ids: &[String]) -> StoreResult<Vec<String>> {
         let rows = self

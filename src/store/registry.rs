@@ -69,6 +69,19 @@ impl Store {
         rows.iter().map(decode_alias).collect()
     }
 
+    /// Every alias of many models, in one round trip, by model then alias.
+    pub async fn aliases_of_models(&self, models: &[String]) -> StoreResult<Vec<ModelAlias>> {
+        self.fetch_in(
+            "SELECT model_name, alias, target, updated_at FROM model_aliases \
+             WHERE model_name IN ({in}) ORDER BY model_name, alias",
+            models,
+        )
+        .await?
+        .iter()
+        .map(decode_alias)
+        .collect()
+    }
+
     /// A model's alias moves, newest first, optionally of one alias only.
     pub async fn alias_history(
         &self,

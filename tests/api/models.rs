@@ -36,3 +36,29 @@ async fn models_are_paged_by_name_with_no_overlap_and_no_gap(db: Db, objects: Ob
 }
 
 on_storage!(models_are_paged_by_name_with_no_overlap_and_no_gap: sqlite_local, postgres_local);
+
+async fn aliases_and_lineage_cost_the_same_round_trips_for_any_page(db: Db, objects: Objects) {
+    let app = spawn_app(db, objects).await;
+    for model in ["m1", "m2", "m3"] {
+        crate::registry::train_versions(&app, model, 1).await;
+        app.data(
+            "mutation($m: String!) { setModelAlias(model: $m, alias: \"production\", version: 1) { name } }",
+            json!({ "m": model }),
+        )
+        .await;
+    }
+    let query = "query($first: Int) { models(first: $first) { nodes { aliases { alias version } \
+                 versions { aliases baseModel hyperparameters { epochs } job { id } } } } }";
+    let mut costs = Vec::new();
+    for first in [1, 3] {
+        let before = app.store().query_count();
+        let data = app.data(query, json!({ "first": first })).await;
+        costs.push(app.store().query_count() - before);
+        let nodes = data["models"]["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), first);
+        assert_eq!(nodes[0]["versions"][0]["aliases"], json!(["production"]));
+    }
+    assert_eq!(costs[0], costs[1], "round trips per page size: {costs:?}");
+}
+
+on_storage!(aliases_and_lineage_cost_the_same_round_trips_for_any_page: sqlite_local);
