@@ -421,6 +421,7 @@ pub async fn train(args: TrainArgs) -> Result<()> {
         model_config: None,
         hyperparameters,
         customization,
+        reset_head: false,
     })
     .map_err(as_flag)?;
     let resume = match &args.resume {

@@ -256,6 +256,8 @@ pub struct JobRecord {
     pub finished_at: Option<i64>,
     /// The alias to move to the version this job trains, if that version passes the alias's policy.
     pub auto_promote: Option<String>,
+    /// Why the job was submitted, as its submitter said.
+    pub reason: Option<String>,
 }
 
 /// Where a running job is, as last written by its worker (`Job.progress`).

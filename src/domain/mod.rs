@@ -42,7 +42,9 @@ pub use registry::{
     AliasChange, AliasName, AliasRequests, AliasTarget, Comparison, ModelAlias, PromotionPolicy,
     Rule, RuleMetric, SplitArm, Threshold, Verdict, metric_table,
 };
-pub use spec::{BaseModelRef, HubModel, TrainingInput, TrainingSettings};
+pub use spec::{
+    BaseModelRef, HubModel, RegisteredModel, TrainingInput, TrainingSettings, VersionSelector,
+};
 pub use stats::{JobGroup, MetricSummary};
 pub use time::{parse_timestamp, timestamp};
 

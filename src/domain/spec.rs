@@ -5,8 +5,9 @@
 use std::path::PathBuf;
 
 use super::{
-    CustomizationInput, FieldError, Hyperparams, HyperparamsInput, LoraSettings, ModelConfig,
-    ModelConfigInput, Pooling, TaskKind,
+    AliasName, CustomizationInput, DatasetSummary, FieldError, Hyperparams, HyperparamsInput,
+    LoraSettings, ModelArchitecture, ModelConfig, ModelConfigInput, ModelManifest, ModelName,
+    Pooling, TaskKind, abbreviate,
 };
 
 /// A model on a HuggingFace-compatible hub: `hf:org/name` or `hf:org/name@revision`.
@@ -54,17 +55,14 @@ impl HubModel {
                 field,
                 format!(
                     "{:?} is not a hub model: expected hf:org/name or hf:org/name@revision",
-                    super::abbreviate(raw, 80)
+                    abbreviate(raw, 80)
                 ),
             )));
         }
         if !safe(revision) {
             return Some(Err(FieldError::new(
                 field,
-                format!(
-                    "{:?} is not a valid revision",
-                    super::abbreviate(revision, 80)
-                ),
+                format!("{:?} is not a valid revision", abbreviate(revision, 80)),
             )));
         }
         Some(Ok(Self {
@@ -85,11 +83,100 @@ impl std::fmt::Display for HubModel {
     }
 }
 
-/// Where a fine-tune's weights come from: a HuggingFace-format directory on the server, or the hub.
+/// Which version of a registered model: a number, or an alias (resolved to a number when a job is
+/// submitted, so every attempt of the job starts from the same weights).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSelector {
+    Number(i64),
+    Alias(AliasName),
+}
+
+/// A version in kiln's own registry: `model:NAME/VERSION` or `model:NAME@ALIAS`. A retrain starts from
+/// its weights, tokenizer and labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredModel {
+    pub model: ModelName,
+    pub version: VersionSelector,
+}
+
+impl RegisteredModel {
+    pub const PREFIX: &str = "model:";
+
+    /// Parses `model:NAME/VERSION` or `model:NAME@ALIAS`; `None` when `raw` is not a registry reference.
+    pub fn parse(field: &str, raw: &str) -> Option<Result<Self, FieldError>> {
+        let rest = raw.strip_prefix(Self::PREFIX)?;
+        let shape = || {
+            FieldError::new(
+                field,
+                format!(
+                    "{:?} is not a registered model: expected model:NAME/VERSION or model:NAME@ALIAS",
+                    abbreviate(raw, 80)
+                ),
+            )
+        };
+        let within = |e: FieldError| FieldError::new(field, format!("in {raw:?}: {}", e.message));
+        let parsed = if let Some((name, number)) = rest.split_once('/') {
+            let version = number
+                .parse::<i64>()
+                .ok()
+                .filter(|v| *v >= 1)
+                .ok_or_else(|| {
+                    FieldError::new(
+                        field,
+                        format!(
+                            "in {:?}: the version must be a whole number from 1",
+                            abbreviate(raw, 80)
+                        ),
+                    )
+                });
+            version.and_then(|v| {
+                Ok(Self {
+                    model: ModelName::parse(field, name).map_err(within)?,
+                    version: VersionSelector::Number(v),
+                })
+            })
+        } else if let Some((name, alias)) = rest.split_once('@') {
+            ModelName::parse(field, name)
+                .and_then(|model| {
+                    Ok(Self {
+                        model,
+                        version: VersionSelector::Alias(AliasName::parse(field, alias)?),
+                    })
+                })
+                .map_err(within)
+        } else {
+            Err(shape())
+        };
+        Some(parsed)
+    }
+
+    /// The version's number, once resolved.
+    pub fn number(&self) -> Option<i64> {
+        match self.version {
+            VersionSelector::Number(v) => Some(v),
+            VersionSelector::Alias(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RegisteredModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.version {
+            VersionSelector::Number(v) => write!(f, "{}{}/{v}", Self::PREFIX, self.model.as_str()),
+            VersionSelector::Alias(a) => {
+                write!(f, "{}{}@{}", Self::PREFIX, self.model.as_str(), a.as_str())
+            }
+        }
+    }
+}
+
+/// Where a fine-tune's weights come from: a HuggingFace-format directory on the server, the hub, or a
+/// version in kiln's registry (a retrain).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BaseModelRef {
     Local(PathBuf),
     Hub(HubModel),
+    Registered(RegisteredModel),
 }
 
 impl BaseModelRef {
@@ -114,6 +201,9 @@ impl BaseModelRef {
                 "must not contain control characters",
             ));
         }
+        if let Some(registered) = RegisteredModel::parse(field, raw) {
+            return Ok(Some(Self::Registered(registered?)));
+        }
         Ok(Some(match HubModel::parse(field, raw) {
             Some(hub) => Self::Hub(hub?),
             None => Self::Local(PathBuf::from(raw)),
@@ -127,6 +217,7 @@ impl std::fmt::Display for BaseModelRef {
         match self {
             Self::Local(path) => write!(f, "{}", path.display()),
             Self::Hub(hub) => hub.fmt(f),
+            Self::Registered(registered) => registered.fmt(f),
         }
     }
 }
@@ -139,6 +230,114 @@ pub struct TrainingInput {
     pub model_config: Option<ModelConfigInput>,
     pub hyperparameters: HyperparamsInput,
     pub customization: Option<CustomizationInput>,
+    /// With a registered base model: start the classification head afresh (the dataset's labels may
+    /// then differ from the version's).
+    pub reset_head: bool,
+}
+
+impl TrainingInput {
+    /// Readies a retrain from a registered version: the base model becomes `pinned` (the version by
+    /// number, whatever alias named it), the task must be the version's, and what shapes the network
+    /// comes from the version unless given: a text model's pooling, an MLP's hidden layers (which
+    /// cannot change).
+    pub fn start_from(
+        &mut self,
+        pinned: &RegisteredModel,
+        manifest: &ModelManifest,
+    ) -> Result<(), FieldError> {
+        if let Some(task) = self.task
+            && task != manifest.task
+        {
+            return Err(FieldError::new(
+                "task",
+                format!(
+                    "{pinned} is a {} model; a retrain keeps its task",
+                    manifest.task.as_str()
+                ),
+            ));
+        }
+        self.task = Some(manifest.task);
+        self.base_model = Some(pinned.to_string());
+        let h = &mut self.hyperparameters;
+        match &manifest.architecture {
+            ModelArchitecture::Bert { pooling, .. } => {
+                h.pooling.get_or_insert(*pooling);
+            }
+            ModelArchitecture::Mlp { hidden_sizes, .. } => {
+                let kept: Vec<i64> = hidden_sizes.iter().map(|&n| n as i64).collect();
+                match &h.hidden_sizes {
+                    Some(given) if *given != kept => {
+                        return Err(FieldError::new(
+                            "hyperparameters.hiddenSizes",
+                            format!(
+                                "a retrain keeps {pinned}'s hidden layers {kept:?}; leave \
+                                 hiddenSizes out"
+                            ),
+                        ));
+                    }
+                    _ => h.hidden_sizes = Some(kept),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TrainingSettings {
+    /// Checks a retrain against its dataset: the same features in the same order (an MLP), and the
+    /// version's labels (in any order) and pooling unless the head is reset.
+    pub fn check_retrain(
+        &self,
+        manifest: &ModelManifest,
+        dataset: &DatasetSummary,
+    ) -> Result<(), FieldError> {
+        let base = self
+            .base_model
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if let ModelArchitecture::Mlp { features, .. } = &manifest.architecture
+            && *features != dataset.features
+        {
+            return Err(FieldError::new(
+                "datasetId",
+                format!(
+                    "the dataset's features ({}) are not {base}'s ({}) in the same order",
+                    abbreviate(&dataset.features.join(", "), 200),
+                    abbreviate(&features.join(", "), 200)
+                ),
+            ));
+        }
+        if self.reset_head {
+            return Ok(());
+        }
+        let mut old = manifest.labels.clone();
+        old.sort();
+        let new: Vec<String> = dataset.labels.keys().cloned().collect();
+        if old != new {
+            return Err(FieldError::new(
+                "baseModel",
+                format!(
+                    "{base} was trained on the labels {}; the dataset has {}. Give resetHead: true \
+                     to train a new head on the dataset's labels",
+                    abbreviate(&old.join(", "), 200),
+                    abbreviate(&new.join(", "), 200)
+                ),
+            ));
+        }
+        if let ModelArchitecture::Bert { pooling, .. } = &manifest.architecture
+            && *pooling != self.hyperparameters.pooling
+        {
+            return Err(FieldError::new(
+                "hyperparameters.pooling",
+                format!(
+                    "{base}'s head was trained over {} pooling; keep it, or give resetHead: true",
+                    format!("{pooling:?}").to_uppercase()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Checked training settings, defaults filled in.
@@ -153,6 +352,8 @@ pub struct TrainingSettings {
     pub hyperparameters: Hyperparams,
     /// LoRA adapters instead of a full fine-tune (text tasks with a base model only).
     pub lora: Option<LoraSettings>,
+    /// With a registered base model: the head starts from random weights instead of the version's.
+    pub reset_head: bool,
 }
 
 impl TrainingSettings {
@@ -163,10 +364,19 @@ impl TrainingSettings {
             None => None,
             Some(raw) => BaseModelRef::parse("baseModel", raw)?,
         };
-        if base_model.is_some() && task != TaskKind::TextClassification {
+        let registered = matches!(base_model, Some(BaseModelRef::Registered(_)));
+        if base_model.is_some() && !registered && task != TaskKind::TextClassification {
             return Err(FieldError::new(
                 "baseModel",
-                "applies to TEXT_CLASSIFICATION only",
+                "a pretrained model applies to TEXT_CLASSIFICATION only; a TABULAR_CLASSIFICATION \
+                 job may start from a registered version (model:NAME/VERSION or model:NAME@ALIAS)",
+            ));
+        }
+        if input.reset_head && !registered {
+            return Err(FieldError::new(
+                "resetHead",
+                "applies to a retrain only: a baseModel of the form model:NAME/VERSION or \
+                 model:NAME@ALIAS",
             ));
         }
         let model_config = match (&input.model_config, &base_model, task) {
@@ -190,6 +400,12 @@ impl TrainingSettings {
             None => None,
             Some(c) => LoraSettings::parse("customization", c)?,
         };
+        if lora.is_some() && task != TaskKind::TextClassification {
+            return Err(FieldError::new(
+                "customization.method",
+                "LORA applies to TEXT_CLASSIFICATION only",
+            ));
+        }
         if lora.is_some() && base_model.is_none() {
             return Err(FieldError::new(
                 "customization.method",
@@ -236,6 +452,7 @@ impl TrainingSettings {
             model_config,
             hyperparameters,
             lora,
+            reset_head: input.reset_head,
         })
     }
 }
@@ -265,6 +482,55 @@ mod tests {
         let error = HubModel::parse("baseModel", &long).unwrap().unwrap_err();
         assert!(error.message.contains("at most"), "{}", error.message);
         assert!(BaseModelRef::parse("baseModel", &"x".repeat(2000)).is_err());
+    }
+
+    #[test]
+    fn registered_references_are_parsed_and_shown_as_given() {
+        let parse = |raw: &str| match BaseModelRef::parse("baseModel", raw) {
+            Ok(Some(BaseModelRef::Registered(r))) => Ok(r),
+            Ok(other) => panic!("{raw}: {other:?}"),
+            Err(e) => Err(e.message),
+        };
+        let by_number = parse("model:guard/3").unwrap();
+        assert_eq!(by_number.model.as_str(), "guard");
+        assert_eq!(by_number.number(), Some(3));
+        assert_eq!(by_number.to_string(), "model:guard/3");
+        let by_alias = parse("model:guard@production").unwrap();
+        assert_eq!(
+            by_alias.version,
+            VersionSelector::Alias(AliasName::parse("a", "production").unwrap())
+        );
+        assert_eq!(by_alias.number(), None);
+        assert_eq!(by_alias.to_string(), "model:guard@production");
+        for (bad, says) in [
+            ("model:guard", "model:NAME/VERSION or model:NAME@ALIAS"),
+            ("model:guard/0", "whole number from 1"),
+            ("model:guard/x", "whole number from 1"),
+            ("model:/1", "model:/1"),
+            ("model:guard@Prod", "lowercase"),
+            ("model:guard/1/2", "whole number"),
+        ] {
+            let message = parse(bad).unwrap_err();
+            assert!(message.contains(says), "{bad}: {message}");
+        }
+        // A retrain may be tabular; resetHead needs one.
+        let tabular = TrainingInput {
+            task: Some(TaskKind::TabularClassification),
+            base_model: Some("model:fraud/1".into()),
+            reset_head: true,
+            ..Default::default()
+        };
+        let settings = TrainingSettings::parse(&tabular).unwrap();
+        assert!(settings.reset_head);
+        let stray = TrainingInput {
+            base_model: Some("hf:org/m".into()),
+            reset_head: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            TrainingSettings::parse(&stray).unwrap_err().field,
+            "resetHead"
+        );
     }
 
     #[test]

@@ -90,7 +90,12 @@ async fn run_logged(
         examples.label_names().join(", ")
     ));
     if let Some(base) = &job.settings.base_model {
-        log.info(format!("base model {base} ready"));
+        let head = if job.settings.reset_head {
+            ", its head to be trained afresh (resetHead)"
+        } else {
+            ""
+        };
+        log.info(format!("base model {base} ready{head}"));
     }
     // Whatever an earlier attempt recorded after the checkpoint is gone; followers hear it.
     if (resume.is_some() || job.attempts > 1 || job.progress.is_some())
@@ -210,7 +215,7 @@ async fn prepare(
         .training_examples(&job.dataset_id, &dir.join("data"))
         .await?;
     let base_dir = match &job.settings.base_model {
-        Some(base) => Some(service.base_model_dir(base).await.map_err(|e| {
+        Some(base) => Some(service.base_model_dir(base, dir).await.map_err(|e| {
             UserError::wrap(
                 "the base model could not be fetched; retry the job later",
                 e,

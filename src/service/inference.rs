@@ -17,7 +17,6 @@ use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
     AliasName, FieldError, ModelArchitecture, ModelName, ModelVersionRecord, now_ms,
 };
-use crate::objects::keys;
 use crate::train::inference::LoadedModel;
 
 /// The most inputs (or rows) one `predict` takes.
@@ -230,26 +229,14 @@ impl Service {
     }
 
     async fn load_version(&self, version: &ModelVersionRecord) -> anyhow::Result<LoadedModel> {
-        let name = ModelName::parse("model", &version.model_name)?;
-        let prefix = keys::model_run(&name, &version.job_id)?;
         let dir = self
             .settings
             .work_dir
             .join("serving")
             .join(uuid::Uuid::new_v4().to_string());
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .with_context(|| format!("creating {}", dir.display()))?;
+        // The weights and tokenizer are read whole into memory; the folder is removed after.
         let loaded = async {
-            for (file, _) in self.objects.list(&prefix).await? {
-                // The weights and tokenizer are read whole into memory; the folder is removed after.
-                if file.contains('/') {
-                    continue;
-                }
-                self.objects
-                    .get_to_file(&prefix.join(&file)?, &dir.join(&file))
-                    .await?;
-            }
+            self.fetch_version_files(version, &dir).await?;
             let path = dir.clone();
             tokio::task::spawn_blocking(move || {
                 LoadedModel::load(&path, &crate::train::default_device())

@@ -5,9 +5,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
-    AliasName, DatasetStatus, DisplayName, EpochMetrics, FieldError, JobFilter, JobRecord,
-    JobStatus, MetricPoint, ModelName, Priority, TrainingInput, TrainingSettings, abbreviate,
-    is_plausible_id,
+    AliasName, BaseModelRef, DatasetStatus, DisplayName, EpochMetrics, FieldError, JobFilter,
+    JobRecord, JobStatus, MetricPoint, ModelName, Priority, TrainingInput, TrainingSettings,
+    abbreviate, is_plausible_id,
 };
 use crate::events::JobEvent;
 use crate::store::{NewJob, Page};
@@ -27,6 +27,8 @@ pub struct Submission {
     pub max_duration_minutes: Option<f64>,
     /// An alias to move to the trained version if it passes the alias's promotion policy.
     pub auto_promote: Option<String>,
+    /// Why the job is submitted (up to 1000 characters), kept on the job.
+    pub reason: Option<String>,
 }
 
 /// The longest time limit a job may have, in minutes (30 days).
@@ -43,7 +45,23 @@ impl Service {
         if let Some((defaults, _)) = self.store.training_defaults(model_name.as_str()).await? {
             training.hyperparameters = training.hyperparameters.or(&defaults);
         }
+        // A retrain starts from the version its reference names now, pinned by number.
+        let retrain = match training
+            .base_model
+            .as_deref()
+            .map(|raw| BaseModelRef::parse("baseModel", raw))
+            .transpose()?
+            .flatten()
+        {
+            Some(BaseModelRef::Registered(reference)) => {
+                let (pinned, manifest) = self.registered_version(&reference).await?;
+                training.start_from(&pinned, &manifest)?;
+                Some(manifest)
+            }
+            _ => None,
+        };
         let settings = TrainingSettings::parse(&training)?;
+        let reason = super::registry::reason(submission.reason.as_deref())?;
         let auto_promote = submission
             .auto_promote
             .as_deref()
@@ -103,6 +121,9 @@ impl Service {
             let counts: Vec<u64> = dataset.summary.labels.values().copied().collect();
             weights.resolve(&labels, &counts)?;
         }
+        if let Some(manifest) = &retrain {
+            settings.check_retrain(manifest, &dataset.summary)?;
+        }
         if let Some(base) = &settings.base_model {
             let roots = Some(&self.settings.model_roots);
             super::training::check_base_model("baseModel", base, roots).await?;
@@ -123,6 +144,7 @@ impl Service {
                     .map(|m| (m * 60_000.0).round() as i64)
                     .or(self.settings.default_max_duration_ms),
                 auto_promote: auto_promote.map(|a| a.as_str().to_string()),
+                reason,
             })
             .await?;
         // Idle workers, here and on other replicas, wake up on this event.

@@ -38,6 +38,39 @@ impl Service {
         Ok(self.store.count_models().await?)
     }
 
+    /// Copies a version's files (its export's top level) from the object store into `dir`, streamed.
+    pub(super) async fn fetch_version_files(
+        &self,
+        version: &ModelVersionRecord,
+        dir: &Path,
+    ) -> anyhow::Result<()> {
+        let name = ModelName::parse("model", &version.model_name)?;
+        let prefix = keys::model_run(&name, &version.job_id)?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("creating {}", dir.display()))?;
+        for (file, _) in self.objects.list(&prefix).await? {
+            if file.contains('/') {
+                continue;
+            }
+            self.objects
+                .get_to_file(&prefix.join(&file)?, &dir.join(&file))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A version's `kiln.json`.
+    pub(super) async fn version_manifest(
+        &self,
+        version: &ModelVersionRecord,
+    ) -> anyhow::Result<ModelManifest> {
+        let name = ModelName::parse("model", &version.model_name)?;
+        let key = keys::model_run(&name, &version.job_id)?.join(ModelManifest::FILE_NAME)?;
+        let bytes = self.objects.get_bytes(&key).await?;
+        Ok(ModelManifest::from_json(&bytes)?)
+    }
+
     /// Versions by id, in one round trip.
     pub async fn model_versions_by_id(
         &self,

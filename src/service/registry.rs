@@ -10,8 +10,8 @@ use super::{Service, ServiceError, ServiceResult};
 use crate::auth::{Principal, Role};
 use crate::domain::{
     AliasChange, AliasName, AliasTarget, FieldError, Hyperparams, HyperparamsInput, JobRecord,
-    LogLevel, ModelAlias, ModelName, ModelRecord, ModelVersionRecord, PromotionPolicy, Rule,
-    Verdict, now_ms,
+    LogLevel, ModelAlias, ModelManifest, ModelName, ModelRecord, ModelVersionRecord,
+    PromotionPolicy, RegisteredModel, Rule, Verdict, VersionSelector, now_ms,
 };
 
 /// The longest reason kept with an alias move, in characters.
@@ -37,7 +37,7 @@ impl Mover<'_> {
     }
 }
 
-fn reason(raw: Option<&str>) -> Result<Option<String>, FieldError> {
+pub(super) fn reason(raw: Option<&str>) -> Result<Option<String>, FieldError> {
     let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
         return Ok(None);
     };
@@ -72,6 +72,46 @@ impl Service {
         let why = reason(why)?;
         let (name, record) = self.existing_model(model).await?;
         Ok((name, record, alias, why))
+    }
+
+    /// The version a retrain's `model:` reference names, with its manifest: a number as given, an alias
+    /// where it points now (a split alias: its arm with the largest weight). Returned as the reference
+    /// pinned to the number.
+    pub(super) async fn registered_version(
+        &self,
+        reference: &RegisteredModel,
+    ) -> ServiceResult<(RegisteredModel, ModelManifest)> {
+        let model = reference.model.as_str();
+        let refuse = |message: String| ServiceError::from(FieldError::new("baseModel", message));
+        if self.store.get_model(model).await?.is_none() {
+            return Err(refuse(format!("no model named {model}")));
+        }
+        let number = match &reference.version {
+            VersionSelector::Number(v) => *v,
+            VersionSelector::Alias(alias) => self
+                .store
+                .aliases_of(model)
+                .await?
+                .into_iter()
+                .find(|a| a.alias == alias.as_str())
+                .ok_or_else(|| refuse(format!("model {model} has no alias {}", alias.as_str())))?
+                .target
+                .primary(),
+        };
+        let version = self
+            .store
+            .model_version(model, number)
+            .await?
+            .ok_or_else(|| refuse(format!("model {model} has no version {number}")))?;
+        let manifest = self
+            .version_manifest(&version)
+            .await
+            .map_err(ServiceError::Internal)?;
+        let pinned = RegisteredModel {
+            model: reference.model.clone(),
+            version: VersionSelector::Number(number),
+        };
+        Ok((pinned, manifest))
     }
 
     /// Every alias of many models, in one round trip, by model then alias.

@@ -143,8 +143,12 @@ pub async fn check_base_model(
     base: &BaseModelRef,
     roots: Option<&ModelRoots>,
 ) -> Result<(), FieldError> {
-    let BaseModelRef::Local(dir) = base else {
-        return Ok(());
+    let dir = match base {
+        BaseModelRef::Local(dir) => dir,
+        BaseModelRef::Hub(_) => return Ok(()),
+        // The service resolves these against its registry; `kiln train` has none.
+        BaseModelRef::Registered(_) if roots.is_some() => return Ok(()),
+        BaseModelRef::Registered(_) => return Err(no_registry(field)),
     };
     let (name, dir, roots) = (field.to_string(), dir.clone(), roots.cloned());
     tokio::task::spawn_blocking(move || match roots {
@@ -161,8 +165,17 @@ pub async fn check_base_model(
     .map_err(|_| FieldError::new(field, "could not be checked"))?
 }
 
+fn no_registry(field: &str) -> FieldError {
+    FieldError::new(
+        field,
+        "model:NAME/VERSION names a version in a kiln server's registry: submit the job to the \
+         server (submitJob) to retrain it",
+    )
+}
+
 /// The local directory of a base model: the folder under `roots` (when given), or the hub cache under
-/// `cache_root` after downloading what is missing.
+/// `cache_root` after downloading what is missing. A registered version is fetched by the service
+/// ([`Service::base_model_dir`]).
 pub async fn fetch_base_model(
     base: &BaseModelRef,
     hub: &HubSettings,
@@ -180,6 +193,7 @@ pub async fn fetch_base_model(
             let token = hub.token.as_ref().map(|t| t.expose());
             crate::hub::fetch(model, &hub.endpoint, token, cache_root).await
         }
+        BaseModelRef::Registered(_) => Err(UserError::new(no_registry("baseModel").message).into()),
     }
 }
 
@@ -224,7 +238,11 @@ impl Service {
                     })?;
                 (memory::bert(&config, labels, batch, seq), "baseModel")
             }
-            (TaskKind::TextClassification, Some(BaseModelRef::Hub(_))) => return Ok(()),
+            // Known once the worker has the weights, and checked there.
+            (
+                TaskKind::TextClassification,
+                Some(BaseModelRef::Hub(_) | BaseModelRef::Registered(_)),
+            ) => return Ok(()),
         };
         match memory::refusal(&estimate, self.settings.max_train_memory, model_field) {
             Some((field, message)) => Err(FieldError::new(field, message)),
@@ -280,9 +298,31 @@ impl Service {
             })
     }
 
-    /// The local directory of a job's base model, downloaded into the work folder's `hub/` cache when it
-    /// comes from the hub.
-    pub async fn base_model_dir(&self, base: &BaseModelRef) -> anyhow::Result<PathBuf> {
+    /// The local directory of a job's base model: downloaded into the work folder's `hub/` cache when it
+    /// comes from the hub; a registered version's files copied into `job_dir/base`.
+    pub async fn base_model_dir(
+        &self,
+        base: &BaseModelRef,
+        job_dir: &Path,
+    ) -> anyhow::Result<PathBuf> {
+        if let BaseModelRef::Registered(registered) = base {
+            let number = registered
+                .number()
+                .context("a job's registered base model names its version")?;
+            let model = registered.model.as_str();
+            let version = self
+                .store
+                .model_version(model, number)
+                .await?
+                .ok_or_else(|| {
+                    UserError::new(format!(
+                        "version {number} of model {model} no longer exists"
+                    ))
+                })?;
+            let dir = job_dir.join("base");
+            self.fetch_version_files(&version, &dir).await?;
+            return Ok(dir);
+        }
         fetch_base_model(
             base,
             &self.settings.hub,

@@ -24,6 +24,8 @@ pub struct NewJob {
     pub max_attempts: i64,
     pub max_duration_ms: Option<i64>,
     pub auto_promote: Option<String>,
+    /// Why the job was submitted (a retrain's reason, say).
+    pub reason: Option<String>,
 }
 
 /// What a running job has done since its last write, each part optional.
@@ -64,7 +66,8 @@ pub struct AttemptEnd<'a> {
 pub(super) const COLUMNS: &str = "id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, customization, priority, \
                        status, error, progress, attempts, max_attempts, lease_owner, lease_expires_at, \
                        cancel_requested, pause_requested, next_attempt_at, max_duration_ms, run_ms, \
-                       attempt_started_at, model_version_id, created_at, started_at, finished_at, auto_promote";
+                       attempt_started_at, model_version_id, created_at, started_at, finished_at, auto_promote, \
+                       reset_head, reason";
 
 /// What `job_epochs.details` holds.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -86,6 +89,7 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<JobRecord> {
     let progress: Option<String> = row.try_get("progress")?;
     let cancel: i64 = row.try_get("cancel_requested")?;
     let pause: i64 = row.try_get("pause_requested")?;
+    let reset_head: i64 = row.try_get("reset_head")?;
     let settings = TrainingSettings {
         task: TaskKind::parse(&row.try_get::<String, _>("task")?).map_err(|e| corrupt("job", e))?,
         base_model: match base_model {
@@ -103,6 +107,7 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<JobRecord> {
             .try_get::<Option<String>, _>("customization")?
             .map(|c| json("job customization", &c))
             .transpose()?,
+        reset_head: reset_head != 0,
     };
     Ok(JobRecord {
         id: row.try_get("id")?,
@@ -130,6 +135,7 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<JobRecord> {
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         auto_promote: row.try_get("auto_promote")?,
+        reason: row.try_get("reason")?,
     })
 }
 
@@ -171,8 +177,9 @@ impl Store {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, \
              priority, status, attempts, max_attempts, cancel_requested, max_duration_ms, created_at, updated_at, \
-             customization, auto_promote) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'QUEUED', 0, $10, 0, $12, $11, $11, $13, $14) RETURNING {COLUMNS}"
+             customization, auto_promote, reset_head, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'QUEUED', 0, $10, 0, $12, $11, $11, $13, $14, $15, $16) \
+             RETURNING {COLUMNS}"
         )))
         .bind(&job.id)
         .bind(&job.name)
@@ -197,6 +204,8 @@ impl Store {
                 .map(|l| serde_json::to_string(l).expect("LoRA settings serialise")),
         )
         .bind(&job.auto_promote)
+        .bind(job.settings.reset_head as i64)
+        .bind(&job.reason)
         .fetch_one(&self.pool)
         .await.map_err(|e| self.note(e))?;
         decode(&row)

@@ -112,7 +112,7 @@ pub(super) fn write(
 }
 
 /// Replaces each adapted weight `W` by `W + scale · B A`.
-fn merge(
+pub(super) fn merge(
     weights: &mut HashMap<String, Tensor>,
     all: &HashMap<String, Tensor>,
     lora: &LoraSettings,

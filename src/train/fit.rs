@@ -20,10 +20,12 @@ use super::metrics::classification;
 use super::mlp::{self, Mlp, Standardizer};
 use super::optim::{Optimizer, OptimizerKind, check_kind};
 use super::params::Params;
+use super::retrain;
 use super::schedule::Schedule;
 use super::{Interrupt, ProgressSink, StepReport, TrainOutcome, TrainSpec};
 use crate::domain::{
-    EarlyStopping, EpochMetrics, ExampleKind, Examples, Hyperparams, OptimizerChoice, UserError,
+    BaseModelRef, EarlyStopping, EpochMetrics, ExampleKind, Examples, Hyperparams,
+    ModelArchitecture, OptimizerChoice, UserError,
 };
 
 /// A model plus what turns examples into its input. Rows are read and encoded a batch at a time.
@@ -586,6 +588,16 @@ fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<N
     let num_labels = data.label_names().len();
     let hyper = &spec.settings.hyperparameters;
     let max_len = hyper.max_seq_length as usize;
+    let reset_head = spec.settings.reset_head;
+    // A retrain: the base folder is a registered version's export.
+    let mut version = match (&spec.settings.base_model, &spec.base_dir) {
+        (Some(BaseModelRef::Registered(_)), Some(dir)) => {
+            let mut version = retrain::Version::read(dir, &spec.device)?;
+            version.prepare_head(data.label_names(), reset_head)?;
+            Some(version)
+        }
+        _ => None,
+    };
     match data.kind() {
         ExampleKind::Text => {
             let options = BertOptions {
@@ -604,13 +616,32 @@ fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<N
                     let max_len = max_len.min(config.max_position_embeddings);
                     let tokenizer = super::tokenizer::load(&dir.join("tokenizer.json"), max_len)?;
                     let model = BertClassifier::new(params, config, num_labels, &options)?;
-                    // A sentence-embedding checkpoint has no pooler: CLS pooling then starts it
-                    // from random weights, like the head.
-                    params.load_prefixed(
-                        &dir.join("model.safetensors"),
-                        "bert.",
-                        &|name: &str| name.starts_with(POOLER),
-                    )?;
+                    match version.take() {
+                        Some(version) => {
+                            let ModelArchitecture::Bert { pooling, .. } =
+                                &version.manifest.architecture
+                            else {
+                                bail!(UserError::new("the registered version is not a text model"));
+                            };
+                            if *pooling != hyper.pooling && !reset_head {
+                                bail!(UserError::new(format!(
+                                    "the registered version pools with {}; keep that pooling or \
+                                     give resetHead: true",
+                                    format!("{pooling:?}").to_uppercase()
+                                )));
+                            }
+                            version.load_into(params, reset_head)?;
+                        }
+                        // A sentence-embedding checkpoint has no pooler: CLS pooling then starts it
+                        // from random weights, like the head.
+                        None => {
+                            params.load_prefixed(
+                                &dir.join("model.safetensors"),
+                                "bert.",
+                                &|name: &str| name.starts_with(POOLER),
+                            )?;
+                        }
+                    }
                     (model, tokenizer)
                 }
                 None => {
@@ -630,15 +661,54 @@ fn build(spec: &TrainSpec, params: &mut Params, train_idx: &[usize]) -> Result<N
             text_net(model, tokenizer)
         }
         ExampleKind::Tabular { feature_names } => {
-            let hidden = hyper.tabular_hidden_sizes();
+            // A retrain keeps the version's layers and its standardisation (its weights expect it).
+            let start = match &version {
+                Some(v) => match &v.manifest.architecture {
+                    ModelArchitecture::Mlp {
+                        hidden_sizes,
+                        features,
+                        standardization,
+                    } => {
+                        if features != feature_names {
+                            bail!(UserError::new(format!(
+                                "the dataset's features ({}) are not the registered version's ({}), \
+                                 in the same order",
+                                feature_names.join(", "),
+                                features.join(", ")
+                            )));
+                        }
+                        let standardizer = Standardizer {
+                            mean: standardization.mean.clone(),
+                            std: standardization.std.clone(),
+                        };
+                        Some((hidden_sizes.clone(), standardizer))
+                    }
+                    ModelArchitecture::Bert { .. } => {
+                        bail!(UserError::new(
+                            "the registered version is not a tabular model"
+                        ))
+                    }
+                },
+                None => None,
+            };
+            let hidden = match &start {
+                Some((hidden, _)) => hidden.clone(),
+                None => hyper.tabular_hidden_sizes(),
+            };
             if let Some(limit) = spec.max_memory {
                 let batch = hyper.batch_size as u64;
                 let estimate = memory::mlp(feature_names.len(), &hidden, num_labels, batch);
                 refuse(memory::refusal(&estimate, limit, "datasetId"))?;
             }
-            let standardizer = Standardizer::fit(train_idx.iter().map(|&i| data.features(i)))?;
+            let standardizer = match start {
+                Some((_, standardizer)) => standardizer,
+                None => Standardizer::fit(train_idx.iter().map(|&i| data.features(i)))?,
+            };
             let dropout = hyper.dropout.unwrap_or(mlp::DEFAULT_DROPOUT);
             let model = Mlp::new(params, feature_names.len(), &hidden, num_labels, dropout)?;
+            if let Some(version) = &version {
+                version.load_into(params, reset_head)?;
+            }
             Ok(Net::Tabular {
                 model,
                 standardizer,

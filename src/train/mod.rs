@@ -4,7 +4,9 @@
 //!
 //! Models: a BERT-family text classifier ([`bert`]) that fine-tunes a HuggingFace-format directory (every
 //! weight, the layers above `freezeLayers`, or LoRA adapters) or trains a small random-initialised one,
-//! and a tabular MLP ([`mlp`]). Both are plain classifiers over a shared loop ([`fit`]): AdamW or SGD
+//! and a tabular MLP ([`mlp`]). Either may start from a registered version's export instead (a retrain:
+//! its weights, tokenizer, head and, for an MLP, its layers and standardisation; [`retrain`]). Both
+//! are plain classifiers over a shared loop ([`fit`]): AdamW or SGD
 //! ([`optim`]), (class-weighted) cross-entropy, gradient accumulation and clipping, a warm-up then a
 //! constant, linear or cosine learning rate ([`schedule`]), a validation split held out with the seed,
 //! metrics after every epoch (per label too, with the confusion matrix), early stopping that keeps the
@@ -25,6 +27,7 @@ pub mod metrics;
 pub mod mlp;
 pub mod optim;
 mod params;
+mod retrain;
 mod schedule;
 pub mod tokenizer;
 
@@ -47,7 +50,8 @@ pub struct TrainSpec {
     /// The examples, read a batch at a time; their label names are the model's labels.
     pub data: TrainData,
     /// The local HuggingFace-format directory (`config.json`, `tokenizer.json`, `model.safetensors`) of
-    /// the settings' base model, wherever it was fetched to. `None` without a base model: a text task
+    /// the settings' base model, wherever it was fetched to; for a registered version, the folder of
+    /// its export (`kiln.json` too). `None` without a base model: a text task
     /// then trains a small random-initialised BERT with a tokenizer fitted on the training texts.
     pub base_dir: Option<PathBuf>,
     /// The trained model's files are written here.

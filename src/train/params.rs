@@ -157,25 +157,18 @@ impl Params {
         prefix: &str,
         optional: &dyn Fn(&str) -> bool,
     ) -> Result<HashSet<String>> {
-        let file = path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let size = std::fs::metadata(path)
-            .with_context(|| format!("reading weights from {}", path.display()))?
-            .len();
-        if size > MAX_WEIGHTS_BYTES {
-            bail!(UserError::new(format!(
-                "the base model's {file} is {size} bytes, more than the {MAX_WEIGHTS_BYTES} kiln reads"
-            )));
-        }
-        let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(path, &self.device)
-            .map_err(|e| {
-            UserError::wrap(
-                format!("the base model's {file} is not a safetensors file kiln can read"),
-                anyhow::Error::new(e).context(format!("reading weights from {}", path.display())),
-            )
-        })?;
+        let tensors = read_weights(path, &self.device)?;
+        self.load_tensors(&tensors, &file_name(path), prefix, optional)
+    }
+
+    /// [`Params::load_prefixed`] from tensors already read (`file` names them in errors).
+    pub fn load_tensors(
+        &self,
+        tensors: &HashMap<String, Tensor>,
+        file: &str,
+        prefix: &str,
+        optional: &dyn Fn(&str) -> bool,
+    ) -> Result<HashSet<String>> {
         let data = self.varmap.data().lock().expect("varmap lock");
         let mut loaded = HashSet::new();
         for (name, var) in data.iter() {
@@ -204,7 +197,6 @@ impl Params {
         Ok(loaded)
     }
 
-    /// Writes every variable to a safetensors file under its own name.
     /// Writes every trainable variable to a safetensors file under its own name (a LoRA run's
     /// checkpoint holds its adapters and head, not the base model).
     pub fn save_trainable(&self, path: &Path) -> Result<()> {
@@ -216,6 +208,32 @@ impl Params {
         candle_core::safetensors::save(&tensors, path)
             .with_context(|| format!("writing weights to {}", path.display()))
     }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Every tensor of a base model's safetensors file, refused (as the user's problem) when the file is
+/// larger than [`MAX_WEIGHTS_BYTES`] or not safetensors.
+pub fn read_weights(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let file = file_name(path);
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("reading weights from {}", path.display()))?
+        .len();
+    if size > MAX_WEIGHTS_BYTES {
+        bail!(UserError::new(format!(
+            "the base model's {file} is {size} bytes, more than the {MAX_WEIGHTS_BYTES} kiln reads"
+        )));
+    }
+    candle_core::safetensors::load(path, device).map_err(|e| {
+        UserError::wrap(
+            format!("the base model's {file} is not a safetensors file kiln can read"),
+            anyhow::Error::new(e).context(format!("reading weights from {}", path.display())),
+        )
+    })
 }
 
 /// One draw from N(0, 1) by the Box–Muller transform.

@@ -22,6 +22,7 @@ mod queue;
 mod registry;
 mod replicas;
 mod resume;
+mod retrain;
 mod schema;
 mod subscriptions;
 mod training;

@@ -17,7 +17,7 @@ use kiln::train::inference::LoadedModel;
 use crate::helpers::{max_abs_diff, separable_tabular_csv, separable_text_jsonl};
 use crate::resume::{Never, Record, assert_exact_resume_with, data, run, spec};
 
-fn text_data(dir: &Path) -> TrainData {
+pub fn text_data(dir: &Path) -> TrainData {
     data(
         dir,
         "text.jsonl",
@@ -42,6 +42,7 @@ fn settings(
         model_config: None,
         hyperparameters: h,
         customization: customization.map(|c| serde_json::from_value(c).unwrap()),
+        reset_head: false,
     })
     .unwrap()
 }
@@ -61,7 +62,7 @@ fn bits(t: &Tensor) -> Vec<u32> {
 }
 
 /// A small BERT trained from random weights: the base that the LoRA and freezing tests start from.
-fn pretrained_base(root: &Path, data: &TrainData) -> PathBuf {
+pub fn pretrained_base(root: &Path, data: &TrainData) -> PathBuf {
     let settings = settings(
         TaskKind::TextClassification,
         None,

@@ -328,6 +328,7 @@ async fn queue(store: &Store, dataset: &str, id: &str, priority: Priority) {
             max_attempts: 2,
             max_duration_ms: None,
             auto_promote: None,
+            reason: None,
         })
         .await
         .unwrap();

@@ -94,6 +94,7 @@ fn settings(task: TaskKind, every: Option<i64>) -> TrainingSettings {
             ..Default::default()
         },
         customization: None,
+        reset_head: false,
     })
     .unwrap()
 }

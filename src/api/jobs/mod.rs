@@ -40,10 +40,20 @@ pub struct SubmitJobInput {
     pub task: TaskKind,
     /// A READY dataset whose kind fits the task.
     pub dataset_id: ID,
-    /// The pretrained model to fine-tune: the path of a HuggingFace-format directory on the server
-    /// (`config.json`, `tokenizer.json`, `model.safetensors`), or `hf:org/name[@revision]` to download
-    /// from the hub. Absent: a small random-initialised BERT. Text tasks only.
+    /// What the weights start from. A pretrained model (text tasks): the path of a HuggingFace-format
+    /// directory on the server (`config.json`, `tokenizer.json`, `model.safetensors`), or
+    /// `hf:org/name[@revision]` to download from the hub. Or a retrain (either task):
+    /// `model:NAME/VERSION` or `model:NAME@ALIAS` starts from that registered version's weights,
+    /// tokenizer, head and labels (an alias is resolved when the job is submitted, and the job keeps
+    /// the version's number). Absent: a small random-initialised BERT, or a new MLP.
     pub base_model: Option<String>,
+    /// With a `model:` base model: start the classification head from random weights, so the
+    /// dataset's labels (or the pooling) may differ from the version's. Default false: a label set
+    /// that differs is refused.
+    #[graphql(default)]
+    pub reset_head: bool,
+    /// Why the job is submitted (up to 1000 characters), kept on the job.
+    pub reason: Option<String>,
     pub model_config: Option<ModelConfigInputGql>,
     pub hyperparameters: Option<HyperparametersInput>,
     /// How the base model's weights are trained: every weight (default) or LoRA adapters.
@@ -78,10 +88,12 @@ impl From<SubmitJobInput> for Submission {
                 }),
                 hyperparameters: h.into(),
                 customization: input.customization.map(Into::into),
+                reset_head: input.reset_head,
             },
             priority: input.priority.into(),
             max_duration_minutes: input.max_duration_minutes,
             auto_promote: input.auto_promote,
+            reason: input.reason,
         }
     }
 }

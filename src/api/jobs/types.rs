@@ -167,8 +167,18 @@ impl Job {
     async fn task(&self) -> TaskKind {
         self.0.settings.task.into()
     }
+    /// As submitted; a retrain's `model:NAME@ALIAS` shows as the version it was resolved to,
+    /// `model:NAME/VERSION`.
     async fn base_model(&self) -> Option<String> {
         self.0.settings.base_model.as_ref().map(|b| b.to_string())
+    }
+    /// A retrain that started its classification head afresh.
+    async fn reset_head(&self) -> bool {
+        self.0.settings.reset_head
+    }
+    /// Why the job was submitted, as its submitter said.
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
     }
     async fn model_config(&self) -> Option<ModelConfig> {
         self.0.settings.model_config.map(|c| ModelConfig {
