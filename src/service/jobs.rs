@@ -5,9 +5,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
-    AliasName, BaseModelRef, DatasetStatus, DisplayName, EpochMetrics, FieldError, JobFilter,
-    JobRecord, JobStatus, MetricPoint, ModelName, Priority, TrainingInput, TrainingSettings,
-    abbreviate, is_plausible_id,
+    AliasName, BaseModelRef, DatasetStatus, DisplayName, EpochMetrics, FieldError,
+    HyperparamsInput, JobFilter, JobRecord, JobStatus, MetricPoint, ModelName, Priority,
+    TrainingInput, TrainingSettings, abbreviate, is_plausible_id,
 };
 use crate::events::JobEvent;
 use crate::store::{NewJob, Page};
@@ -31,6 +31,33 @@ pub struct Submission {
     pub reason: Option<String>,
 }
 
+/// A refusal of a hyperparameter the submission left out and the model's training defaults gave says
+/// so, since the submission never named it.
+fn blame_defaults(
+    error: FieldError,
+    own: &HyperparamsInput,
+    defaults: &HyperparamsInput,
+    model: &ModelName,
+) -> FieldError {
+    let Some(rest) = error.field.strip_prefix("hyperparameters.") else {
+        return error;
+    };
+    let name = rest.split(['.', '[']).next().unwrap_or(rest).to_string();
+    let named = |input: &HyperparamsInput| input.set_fields().iter().any(|(n, _)| *n == name);
+    if named(own) || !named(defaults) {
+        return error;
+    }
+    FieldError::new(
+        error.field,
+        format!(
+            "{} ({name} comes from model {}'s training defaults: give it in the job, or change \
+             them with setModelTrainingDefaults)",
+            error.message,
+            model.as_str()
+        ),
+    )
+}
+
 /// The longest time limit a job may have, in minutes (30 days).
 pub const MAX_DURATION_MINUTES: f64 = 43_200.0;
 
@@ -38,12 +65,50 @@ impl Service {
     /// Checks a submission and queues the job. A refused submission is a `BadInput` naming the field,
     /// and nothing is queued.
     pub async fn submit_job(&self, submission: Submission) -> ServiceResult<JobRecord> {
-        let name = DisplayName::parse("name", &submission.name)?;
         let model_name = ModelName::parse("modelName", &submission.model_name)?;
+        let defaults = self
+            .store
+            .training_defaults(model_name.as_str())
+            .await?
+            .map(|(defaults, _)| defaults);
+        let job = self
+            .checked_job(&submission, &model_name, defaults.as_ref())
+            .await
+            .map_err(|e| match (e, &defaults) {
+                (ServiceError::BadInput(e), Some(defaults)) => {
+                    ServiceError::BadInput(blame_defaults(
+                        e,
+                        &submission.training.hyperparameters,
+                        defaults,
+                        &model_name,
+                    ))
+                }
+                (e, _) => e,
+            })?;
+        let job = self.store.insert_job(&job).await?;
+        // Idle workers, here and on other replicas, wake up on this event.
+        self.events.publish(
+            &job.id,
+            JobEvent::StatusChanged {
+                status: job.status,
+                error: None,
+            },
+        );
+        Ok(job)
+    }
+
+    /// Every check of a submission, giving the job to queue.
+    async fn checked_job(
+        &self,
+        submission: &Submission,
+        model_name: &ModelName,
+        defaults: Option<&HyperparamsInput>,
+    ) -> ServiceResult<NewJob> {
+        let name = DisplayName::parse("name", &submission.name)?;
         // What the input leaves out comes from the model's training defaults, then kiln's.
         let mut training = submission.training.clone();
-        if let Some((defaults, _)) = self.store.training_defaults(model_name.as_str()).await? {
-            training.hyperparameters = training.hyperparameters.or(&defaults);
+        if let Some(defaults) = defaults {
+            training.hyperparameters = training.hyperparameters.or(defaults);
         }
         // A retrain starts from the version its reference names now, pinned by number.
         let retrain = match training
@@ -129,33 +194,21 @@ impl Service {
             super::training::check_base_model("baseModel", base, roots).await?;
         }
         self.check_training_memory(&settings, &dataset).await?;
-        let job = self
-            .store
-            .insert_job(&NewJob {
-                id: uuid::Uuid::new_v4().to_string(),
-                name: name.into_string(),
-                model_name: model_name.as_str().to_string(),
-                dataset_id: dataset.id,
-                settings,
-                priority: submission.priority,
-                max_attempts: self.settings.max_attempts,
-                max_duration_ms: submission
-                    .max_duration_minutes
-                    .map(|m| (m * 60_000.0).round() as i64)
-                    .or(self.settings.default_max_duration_ms),
-                auto_promote: auto_promote.map(|a| a.as_str().to_string()),
-                reason,
-            })
-            .await?;
-        // Idle workers, here and on other replicas, wake up on this event.
-        self.events.publish(
-            &job.id,
-            JobEvent::StatusChanged {
-                status: job.status,
-                error: None,
-            },
-        );
-        Ok(job)
+        Ok(NewJob {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.into_string(),
+            model_name: model_name.as_str().to_string(),
+            dataset_id: dataset.id,
+            settings,
+            priority: submission.priority,
+            max_attempts: self.settings.max_attempts,
+            max_duration_ms: submission
+                .max_duration_minutes
+                .map(|m| (m * 60_000.0).round() as i64)
+                .or(self.settings.default_max_duration_ms),
+            auto_promote: auto_promote.map(|a| a.as_str().to_string()),
+            reason,
+        })
     }
 
     /// Cancels a job: a queued (or paused) one at once; a running one stops before its next training

@@ -541,6 +541,22 @@ async fn a_models_training_defaults_fill_what_a_submission_leaves_out(db: Db, ob
         "another model gets kiln's defaults"
     );
 
+    // A default that does not fit a job is refused on its field, saying where it came from.
+    let body = app
+        .submit_job(json!({ "name": "d", "modelName": "tab", "task": "TEXT_CLASSIFICATION", "datasetId": dataset }))
+        .await;
+    let error = &body["errors"][0];
+    assert_eq!(
+        error["extensions"]["field"], "hyperparameters.hiddenSizes",
+        "{body}"
+    );
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("applies to TABULAR_CLASSIFICATION only")
+            && message.contains("model tab's training defaults"),
+        "{message}"
+    );
+
     let body = app.graphql(set, json!({ "h": {} })).await;
     assert_eq!(
         body["data"]["setModelTrainingDefaults"]["trainingDefaults"],

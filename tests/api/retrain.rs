@@ -242,6 +242,16 @@ async fn a_text_model_retrains_from_its_registered_version(db: Db, objects: Obje
         assert!(message.contains(words), "{input}: {message}");
     }
     assert_eq!(app.job_count().await, jobs_before + 1);
+
+    // A split alias starts from its arm with the largest weight, pinned when the job is submitted.
+    app.data(
+        "mutation { setModelAlias(model: \"guard\", alias: \"canary\", \
+         split: [{ version: 2, weight: 1 }, { version: 3, weight: 9 }]) { name } }",
+        json!({}),
+    )
+    .await;
+    let job = app.queued_job(base("model:guard@canary")).await;
+    assert_eq!(lineage(&app, &job).await["baseModel"], "model:guard/3");
 }
 
 on_storage!(a_text_model_retrains_from_its_registered_version: sqlite_local, postgres_s3);
