@@ -1,7 +1,8 @@
 //! DataLoaders, created per request: every `Job.dataset`, `Job.modelVersion`, `Job.epochs`,
-//! `Job.checkpoints`, `Job.metrics`, `Model.versions`, `Model.aliases` (and `ModelVersion.aliases`) and
-//! a version's job of one response is fetched in one round trip each (metrics: one
-//! per distinct metric and count), whatever the page size.
+//! `Job.checkpoints`, `Job.metrics`, `Model.versions`, `Model.aliases` (and `ModelVersion.aliases`),
+//! `Model.aliasHistory`, `Model.promotionPolicies`, `Model.trainingDefaults`, `ModelAlias.requests` and
+//! a version's job of one response is fetched in one round trip each (metrics: one per distinct metric
+//! and count; alias history: one per distinct alias and count), whatever the page size.
 
 use std::collections::HashMap;
 
@@ -9,8 +10,8 @@ use async_graphql::dataloader::{DataLoader, Loader};
 
 use super::error::ApiError;
 use crate::domain::{
-    CheckpointRecord, DatasetRecord, EpochMetrics, JobRecord, MetricPoint, ModelAlias,
-    ModelVersionRecord,
+    AliasChange, AliasRequests, CheckpointRecord, DatasetRecord, EpochMetrics, HyperparamsInput,
+    JobRecord, MetricPoint, ModelAlias, ModelVersionRecord, PromotionPolicy,
 };
 use crate::service::Service;
 
@@ -22,6 +23,18 @@ pub struct VersionsByModelLoader(Service);
 pub struct MetricsLoader(Service);
 pub struct AliasesByModelLoader(Service);
 pub struct JobLoader(Service);
+pub struct AliasHistoryLoader(Service);
+pub struct PoliciesByModelLoader(Service);
+pub struct AliasRequestsLoader(Service);
+pub struct TrainingDefaultsLoader(Service);
+
+/// Which alias moves of a model: all or one alias's, and how many of the last.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HistoryKey {
+    pub model: String,
+    pub alias: Option<String>,
+    pub last: i64,
+}
 
 /// Which points of a job's step metrics: its id, the metric (all when `None`), and how many of the
 /// last.
@@ -118,6 +131,79 @@ impl Loader<String> for JobLoader {
     }
 }
 
+impl Loader<HistoryKey> for AliasHistoryLoader {
+    type Value = Vec<AliasChange>;
+    type Error = ApiError;
+    /// One round trip per distinct alias and count asked for, whatever the number of models.
+    async fn load(
+        &self,
+        keys: &[HistoryKey],
+    ) -> Result<HashMap<HistoryKey, Vec<AliasChange>>, ApiError> {
+        let mut groups: HashMap<(Option<String>, i64), Vec<String>> = HashMap::new();
+        for key in keys {
+            groups
+                .entry((key.alias.clone(), key.last))
+                .or_default()
+                .push(key.model.clone());
+        }
+        let mut out: HashMap<HistoryKey, Vec<AliasChange>> =
+            keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+        for ((alias, last), models) in groups {
+            let rows = self
+                .0
+                .alias_history_of_models(&models, alias.as_deref(), last)
+                .await?;
+            for change in rows {
+                let key = HistoryKey {
+                    model: change.model_name.clone(),
+                    alias: alias.clone(),
+                    last,
+                };
+                out.entry(key).or_default().push(change);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Loader<String> for PoliciesByModelLoader {
+    type Value = Vec<PromotionPolicy>;
+    type Error = ApiError;
+    async fn load(
+        &self,
+        keys: &[String],
+    ) -> Result<HashMap<String, Vec<PromotionPolicy>>, ApiError> {
+        let rows = self.0.promotion_policies_of_models(keys).await?;
+        Ok(group(
+            keys,
+            rows.into_iter().map(|p| (p.model_name.clone(), p)),
+        ))
+    }
+}
+
+impl Loader<String> for AliasRequestsLoader {
+    type Value = Vec<AliasRequests>;
+    type Error = ApiError;
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Vec<AliasRequests>>, ApiError> {
+        Ok(group(keys, self.0.alias_requests_of_models(keys).await?))
+    }
+}
+
+impl Loader<String> for TrainingDefaultsLoader {
+    type Value = (HyperparamsInput, i64);
+    type Error = ApiError;
+    async fn load(
+        &self,
+        keys: &[String],
+    ) -> Result<HashMap<String, (HyperparamsInput, i64)>, ApiError> {
+        let rows = self.0.training_defaults_of_models(keys).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(model, input, at)| (model, (input, at)))
+            .collect())
+    }
+}
+
 impl Loader<MetricsKey> for MetricsLoader {
     type Value = Vec<MetricPoint>;
     type Error = ApiError;
@@ -174,6 +260,22 @@ pub fn attach(request: async_graphql::Request, service: &Service) -> async_graph
             tokio::spawn,
         ))
         .data(DataLoader::new(JobLoader(service.clone()), tokio::spawn))
+        .data(DataLoader::new(
+            AliasHistoryLoader(service.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            PoliciesByModelLoader(service.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            AliasRequestsLoader(service.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            TrainingDefaultsLoader(service.clone()),
+            tokio::spawn,
+        ))
         .data(DataLoader::new(
             MetricsLoader(service.clone()),
             tokio::spawn,

@@ -5,13 +5,17 @@ use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 
 use super::datasets::Dataset;
 use super::jobs::{EpochMetrics, Hyperparameters, HyperparametersInput, Job};
-use super::loaders::{AliasesByModelLoader, JobLoader, VersionsByModelLoader};
+use super::loaders::{
+    AliasHistoryLoader, AliasRequestsLoader, AliasesByModelLoader, HistoryKey, JobLoader,
+    PoliciesByModelLoader, TrainingDefaultsLoader, VersionsByModelLoader,
+};
 use super::paging::{Count, Page, PageRequest, page};
 use super::{ApiError, ApiResult, caller, service, timestamp};
 use crate::domain::{
     AliasChange, AliasTarget, JobRecord, ModelAlias as AliasRecord, ModelRecord,
     ModelVersionRecord, PromotionPolicy as PolicyRecord, SplitArm as SplitArmRecord,
 };
+use crate::service::registry::history_limit;
 
 pub struct Model(pub ModelRecord);
 
@@ -61,9 +65,16 @@ impl Model {
         alias: Option<String>,
         #[graphql(default = 20)] last: i32,
     ) -> ApiResult<Vec<AliasMove>> {
-        Ok(service(ctx)
-            .alias_history(&self.0.name, alias.as_deref(), last.into())
+        let key = HistoryKey {
+            model: self.0.name.clone(),
+            alias,
+            last: history_limit(last.into())?,
+        };
+        let loader = ctx.data_unchecked::<DataLoader<AliasHistoryLoader>>();
+        Ok(loader
+            .load_one(key)
             .await?
+            .unwrap_or_default()
             .into_iter()
             .map(AliasMove)
             .collect())
@@ -71,8 +82,9 @@ impl Model {
     /// The hyperparameters `submitJob` fills in for this model when its input leaves them out (null:
     /// none set).
     async fn training_defaults(&self, ctx: &Context<'_>) -> ApiResult<Option<TrainingDefaults>> {
-        Ok(service(ctx)
-            .model_training_defaults(&self.0.name)
+        let loader = ctx.data_unchecked::<DataLoader<TrainingDefaultsLoader>>();
+        Ok(loader
+            .load_one(self.0.name.clone())
             .await?
             .map(|(input, updated_at)| TrainingDefaults {
                 hyperparameters: input
@@ -85,9 +97,11 @@ impl Model {
     }
     /// The rules guarding its aliases, by alias.
     async fn promotion_policies(&self, ctx: &Context<'_>) -> ApiResult<Vec<PromotionPolicy>> {
-        Ok(service(ctx)
-            .promotion_policies(&self.0.name)
+        let loader = ctx.data_unchecked::<DataLoader<PoliciesByModelLoader>>();
+        Ok(loader
+            .load_one(self.0.name.clone())
             .await?
+            .unwrap_or_default()
             .into_iter()
             .map(PromotionPolicy)
             .collect())
@@ -160,9 +174,11 @@ impl ModelAlias {
     }
     /// `predict` calls answered through it, per version (a split's arms), since it was first used.
     async fn requests(&self, ctx: &Context<'_>) -> ApiResult<Vec<VersionRequests>> {
-        Ok(service(ctx)
-            .alias_requests(&self.0.model_name)
+        let loader = ctx.data_unchecked::<DataLoader<AliasRequestsLoader>>();
+        Ok(loader
+            .load_one(self.0.model_name.clone())
             .await?
+            .unwrap_or_default()
             .into_iter()
             .filter(|r| r.alias == self.0.alias)
             .map(|r| VersionRequests {

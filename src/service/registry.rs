@@ -50,6 +50,18 @@ pub(super) fn reason(raw: Option<&str>) -> Result<Option<String>, FieldError> {
     Ok(Some(raw.to_string()))
 }
 
+/// Checks how many alias moves a read asks for: 1–[`MAX_HISTORY`].
+pub fn history_limit(limit: i64) -> Result<i64, FieldError> {
+    if (1..=MAX_HISTORY).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(FieldError::new(
+            "last",
+            format!("must be 1 to {MAX_HISTORY}"),
+        ))
+    }
+}
+
 impl Service {
     async fn existing_model(&self, model: &str) -> ServiceResult<(ModelName, ModelRecord)> {
         let name = ModelName::parse("model", model)?;
@@ -119,29 +131,35 @@ impl Service {
         Ok(self.store.aliases_of_models(models).await?)
     }
 
-    /// Alias moves, newest first; `limit` 1–[`MAX_HISTORY`].
-    pub async fn alias_history(
+    /// The last `limit` alias moves of each of many models (optionally of one alias only), newest
+    /// first, in one round trip; `limit` 1–[`MAX_HISTORY`].
+    pub async fn alias_history_of_models(
         &self,
-        model: &str,
+        models: &[String],
         alias: Option<&str>,
         limit: i64,
     ) -> ServiceResult<Vec<AliasChange>> {
-        if !(1..=MAX_HISTORY).contains(&limit) {
-            return Err(FieldError::new("last", format!("must be 1 to {MAX_HISTORY}")).into());
-        }
-        Ok(self.store.alias_history(model, alias, limit).await?)
+        history_limit(limit)?;
+        Ok(self
+            .store
+            .alias_history_of_models(models, alias, limit)
+            .await?)
     }
 
-    /// Per alias and version, the `predict` calls answered.
-    pub async fn alias_requests(
+    /// Per model, alias and version, the `predict` calls answered, for many models in one round trip.
+    pub async fn alias_requests_of_models(
         &self,
-        model: &str,
-    ) -> ServiceResult<Vec<crate::domain::AliasRequests>> {
-        Ok(self.store.alias_request_counts(model).await?)
+        models: &[String],
+    ) -> ServiceResult<Vec<(String, crate::domain::AliasRequests)>> {
+        Ok(self.store.alias_request_counts(models).await?)
     }
 
-    pub async fn promotion_policies(&self, model: &str) -> ServiceResult<Vec<PromotionPolicy>> {
-        Ok(self.store.promotion_policies(model).await?)
+    /// The promotion policies of many models, in one round trip.
+    pub async fn promotion_policies_of_models(
+        &self,
+        models: &[String],
+    ) -> ServiceResult<Vec<PromotionPolicy>> {
+        Ok(self.store.promotion_policies_of_models(models).await?)
     }
 
     /// Points `alias` at `target` (a version or a split), after the alias's policy passes.
@@ -269,12 +287,12 @@ impl Service {
         Ok(self.existing_model(name.as_str()).await?.1)
     }
 
-    /// A model's training defaults and when they were set.
-    pub async fn model_training_defaults(
+    /// The training defaults of many models (those that have some), in one round trip.
+    pub async fn training_defaults_of_models(
         &self,
-        model: &str,
-    ) -> ServiceResult<Option<(HyperparamsInput, i64)>> {
-        Ok(self.store.training_defaults(model).await?)
+        models: &[String],
+    ) -> ServiceResult<Vec<(String, HyperparamsInput, i64)>> {
+        Ok(self.store.training_defaults_of_models(models).await?)
     }
 
     /// Versions of a model side by side, in the order asked.

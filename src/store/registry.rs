@@ -89,17 +89,44 @@ impl Store {
         alias: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<AliasChange>> {
+        self.alias_history_of_models(&[model.to_string()], alias, limit)
+            .await
+    }
+
+    /// The last `limit` alias moves of each of many models (optionally of one alias only), in one
+    /// round trip: by model, newest first.
+    pub async fn alias_history_of_models(
+        &self,
+        models: &[String],
+        alias: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<AliasChange>> {
+        if models.is_empty() {
+            return Ok(Vec::new());
+        }
         self.tick()?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CHANGE_COLUMNS} FROM model_alias_history \
-             WHERE model_name = $1 AND ($2 = '' OR alias = $2) ORDER BY at DESC, seq DESC LIMIT $3"
-        )))
-        .bind(model)
-        .bind(alias.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
+        let n = models.len();
+        let sql = format!(
+            "SELECT {CHANGE_COLUMNS} FROM ( \
+               SELECT {CHANGE_COLUMNS}, seq, ROW_NUMBER() OVER (PARTITION BY model_name \
+                      ORDER BY at DESC, seq DESC) AS rn \
+               FROM model_alias_history WHERE model_name IN ({}) AND (${} = '' OR alias = ${})) ranked \
+             WHERE rn <= ${} ORDER BY model_name, at DESC, seq DESC",
+            super::placeholders(1, n),
+            n + 1,
+            n + 1,
+            n + 2
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for model in models {
+            query = query.bind(model);
+        }
+        let rows = query
+            .bind(alias.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.note(e))?;
         rows.iter().map(decode_change).collect()
     }
 
@@ -172,15 +199,24 @@ impl Store {
 
     /// A model's promotion policies, by alias.
     pub async fn promotion_policies(&self, model: &str) -> StoreResult<Vec<PromotionPolicy>> {
-        self.tick()?;
-        let rows = sqlx::query(
-            "SELECT model_name, alias, rules, updated_at FROM promotion_policies WHERE model_name = $1 ORDER BY alias",
+        self.promotion_policies_of_models(&[model.to_string()])
+            .await
+    }
+
+    /// The promotion policies of many models, in one round trip, by model then alias.
+    pub async fn promotion_policies_of_models(
+        &self,
+        models: &[String],
+    ) -> StoreResult<Vec<PromotionPolicy>> {
+        self.fetch_in(
+            "SELECT model_name, alias, rules, updated_at FROM promotion_policies \
+             WHERE model_name IN ({in}) ORDER BY model_name, alias",
+            models,
         )
-        .bind(model)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
-        rows.iter().map(decode_policy).collect()
+        .await?
+        .iter()
+        .map(decode_policy)
+        .collect()
     }
 
     /// Sets an alias's policy; no rules removes it.
@@ -236,27 +272,31 @@ impl Store {
         Ok(())
     }
 
-    /// Per alias and version: the `predict` calls and inputs answered, by alias then version.
-    pub async fn alias_request_counts(&self, model: &str) -> StoreResult<Vec<AliasRequests>> {
-        self.tick()?;
-        let rows = sqlx::query(
-            "SELECT alias, version, requests, predictions FROM model_alias_requests \
-             WHERE model_name = $1 ORDER BY alias, version",
+    /// Per model, alias and version: the `predict` calls and inputs answered, for many models in one
+    /// round trip, by model, alias and version.
+    pub async fn alias_request_counts(
+        &self,
+        models: &[String],
+    ) -> StoreResult<Vec<(String, AliasRequests)>> {
+        self.fetch_in(
+            "SELECT model_name, alias, version, requests, predictions FROM model_alias_requests \
+             WHERE model_name IN ({in}) ORDER BY model_name, alias, version",
+            models,
         )
-        .bind(model)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
-        rows.iter()
-            .map(|r| {
-                Ok(AliasRequests {
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get("model_name")?,
+                AliasRequests {
                     alias: r.try_get("alias")?,
                     version: r.try_get("version")?,
                     requests: r.try_get("requests")?,
                     predictions: r.try_get("predictions")?,
-                })
-            })
-            .collect()
+                },
+            ))
+        })
+        .collect()
     }
 
     /// Sets a model's training defaults (JSON in the input's form), creating the model's row when it
@@ -299,19 +339,30 @@ impl Store {
         &self,
         model: &str,
     ) -> StoreResult<Option<(HyperparamsInput, i64)>> {
-        self.tick()?;
-        let row = sqlx::query(
-            "SELECT hyperparameters, updated_at FROM model_training_defaults WHERE model_name = $1",
+        Ok(self
+            .training_defaults_of_models(&[model.to_string()])
+            .await?
+            .pop()
+            .map(|(_, input, at)| (input, at)))
+    }
+
+    /// The training defaults of many models (those that have some), in one round trip.
+    pub async fn training_defaults_of_models(
+        &self,
+        models: &[String],
+    ) -> StoreResult<Vec<(String, HyperparamsInput, i64)>> {
+        self.fetch_in(
+            "SELECT model_name, hyperparameters, updated_at FROM model_training_defaults \
+             WHERE model_name IN ({in})",
+            models,
         )
-        .bind(model)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
-        row.map(|r| {
+        .await?
+        .iter()
+        .map(|r| {
             let json: String = r.try_get("hyperparameters")?;
             let input = serde_json::from_str(&json).map_err(|e| corrupt("training defaults", e))?;
-            Ok((input, r.try_get("updated_at")?))
+            Ok((r.try_get("model_name")?, input, r.try_get("updated_at")?))
         })
-        .transpose()
+        .collect()
     }
 }

@@ -1,6 +1,6 @@
 //! The model registry as clients list it.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::datasets::all_pages;
 use crate::helpers::{Db, Objects, on_storage, separable_text_jsonl, spawn_app};
@@ -47,7 +47,15 @@ async fn aliases_and_lineage_cost_the_same_round_trips_for_any_page(db: Db, obje
         )
         .await;
     }
-    let query = "query($first: Int) { models(first: $first) { nodes { aliases { alias version } \
+    app.data(
+        "mutation { setPromotionPolicy(model: \"m1\", alias: \"production\", rules: [\"accuracy >= 0.5\"]) { name } \
+         setModelTrainingDefaults(model: \"m1\", hyperparameters: { epochs: 2 }) { name } }",
+        json!({}),
+    )
+    .await;
+    let query = "query($first: Int) { models(first: $first) { nodes { aliases { alias version requests { version } } \
+                 aliasHistory(last: 5) { alias toVersion } promotionPolicies { alias rules } \
+                 trainingDefaults { hyperparameters { name value } } \
                  versions { aliases baseModel hyperparameters { epochs } job { id } } } } }";
     let mut costs = Vec::new();
     for first in [1, 3] {
@@ -57,8 +65,24 @@ async fn aliases_and_lineage_cost_the_same_round_trips_for_any_page(db: Db, obje
         let nodes = data["models"]["nodes"].as_array().unwrap();
         assert_eq!(nodes.len(), first);
         assert_eq!(nodes[0]["versions"][0]["aliases"], json!(["production"]));
+        assert_eq!(
+            nodes[0]["aliasHistory"],
+            json!([{ "alias": "production", "toVersion": 1 }])
+        );
+        assert_eq!(
+            nodes[0]["promotionPolicies"],
+            json!([{ "alias": "production", "rules": ["accuracy >= 0.5"] }])
+        );
+        assert_eq!(
+            nodes[0]["trainingDefaults"]["hyperparameters"],
+            json!([{ "name": "epochs", "value": "2" }])
+        );
+        if first == 3 {
+            assert_eq!(nodes[1]["promotionPolicies"], json!([]));
+            assert_eq!(nodes[1]["trainingDefaults"], Value::Null);
+        }
     }
     assert_eq!(costs[0], costs[1], "round trips per page size: {costs:?}");
 }
 
-on_storage!(aliases_and_lineage_cost_the_same_round_trips_for_any_page: sqlite_local);
+on_storage!(aliases_and_lineage_cost_the_same_round_trips_for_any_page: sqlite_local, postgres_local);
