@@ -377,4 +377,30 @@ async fn a_lora_version_with_separate_adapters_retrains_with_them_merged() {
         difference < 1e-4,
         "version 2 moved by {difference}: {before:?} {after:?}"
     );
+
+    // New adapters over a registered version: only they and the head train.
+    let job = app
+        .queued_job(
+            json!({ "name": "again", "modelName": "adapted", "task": "TEXT_CLASSIFICATION",
+            "datasetId": dataset, "baseModel": "model:adapted/2",
+            "hyperparameters": { "epochs": 1, "batchSize": 8, "maxSeqLength": 16 },
+            "customization": { "method": "LORA", "rank": 2, "targetModules": ["QUERY"] } }),
+        )
+        .await;
+    app.run_next_job().await;
+    let data = app
+        .data(
+            "query($id: ID!) { job(id: $id) { status baseModel parameterCount { trainable total } } }",
+            json!({ "id": job }),
+        )
+        .await;
+    let job = &data["job"];
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_eq!(job["baseModel"], "model:adapted/2");
+    // 2 layers × query (2×64 + 64×2) + head 64×2 + 2.
+    assert_eq!(
+        job["parameterCount"]["trainable"],
+        2 * (2 * 64 + 64 * 2) + 64 * 2 + 2,
+        "{job}"
+    );
 }
