@@ -210,6 +210,7 @@ impl Service {
         let labels = dataset.summary.labels.len();
         let h = &settings.hyperparameters;
         let (batch, seq) = (h.batch_size as u64, h.max_seq_length as u64);
+        let trained = memory::Trained::of(settings);
         let (estimate, model_field) = match (settings.task, &settings.base_model) {
             (TaskKind::TabularClassification, _) => (
                 memory::mlp(
@@ -223,7 +224,10 @@ impl Service {
             (TaskKind::TextClassification, None) => {
                 let size = settings.model_config.unwrap_or_default();
                 let config = BertConfig::small(&size, MAX_FITTED_VOCAB, seq as usize);
-                (memory::bert(&config, labels, batch, seq), "modelConfig")
+                (
+                    memory::bert(&config, labels, batch, seq, trained),
+                    "modelConfig",
+                )
             }
             (TaskKind::TextClassification, Some(BaseModelRef::Local(dir))) => {
                 let dir = self.settings.model_roots.resolve("baseModel", dir)?;
@@ -236,7 +240,10 @@ impl Service {
                             UserError::find_in(&e).unwrap_or("its config.json cannot be read");
                         FieldError::new("baseModel", reason)
                     })?;
-                (memory::bert(&config, labels, batch, seq), "baseModel")
+                (
+                    memory::bert(&config, labels, batch, seq, trained),
+                    "baseModel",
+                )
             }
             // Known once the worker has the weights, and checked there.
             (

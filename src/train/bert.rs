@@ -146,19 +146,32 @@ impl BertConfig {
     /// cannot overflow it).
     pub fn parameter_count(&self, num_labels: usize) -> u64 {
         let h = self.hidden_size as u64;
-        let i = self.intermediate_size as u64;
-        let embeddings = (self.vocab_size as u64)
+        self.embedding_parameters()
+            .saturating_add(
+                self.layer_parameters()
+                    .saturating_mul(self.num_hidden_layers as u64),
+            )
+            .saturating_add(h * num_labels as u64 + num_labels as u64)
+    }
+
+    /// Parameters of the embeddings and their norm.
+    pub fn embedding_parameters(&self) -> u64 {
+        let h = self.hidden_size as u64;
+        (self.vocab_size as u64)
             .saturating_add(self.max_position_embeddings as u64)
             .saturating_add(self.type_vocab_size as u64)
             .saturating_mul(h)
-            .saturating_add(2 * h);
-        let layer = (4 * h * h + 4 * h)
+            .saturating_add(2 * h)
+    }
+
+    /// Parameters of one encoder layer.
+    pub fn layer_parameters(&self) -> u64 {
+        let h = self.hidden_size as u64;
+        let i = self.intermediate_size as u64;
+        (4 * h * h + 4 * h)
             .saturating_add(2 * h * i)
             .saturating_add(i + h)
-            .saturating_add(4 * h);
-        embeddings
-            .saturating_add(layer.saturating_mul(self.num_hidden_layers as u64))
-            .saturating_add(h * num_labels as u64 + num_labels as u64)
+            .saturating_add(4 * h)
     }
 
     /// A small config for a model trained from random weights.

@@ -783,6 +783,7 @@ fn fits_in_memory(spec: &TrainSpec, config: &BertConfig, model_field: &str) -> R
         spec.data.label_names().len(),
         h.batch_size as u64,
         h.max_seq_length as u64,
+        memory::Trained::of(&spec.settings),
     );
     refuse(memory::refusal(&estimate, limit, model_field))
 }

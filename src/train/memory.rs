@@ -1,17 +1,41 @@
 //! How much memory a training run will need, worked out before anything is allocated, so that a run
 //! that cannot fit is refused with the setting to lower instead of being killed half-way.
 //!
-//! The estimate is deliberately on the high side: f32 weights, gradients and both AdamW moments (plus a
-//! copy of a pretrained file while it loads), and for each example of a batch the activations every
-//! layer keeps for the backward pass (its projections, attention scores and probabilities, the
+//! The estimate is deliberately on the high side: f32 weights (plus a copy of a pretrained file while it
+//! loads), gradients and both AdamW moments of the parameters the run trains (all of them, those above
+//! `freezeLayers`, or LoRA's adapters and the head), and for each example of a batch the activations
+//! every layer keeps for the backward pass (its projections, attention scores and probabilities, the
 //! feed-forward layer), doubled for the temporaries candle allocates while differentiating.
 
 use super::bert::BertConfig;
+use crate::domain::{LoraSettings, LoraTarget, TrainingSettings};
 
 /// Memory the process needs besides the model: the runtime, the tokenizer, buffers.
 const BASELINE: u64 = 256 * 1024 * 1024;
-/// Weights, gradients, two optimizer moments, and a loaded copy of the base model's file.
-const BYTES_PER_PARAMETER: u64 = 5 * 4;
+/// Every parameter: its weight, and a loaded copy of the base model's file.
+const BYTES_PER_PARAMETER: u64 = 2 * 4;
+/// Every trained parameter besides: its gradient and two optimizer moments.
+const BYTES_PER_TRAINED_PARAMETER: u64 = 3 * 4;
+
+/// Which of a BERT's parameters a run trains.
+#[derive(Debug, Clone, Copy)]
+pub enum Trained<'a> {
+    All,
+    /// Those above the embeddings and the first `n` layers.
+    AboveFrozen(u32),
+    /// LoRA adapters and the head; the base is frozen.
+    Lora(&'a LoraSettings),
+}
+
+impl<'a> Trained<'a> {
+    pub fn of(settings: &'a TrainingSettings) -> Self {
+        match (&settings.lora, settings.hyperparameters.freeze_layers) {
+            (Some(lora), _) => Self::Lora(lora),
+            (None, Some(n)) => Self::AboveFrozen(n),
+            (None, None) => Self::All,
+        }
+    }
+}
 /// Activations kept for the backward pass, and about as much again while it runs.
 const ACTIVATION_FACTOR: u64 = 2 * 4;
 
@@ -41,6 +65,7 @@ pub fn bert(
     num_labels: usize,
     batch_size: u64,
     seq_len: u64,
+    trained: Trained,
 ) -> MemoryEstimate {
     let h = config.hidden_size as u64;
     let i = config.intermediate_size as u64;
@@ -52,8 +77,38 @@ pub fn bert(
     // probabilities.
     let per_layer = s * (21 * h + 4 * i) + 3 * a * s * s;
     let floats = l * per_layer + 4 * s * h;
+    let base = config.parameter_count(num_labels);
+    let head = h * num_labels as u64 + num_labels as u64;
+    let (total, trainable) = match trained {
+        Trained::All => (base, base),
+        Trained::AboveFrozen(n) => {
+            let frozen = config
+                .embedding_parameters()
+                .saturating_add(config.layer_parameters().saturating_mul(l.min(n as u64)));
+            (base, base.saturating_sub(frozen))
+        }
+        Trained::Lora(lora) => {
+            let rank = lora.rank as u64;
+            let per_layer: u64 = lora
+                .target_modules
+                .iter()
+                .map(|t| {
+                    let (inputs, outputs) = match t {
+                        LoraTarget::Intermediate => (h, i),
+                        LoraTarget::Output => (i, h),
+                        _ => (h, h),
+                    };
+                    rank * (inputs + outputs)
+                })
+                .sum();
+            let adapters = per_layer.saturating_mul(l);
+            (base.saturating_add(adapters), adapters.saturating_add(head))
+        }
+    };
     MemoryEstimate {
-        fixed: BASELINE + BYTES_PER_PARAMETER * config.parameter_count(num_labels),
+        fixed: BASELINE
+            + BYTES_PER_PARAMETER.saturating_mul(total)
+            + BYTES_PER_TRAINED_PARAMETER.saturating_mul(trainable),
         per_example: ACTIVATION_FACTOR * floats,
         batch_size,
     }
@@ -66,7 +121,7 @@ pub fn mlp(inputs: usize, hidden: &[u32], num_labels: usize, batch_size: u64) ->
     sizes.push(num_labels as u64);
     let parameters: u64 = sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
     MemoryEstimate {
-        fixed: BASELINE + BYTES_PER_PARAMETER * parameters,
+        fixed: BASELINE + (BYTES_PER_PARAMETER + BYTES_PER_TRAINED_PARAMETER) * parameters,
         per_example: ACTIVATION_FACTOR * sizes.iter().sum::<u64>() * 2,
         batch_size,
     }
@@ -129,14 +184,14 @@ mod tests {
     #[test]
     fn attention_dominates_long_sequences_and_big_batches() {
         let small = BertConfig::small(&ModelConfig::default(), 30_000, 512);
-        let huge = bert(&small, 2, 4096, 512);
+        let huge = bert(&small, 2, 4096, 512, Trained::All);
         // The attention scores alone: 4096 × 2 heads × 512² floats per layer, about 8.6 GB.
         assert!(huge.bytes() > 2 * 8_589_934_592, "{}", human(huge.bytes()));
-        let modest = bert(&small, 2, 16, 128);
+        let modest = bert(&small, 2, 16, 128, Trained::All);
         assert!(modest.bytes() < 1 << 30, "{}", human(modest.bytes()));
         let fits = huge.max_batch_within(4 << 30);
         assert!(fits > 0 && fits < 4096, "{fits}");
-        assert!(bert(&small, 2, fits, 512).bytes() <= 4 << 30);
+        assert!(bert(&small, 2, fits, 512, Trained::All).bytes() <= 4 << 30);
     }
 
     #[test]
@@ -145,7 +200,32 @@ mod tests {
         config.hidden_size = 4096;
         config.intermediate_size = 16_384;
         config.num_hidden_layers = 48;
-        let estimate = bert(&config, 2, 1, 8);
+        let estimate = bert(&config, 2, 1, 8, Trained::All);
         assert_eq!(estimate.max_batch_within(1 << 30), 0);
+    }
+
+    #[test]
+    fn frozen_layers_and_lora_need_no_gradients_or_moments_for_what_they_keep() {
+        let mut config = BertConfig::small(&ModelConfig::default(), 30_000, 512);
+        config.hidden_size = 1024;
+        config.intermediate_size = 4096;
+        config.num_hidden_layers = 24;
+        let p = config.parameter_count(2);
+        let full = bert(&config, 2, 8, 128, Trained::All);
+        assert_eq!(full.fixed, BASELINE + 20 * p);
+        let frozen = bert(&config, 2, 8, 128, Trained::AboveFrozen(12));
+        let kept = config.embedding_parameters() + 12 * config.layer_parameters();
+        assert_eq!(full.fixed - frozen.fixed, 12 * kept);
+        let lora = LoraSettings::parse(
+            "customization",
+            &serde_json::from_value(serde_json::json!({ "method": "LORA", "rank": 8 })).unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+        let adapted = bert(&config, 2, 8, 128, Trained::Lora(&lora));
+        // Only the adapters and the head train: close to the weights alone.
+        assert!(adapted.fixed < BASELINE + 9 * p, "{}", human(adapted.fixed));
+        assert!(adapted.fixed > BASELINE + 8 * p);
+        assert_eq!(adapted.per_example, full.per_example);
     }
 }
