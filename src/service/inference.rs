@@ -173,18 +173,14 @@ impl Service {
             (None, Some(alias)) => {
                 let alias = AliasName::parse("alias", alias)?;
                 let target = self
-                    .store
-                    .aliases_of(name.as_str())
+                    .alias_target(name.as_str(), &alias)
                     .await?
-                    .into_iter()
-                    .find(|a| a.alias == alias.as_str())
                     .ok_or_else(|| {
                         FieldError::new(
                             "alias",
                             format!("model {} has no alias {}", name.as_str(), alias.as_str()),
                         )
-                    })?
-                    .target;
+                    })?;
                 let v = target.route(routing_number(request_id));
                 let version = self
                     .store

@@ -86,6 +86,21 @@ impl Service {
         Ok((name, record, alias, why))
     }
 
+    /// Where one alias of a model points now, if it exists.
+    pub(super) async fn alias_target(
+        &self,
+        model: &str,
+        alias: &AliasName,
+    ) -> ServiceResult<Option<AliasTarget>> {
+        Ok(self
+            .store
+            .aliases_of(model)
+            .await?
+            .into_iter()
+            .find(|a| a.alias == alias.as_str())
+            .map(|a| a.target))
+    }
+
     /// The version a retrain's `model:` reference names, with its manifest: a number as given, an alias
     /// where it points now (a split alias: its arm with the largest weight). Returned as the reference
     /// pinned to the number.
@@ -101,13 +116,9 @@ impl Service {
         let number = match &reference.version {
             VersionSelector::Number(v) => *v,
             VersionSelector::Alias(alias) => self
-                .store
-                .aliases_of(model)
+                .alias_target(model, alias)
                 .await?
-                .into_iter()
-                .find(|a| a.alias == alias.as_str())
                 .ok_or_else(|| refuse(format!("model {model} has no alias {}", alias.as_str())))?
-                .target
                 .primary(),
         };
         let version = self
@@ -412,13 +423,7 @@ impl Service {
         force: bool,
         rollback: bool,
     ) -> ServiceResult<()> {
-        let current = self
-            .store
-            .aliases_of(model.as_str())
-            .await?
-            .into_iter()
-            .find(|a| a.alias == alias.as_str())
-            .map(|a| a.target);
+        let current = self.alias_target(model.as_str(), alias).await?;
         if current.is_none() && to.is_none() {
             return Err(ServiceError::NotFound(format!(
                 "model {} has no alias {}",
