@@ -11,9 +11,10 @@ use super::Service;
 use crate::config::Secret;
 use crate::data::{self, FieldNames, ReadOptions, RowSource};
 use crate::domain::{
-    BaseModelRef, DatasetRecord, DatasetSummary, FieldError, TaskKind, TrainData, TrainingSettings,
-    UserError, abbreviate,
+    BaseModelRef, DatasetRecord, DatasetSummary, FieldError, ModelVersionRecord, RegisteredModel,
+    TaskKind, TrainData, TrainingSettings, UserError, abbreviate,
 };
+use crate::objects::keys;
 use crate::train::bert::BertConfig;
 use crate::train::memory;
 use crate::train::tokenizer::MAX_FITTED_VOCAB;
@@ -245,16 +246,52 @@ impl Service {
                     "baseModel",
                 )
             }
+            (TaskKind::TextClassification, Some(BaseModelRef::Registered(registered))) => {
+                let config = self.registered_config(registered).await.map_err(|e| {
+                    let reason = UserError::find_in(&e)
+                        .unwrap_or("the registered version's config.json cannot be read");
+                    FieldError::new("baseModel", reason)
+                })?;
+                (
+                    memory::bert(&config, labels, batch, seq, trained),
+                    "baseModel",
+                )
+            }
             // Known once the worker has the weights, and checked there.
-            (
-                TaskKind::TextClassification,
-                Some(BaseModelRef::Hub(_) | BaseModelRef::Registered(_)),
-            ) => return Ok(()),
+            (TaskKind::TextClassification, Some(BaseModelRef::Hub(_))) => return Ok(()),
         };
         match memory::refusal(&estimate, self.settings.max_train_memory, model_field) {
             Some((field, message)) => Err(FieldError::new(field, message)),
             None => Ok(()),
         }
+    }
+
+    /// The `config.json` of a registered text version, read from the object store.
+    async fn registered_config(&self, registered: &RegisteredModel) -> anyhow::Result<BertConfig> {
+        let version = self.registered_record(registered).await?;
+        let key = keys::model_run(&registered.model, &version.job_id)?.join("config.json")?;
+        let bytes = self.objects.get_bytes(&key).await?;
+        BertConfig::parse(&String::from_utf8_lossy(&bytes))
+    }
+
+    /// The version row a pinned `model:NAME/N` reference names.
+    async fn registered_record(
+        &self,
+        registered: &RegisteredModel,
+    ) -> anyhow::Result<ModelVersionRecord> {
+        let number = registered
+            .number()
+            .context("a job's registered base model names its version")?;
+        let model = registered.model.as_str();
+        Ok(self
+            .store
+            .model_version(model, number)
+            .await?
+            .ok_or_else(|| {
+                UserError::new(format!(
+                    "version {number} of model {model} no longer exists"
+                ))
+            })?)
     }
 
     /// The examples of a stored dataset: its file is copied from the object store into `dir` (streamed),
@@ -313,19 +350,7 @@ impl Service {
         job_dir: &Path,
     ) -> anyhow::Result<PathBuf> {
         if let BaseModelRef::Registered(registered) = base {
-            let number = registered
-                .number()
-                .context("a job's registered base model names its version")?;
-            let model = registered.model.as_str();
-            let version = self
-                .store
-                .model_version(model, number)
-                .await?
-                .ok_or_else(|| {
-                    UserError::new(format!(
-                        "version {number} of model {model} no longer exists"
-                    ))
-                })?;
+            let version = self.registered_record(registered).await?;
             let dir = job_dir.join("base");
             self.fetch_version_files(&version, &dir).await?;
             return Ok(dir);

@@ -88,7 +88,12 @@ impl BertConfig {
         }
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| {
+        Self::parse(&text)
+    }
+
+    /// [`BertConfig::read`] from the file's text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: Self = serde_json::from_str(text).map_err(|e| {
             UserError::new(format!(
                 "the base model's config.json is not a BERT configuration kiln can read: {e}"
             ))

@@ -63,6 +63,25 @@ async fn a_pretrained_model_is_sized_from_its_config_against_the_servers_limit()
         .unwrap_or_else(|| panic!("no batch size suggested: {message}"));
     assert!((1..64).contains(&fits), "{message}");
 
+    // A retrain of a fine-tuned MiniLM is sized the same, from the version's config.json.
+    let small = app
+        .queued_job(
+            json!({ "name": "small", "modelName": "m", "task": "TEXT_CLASSIFICATION",
+            "datasetId": dataset, "baseModel": minilm_dir().display().to_string(),
+            "hyperparameters": { "epochs": 1, "batchSize": 8, "maxSeqLength": 16 } }),
+        )
+        .await;
+    app.run_next_job().await;
+    assert_eq!(app.job(&small).await["status"], "COMPLETED");
+    let mut retrain = job(64);
+    retrain["baseModel"] = json!("model:m/1");
+    let (field, again) = refusal(&app.submit_job(retrain).await);
+    assert_eq!(field, "hyperparameters.batchSize", "{again}");
+    assert!(
+        again.contains(&format!("lower batchSize to {fits} ")),
+        "{again}"
+    );
+
     let accepted = app.submit_job(job(fits)).await;
     assert!(
         accepted.get("errors").is_none(),
