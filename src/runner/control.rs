@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{JobRecord, JobStatus, now_ms};
+use crate::domain::{JobRecord, JobStatus, LogLevel, now_ms};
 use crate::events::JobEvent;
 use crate::service::{Lease, Service};
 
@@ -234,6 +234,12 @@ pub async fn supervise(
                 if let Err(e) = service.mark_stalled(&job_id, &worker, since).await {
                     tracing::warn!(error = format!("{e:#}"), "marking the job stalled failed");
                 }
+                let message = format!(
+                    "no training progress for {} s: the job may be stuck (it keeps running; cancel or \
+                     pause it to stop it)",
+                    watch.stall_after.as_secs()
+                );
+                service.log_now(&job_id, LogLevel::Warn, message).await;
                 continue;
             }
             _ = tokio::time::sleep_until(next_beat) => {}

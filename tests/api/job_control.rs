@@ -522,6 +522,19 @@ async fn a_job_whose_progress_stops_is_marked_stalled_until_it_moves_again() {
     )
     .await;
     assert_eq!(app.job(&job).await["status"], "RUNNING");
+    let logs = app
+        .data(
+            "query($id: ID!) { job(id: $id) { logs(level: WARN) { level message } } }",
+            json!({ "id": job }),
+        )
+        .await;
+    let warned = logs["job"]["logs"].as_array().unwrap().iter().any(|l| {
+        l["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no training progress for 1 s")
+    });
+    assert!(warned, "{logs}");
     unsafe { libc::kill(child[0] as i32, libc::SIGCONT) };
     eventually(
         Duration::from_secs(20),
