@@ -441,7 +441,8 @@ pub async fn train(args: TrainArgs) -> Result<()> {
                 token: args.hf_token.clone(),
             };
             let cache = std::env::temp_dir().join("kiln-hub");
-            Some(training::fetch_base_model(base, &hub, &cache, None).await?)
+            let progress = |line: String| eprintln!("{line}");
+            Some(training::fetch_base_model(base, &hub, &cache, None, &progress).await?)
         }
     };
     eprintln!(

@@ -11,6 +11,8 @@
 //!
 //! The endpoint is `KILN_HF_ENDPOINT` (default `https://huggingface.co`), with `KILN_HF_TOKEN` sent as
 //! a bearer token for private repositories. A download stops when its job does (the caller drops it).
+//! It reports each file's start and end, and every [`PROGRESS_EVERY`] in between, through the
+//! caller's [`Progress`] (a job's log, the CLI's terminal).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +30,10 @@ pub const MODEL_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safe
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A download that receives nothing for this long fails.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a download in progress reports how far it is.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// Receives a line saying how far a download is.
+pub type Progress<'a> = &'a (dyn Fn(String) + Send + Sync);
 /// A `.part` file older than this is left over from a download that was killed.
 const STALE_PART: Duration = Duration::from_secs(24 * 3600);
 
@@ -57,6 +63,7 @@ pub async fn fetch(
     endpoint: &str,
     token: Option<&str>,
     cache_root: &Path,
+    progress: Progress<'_>,
 ) -> Result<PathBuf> {
     let dir = cache_dir(model, cache_root);
     tokio::fs::create_dir_all(&dir)
@@ -81,7 +88,7 @@ pub async fn fetch(
         );
         tracing::info!(%url, "downloading a base model file");
         let what = format!("{file} of {}@{}", model.repo, model.revision);
-        download(&client, &url, token, file, &target)
+        download(&client, &url, token, file, &target, &what, progress)
             .await
             .map_err(|e| match e {
                 Download::Refused(status) => UserError::new(format!(
@@ -130,6 +137,8 @@ async fn download(
     token: Option<&str>,
     file: &str,
     target: &Path,
+    what: &str,
+    progress: Progress<'_>,
 ) -> Result<(), Download> {
     let mut request = client.get(url);
     if let Some(token) = token {
@@ -157,12 +166,31 @@ async fn download(
     let mut out = tokio::fs::File::create(&part.0)
         .await
         .with_context(|| format!("creating {}", part.0.display()))?;
+    let total = response.content_length();
+    let of_total = |size: u64| match total {
+        Some(total) if total > 0 => format!(
+            "{} of {} ({:.0}%)",
+            human(size),
+            human(total),
+            100.0 * size as f64 / total as f64
+        ),
+        _ => human(size),
+    };
+    progress(format!(
+        "downloading {what} from the hub ({})",
+        total.map(human).unwrap_or_else(|| "size unknown".into())
+    ));
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut body = response.bytes_stream();
+    let mut next_report = tokio::time::Instant::now() + PROGRESS_EVERY;
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;
         size += chunk.len() as u64;
+        if tokio::time::Instant::now() >= next_report {
+            progress(format!("downloading {what}: {}", of_total(size)));
+            next_report += PROGRESS_EVERY;
+        }
         if size > limit {
             return Err(Download::Bad(format!(
                 "it is larger than the {limit} bytes kiln accepts"
@@ -191,7 +219,12 @@ async fn download(
         .await
         .with_context(|| format!("moving {} into place", part.0.display()))?;
     std::mem::forget(part);
+    progress(format!("downloaded {what}: {}, checked", human(size)));
     Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    crate::train::memory::human(bytes)
 }
 
 /// Checks a downloaded file is what its name says before it enters the cache.

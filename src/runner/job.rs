@@ -79,7 +79,7 @@ async fn run_logged(
     // Setup (copying the dataset, downloading a base model and the last checkpoint) stops as soon as
     // the job is asked to.
     let prepared = tokio::select! {
-        prepared = prepare(service, job, &job_dir) => prepared?,
+        prepared = prepare(service, job, &job_dir, log) => prepared?,
         _ = flag.stopped() => return Ok(None),
     };
     let (examples, base_dir, resume) = prepared;
@@ -210,17 +210,23 @@ async fn prepare(
     service: &Service,
     job: &JobRecord,
     dir: &std::path::Path,
+    log: &JobLog,
 ) -> Result<(crate::domain::TrainData, Option<std::path::PathBuf>, Resume)> {
     let examples = service
         .training_examples(&job.dataset_id, &dir.join("data"))
         .await?;
     let base_dir = match &job.settings.base_model {
-        Some(base) => Some(service.base_model_dir(base, dir).await.map_err(|e| {
-            UserError::wrap(
-                "the base model could not be fetched; retry the job later",
-                e,
-            )
-        })?),
+        Some(base) => Some(
+            service
+                .base_model_dir(base, dir, &|line| log.info(line))
+                .await
+                .map_err(|e| {
+                    UserError::wrap(
+                        "the base model could not be fetched; retry the job later",
+                        e,
+                    )
+                })?,
+        ),
         None => None,
     };
     let resume = service

@@ -182,6 +182,7 @@ pub async fn fetch_base_model(
     hub: &HubSettings,
     cache_root: &Path,
     roots: Option<&ModelRoots>,
+    progress: crate::hub::Progress<'_>,
 ) -> anyhow::Result<PathBuf> {
     match base {
         BaseModelRef::Local(dir) => match roots {
@@ -192,7 +193,7 @@ pub async fn fetch_base_model(
         },
         BaseModelRef::Hub(model) => {
             let token = hub.token.as_ref().map(|t| t.expose());
-            crate::hub::fetch(model, &hub.endpoint, token, cache_root).await
+            crate::hub::fetch(model, &hub.endpoint, token, cache_root, progress).await
         }
         BaseModelRef::Registered(_) => Err(UserError::new(no_registry("baseModel").message).into()),
     }
@@ -343,11 +344,13 @@ impl Service {
     }
 
     /// The local directory of a job's base model: downloaded into the work folder's `hub/` cache when it
-    /// comes from the hub; a registered version's files copied into `job_dir/base`.
+    /// comes from the hub (reporting to `progress` how far it is); a registered version's files copied
+    /// into `job_dir/base`.
     pub async fn base_model_dir(
         &self,
         base: &BaseModelRef,
         job_dir: &Path,
+        progress: crate::hub::Progress<'_>,
     ) -> anyhow::Result<PathBuf> {
         if let BaseModelRef::Registered(registered) = base {
             let version = self.registered_record(registered).await?;
@@ -360,6 +363,7 @@ impl Service {
             &self.settings.hub,
             &self.settings.work_dir.join("hub"),
             Some(&self.settings.model_roots),
+            progress,
         )
         .await
     }

@@ -99,7 +99,7 @@ async fn a_hub_model_is_downloaded_once_then_fine_tuned_from_the_cache() {
     assert_eq!(
         app.run_next_job().await,
         Outcome::Ran {
-            job_id: first,
+            job_id: first.clone(),
             status: JobStatus::Completed
         }
     );
@@ -125,6 +125,42 @@ async fn a_hub_model_is_downloaded_once_then_fine_tuned_from_the_cache() {
         "the second job used the cache"
     );
     assert_eq!(app.job(&second).await["modelVersion"]["version"], 2);
+    // The download shows in the first job's log, file by file; the second job had nothing to fetch.
+    let downloads = |job: String| {
+        let app = &app;
+        async move {
+            let data = app
+                .data(
+                    "query($id: ID!) { job(id: $id) { logs(last: 100) { message } } }",
+                    json!({ "id": job }),
+                )
+                .await;
+            data["job"]["logs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["message"].as_str().unwrap().to_string())
+                .filter(|m| m.starts_with("download"))
+                .collect::<Vec<_>>()
+        }
+    };
+    let lines = downloads(first.clone()).await;
+    for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+        let what = format!("{file} of sentence-transformers/all-MiniLM-L6-v2@main");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("downloading {what} from the hub ("))),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("downloaded {what}: ")) && l.ends_with(", checked")),
+            "{lines:?}"
+        );
+    }
+    assert_eq!(downloads(second.clone()).await, Vec::<String>::new());
 
     let missing = app.queued_job(job("hf:nobody/missing")).await;
     let error = app.failure_of(app.run_next_job().await, &missing).await;
