@@ -412,10 +412,12 @@ impl TrainingSettings {
                 "LORA adapts a pretrained model: give a baseModel (TEXT_CLASSIFICATION)",
             ));
         }
-        let default_learning_rate = match (&base_model, &lora) {
-            (Some(_), Some(_)) => Hyperparams::DEFAULT_LORA_LR,
-            (Some(_), None) => Hyperparams::DEFAULT_FINE_TUNE_LR,
-            (None, _) => Hyperparams::DEFAULT_FROM_SCRATCH_LR,
+        // An MLP keeps its rate when it is retrained; a text model is fine-tuned gently.
+        let default_learning_rate = match (task, &base_model, &lora) {
+            (TaskKind::TabularClassification, _, _) => Hyperparams::DEFAULT_FROM_SCRATCH_LR,
+            (_, Some(_), Some(_)) => Hyperparams::DEFAULT_LORA_LR,
+            (_, Some(_), None) => Hyperparams::DEFAULT_FINE_TUNE_LR,
+            (_, None, _) => Hyperparams::DEFAULT_FROM_SCRATCH_LR,
         };
         let h = &input.hyperparameters;
         let hyperparameters = Hyperparams::parse("hyperparameters", h, default_learning_rate)?;
@@ -522,6 +524,7 @@ mod tests {
         };
         let settings = TrainingSettings::parse(&tabular).unwrap();
         assert!(settings.reset_head);
+        assert_eq!(settings.hyperparameters.learning_rate, 1e-3);
         let stray = TrainingInput {
             base_model: Some("hf:org/m".into()),
             reset_head: true,

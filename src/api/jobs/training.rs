@@ -54,8 +54,8 @@ pub struct ClassWeightsInputGql {
 
 /// Training settings; every field is optional.
 ///
-/// Defaults: epochs 3, batchSize 16; learningRate 5e-5 when fine-tuning a `baseModel`, 2e-4 with LoRA,
-/// 1e-3 from random weights; validationSplit 0.2, seed 42, maxSeqLength 128; a checkpoint after every
+/// Defaults: epochs 3, batchSize 16; learningRate 5e-5 when fine-tuning a text `baseModel`, 2e-4 with
+/// LoRA, 1e-3 from random weights and for a tabular model (retrained or not); validationSplit 0.2, seed 42, maxSeqLength 128; a checkpoint after every
 /// epoch only, keepCheckpoints 2; optimizer ADAMW with weightDecay 0.01 (SGD: momentum 0, weightDecay
 /// 0); lrSchedule LINEAR with warmupRatio 0.1; no gradient clipping; gradientAccumulationSteps 1; no
 /// class weights; no early stopping (earlyStoppingMetric VAL_LOSS once a patience is given); nothing
