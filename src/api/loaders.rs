@@ -1,7 +1,7 @@
 //! DataLoaders, created per request: every `Job.dataset`, `Job.modelVersion`, `Job.epochs`,
 //! `Job.checkpoints`, `Job.metrics`, `Model.versions`, `Model.aliases` (and `ModelVersion.aliases`),
-//! `Model.aliasHistory`, `Model.promotionPolicies`, `Model.trainingDefaults`, `ModelAlias.requests` and
-//! a version's job of one response is fetched in one round trip each (metrics: one per distinct metric
+//! `Model.aliasHistory`, `Model.promotionPolicies`, `Model.trainingDefaults`, `ModelAlias.requests`,
+//! `ModelVersion.retrainedFrom` and a version's job of one response is fetched in one round trip each (metrics: one per distinct metric
 //! and count; alias history: one per distinct alias and count), whatever the page size.
 
 use std::collections::HashMap;
@@ -27,6 +27,7 @@ pub struct AliasHistoryLoader(Service);
 pub struct PoliciesByModelLoader(Service);
 pub struct AliasRequestsLoader(Service);
 pub struct TrainingDefaultsLoader(Service);
+pub struct VersionByNumberLoader(Service);
 
 /// Which alias moves of a model: all or one alias's, and how many of the last.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -189,6 +190,28 @@ impl Loader<String> for AliasRequestsLoader {
     }
 }
 
+impl Loader<(String, i64)> for VersionByNumberLoader {
+    type Value = ModelVersionRecord;
+    type Error = ApiError;
+    /// One round trip per distinct model.
+    async fn load(
+        &self,
+        keys: &[(String, i64)],
+    ) -> Result<HashMap<(String, i64), ModelVersionRecord>, ApiError> {
+        let mut by_model: HashMap<&str, Vec<i64>> = HashMap::new();
+        for (model, number) in keys {
+            by_model.entry(model).or_default().push(*number);
+        }
+        let mut out = HashMap::new();
+        for (model, numbers) in by_model {
+            for version in self.0.versions_numbered(model, &numbers).await? {
+                out.insert((version.model_name.clone(), version.version), version);
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Loader<String> for TrainingDefaultsLoader {
     type Value = (HyperparamsInput, i64);
     type Error = ApiError;
@@ -274,6 +297,10 @@ pub fn attach(request: async_graphql::Request, service: &Service) -> async_graph
         ))
         .data(DataLoader::new(
             TrainingDefaultsLoader(service.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            VersionByNumberLoader(service.clone()),
             tokio::spawn,
         ))
         .data(DataLoader::new(

@@ -7,12 +7,12 @@ use super::datasets::Dataset;
 use super::jobs::{EpochMetrics, Hyperparameters, HyperparametersInput, Job};
 use super::loaders::{
     AliasHistoryLoader, AliasRequestsLoader, AliasesByModelLoader, HistoryKey, JobLoader,
-    PoliciesByModelLoader, TrainingDefaultsLoader, VersionsByModelLoader,
+    PoliciesByModelLoader, TrainingDefaultsLoader, VersionByNumberLoader, VersionsByModelLoader,
 };
 use super::paging::{Count, Page, PageRequest, page};
 use super::{ApiError, ApiResult, caller, service, timestamp};
 use crate::domain::{
-    AliasChange, AliasTarget, JobRecord, ModelAlias as AliasRecord, ModelRecord,
+    AliasChange, AliasTarget, BaseModelRef, JobRecord, ModelAlias as AliasRecord, ModelRecord,
     ModelVersionRecord, PromotionPolicy as PolicyRecord, SplitArm as SplitArmRecord,
 };
 use crate::service::registry::history_limit;
@@ -310,6 +310,23 @@ impl ModelVersion {
     async fn base_model(&self, ctx: &Context<'_>) -> ApiResult<Option<String>> {
         let job = self.trained_by(ctx).await?;
         Ok(job.and_then(|j| j.settings.base_model.map(|b| b.to_string())))
+    }
+    /// The registered version it was retrained from (`baseModel: "model:NAME/VERSION"`); null when
+    /// it started from a pretrained model or random weights.
+    async fn retrained_from(&self, ctx: &Context<'_>) -> ApiResult<Option<ModelVersion>> {
+        let job = self.trained_by(ctx).await?;
+        let Some(BaseModelRef::Registered(registered)) = job.and_then(|j| j.settings.base_model)
+        else {
+            return Ok(None);
+        };
+        let Some(number) = registered.number() else {
+            return Ok(None);
+        };
+        let loader = ctx.data_unchecked::<DataLoader<VersionByNumberLoader>>();
+        Ok(loader
+            .load_one((registered.model.as_str().to_string(), number))
+            .await?
+            .map(ModelVersion))
     }
     /// The hyperparameters it was trained with, defaults filled in.
     async fn hyperparameters(&self, ctx: &Context<'_>) -> ApiResult<Option<Hyperparameters>> {

@@ -38,6 +38,15 @@ impl Service {
         Ok(self.store.count_models().await?)
     }
 
+    /// Versions of one model by number, in one round trip (those that exist, by number).
+    pub async fn versions_numbered(
+        &self,
+        model: &str,
+        numbers: &[i64],
+    ) -> ServiceResult<Vec<ModelVersionRecord>> {
+        Ok(self.store.model_versions_numbered(model, numbers).await?)
+    }
+
     /// Copies a version's files (its export's top level) from the object store into `dir`, streamed.
     pub(super) async fn fetch_version_files(
         &self,

@@ -56,7 +56,7 @@ async fn aliases_and_lineage_cost_the_same_round_trips_for_any_page(db: Db, obje
     let query = "query($first: Int) { models(first: $first) { nodes { aliases { alias version requests { version } } \
                  aliasHistory(last: 5) { alias toVersion } promotionPolicies { alias rules } \
                  trainingDefaults { hyperparameters { name value } } \
-                 versions { aliases baseModel hyperparameters { epochs } job { id } } } } }";
+                 versions { aliases baseModel retrainedFrom { version } hyperparameters { epochs } job { id } } } } }";
     let mut costs = Vec::new();
     for first in [1, 3] {
         let before = app.store().query_count();

@@ -88,7 +88,7 @@ fn refusal(body: &Value) -> (String, String, String) {
 async fn lineage(app: &TestApp, job: &str) -> Value {
     app.data(
         "query($id: ID!) { job(id: $id) { status baseModel resetHead reason \
-         modelVersion { version baseModel } } }",
+         modelVersion { version baseModel retrainedFrom { version model { name } } } } }",
         json!({ "id": job }),
     )
     .await["job"]
@@ -141,7 +141,8 @@ async fn a_text_model_retrains_from_its_registered_version(db: Db, objects: Obje
         lineage(&app, &retrain).await,
         json!({ "status": "COMPLETED", "baseModel": "model:guard/1", "resetHead": false,
             "reason": "October's reports of missed injections",
-            "modelVersion": { "version": 2, "baseModel": "model:guard/1" } })
+            "modelVersion": { "version": 2, "baseModel": "model:guard/1",
+                "retrainedFrom": { "version": 1, "model": { "name": "guard" } } } })
     );
     let before = probabilities(&app, "guard", 1, json!(TEXTS)).await;
     let after = probabilities(&app, "guard", 2, json!(TEXTS)).await;
@@ -164,10 +165,9 @@ async fn a_text_model_retrains_from_its_registered_version(db: Db, objects: Obje
         )
         .await;
     app.run_next_job().await;
-    assert_eq!(
-        lineage(&app, &onward).await["modelVersion"]["baseModel"],
-        "model:guard/2"
-    );
+    let version = &lineage(&app, &onward).await["modelVersion"];
+    assert_eq!(version["baseModel"], "model:guard/2");
+    assert_eq!(version["retrainedFrom"]["version"], 2);
     let trained = probabilities(&app, "guard", 3, json!(TEXTS)).await;
     assert!(
         largest_difference(&after, &trained) > 1e-3,
