@@ -74,10 +74,19 @@ impl Service {
         &self,
         version: &ModelVersionRecord,
     ) -> anyhow::Result<ModelManifest> {
-        let name = ModelName::parse("model", &version.model_name)?;
-        let key = keys::model_run(&name, &version.job_id)?.join(ModelManifest::FILE_NAME)?;
-        let bytes = self.objects.get_bytes(&key).await?;
+        let bytes = self.version_file(version, ModelManifest::FILE_NAME).await?;
         Ok(ModelManifest::from_json(&bytes)?)
+    }
+
+    /// One of a version's (small) files, read whole.
+    pub(super) async fn version_file(
+        &self,
+        version: &ModelVersionRecord,
+        file: &str,
+    ) -> anyhow::Result<bytes::Bytes> {
+        let name = ModelName::parse("model", &version.model_name)?;
+        let key = keys::model_run(&name, &version.job_id)?.join(file)?;
+        self.objects.get_bytes(&key).await
     }
 
     /// Versions by id, in one round trip.

@@ -14,7 +14,6 @@ use crate::domain::{
     BaseModelRef, DatasetRecord, DatasetSummary, FieldError, ModelVersionRecord, RegisteredModel,
     TaskKind, TrainData, TrainingSettings, UserError, abbreviate,
 };
-use crate::objects::keys;
 use crate::train::bert::BertConfig;
 use crate::train::memory;
 use crate::train::tokenizer::MAX_FITTED_VOCAB;
@@ -270,8 +269,7 @@ impl Service {
     /// The `config.json` of a registered text version, read from the object store.
     async fn registered_config(&self, registered: &RegisteredModel) -> anyhow::Result<BertConfig> {
         let version = self.registered_record(registered).await?;
-        let key = keys::model_run(&registered.model, &version.job_id)?.join("config.json")?;
-        let bytes = self.objects.get_bytes(&key).await?;
+        let bytes = self.version_file(&version, "config.json").await?;
         BertConfig::parse(&String::from_utf8_lossy(&bytes))
     }
 
