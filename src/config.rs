@@ -225,6 +225,14 @@ pub struct Config {
     #[arg(long, env = "KILN_MODEL_CACHE_SIZE", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub model_cache_size: u16,
+    /// Memory `predict`'s forward passes may take at once in this process (all requests together),
+    /// e.g. `1GiB`; inputs run in micro-batches within it, and a request waits for its turn.
+    #[arg(long, env = "KILN_PREDICT_MEMORY", default_value = "1GiB")]
+    pub predict_memory: ByteSize,
+    /// Seconds a prediction waits for that memory (or for room in the model cache) before it is
+    /// refused with `RESOURCE_EXHAUSTED`.
+    #[arg(long, env = "KILN_PREDICT_WAIT_SECONDS", default_value_t = 30)]
+    pub predict_wait_seconds: u64,
 }
 
 impl Config {
@@ -321,6 +329,8 @@ impl Config {
             job_memory_limit: None,
             job_stop_grace_seconds: 30,
             model_cache_size: 4,
+            predict_memory: ByteSize(1 << 30),
+            predict_wait_seconds: 30,
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The one mapping of kiln's errors to GraphQL errors with an `extensions.code`.
 //!
 //! Codes: `BAD_USER_INPUT` (with `extensions.field`), `NOT_FOUND`, `CONFLICT`, `UNAUTHENTICATED`,
-//! `FORBIDDEN`, `FAILED_PRECONDITION` (a rule the user set refuses it, with `extensions.failedRules`), `UNAVAILABLE` (the database cannot be reached; try again), `INTERNAL_SERVER_ERROR`. Internal errors are logged with their whole chain and answered
-//! with a reference only, never with their text.
+//! `FORBIDDEN`, `FAILED_PRECONDITION` (a rule the user set refuses it, with `extensions.failedRules`;
+//! or a registered version whose stored files are gone), `RESOURCE_EXHAUSTED` (the server's memory
+//! for predictions stayed taken for the wait allowed; try again), `UNAVAILABLE` (the database cannot be
+//! reached; try again), `INTERNAL_SERVER_ERROR`. Internal errors are logged with their whole chain and
+//! answered with a reference only, never with their text.
 
 use std::sync::Arc;
 
@@ -25,6 +28,8 @@ pub enum ApiError {
         message: String,
         failed: Vec<String>,
     },
+    /// The server is too busy right now (its memory for predictions).
+    Busy(String),
     /// A dependency (the database) cannot be reached right now.
     Unavailable,
     Internal(Arc<anyhow::Error>),
@@ -62,6 +67,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::FailedPrecondition { message, failed } => {
                 Self::FailedPrecondition { message, failed }
             }
+            ServiceError::Lost(message) => Self::FailedPrecondition {
+                message,
+                failed: vec![],
+            },
+            ServiceError::Busy(m) => Self::Busy(m),
             ServiceError::Unavailable => Self::Unavailable,
             ServiceError::Internal(e) => Self::Internal(Arc::new(e)),
         }
@@ -92,9 +102,10 @@ impl From<ApiError> for async_graphql::Error {
             ApiError::Unauthenticated(m) => ("UNAUTHENTICATED", m, None),
             ApiError::Forbidden(m) => ("FORBIDDEN", m, None),
             ApiError::FailedPrecondition { message, failed } => {
-                failed_rules = Some(failed);
+                failed_rules = (!failed.is_empty()).then_some(failed);
                 ("FAILED_PRECONDITION", message, None)
             }
+            ApiError::Busy(m) => ("RESOURCE_EXHAUSTED", m, None),
             ApiError::Unavailable => (
                 "UNAVAILABLE",
                 "the database cannot be reached right now; try again in a moment".to_string(),

@@ -68,6 +68,14 @@ impl LoadedModel {
     }
 }
 
+/// How many answers a `predict` asks for (at least 1), for its complexity.
+fn predict_inputs(inputs: &Option<Vec<String>>, rows: &Option<Vec<Vec<f64>>>) -> usize {
+    let count = |list: Option<usize>| list.unwrap_or(0);
+    count(inputs.as_ref().map(Vec::len))
+        .max(count(rows.as_ref().map(Vec::len)))
+        .max(1)
+}
+
 fn choice(version: Option<i64>, alias: Option<String>) -> VersionChoice {
     VersionChoice { version, alias }
 }
@@ -81,8 +89,10 @@ impl InferenceQuery {
     /// in the model's feature order, for a tabular model) — exactly one of the two. The version:
     /// `version`, or `alias` (a split alias routes the request by weight; the same `requestId` always
     /// goes to the same version), or neither for the latest. The first request for a version loads it
-    /// (`loadModel` does so ahead of time).
+    /// (`loadModel` does so ahead of time). Each input counts its selected fields towards the query's
+    /// complexity.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "child_complexity * predict_inputs(&inputs, &rows)")]
     async fn predict(
         &self,
         ctx: &Context<'_>,

@@ -2,7 +2,7 @@
 //! a use case of `service/`, and map the result. Roots are merged from one module per domain ([`jobs`],
 //! [`datasets`], [`models`], [`admin`]), each holding its resolvers and output types; errors are mapped
 //! to codes in one place ([`error`]), every list pages one way ([`paging`]), and DataLoaders are created
-//! per request ([`loaders`]).
+//! per request ([`loaders`]), and the root's fields are answered in the document's order ([`order`]).
 //!
 //! Limits ([`limits`]): nesting 64, 15 000 tokens, 10 000 selections with fragments expanded, depth 16,
 //! complexity 5000 (a list counts its page size times its items); page size 100, metric points per
@@ -31,6 +31,7 @@ pub mod jobs;
 pub mod limits;
 pub mod loaders;
 pub mod models;
+mod order;
 pub mod paging;
 
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
@@ -72,6 +73,7 @@ fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, Subscripti
         SubscriptionRoot::default(),
     )
     .extension(limits::Limits)
+    .extension(order::DocumentOrder)
 }
 
 pub fn schema(service: Service) -> ApiSchema {

@@ -36,7 +36,7 @@ pub use job::{
 };
 pub use logs::{LogLevel, LogLine, MAX_LOG_LINE_CHARS, MAX_LOG_LINES};
 pub use manifest::{ModelArchitecture, ModelManifest, Pooling, Standardization};
-pub use model::{ModelRecord, ModelVersionRecord};
+pub use model::{ModelRecord, ModelVersionRecord, version_number};
 pub use names::{DisplayName, ModelName, ObjectKey, abbreviate, is_plausible_id};
 pub use registry::{
     AliasChange, AliasName, AliasRequests, AliasTarget, Comparison, ModelAlias, PromotionPolicy,

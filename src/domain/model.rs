@@ -24,3 +24,36 @@ pub struct ModelVersionRecord {
     pub metrics: EpochMetrics,
     pub created_at: i64,
 }
+
+/// A version number as text: decimal digits only, no sign and no leading zero, from 1. What a path
+/// or a `model:NAME/VERSION` reference names, so that `1`, `+1` and `01` are not three names for one
+/// version.
+pub fn version_number(text: &str) -> Option<i64> {
+    let plain =
+        !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
+    plain.then(|| text.parse::<i64>().ok()).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_numbers_have_one_spelling() {
+        assert_eq!(version_number("1"), Some(1));
+        assert_eq!(version_number("42"), Some(42));
+        for other in [
+            "",
+            "0",
+            "01",
+            "+1",
+            "-1",
+            " 1",
+            "1.0",
+            "1e3",
+            "99999999999999999999",
+        ] {
+            assert_eq!(version_number(other), None, "{other:?}");
+        }
+    }
+}

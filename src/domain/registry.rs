@@ -58,8 +58,12 @@ pub enum AliasTarget {
 
 impl AliasTarget {
     pub const MAX_ARMS: usize = 4;
+    /// The largest weight of an arm: weights add up without overflowing.
+    pub const MAX_WEIGHT: f64 = 1e6;
 
-    /// A single version, or a split checked for distinct versions and positive, finite weights.
+    /// A single version, or a split checked for distinct versions and weights in (0, [`MAX_WEIGHT`]].
+    ///
+    /// [`MAX_WEIGHT`]: AliasTarget::MAX_WEIGHT
     pub fn parse(version: Option<i64>, split: Option<Vec<SplitArm>>) -> Result<Self, FieldError> {
         match (version, split) {
             (Some(version), None) => Ok(Self::Version(version)),
@@ -75,10 +79,14 @@ impl AliasTarget {
                     ));
                 }
                 for (i, arm) in arms.iter().enumerate() {
-                    if !(arm.weight.is_finite() && arm.weight > 0.0) {
+                    if !(arm.weight > 0.0 && arm.weight <= Self::MAX_WEIGHT) {
                         return Err(FieldError::new(
                             format!("split[{i}].weight"),
-                            format!("must be a number greater than 0 (got {})", arm.weight),
+                            format!(
+                                "must be a number greater than 0 and at most {:e} (got {})",
+                                Self::MAX_WEIGHT,
+                                arm.weight
+                            ),
                         ));
                     }
                     if arms[..i].iter().any(|a| a.version == arm.version) {
@@ -400,6 +408,12 @@ impl Rule {
             if l.trim().is_empty() {
                 return Err(p.error("expected a label name inside `[…]`"));
             }
+            if l.chars().any(char::is_control) {
+                return Err(p.error_before(
+                    l.len(),
+                    "a label name holds no control characters (newlines, NUL, …)",
+                ));
+            }
             if !p.eat("]") {
                 return Err(p.error("expected `]` after the label"));
             }
@@ -450,7 +464,8 @@ impl Rule {
     }
 
     /// Checks `candidate` against this rule; `current` is the metrics of the version the alias points to
-    /// now (`None` when it points to none: a rule against `current` then passes).
+    /// now. A rule against `current` fails closed: when the alias points to no version (or that
+    /// version has no such label), there is nothing to compare with and only an admin's force moves it.
     pub fn check(&self, candidate: &EpochMetrics, current: Option<&EpochMetrics>) -> Verdict {
         let label = self.label.as_deref();
         let Some(value) = self.metric.read(candidate, label) else {
@@ -464,11 +479,20 @@ impl Rule {
             Threshold::Number(n) => n,
             Threshold::Current(offset) => {
                 let Some(current) = current else {
-                    return Verdict::Pass;
+                    return Verdict::Fail(format!(
+                        "{}: the alias points to no version, so there is nothing to compare with",
+                        self.text
+                    ));
                 };
                 match self.metric.read(current, label) {
                     Some(c) => c + offset,
-                    None => return Verdict::Pass,
+                    None => {
+                        return Verdict::Fail(format!(
+                            "{}: the current version has no label `{}` to compare with",
+                            self.text,
+                            label.unwrap_or_default()
+                        ));
+                    }
                 }
             }
         };
@@ -516,12 +540,46 @@ impl<'a> Cursor<'a> {
         &self.s[start..self.at]
     }
 
+    /// A number as JSON writes one: an optional `-`, digits, optionally `.` and digits, optionally an
+    /// exponent (`e`, an optional sign, digits); finite.
     fn number(&mut self) -> Result<f64, String> {
-        let digits = self.take_while(|c| c.is_ascii_digit() || c == '.' || c == 'e' || c == 'E');
-        let len = digits.len();
-        match digits.parse::<f64>() {
-            Ok(n) if n.is_finite() => Ok(n),
-            _ => Err(self.error_before(len, "expected a number (such as 0.95) or `current`")),
+        let bytes = self.rest().as_bytes();
+        let digits_from = |mut i: usize| {
+            while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            i
+        };
+        let mut end = usize::from(bytes.first() == Some(&b'-'));
+        let whole = digits_from(end);
+        let mut ok = whole > end;
+        end = whole;
+        if ok && bytes.get(end) == Some(&b'.') {
+            let fraction = digits_from(end + 1);
+            ok = fraction > end + 1;
+            end = fraction;
+        }
+        if ok && matches!(bytes.get(end), Some(b'e' | b'E')) {
+            let mut at = end + 1;
+            if matches!(bytes.get(at), Some(b'+' | b'-')) {
+                at += 1;
+            }
+            let exponent = digits_from(at);
+            ok = exponent > at;
+            end = exponent;
+        }
+        let parsed = self.rest()[..end]
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite());
+        match parsed {
+            Some(n) if ok => {
+                self.at += end;
+                Ok(n)
+            }
+            _ => Err(self.error(
+                "expected a number written as in JSON (such as 0.95, -1 or 1e-5) or `current`",
+            )),
         }
     }
 
@@ -580,6 +638,16 @@ mod tests {
             Rule::parse("val_loss < current").unwrap().threshold,
             Threshold::Current(0.0)
         );
+        for (rule, threshold) in [
+            ("val_loss <= 1e-5", Threshold::Number(1e-5)),
+            ("val_loss <= -1", Threshold::Number(-1.0)),
+            ("accuracy >= 0.95", Threshold::Number(0.95)),
+            ("accuracy >= 1E2", Threshold::Number(100.0)),
+            ("val_loss <= current - 0.5", Threshold::Current(-0.5)),
+            ("val_loss <= current + 2.5e-1", Threshold::Current(0.25)),
+        ] {
+            assert_eq!(Rule::parse(rule).unwrap().threshold, threshold, "{rule}");
+        }
     }
 
     #[test]
@@ -591,6 +659,19 @@ mod tests {
                 "at character 10: expected one of >=, >, <=, <",
             ),
             ("accuracy >= high", "at character 13: expected a number"),
+            ("accuracy >= .5", "at character 13: expected a number"),
+            ("accuracy >= 5.", "at character 13: expected a number"),
+            ("accuracy >= 1e", "at character 13: expected a number"),
+            ("accuracy >= 1e999", "at character 13: expected a number"),
+            ("accuracy >= 0.5x", "at character 16: unexpected text"),
+            (
+                "recall[a\nb] >= 0.5",
+                "at character 8: a label name holds no control",
+            ),
+            (
+                "recall[a\u{0}b] >= 0.5",
+                "at character 8: a label name holds no control",
+            ),
             ("f1 >= current * 2", "at character 15: unexpected text"),
             (
                 "accuracy[spam] > 0.5",
@@ -617,10 +698,9 @@ mod tests {
             rule.check(&metrics(0.88, 1.0), Some(&metrics(0.9, 1.0))),
             Verdict::Fail(m) if m.contains("got 0.8800, needed 0.8900")
         ));
-        assert_eq!(
-            rule.check(&metrics(0.1, 1.0), None),
-            Verdict::Pass,
-            "nothing to compare with"
+        assert!(
+            matches!(rule.check(&metrics(0.99, 1.0), None), Verdict::Fail(m) if m.contains("nothing to compare with")),
+            "a rule against current fails closed without a current version"
         );
         let rule = Rule::parse("recall[injection] >= 0.98").unwrap();
         assert!(matches!(
@@ -708,6 +788,25 @@ mod tests {
             ]),
         );
         assert_eq!(twice.unwrap_err().field, "split[1].version");
+        let arms = |w: f64| {
+            Some(vec![
+                SplitArm {
+                    version: 1,
+                    weight: w,
+                },
+                SplitArm {
+                    version: 2,
+                    weight: w,
+                },
+            ])
+        };
+        for weight in [1e308, f64::INFINITY, f64::NAN, 0.0, -1.0, 1e6 + 1.0] {
+            let refused = AliasTarget::parse(None, arms(weight)).unwrap_err();
+            assert_eq!(refused.field, "split[0].weight", "{weight}");
+        }
+        let even = AliasTarget::parse(None, arms(1e6)).unwrap();
+        assert_eq!(even.route(0.49), 1);
+        assert_eq!(even.route(0.51), 2);
         assert!(AliasName::parse("alias", "Production").is_err());
         assert!(AliasName::parse("alias", "canary-2").is_ok());
     }

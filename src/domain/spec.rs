@@ -115,20 +115,20 @@ impl RegisteredModel {
             )
         };
         let within = |e: FieldError| FieldError::new(field, format!("in {raw:?}: {}", e.message));
-        let parsed = if let Some((name, number)) = rest.split_once('/') {
-            let version = number
-                .parse::<i64>()
-                .ok()
-                .filter(|v| *v >= 1)
-                .ok_or_else(|| {
-                    FieldError::new(
-                        field,
-                        format!(
-                            "in {:?}: the version must be a whole number from 1",
-                            abbreviate(raw, 80)
-                        ),
-                    )
-                });
+        // A model name holds neither `/` nor `@`: the first of them says which form this is.
+        let by_number = rest
+            .find(['/', '@'])
+            .is_some_and(|i| rest[i..].starts_with('/'));
+        let parsed = if let Some((name, number)) = rest.split_once('/').filter(|_| by_number) {
+            let version = super::version_number(number).ok_or_else(|| {
+                FieldError::new(
+                    field,
+                    format!(
+                        "in {:?}: the version must be a whole number from 1, written plainly",
+                        abbreviate(raw, 80)
+                    ),
+                )
+            });
             version.and_then(|v| {
                 Ok(Self {
                     model: ModelName::parse(field, name).map_err(within)?,
@@ -137,13 +137,16 @@ impl RegisteredModel {
             })
         } else if let Some((name, alias)) = rest.split_once('@') {
             ModelName::parse(field, name)
+                .map_err(within)
                 .and_then(|model| {
+                    let alias = AliasName::parse(field, alias).map_err(|e| {
+                        FieldError::new(field, format!("in {raw:?}: the alias {}", e.message))
+                    })?;
                     Ok(Self {
                         model,
-                        version: VersionSelector::Alias(AliasName::parse(field, alias)?),
+                        version: VersionSelector::Alias(alias),
                     })
                 })
-                .map_err(within)
         } else {
             Err(shape())
         };
@@ -511,6 +514,12 @@ mod tests {
             ("model:/1", "model:/1"),
             ("model:guard@Prod", "lowercase"),
             ("model:guard/1/2", "whole number"),
+            ("model:guard/01", "whole number"),
+            ("model:guard/+1", "whole number"),
+            (
+                "model:tiny@../x",
+                "the alias must start with a lowercase letter",
+            ),
         ] {
             let message = parse(bad).unwrap_err();
             assert!(message.contains(says), "{bad}: {message}");

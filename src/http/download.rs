@@ -1,5 +1,8 @@
-//! File downloads over HTTP with the API token: a model version's ZIP, a job's log as a ZIP. The body is streamed as the
-//! archive is written.
+//! File downloads over HTTP with the API token: a model version's ZIP, a job's log as a ZIP. The body is
+//! streamed as the archive is written, by the response itself (no thread per download); a client that
+//! takes nothing for `KILN_HTTP_TIMEOUT_SECONDS` is disconnected. The archive is made as it is sent, so
+//! its length is not known ahead and ranges are not served (`Accept-Ranges: none`; a `Range` header is
+//! ignored and the whole archive sent).
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -49,6 +52,7 @@ fn attachment(download: Download) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/zip"),
     );
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("none"));
     if let Ok(value) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
@@ -58,7 +62,8 @@ fn attachment(download: Download) -> Response {
 fn failure(error: ServiceError) -> Response {
     let status = match &error {
         ServiceError::BadInput(_) => StatusCode::BAD_REQUEST,
-        ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+        ServiceError::NotFound(_) | ServiceError::Lost(_) => StatusCode::NOT_FOUND,
+        ServiceError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Conflict(_) | ServiceError::FailedPrecondition { .. } => StatusCode::CONFLICT,
         ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
         ServiceError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

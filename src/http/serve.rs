@@ -1,6 +1,7 @@
 //! Accepting connections with limits: at most [`ConnectionLimits::max_connections`] at once (further
-//! clients wait in the listen queue), request headers must arrive within the timeout, and a connection
-//! with no request in flight that moves no bytes for the timeout is closed. WebSocket connections leave
+//! clients wait in the listen queue), request headers must arrive within the timeout, a connection
+//! with no request in flight that moves no bytes for the timeout is closed, and so is one whose client
+//! takes none of the response for the timeout (a download nobody reads). WebSocket connections leave
 //! this count when they upgrade; `ws.rs` holds them to their own limits.
 
 use std::future::Future;
@@ -23,7 +24,8 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     pub max_connections: usize,
-    /// Headers must arrive within this; a connection idle this long (no request in flight) is closed.
+    /// Headers must arrive within this; a connection idle this long (no request in flight), or whose
+    /// client has taken no byte of the response for this long, is closed.
     pub timeout: Duration,
 }
 
@@ -79,7 +81,7 @@ pub async fn serve(
         tokio::spawn(async move {
             tokio::select! {
                 _ = connection => {}
-                _ = activity.idle_for(timeout) => {}
+                _ = activity.closable_after(timeout) => {}
             }
             drop(permit);
         });
@@ -92,7 +94,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// When a connection last moved bytes, and how many of its requests are in flight.
+/// When a connection last moved bytes, how many of its requests are in flight, and since when its
+/// client has not taken what it was sent.
 #[derive(Clone)]
 struct Activity(Arc<ActivityInner>);
 
@@ -100,6 +103,8 @@ struct ActivityInner {
     started: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// 1 + the time (ms since `started`) a write first found the socket full; 0 while writes go.
+    blocked_since: AtomicU64,
 }
 
 impl Default for Activity {
@@ -108,25 +113,61 @@ impl Default for Activity {
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            blocked_since: AtomicU64::new(0),
         }))
     }
 }
 
 impl Activity {
-    fn touch(&self) {
-        let now = self.0.started.elapsed().as_millis() as u64;
-        self.0.last_ms.store(now, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        self.0.started.elapsed().as_millis() as u64
     }
 
-    /// Completes once no request has been in flight and no byte has moved for `timeout`.
-    async fn idle_for(&self, timeout: Duration) {
+    fn touch(&self) {
+        self.0.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// A write found the socket full: the client is not reading.
+    fn write_blocked(&self) {
+        let _ = self.0.blocked_since.compare_exchange(
+            0,
+            self.now_ms() + 1,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn wrote(&self) {
+        self.0.blocked_since.store(0, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Completes once no request has been in flight and no byte has moved for `timeout`, or once the
+    /// client has taken no byte of a response for `timeout`.
+    async fn closable_after(&self, timeout: Duration) {
         loop {
-            let last = Duration::from_millis(self.0.last_ms.load(Ordering::Relaxed));
-            let idle = self.0.started.elapsed().saturating_sub(last);
+            let now = self.now_ms();
+            let idle =
+                Duration::from_millis(now.saturating_sub(self.0.last_ms.load(Ordering::Relaxed)));
             if idle >= timeout && self.0.in_flight.load(Ordering::Relaxed) == 0 {
                 return;
             }
-            tokio::time::sleep(timeout.saturating_sub(idle).max(Duration::from_millis(100))).await;
+            let blocked = match self.0.blocked_since.load(Ordering::Relaxed) {
+                0 => Duration::ZERO,
+                since => Duration::from_millis(now.saturating_sub(since - 1)),
+            };
+            if blocked >= timeout {
+                return;
+            }
+            // A block that starts while this sleeps is noticed within another `timeout`.
+            let mut wait = timeout;
+            if self.0.in_flight.load(Ordering::Relaxed) == 0 {
+                wait = wait.min(timeout.saturating_sub(idle));
+            }
+            if !blocked.is_zero() {
+                wait = wait.min(timeout.saturating_sub(blocked));
+            }
+            tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
         }
     }
 }
@@ -159,8 +200,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        match polled {
+            Poll::Ready(Ok(n)) if n > 0 => self.activity.wrote(),
+            Poll::Pending => self.activity.write_blocked(),
+            _ => {}
         }
         polled
     }

@@ -58,8 +58,12 @@ pub async fn upgrade(
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
-            serve(socket, s, protocol).await;
-            drop(permit);
+            // Like a GraphQL request over HTTP, a connection's documents run on the GraphQL runtime.
+            let _ = super::on_graphql_runtime(async move {
+                serve(socket, s, protocol).await;
+                drop(permit);
+            })
+            .await;
         })
 }
 

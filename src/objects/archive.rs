@@ -2,12 +2,16 @@
 //! out as soon as the archive holds it, so neither the objects nor the archive are ever whole in
 //! memory. Entries are stored uncompressed (model weights do not compress) with ZIP64 sizes, so any
 //! size goes.
+//!
+//! The archive is written by the response's own stream, on the runtime, a chunk each time the client
+//! takes one: a client that stops reading holds a suspended stream and at most one chunk, never a
+//! thread (the connection's write timeout then closes it).
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
 
 use super::Objects;
 use crate::domain::ObjectKey;
@@ -15,39 +19,31 @@ use crate::domain::ObjectKey;
 /// Bytes gathered before they are sent on.
 const CHUNK: usize = 256 * 1024;
 
-/// Sends what the ZIP writer writes to the response, in chunks; fails once the receiver is gone (the
-/// client went away), which stops the writing.
-struct ChannelWriter {
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
-    buffer: Vec<u8>,
-}
+/// Where the ZIP writer writes: bytes waiting to be sent.
+#[derive(Clone, Default)]
+struct Written(Arc<Mutex<Vec<u8>>>);
 
-impl ChannelWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buffer,
-            Vec::with_capacity(CHUNK),
-        ));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))
+impl Written {
+    fn len(&self) -> usize {
+        self.0.lock().expect("archive buffer").len()
+    }
+
+    fn take(&self) -> Bytes {
+        Bytes::from(std::mem::take(&mut *self.0.lock().expect("archive buffer")))
     }
 }
 
-impl Write for ChannelWriter {
+impl Write for Written {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(data);
-        if self.buffer.len() >= CHUNK {
-            self.send()?;
-        }
+        self.0
+            .lock()
+            .expect("archive buffer")
+            .extend_from_slice(data);
         Ok(data.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
+        Ok(())
     }
 }
 
@@ -63,38 +59,53 @@ pub fn zip(
     objects: &Objects,
     entries: Vec<(String, Source)>,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    let (tx, rx) = mpsc::channel(4);
     let objects = objects.clone();
-    let runtime = tokio::runtime::Handle::current();
-    let errors = tx.clone();
-    tokio::task::spawn_blocking(move || {
-        let written = (|| -> anyhow::Result<()> {
-            let mut zip = ::zip::ZipWriter::new_stream(ChannelWriter {
-                tx,
-                buffer: Vec::with_capacity(CHUNK),
-            });
-            let options = ::zip::write::SimpleFileOptions::default()
-                .compression_method(::zip::CompressionMethod::Stored)
-                .large_file(true);
-            for (name, source) in entries {
-                zip.start_file(name.as_str(), options)?;
-                let mut chunks = match source {
-                    Source::Object(key) => Box::pin(runtime.block_on(objects.get_stream(&key))?),
-                    Source::Stream(stream) => stream
-                        .map(|chunk| chunk.map_err(anyhow::Error::from))
-                        .boxed(),
-                };
-                while let Some(chunk) = runtime.block_on(chunks.next()) {
-                    zip.write_all(&chunk?)?;
+    async_stream::stream! {
+        let written = Written::default();
+        let mut zip = ::zip::ZipWriter::new_stream(written.clone());
+        let options = ::zip::write::SimpleFileOptions::default()
+            .compression_method(::zip::CompressionMethod::Stored)
+            .large_file(true);
+        for (name, source) in entries {
+            if let Err(e) = zip.start_file(name.as_str(), options) {
+                yield Err(cut_short(anyhow::Error::new(e)));
+                return;
+            }
+            let mut chunks = match source {
+                Source::Object(key) => match objects.get_stream(&key).await {
+                    Ok(stream) => stream.boxed(),
+                    Err(e) => {
+                        yield Err(cut_short(e));
+                        return;
+                    }
+                },
+                Source::Stream(stream) => stream
+                    .map(|chunk| chunk.map_err(anyhow::Error::from))
+                    .boxed(),
+            };
+            while let Some(chunk) = chunks.next().await {
+                let added = chunk.and_then(|c| Ok(zip.write_all(&c)?));
+                if let Err(e) = added {
+                    yield Err(cut_short(e));
+                    return;
+                }
+                if written.len() >= CHUNK {
+                    yield Ok(written.take());
                 }
             }
-            zip.finish()?.flush()?;
-            Ok(())
-        })();
-        if let Err(e) = written {
-            tracing::warn!(error = format!("{e:#}"), "a download was cut short");
-            let _ = errors.blocking_send(Err(std::io::Error::other(format!("{e:#}"))));
         }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+        if let Err(e) = zip.finish() {
+            yield Err(cut_short(anyhow::Error::new(e)));
+            return;
+        }
+        let rest = written.take();
+        if !rest.is_empty() {
+            yield Ok(rest);
+        }
+    }
+}
+
+fn cut_short(error: anyhow::Error) -> std::io::Error {
+    tracing::warn!(error = format!("{error:#}"), "a download was cut short");
+    std::io::Error::other(format!("{error:#}"))
 }

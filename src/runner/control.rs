@@ -337,13 +337,16 @@ pub async fn conclude(
 }
 
 /// Whether a failure was the infrastructure's rather than the job's own: the database or the object
-/// store could not be reached, or a download failed on the network. Such a job is retried; one that
-/// failed on its data, its loss or its memory is not.
+/// store could not be reached, a download failed on the network, or the job's process was killed from
+/// outside. Such a job is retried; one that failed on its data, its loss or its memory is not.
 pub fn is_infrastructure(error: &anyhow::Error) -> bool {
     error.is_transient()
         || error.chain().any(|cause| {
             cause.downcast_ref::<object_store::Error>().is_some()
                 || cause.downcast_ref::<reqwest::Error>().is_some()
+                || cause
+                    .downcast_ref::<super::process::KilledFromOutside>()
+                    .is_some()
         })
 }
 

@@ -4,7 +4,8 @@
 //!
 //! - [`process`]: the job's own process, from the worker's side and from its own;
 //! - [`job`]: the job itself — dataset to registered model — wherever it runs;
-//! - [`control`]: the stop flag, the supervisor (lease, cancel, shutdown), and writing a job's end.
+//! - [`control`]: the stop flag, the supervisor (lease, cancel, shutdown), and writing a job's end;
+//! - [`spawner`]: the one lasting thread job processes are forked from.
 //!
 //! A worker holds what it uses: the [`Service`] handle, its [`WorkerSettings`] and a shutdown token.
 //! [`Worker::try_run_next`] runs exactly one job (or finds none) and is what tests drive by hand;
@@ -13,6 +14,7 @@
 mod control;
 mod job;
 pub mod process;
+mod spawner;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -4,8 +4,14 @@
 //! keeps the lease, and relays what the job's process writes on its standard output (one JSON event a
 //! line) to the event hub. To stop the job it writes `stop <reason>` to the process's standard input,
 //! and kills it when it has not exited after the grace period. The process dies with its parent: it
-//! asks the kernel for SIGKILL when the parent dies (`PR_SET_PDEATHSIG`), and exits when its standard
-//! input closes. An optional address-space limit (`KILN_JOB_MEMORY_LIMIT`) bounds each job.
+//! asks the kernel for SIGKILL when the parent dies (`PR_SET_PDEATHSIG`; forked from
+//! [`super::spawner`]'s lasting thread, since the signal follows the forking thread), and exits when its
+//! standard input closes. An optional address-space limit (`KILN_JOB_MEMORY_LIMIT`) bounds each job.
+//!
+//! A process that dies of a signal is reported for what it was: out of memory only on the kernel's
+//! evidence (its out-of-memory kill counter moved while the job ran, or an allocation failed under
+//! the address-space limit), never retried; any other kill says which signal, and the job goes back
+//! to the queue like one whose worker died.
 //!
 //! The job's process does the job itself (`super::job`), writing its progress and, when it completes
 //! or fails, its final status; the worker writes the end of a job that was stopped, or whose process
@@ -61,8 +67,9 @@ pub(super) async fn run(worker: &Worker, job: JobRecord) -> JobStatus {
         flag.clone(),
         worker.shutdown.clone(),
     ));
-    let result = match spawn(&worker.settings, &job.id, &worker.id) {
-        Ok(child) => drive(worker, &job, child, &flag).await,
+    let oom_kills = OomKills::read();
+    let result = match spawn(&worker.settings, &job.id, &worker.id).await {
+        Ok(child) => drive(worker, &job, child, &flag, oom_kills).await,
         Err(e) => RunResult::Failed(
             e,
             Some(
@@ -88,7 +95,11 @@ fn stop_flag_for(job: &JobRecord) -> Arc<StopFlag> {
     flag
 }
 
-fn spawn(settings: &WorkerSettings, job_id: &str, worker: &str) -> Result<tokio::process::Child> {
+async fn spawn(
+    settings: &WorkerSettings,
+    job_id: &str,
+    worker: &str,
+) -> Result<tokio::process::Child> {
     let mut command = tokio::process::Command::new(&settings.executable);
     command
         .args(["run-job", job_id, "--lease-owner", worker, "--attached"])
@@ -104,9 +115,15 @@ fn spawn(settings: &WorkerSettings, job_id: &str, worker: &str) -> Result<tokio:
     }
     let parent = std::process::id();
     let memory_limit = settings.memory_limit;
-    // SAFETY: only async-signal-safe calls (prctl, getppid, setrlimit) run between fork and exec.
+    // SAFETY: only async-signal-safe calls (setpgid, prctl, getppid, setrlimit) run between fork and
+    // exec.
     unsafe {
         command.pre_exec(move || {
+            // A process group of its own: a Ctrl-C in the worker's terminal reaches the worker, which
+            // stops the job with a checkpoint, not the job's process directly.
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -126,7 +143,7 @@ fn spawn(settings: &WorkerSettings, job_id: &str, worker: &str) -> Result<tokio:
             Ok(())
         });
     }
-    command.spawn().with_context(|| {
+    super::spawner::spawn(command).await.with_context(|| {
         format!(
             "starting {} run-job {job_id}",
             settings.executable.display()
@@ -141,6 +158,7 @@ async fn drive(
     job: &JobRecord,
     mut child: tokio::process::Child,
     flag: &StopFlag,
+    oom_kills: Option<OomKills>,
 ) -> RunResult {
     let mut stdin = child.stdin.take();
     let relay = child.stdout.take().map(|stdout| {
@@ -189,8 +207,18 @@ async fn drive(
     if let Some(relay) = relay {
         let _ = relay.await;
     }
+    let end = ProcessEnd {
+        peak_memory,
+        out_of_memory_kill: oom_kills.is_some_and(|before| before.moved()),
+        memory_limit: worker.settings.memory_limit,
+    };
     match status {
-        Ok(status) => interpret(status, flag, peak_memory, job),
+        Ok(status) => interpret(
+            status,
+            flag.reason(),
+            &end,
+            job.settings.hyperparameters.batch_size,
+        ),
         Err(e) => RunResult::Failed(
             anyhow::Error::new(e).context("waiting for the job's process"),
             None,
@@ -198,8 +226,19 @@ async fn drive(
     }
 }
 
+/// What is known of how a job's process ended besides its exit status.
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcessEnd {
+    /// Its peak resident memory, sampled every half second (0: never read).
+    peak_memory: u64,
+    /// Whether the kernel's out-of-memory killer struck in its cgroup while it ran.
+    out_of_memory_kill: bool,
+    /// Its address-space limit (`KILN_JOB_MEMORY_LIMIT`).
+    memory_limit: Option<u64>,
+}
+
 /// The run's result from the process's exit status.
-fn interpret(status: ExitStatus, flag: &StopFlag, peak_memory: u64, job: &JobRecord) -> RunResult {
+fn interpret(status: ExitStatus, stop: StopReason, end: &ProcessEnd, batch_size: u32) -> RunResult {
     use std::os::unix::process::ExitStatusExt;
     match status.code() {
         Some(code) if code == JobExit::Completed as i32 => {
@@ -212,27 +251,119 @@ fn interpret(status: ExitStatus, flag: &StopFlag, peak_memory: u64, job: &JobRec
         Some(code) if code == JobExit::Stopped as i32 => return RunResult::Stopped,
         _ => {}
     }
-    if flag.reason() != StopReason::None {
+    if stop != StopReason::None {
         // Asked to stop, it ended some other way (killed after the grace period): the stop stands.
         return RunResult::Stopped;
     }
-    let used = if peak_memory > 0 {
-        format!(" after using {}", human(peak_memory))
+    let used = if end.peak_memory > 0 {
+        format!(" after using {}", human(end.peak_memory))
     } else {
         String::new()
     };
     let error = anyhow::anyhow!("the job's process ended with {status}{used}");
-    let batch = job.settings.hyperparameters.batch_size;
+    let smaller = format!(
+        "try batchSize ≤ {} or a shorter maxSeqLength",
+        (batch_size / 2).max(1)
+    );
     let message = match status.signal() {
-        Some(signal) if signal == libc::SIGKILL || signal == libc::SIGABRT => format!(
-            "the job ran out of memory: its process was killed (signal {signal}){used}; try \
-             batchSize ≤ {} or a shorter maxSeqLength",
-            (batch / 2).max(1)
+        Some(libc::SIGKILL) if end.out_of_memory_kill => format!(
+            "the job ran out of memory: the kernel's out-of-memory killer ended its process \
+             (signal 9){used}; {smaller}"
         ),
-        Some(signal) => format!("the job's process crashed (signal {signal}); retry the job"),
+        Some(libc::SIGABRT) if end.memory_limit.is_some() => format!(
+            "the job ran out of memory: its process could not allocate more within \
+             KILN_JOB_MEMORY_LIMIT ({}) and aborted{used}; {smaller}",
+            human(end.memory_limit.unwrap_or_default())
+        ),
+        Some(signal)
+            if [libc::SIGKILL, libc::SIGTERM, libc::SIGINT, libc::SIGHUP].contains(&signal) =>
+        {
+            // Not kiln, and not for memory as far as the kernel says: an operator, a supervisor or a
+            // preempted machine. The job did nothing wrong, so it goes back to the queue.
+            let message = format!(
+                "the job's process was killed by signal {signal} ({}) from outside kiln, not for \
+                 lack of memory as far as the kernel reports{used}",
+                signal_name(signal)
+            );
+            return RunResult::Failed(
+                anyhow::Error::new(KilledFromOutside(signal)).context(error.to_string()),
+                Some(message),
+            );
+        }
+        Some(signal) => format!(
+            "the job's process crashed (signal {signal}, {}){used}; retry the job",
+            signal_name(signal)
+        ),
         None => format!("the job's process crashed ({status}); retry the job"),
     };
     RunResult::Failed(error, Some(message))
+}
+
+/// A job's process killed by a signal that neither kiln nor a lack of memory sent: an infrastructure
+/// failure, retried like a worker that died.
+#[derive(Debug, thiserror::Error)]
+#[error("the job's process was killed by signal {0} from outside kiln")]
+pub struct KilledFromOutside(pub i32);
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        _ => "a signal",
+    }
+}
+
+/// The kernel's count of out-of-memory kills where it can be read: this process's cgroup (v2's
+/// `memory.events` or v1's `memory.oom_control`, which count the kills of a container's limit and of
+/// the machine running out alike) or else the whole machine's (`/proc/vmstat`). A job's process shares
+/// the worker's cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OomKills(u64);
+
+impl OomKills {
+    fn read() -> Option<Self> {
+        Self::in_cgroup().or_else(Self::on_machine).map(Self)
+    }
+
+    /// Whether the count has grown since `self` was read.
+    fn moved(self) -> bool {
+        Self::read().is_some_and(|now| now.0 > self.0)
+    }
+
+    /// cgroup v2 (`0::/path` → `memory.events`), or v1's memory controller (`N:memory:/path` →
+    /// `memory.oom_control`).
+    fn in_cgroup() -> Option<u64> {
+        let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        cgroups.lines().find_map(|line| {
+            let file = match line.strip_prefix("0::") {
+                Some(path) => format!("/sys/fs/cgroup{}/memory.events", path.trim_end_matches('/')),
+                None => format!(
+                    "/sys/fs/cgroup/memory{}/memory.oom_control",
+                    line.split_once(":memory:")?.1.trim_end_matches('/')
+                ),
+            };
+            counter(&std::fs::read_to_string(file).ok()?, "oom_kill")
+        })
+    }
+
+    fn on_machine() -> Option<u64> {
+        counter(&std::fs::read_to_string("/proc/vmstat").ok()?, "oom_kill")
+    }
+}
+
+/// The number after `name` on its own line of a `name value` file.
+fn counter(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
 }
 
 /// The peak resident memory of a process (`VmHWM`), in bytes.
@@ -333,5 +464,87 @@ async fn claimed_job(service: &Service, job_id: &str, worker: &str) -> Option<Jo
             tracing::error!(error = format!("{e:#}"), "reading the job failed");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    fn killed_by(signal: i32) -> ExitStatus {
+        ExitStatus::from_raw(signal)
+    }
+
+    fn message(result: RunResult) -> (String, bool) {
+        match result {
+            RunResult::Failed(error, Some(message)) => {
+                (message, control::is_infrastructure(&error))
+            }
+            _ => panic!("a failure with a message"),
+        }
+    }
+
+    #[test]
+    fn a_kill_is_out_of_memory_only_on_the_kernels_evidence() {
+        let end = ProcessEnd {
+            peak_memory: 64 << 20,
+            ..Default::default()
+        };
+        let (said, retried) = message(interpret(killed_by(9), StopReason::None, &end, 8));
+        assert!(
+            said.starts_with("the job's process was killed by signal 9 (SIGKILL) from outside"),
+            "{said}"
+        );
+        assert!(!said.contains("out of memory"), "{said}");
+        assert!(retried, "a kill from outside is retried");
+
+        let oom = ProcessEnd {
+            out_of_memory_kill: true,
+            ..end
+        };
+        let (said, retried) = message(interpret(killed_by(9), StopReason::None, &oom, 8));
+        assert!(
+            said.starts_with("the job ran out of memory: the kernel's out-of-memory killer"),
+            "{said}"
+        );
+        assert!(
+            said.contains("after using 64 MiB") && said.contains("batchSize ≤ 4"),
+            "{said}"
+        );
+        assert!(!retried);
+
+        let limited = ProcessEnd {
+            memory_limit: Some(1 << 30),
+            ..end
+        };
+        let (said, retried) = message(interpret(killed_by(6), StopReason::None, &limited, 8));
+        assert!(
+            said.contains("within KILN_JOB_MEMORY_LIMIT (1.0 GiB)"),
+            "{said}"
+        );
+        assert!(!retried);
+
+        let (said, retried) = message(interpret(killed_by(11), StopReason::None, &end, 8));
+        assert!(
+            said.starts_with("the job's process crashed (signal 11, SIGSEGV)"),
+            "{said}"
+        );
+        assert!(!retried);
+    }
+
+    #[test]
+    fn a_stopped_job_killed_after_its_grace_period_stays_stopped() {
+        let result = interpret(killed_by(9), StopReason::Cancel, &ProcessEnd::default(), 8);
+        assert!(matches!(result, RunResult::Stopped));
+    }
+
+    #[test]
+    fn kernel_counters_are_read_by_name() {
+        let events = "low 0\nhigh 0\nmax 3\noom 2\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(counter(events, "oom_kill"), Some(1));
+        assert_eq!(counter(events, "oom"), Some(2));
+        assert_eq!(counter(events, "missing"), None);
     }
 }

@@ -161,7 +161,7 @@ impl Service {
             })?;
             out.push(job.clone());
         }
-        let epochs = self.store.epochs_of(ids).await?;
+        let epochs = self.store.last_epochs_of(ids).await?;
         let version_ids: Vec<String> = out
             .iter()
             .filter_map(|j| j.model_version_id.clone())

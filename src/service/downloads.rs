@@ -7,7 +7,7 @@ use futures::Stream;
 
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{FieldError, ModelName};
-use crate::objects::{archive, keys};
+use crate::objects::archive;
 
 /// A file to send: its name for the client and its bytes as they are read.
 pub struct Download {
@@ -29,11 +29,11 @@ impl Service {
                 crate::domain::abbreviate(model, 64)
             ))
         })?;
-        let number: i64 = version.parse().map_err(|_| {
+        let number = crate::domain::version_number(version).ok_or_else(|| {
             FieldError::new(
                 "version",
                 format!(
-                    "must be a version number (got {})",
+                    "must be a version number from 1, written plainly (got {})",
                     crate::domain::abbreviate(version, 20)
                 ),
             )
@@ -45,11 +45,12 @@ impl Service {
             .ok_or_else(|| {
                 ServiceError::NotFound(format!("model {} has no version {number}", name.as_str()))
             })?;
-        let prefix = keys::model_run(&name, &record.job_id)?;
-        let mut entries = Vec::new();
-        for (file, _) in self.objects.list(&prefix).await? {
-            entries.push((file.clone(), archive::Source::Object(prefix.join(&file)?)));
-        }
+        let entries = self
+            .version_objects(&record)
+            .await?
+            .into_iter()
+            .map(|(file, key)| (file, archive::Source::Object(key)))
+            .collect();
         Ok(Download {
             file_name: format!("{}-v{number}.zip", name.as_str()),
             body: Box::pin(archive::zip(&self.objects, entries)),

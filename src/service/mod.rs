@@ -71,6 +71,10 @@ pub struct Settings {
     pub model_roots: ModelRoots,
     /// Model versions `predict` keeps loaded.
     pub model_cache_size: usize,
+    /// The memory `predict`'s forward passes may take at once, in bytes.
+    pub predict_memory: u64,
+    /// How long a prediction waits for that memory, or for room in the model cache.
+    pub predict_wait: std::time::Duration,
 }
 
 impl Settings {
@@ -91,6 +95,8 @@ impl Settings {
             max_train_memory: config.train_memory_limit(),
             model_roots: ModelRoots::parse(&config.model_roots),
             model_cache_size: config.model_cache_size.into(),
+            predict_memory: config.predict_memory.0,
+            predict_wait: std::time::Duration::from_secs(config.predict_wait_seconds),
         }
     }
 }
@@ -104,6 +110,7 @@ pub struct Service {
     events: EventHub,
     settings: Arc<Settings>,
     models: Arc<inference::ModelCache>,
+    predictions: Arc<inference::PredictBudget>,
 }
 
 impl Service {
@@ -113,6 +120,10 @@ impl Service {
             objects,
             events,
             models: Arc::new(inference::ModelCache::new(settings.model_cache_size)),
+            predictions: Arc::new(inference::PredictBudget::new(
+                settings.predict_memory,
+                settings.predict_wait,
+            )),
             settings: Arc::new(settings),
         }
     }
@@ -157,6 +168,12 @@ pub enum ServiceError {
         message: String,
         failed: Vec<String>,
     },
+    /// A registered thing whose stored files are gone from the object store: what is missing.
+    #[error("{0}")]
+    Lost(String),
+    /// Too much is asked of this server at once (its memory for predictions); trying again later works.
+    #[error("{0}")]
+    Busy(String),
     /// The database cannot be reached right now; trying again later may work.
     #[error("the database is unreachable")]
     Unavailable,

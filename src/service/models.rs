@@ -4,12 +4,14 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::{Service, ServiceResult};
+use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
-    JobRecord, JobStatus, ModelManifest, ModelName, ModelRecord, ModelVersionRecord,
+    JobRecord, JobStatus, ModelArchitecture, ModelManifest, ModelName, ModelRecord,
+    ModelVersionRecord, ObjectKey,
 };
 use crate::events::JobEvent;
 use crate::objects::keys;
+use crate::train::export;
 
 impl Service {
     /// A model by name; a string that cannot be a model name names none.
@@ -47,24 +49,73 @@ impl Service {
         Ok(self.store.model_versions_numbered(model, numbers).await?)
     }
 
+    /// A version's stored files (its export's top level: name and key), after checking that every file
+    /// it needs is there: the weights and `kiln.json`, and what its manifest says it has besides (a text
+    /// model's `config.json` and `tokenizer.json`, LoRA adapters kept apart). A missing one is
+    /// [`ServiceError::Lost`], naming them.
+    pub(super) async fn version_objects(
+        &self,
+        version: &ModelVersionRecord,
+    ) -> ServiceResult<Vec<(String, ObjectKey)>> {
+        let name = ModelName::parse("model", &version.model_name)?;
+        let prefix = keys::model_run(&name, &version.job_id)?;
+        let mut files = Vec::new();
+        for (file, _) in self.objects.list(&prefix).await? {
+            if !file.contains('/') {
+                let key = prefix.join(&file)?;
+                files.push((file, key));
+            }
+        }
+        let has = |f: &str| files.iter().any(|(name, _)| name == f);
+        let mut needed = vec![export::WEIGHTS, ModelManifest::FILE_NAME];
+        if has(ModelManifest::FILE_NAME) {
+            let manifest = self
+                .version_manifest(version)
+                .await
+                .map_err(ServiceError::Internal)?;
+            if let ModelArchitecture::Bert { lora, .. } = &manifest.architecture {
+                needed.extend(["config.json", "tokenizer.json"]);
+                if lora.as_ref().is_some_and(|l| !l.merge_adapters) {
+                    needed.extend([export::ADAPTER_WEIGHTS, export::ADAPTER_CONFIG]);
+                }
+            }
+        }
+        let missing: Vec<&str> = needed.into_iter().filter(|f| !has(f)).collect();
+        if !missing.is_empty() {
+            return Err(ServiceError::Lost(format!(
+                "version {} of model {} has lost stored files: {} {} missing from the object store; \
+                 restore {} from a backup, or train the model again",
+                version.version,
+                version.model_name,
+                missing.join(", "),
+                if missing.len() == 1 { "is" } else { "are" },
+                if missing.len() == 1 { "it" } else { "them" },
+            )));
+        }
+        Ok(files)
+    }
+
     /// Copies a version's files (its export's top level) from the object store into `dir`, streamed.
     pub(super) async fn fetch_version_files(
         &self,
         version: &ModelVersionRecord,
         dir: &Path,
-    ) -> anyhow::Result<()> {
-        let name = ModelName::parse("model", &version.model_name)?;
-        let prefix = keys::model_run(&name, &version.job_id)?;
+    ) -> ServiceResult<()> {
+        let files = self.version_objects(version).await?;
+        self.download_objects(files, dir).await
+    }
+
+    /// Copies `files` (name and key) from the object store into `dir`, streamed.
+    pub(super) async fn download_objects(
+        &self,
+        files: Vec<(String, ObjectKey)>,
+        dir: &Path,
+    ) -> ServiceResult<()> {
         tokio::fs::create_dir_all(dir)
             .await
             .with_context(|| format!("creating {}", dir.display()))?;
-        for (file, _) in self.objects.list(&prefix).await? {
-            if file.contains('/') {
-                continue;
-            }
-            self.objects
-                .get_to_file(&prefix.join(&file)?, &dir.join(&file))
-                .await?;
+        for (file, key) in files {
+            self.objects.get_to_file(&key, &dir.join(&file)).await?;
         }
         Ok(())
     }

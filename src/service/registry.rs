@@ -2,6 +2,7 @@
 //!
 //! An alias moves only through [`Service::move_alias`]: the model and versions must exist, a guarded
 //! alias's policy must pass (or an admin forces it, and the history records which rules were
+//! overridden), only an admin deletes a guarded alias (the history records the policy's rules as
 //! overridden), and the move is a compare-and-set on where the alias pointed, so two concurrent moves
 //! cannot both win. A rollback returns to the version before the latest move not yet undone and is not
 //! checked against the policy (that version already served under the alias).
@@ -29,6 +30,11 @@ pub enum Mover<'a> {
 }
 
 impl Mover<'_> {
+    /// Whether it may move an alias past its promotion policy (or delete a guarded alias): admins.
+    fn may_override(&self) -> bool {
+        matches!(self, Self::Caller(p) if p.role == Role::Admin)
+    }
+
     fn name(&self) -> String {
         match self {
             Self::Caller(p) => p.name.clone(),
@@ -434,9 +440,28 @@ impl Service {
         if current == to {
             return Ok(());
         }
+        let policy = self
+            .store
+            .promotion_policies(model.as_str())
+            .await?
+            .into_iter()
+            .find(|p| p.alias == alias.as_str());
         let Some(target) = &to else {
+            // Deleting a guarded alias would let anyone set it afresh: it overrides the whole policy.
+            let overridden = match &policy {
+                Some(policy) if !mover.may_override() => {
+                    return Err(ServiceError::Forbidden(format!(
+                        "alias {} of model {} is guarded by a promotion policy; only an admin token \
+                         can delete it",
+                        alias.as_str(),
+                        model.as_str()
+                    )));
+                }
+                Some(policy) => policy.rules.iter().map(|r| r.text.clone()).collect(),
+                None => vec![],
+            };
             return self
-                .write_move(model, alias, current, to, &mover, why, vec![], rollback)
+                .write_move(model, alias, current, to, &mover, why, overridden, rollback)
                 .await;
         };
         let field = match target {
@@ -447,14 +472,7 @@ impl Service {
             .versions_named(model, &target.versions(), field)
             .await?;
         let mut failed = Vec::new();
-        if !rollback
-            && let Some(policy) = self
-                .store
-                .promotion_policies(model.as_str())
-                .await?
-                .into_iter()
-                .find(|p| p.alias == alias.as_str())
-        {
+        if !rollback && let Some(policy) = &policy {
             let current_metrics = match &current {
                 Some(c) => self
                     .store

@@ -735,13 +735,37 @@ impl Store {
 
     /// Epochs of many jobs in one round trip, ordered by job then epoch.
     pub async fn epochs_of(&self, job_ids: &[String]) -> StoreResult<Vec<(String, EpochMetrics)>> {
+        self.epochs_where(
+            "SELECT job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1, details FROM job_epochs \
+             WHERE job_id IN ({in}) ORDER BY job_id, epoch",
+            job_ids,
+        )
+        .await
+    }
+
+    /// The last finished epoch of each of many jobs (those that have one), in one round trip.
+    pub async fn last_epochs_of(
+        &self,
+        job_ids: &[String],
+    ) -> StoreResult<Vec<(String, EpochMetrics)>> {
+        self.epochs_where(
+            "SELECT job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1, details FROM job_epochs e \
+             WHERE job_id IN ({in}) \
+             AND epoch = (SELECT MAX(epoch) FROM job_epochs m WHERE m.job_id = e.job_id)",
+            job_ids,
+        )
+        .await
+    }
+
+    async fn epochs_where(
+        &self,
+        sql: &'static str,
+        job_ids: &[String],
+    ) -> StoreResult<Vec<(String, EpochMetrics)>> {
         let rows = self
-            .fetch_in(
-                "SELECT job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1, details FROM job_epochs \
-                 WHERE job_id IN ({in}) ORDER BY job_id, epoch",
-                job_ids,
-            )
-            .await.map_err(|e| self.note(e))?;
+            .fetch_in(sql, job_ids)
+            .await
+            .map_err(|e| self.note(e))?;
         rows.iter()
             .map(|r| {
                 let details: EpochDetails = match r.try_get::<Option<String>, _>("details")? {

@@ -10,6 +10,7 @@ use candle_core::{D, Device};
 use super::bert::{BertClassifier, BertConfig, BertOptions, LORA_PREFIX};
 use super::export::{ADAPTER_WEIGHTS, PEFT_PREFIX, WEIGHTS};
 use super::fit::{Net, text_net};
+use super::memory;
 use super::mlp::{Mlp, Standardizer};
 use super::params::Params;
 use crate::domain::{ModelArchitecture, ModelManifest};
@@ -18,6 +19,16 @@ pub struct LoadedModel {
     pub manifest: ModelManifest,
     net: Net,
     device: Device,
+    /// What sizes its predictions' memory.
+    shape: Shape,
+}
+
+/// The sizes a prediction's memory depends on.
+enum Shape {
+    /// A text model and the most tokens it reads of an input.
+    Text { config: BertConfig, max_len: usize },
+    /// The MLP's layer widths, inputs to labels.
+    Rows { sizes: Vec<u64> },
 }
 
 impl LoadedModel {
@@ -28,7 +39,7 @@ impl LoadedModel {
         let manifest = ModelManifest::from_json(&bytes)?;
         let labels = manifest.labels.len();
         let mut params = Params::new(0, device);
-        let net = match &manifest.architecture {
+        let (net, shape) = match &manifest.architecture {
             ModelArchitecture::Bert {
                 pooling,
                 max_seq_length,
@@ -37,6 +48,10 @@ impl LoadedModel {
             } => {
                 let config = BertConfig::read(&dir.join("config.json"))?;
                 let max_len = (*max_seq_length as usize).min(config.max_position_embeddings);
+                let shape = Shape::Text {
+                    config: config.clone(),
+                    max_len,
+                };
                 let tokenizer = super::tokenizer::load(&dir.join("tokenizer.json"), max_len)?;
                 // Merged adapters are in the weights already.
                 let apart = lora.clone().filter(|l| !l.merge_adapters);
@@ -63,30 +78,62 @@ impl LoadedModel {
                         }
                     }
                 }
-                text_net(model, tokenizer)?
+                (text_net(model, tokenizer)?, shape)
             }
             ModelArchitecture::Mlp {
                 hidden_sizes,
                 features,
                 standardization,
             } => {
+                let mut sizes = vec![features.len() as u64];
+                sizes.extend(hidden_sizes.iter().map(|&h| h as u64));
+                sizes.push(labels as u64);
                 let model = Mlp::new(&mut params, features.len(), hidden_sizes, labels, 0.0)?;
                 params.load_prefixed(&dir.join(WEIGHTS), "", &|_| false)?;
-                Net::Tabular {
+                let net = Net::Tabular {
                     model,
                     standardizer: Standardizer {
                         mean: standardization.mean.clone(),
                         std: standardization.std.clone(),
                     },
                     feature_names: features.clone(),
-                }
+                };
+                (net, Shape::Rows { sizes })
             }
         };
         Ok(Self {
             manifest,
             net,
             device: device.clone(),
+            shape,
         })
+    }
+
+    /// At most how much memory predicting a batch of texts of `chars` characters each takes (the
+    /// weights aside): each is read up to `maxSeqLength` tokens, at most one per character plus the
+    /// two special ones, and the batch is padded to its longest.
+    pub fn text_batch_memory(&self, chars: &[usize]) -> u64 {
+        let Shape::Text { config, max_len } = &self.shape else {
+            return 0;
+        };
+        let longest = chars
+            .iter()
+            .map(|&c| c.saturating_add(2))
+            .max()
+            .unwrap_or(1);
+        let seq = longest.min(*max_len) as u64;
+        let activations =
+            memory::bert_prediction_per_example(config, seq).saturating_mul(chars.len() as u64);
+        let encodings: u64 = chars.iter().map(|&c| memory::tokenizing(c as u64)).sum();
+        activations.saturating_add(encodings)
+    }
+
+    /// At most how much memory predicting `rows` rows takes (the weights aside).
+    pub fn row_batch_memory(&self, rows: usize) -> u64 {
+        match &self.shape {
+            Shape::Rows { sizes } => memory::mlp_prediction_per_row(sizes) * rows as u64,
+            Shape::Text { .. } => 0,
+        }
     }
 
     /// Logits `(inputs, labels)` of a text model.

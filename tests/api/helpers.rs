@@ -993,3 +993,100 @@ pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// A `kiln serve` in its own process (a multi-threaded runtime, its own memory), on the database and
+/// objects of a test app: for what only a real server process shows (its threads, its peak memory).
+pub struct ServeProcess {
+    child: std::process::Child,
+    pub url: String,
+    pub client: reqwest::Client,
+}
+
+impl ServeProcess {
+    /// Starts `kiln serve` with `app`'s settings, `workers` training workers, and `env` on top;
+    /// returns once `/healthz` answers.
+    pub async fn start(app: &TestApp, workers: usize, env: &[(&str, &str)]) -> ServeProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
+        command.arg("serve");
+        for (name, value) in app.config.to_env() {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
+        command
+            .env("KILN_BIND", format!("127.0.0.1:{port}"))
+            .env("KILN_WORKERS", workers.to_string())
+            .env("KILN_DATABASE_MAX_CONNECTIONS", "10")
+            .env("KILN_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env(
+                "KILN_WORK_DIR",
+                app.dir.path().join(format!("serve-{port}")),
+            )
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").map_or("error".into(), |_| "info".to_string()),
+            )
+            .stdout(std::process::Stdio::null());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let server = ServeProcess {
+            child: command.spawn().expect("kiln serve starts"),
+            url: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        eventually(Duration::from_secs(60), "kiln serve to answer", || async {
+            server
+                .client
+                .get(format!("{}/healthz", server.url))
+                .send()
+                .await
+                .is_ok()
+        })
+        .await;
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A number of kiB from the process's `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`), in bytes.
+    pub fn memory(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    }
+
+    /// A GraphQL request with the admin token; the whole response body.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        self.client
+            .post(format!("{}/graphql", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("kiln serve answers")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -153,3 +153,83 @@ async fn errors_raised_by_the_graphql_layer_carry_a_code_and_real_locations() {
         "{unauthenticated}"
     );
 }
+
+#[tokio::test]
+async fn log_lines_and_compared_jobs_count_towards_a_querys_complexity() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let one = app
+        .graphql(
+            "{ jobs(first: 1) { nodes { logs(last: 1000) { seq message } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(one.get("errors").is_none(), "{one}");
+    // A page of jobs, each with a thousand lines: a hundred thousand lines.
+    let page = app
+        .graphql(
+            "{ jobs(first: 100) { nodes { logs(last: 1000) { seq message } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&page), "QUERY_TOO_COMPLEX", "{page}");
+    let aliased: String = (0..10)
+        .map(|i| format!("l{i}: job(id: \"x\") {{ logs(last: 1000) {{ message }} }} "))
+        .collect();
+    let body = app.graphql(&format!("{{ {aliased} }}"), json!({})).await;
+    assert_eq!(code(&body), "QUERY_TOO_COMPLEX", "{body}");
+
+    let ids: Vec<String> = (0..10).map(|i| format!("job-{i}")).collect();
+    let compare = |n: usize| {
+        let fields: String = (0..n)
+            .map(|i| {
+                format!(
+                    "c{i}: compareJobs(ids: $ids) {{ jobs {{ id name status }} \
+                     hyperparameters {{ name values differs }} metrics {{ metric values deltas }} }} "
+                )
+            })
+            .collect();
+        format!("query($ids: [ID!]!) {{ {fields} }}")
+    };
+    let body = app.graphql(&compare(100), json!({ "ids": ids })).await;
+    assert_eq!(code(&body), "QUERY_TOO_COMPLEX", "{body}");
+    // One comparison is no more than it was: refused for its unknown jobs, not its cost.
+    let body = app.graphql(&compare(1), json!({ "ids": ids })).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+}
+
+#[tokio::test]
+async fn fields_come_back_in_the_order_the_document_asks_for_them() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", crate::helpers::separable_text_jsonl(20, 1))
+        .await;
+    let mut ids = Vec::new();
+    for name in ["one", "two", "three"] {
+        ids.push(
+            app.queued_job(
+                json!({ "name": name, "modelName": "m", "task": "TEXT_CLASSIFICATION",
+                "datasetId": dataset }),
+            )
+            .await,
+        );
+    }
+    let query = "query($a: ID!, $b: ID!, $c: ID!) { zeta: job(id: $c) { name } alpha: job(id: $a) { name } \
+                 count: jobs { totalCount } mid: job(id: $b) { name } me { name } beta: job(id: $a) { id } }";
+    let text = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(&app.token)
+        .json(&json!({ "query": query, "variables": { "a": ids[0], "b": ids[1], "c": ids[2] } }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = |key: &str| {
+        text.find(&format!("\"{key}\":"))
+            .unwrap_or_else(|| panic!("{key} in {text}"))
+    };
+    let order = ["zeta", "alpha", "count", "mid", "me", "beta"].map(at);
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+}

@@ -207,6 +207,15 @@ async fn tabular_models_answer_rows_in_feature_order(db: Db, objects: Objects) {
     );
     let body = predict(&app, json!({ "model": "rows", "inputs": ["text"] })).await;
     assert_eq!(field_of(&body), "inputs");
+    // Finite as a 64-bit float, infinite as the model's 32-bit one.
+    let body = predict(
+        &app,
+        json!({ "model": "rows", "rows": [[1.0, 1.0, 0.5], [3.5e38, 1.0, 0.5]] }),
+    )
+    .await;
+    assert_eq!(field_of(&body), "rows[1][0]");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("32-bit float"), "{message}");
 }
 
 on_storage!(tabular_models_answer_rows_in_feature_order: sqlite_local, postgres_local);
@@ -283,6 +292,11 @@ async fn a_split_alias_routes_each_request_by_weight_and_counts_them(db: Db, obj
         (
             json!([{ "version": 1, "weight": 1.0 }, { "version": 5, "weight": 1.0 }]),
             "split[1]",
+        ),
+        // Weights that would add up to infinity.
+        (
+            json!([{ "version": 1, "weight": 1e308 }, { "version": 2, "weight": 1e308 }]),
+            "split[0].weight",
         ),
     ] {
         let body = app

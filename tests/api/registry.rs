@@ -288,13 +288,20 @@ async fn guarded_aliases_take_only_versions_that_pass_their_rules(db: Db, object
         .await;
     assert_eq!(data["model"]["promotionPolicies"][0]["rules"], rules);
 
-    // While the alias points nowhere, rules against `current` pass.
-    let body = set_alias(
-        &app,
-        &member,
-        json!({ "model": "spam", "alias": "production", "version": 1 }),
-    )
-    .await;
+    // While the alias points nowhere, a rule against `current` has nothing to compare with: it fails
+    // closed, and only an admin's force sets the first version.
+    let first = json!({ "model": "spam", "alias": "production", "version": 1 });
+    let body = set_alias(&app, &member, first.clone()).await;
+    assert_eq!(code(&body), "FAILED_PRECONDITION", "{body}");
+    assert!(
+        body["errors"][0]["message"].as_str().unwrap().contains(
+            "f1 >= current + 2: the alias points to no version, so there is nothing to compare with"
+        ),
+        "{body}"
+    );
+    let mut forced = first;
+    forced["force"] = json!(true);
+    let body = set_alias(&app, &admin, forced).await;
     assert!(body.get("errors").is_none(), "{body}");
 
     // Version 2 cannot beat the current f1 by 2: refused with the failed rule listed.
@@ -329,6 +336,30 @@ async fn guarded_aliases_take_only_versions_that_pass_their_rules(db: Db, object
     assert_eq!(latest["forced"], true);
     assert_eq!(latest["overriddenRules"], json!(failed));
 
+    // Deleting a guarded alias and setting it afresh would step around its rules: a member may not
+    // delete it, and a set without a current version fails closed.
+    let delete =
+        "mutation($alias: String!) { deleteModelAlias(model: \"spam\", alias: $alias) { name } }";
+    let body = app
+        .graphql_as(Some(&member), delete, json!({ "alias": "production" }))
+        .await;
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("guarded by a promotion policy; only an admin token can delete it"),
+        "{body}"
+    );
+    assert_eq!(alias_version(&app, "spam", "production").await, 2);
+    let body = set_alias(
+        &app,
+        &member,
+        json!({ "model": "spam", "alias": "production", "version": 1 }),
+    )
+    .await;
+    assert_eq!(code(&body), "FAILED_PRECONDITION", "{body}");
+
     // autoPromote: refused by the guarded alias (the job still completes), taken by an unguarded one.
     let job = train_one(
         &app,
@@ -362,6 +393,26 @@ async fn guarded_aliases_take_only_versions_that_pass_their_rules(db: Db, object
         body["errors"][0]["extensions"]["field"], "autoPromote",
         "{body}"
     );
+
+    // An admin may delete it; the history says the policy was overridden.
+    app.data(delete, json!({ "alias": "production" })).await;
+    let latest = &history(&app, "spam").await[0];
+    assert_eq!(
+        (
+            &latest["toVersion"],
+            &latest["forced"],
+            &latest["overriddenRules"]
+        ),
+        (&json!(null), &json!(true), &rules),
+        "{latest}"
+    );
+    let body = set_alias(
+        &app,
+        &member,
+        json!({ "model": "spam", "alias": "production", "version": 2 }),
+    )
+    .await;
+    assert_eq!(code(&body), "FAILED_PRECONDITION", "{body}");
 
     // A per-label rule on a label the version does not have fails, saying so.
     app.data(

@@ -154,7 +154,9 @@ impl AnalyticsQuery {
     }
 
     /// 2–10 jobs side by side: every hyperparameter (those that differ first, flagged `differs`) and
-    /// the final metrics with their differences from the first job listed.
+    /// the final metrics with their differences from the first job listed. Each job counts its selected
+    /// fields towards the query's complexity.
+    #[graphql(complexity = "child_complexity * ids.len().max(1)")]
     async fn compare_jobs(
         &self,
         ctx: &Context<'_>,

@@ -200,7 +200,9 @@ impl Job {
     }
     /// The newest `last` lines (1–1000, default 100) of the job's log at `level` or above (default:
     /// all), oldest first: what the runner did (claims, dataset, model, epochs, checkpoints, the end and
-    /// its error). At most 10 000 lines are kept per job.
+    /// its error). At most 10 000 lines are kept per job. Each line asked for counts 1 towards the
+    /// query's complexity.
+    #[graphql(complexity = "child_complexity + last.clamp(1, 1000) as usize")]
     async fn logs(
         &self,
         ctx: &Context<'_>,

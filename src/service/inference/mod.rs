@@ -1,23 +1,30 @@
 //! `predict`: which version answers (a number, an alias — a split alias routed by weight per request —
-//! or the latest), an in-memory LRU cache of loaded versions, and the engine's own forward pass run on a
-//! blocking thread, off the async runtime.
+//! or the latest), an in-memory LRU cache of loaded versions ([`cache`]), and the engine's own forward
+//! pass run on a blocking thread, off the async runtime, in micro-batches within the process's memory
+//! for predictions ([`budget`]).
 //!
 //! Limits: [`MAX_PREDICT_BATCH`] inputs or rows per request, [`MAX_INPUT_BYTES`] per text; at most
-//! `KILN_MODEL_CACHE_SIZE` versions loaded per process (the least recently used is dropped first; a
-//! request that still holds it finishes with it).
+//! `KILN_MODEL_CACHE_SIZE` versions in memory per process (the least recently used is dropped first; a
+//! request that still holds it finishes with it); at most `KILN_PREDICT_MEMORY` in forward passes at
+//! once, a request waiting up to `KILN_PREDICT_WAIT_SECONDS` for its turn.
+
+mod budget;
+mod cache;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
 
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
     AliasName, FieldError, ModelArchitecture, ModelName, ModelVersionRecord, now_ms,
 };
 use crate::train::inference::LoadedModel;
+
+pub use budget::{MAX_MICRO_BATCH, PredictBudget};
+pub use cache::{ModelCache, Served};
 
 /// The most inputs (or rows) one `predict` takes.
 pub const MAX_PREDICT_BATCH: usize = 256;
@@ -49,78 +56,6 @@ pub struct Prediction {
     pub logits: Vec<f64>,
     /// The version that answered.
     pub version: i64,
-}
-
-/// A loaded version and how it has been used.
-pub struct Served {
-    pub version: ModelVersionRecord,
-    pub model: LoadedModel,
-    pub loaded_at: i64,
-    last_used: AtomicI64,
-    requests: AtomicU64,
-}
-
-impl Served {
-    pub fn last_used(&self) -> i64 {
-        self.last_used.load(Ordering::Relaxed)
-    }
-
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-    }
-}
-
-struct Slot {
-    version_id: String,
-    cell: Arc<OnceCell<Arc<Served>>>,
-}
-
-/// The loaded versions, least recently used first. One load per version at a time: concurrent
-/// requests for a version that is loading wait for that load.
-pub struct ModelCache {
-    capacity: usize,
-    slots: std::sync::Mutex<Vec<Slot>>,
-}
-
-impl ModelCache {
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            slots: std::sync::Mutex::new(Vec::new()),
-        }
-    }
-
-    /// The cell of a version, made most recently used (created, evicting the least recently used
-    /// beyond the capacity, when absent).
-    fn cell(&self, version_id: &str) -> Arc<OnceCell<Arc<Served>>> {
-        let mut slots = self.slots.lock().expect("cache lock");
-        let slot = match slots.iter().position(|s| s.version_id == version_id) {
-            Some(i) => slots.remove(i),
-            None => Slot {
-                version_id: version_id.to_string(),
-                cell: Arc::new(OnceCell::new()),
-            },
-        };
-        let cell = slot.cell.clone();
-        slots.push(slot);
-        while slots.len() > self.capacity {
-            let evicted = slots.remove(0);
-            tracing::info!(version = %evicted.version_id, "model unloaded (least recently used)");
-        }
-        cell
-    }
-
-    fn loaded(&self) -> Vec<Arc<Served>> {
-        let slots = self.slots.lock().expect("cache lock");
-        slots.iter().filter_map(|s| s.cell.get().cloned()).collect()
-    }
-
-    fn remove(&self, version_id: &str) -> bool {
-        let mut slots = self.slots.lock().expect("cache lock");
-        let before = slots.len();
-        slots.retain(|s| s.version_id != version_id || s.cell.get().is_none());
-        slots.len() != before
-    }
 }
 
 /// A number in `[0, 1)` fixed by a request id: the same id is always routed the same way.
@@ -205,26 +140,31 @@ impl Service {
     }
 
     /// A version from the cache, loading it (files from the object store, then the weights) if absent.
+    /// Its files are checked first, so that a version whose files are gone takes no room from others.
     async fn served(&self, version: &ModelVersionRecord) -> ServiceResult<Arc<Served>> {
         let cell = self.models.cell(&version.id);
-        let served = cell
+        let loaded = cell
             .get_or_try_init(|| async {
-                let model = self.load_version(version).await?;
+                let files = self.version_objects(version).await?;
+                let room = self
+                    .models
+                    .make_room(&version.id, self.predictions.wait())
+                    .await?;
+                let model = self.load_version(version, files).await?;
                 tracing::info!(model = %version.model_name, version = version.version, "model loaded");
-                anyhow::Ok(Arc::new(Served {
-                    version: version.clone(),
-                    model,
-                    loaded_at: now_ms(),
-                    last_used: AtomicI64::new(now_ms()),
-                    requests: AtomicU64::new(0),
-                }))
+                ServiceResult::Ok(Arc::new(Served::new(version.clone(), model, room)))
             })
             .await
-            .map_err(ServiceError::Internal)?;
-        Ok(served.clone())
+            .cloned();
+        self.models.load_ended(&version.id, &cell);
+        loaded
     }
 
-    async fn load_version(&self, version: &ModelVersionRecord) -> anyhow::Result<LoadedModel> {
+    async fn load_version(
+        &self,
+        version: &ModelVersionRecord,
+        files: Vec<(String, crate::domain::ObjectKey)>,
+    ) -> ServiceResult<LoadedModel> {
         let dir = self
             .settings
             .work_dir
@@ -232,7 +172,7 @@ impl Service {
             .join(uuid::Uuid::new_v4().to_string());
         // The weights and tokenizer are read whole into memory; the folder is removed after.
         let loaded = async {
-            self.fetch_version_files(version, &dir).await?;
+            self.download_objects(files, &dir).await?;
             let path = dir.clone();
             tokio::task::spawn_blocking(move || {
                 LoadedModel::load(&path, &crate::train::default_device())
@@ -244,12 +184,12 @@ impl Service {
         if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
             tracing::warn!(dir = %dir.display(), error = %e, "could not remove a loaded model's folder");
         }
-        loaded.with_context(|| {
+        Ok(loaded.with_context(|| {
             format!(
                 "loading version {} of model {}",
                 version.version, version.model_name
             )
-        })
+        })?)
     }
 
     /// Answers `input` with the chosen version. `request_id` fixes a split alias's routing.
@@ -319,10 +259,18 @@ impl Service {
                         )
                         .into());
                     }
-                    if let Some(j) = row.iter().position(|x| !x.is_finite()) {
+                    // The model computes in 32-bit floats: a larger number is infinite there.
+                    if let Some(j) = row
+                        .iter()
+                        .position(|x| !x.is_finite() || x.abs() > f32::MAX as f64)
+                    {
                         return Err(FieldError::new(
                             format!("rows[{i}][{j}]"),
-                            "must be a finite number",
+                            format!(
+                                "must be a finite number within ±{:e} (a 32-bit float; got {})",
+                                f32::MAX,
+                                row[j]
+                            ),
                         )
                         .into());
                     }
@@ -332,20 +280,7 @@ impl Service {
         }
         served.requests.fetch_add(count as u64, Ordering::Relaxed);
         served.last_used.store(now_ms(), Ordering::Relaxed);
-        let worker = served.clone();
-        let logits = tokio::task::spawn_blocking(move || match input {
-            PredictInput::Texts(texts) => worker.model.text_logits(&texts),
-            PredictInput::Rows(rows) => {
-                let rows: Vec<Vec<f32>> = rows
-                    .into_iter()
-                    .map(|r| r.into_iter().map(|x| x as f32).collect())
-                    .collect();
-                worker.model.row_logits(&rows)
-            }
-        })
-        .await
-        .context("the prediction thread ended")?
-        .with_context(|| format!("predicting with {what}"))?;
+        let logits = self.forward_in_batches(&served, input, &what).await?;
         if let Some(alias) = alias {
             self.store
                 .count_alias_requests(
@@ -373,6 +308,49 @@ impl Service {
                 }
             })
             .collect())
+    }
+
+    /// The logits of every input, run in micro-batches that each take their memory from the process's
+    /// budget for predictions first (waiting their turn), on a blocking thread.
+    async fn forward_in_batches(
+        &self,
+        served: &Arc<Served>,
+        input: PredictInput,
+        what: &str,
+    ) -> ServiceResult<Vec<Vec<f32>>> {
+        let model = &served.model;
+        let plan = match &input {
+            PredictInput::Texts(texts) => {
+                let chars: Vec<usize> = texts.iter().map(|t| t.chars().count()).collect();
+                self.predictions.plan(texts.len(), "inputs", |r| {
+                    model.text_batch_memory(&chars[r])
+                })?
+            }
+            PredictInput::Rows(rows) => self
+                .predictions
+                .plan(rows.len(), "rows", |r| model.row_batch_memory(r.len()))?,
+        };
+        let input = Arc::new(input);
+        let mut logits = Vec::new();
+        for (range, bytes) in plan {
+            let _memory = self.predictions.take(bytes).await?;
+            let (served, input) = (served.clone(), input.clone());
+            let batch = tokio::task::spawn_blocking(move || match &*input {
+                PredictInput::Texts(texts) => served.model.text_logits(&texts[range]),
+                PredictInput::Rows(rows) => {
+                    let rows: Vec<Vec<f32>> = rows[range]
+                        .iter()
+                        .map(|r| r.iter().map(|&x| x as f32).collect())
+                        .collect();
+                    served.model.row_logits(&rows)
+                }
+            })
+            .await
+            .context("the prediction thread ended")?
+            .with_context(|| format!("predicting with {what}"))?;
+            logits.extend(batch);
+        }
+        Ok(logits)
     }
 
     /// Loads a version into the cache ahead of requests.
