@@ -12,6 +12,7 @@
 //! most [`upload::MAX_PART_BYTES`] each.
 
 mod download;
+mod executor;
 mod serve;
 mod upload;
 mod ws;
@@ -208,7 +209,7 @@ async fn graphql_post(
     };
     let schema = s.schema.clone();
     let service = s.service.clone();
-    let response = on_graphql_runtime(async move {
+    let response = executor::run(async move {
         let request = match gql_request {
             Ok(request) => request,
             Err(bytes) => {
@@ -230,46 +231,13 @@ async fn graphql_post(
     })
     .await;
     match response {
-        Ok(Ok(response)) => GraphQLResponse::from(response).into_response(),
-        Ok(Err(refused)) => refused,
-        Err(e) => refuse(
+        Some(Ok(response)) => GraphQLResponse::from(response).into_response(),
+        Some(Err(refused)) => refused,
+        None => refuse(
             StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::internal(anyhow::anyhow!("the GraphQL request's task ended: {e}")),
+            ApiError::internal(anyhow::anyhow!("the GraphQL request's task ended early")),
         ),
     }
-}
-
-/// The runtime GraphQL requests are parsed, validated and executed on: a multi-threaded runtime of
-/// their own, started on first use and kept for the life of the process (the database connections it
-/// opens stay usable by the rest of kiln). Heavy documents keep its threads busy, not the threads that
-/// accept connections, answer `/healthz`, send downloads and supervise jobs; and nothing in it waits
-/// for a free thread of tokio's blocking pool, which other work can fill.
-fn graphql_runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("kiln-graphql")
-            .enable_all()
-            .build()
-            .expect("starting the GraphQL runtime")
-    })
-}
-
-/// Runs `work` on [`graphql_runtime`]; it is abandoned when the request is (the client went away).
-async fn on_graphql_runtime<T: Send + 'static>(
-    work: impl std::future::Future<Output = T> + Send + 'static,
-) -> Result<T, tokio::task::JoinError> {
-    struct AbortOnDrop(tokio::task::AbortHandle);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let task = graphql_runtime().spawn(work);
-    let _abort = AbortOnDrop(task.abort_handle());
-    task.await
 }
 
 /// The request body as a stream that fails when no bytes arrive for `timeout`.

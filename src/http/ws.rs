@@ -59,7 +59,7 @@ pub async fn upgrade(
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
             // Like a GraphQL request over HTTP, a connection's documents run on the GraphQL runtime.
-            let _ = super::on_graphql_runtime(async move {
+            let _ = super::executor::run(async move {
                 serve(socket, s, protocol).await;
                 drop(permit);
             })

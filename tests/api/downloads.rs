@@ -6,22 +6,16 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{
-    ADMIN_TOKEN, Db, Objects, ServeProcess, TestApp, eventually, separable_text_jsonl, spawn_app,
-};
+use crate::helpers::{ADMIN_TOKEN, Db, Objects, ServeProcess, TestApp, eventually, spawn_app};
 
 /// A text model of about 50 MiB: its ZIP is far larger than what socket buffers hold.
 async fn large_model(app: &TestApp, model: &str) {
-    let dataset = app
-        .ready_dataset("d.jsonl", separable_text_jsonl(16, 3))
-        .await;
-    let job = app
-        .queued_job(json!({ "name": "large", "modelName": model, "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
-            "modelConfig": { "hiddenSize": 512, "numLayers": 4, "numHeads": 8, "intermediateSize": 2048 },
-            "hyperparameters": { "epochs": 1, "batchSize": 16, "maxSeqLength": 16 } }))
-        .await;
-    app.run_next_job().await;
-    assert_eq!(app.job(&job).await["status"], "COMPLETED");
+    app.trained_text_model(
+        model,
+        json!({ "hiddenSize": 512, "numLayers": 4, "numHeads": 8, "intermediateSize": 2048 }),
+        json!({ "epochs": 1, "batchSize": 16, "maxSeqLength": 16 }),
+    )
+    .await;
 }
 
 /// More than tokio's blocking pool has threads (512), which the downloads once held one each of.

@@ -470,6 +470,25 @@ impl TestApp {
         job["error"].as_str().unwrap().to_string()
     }
 
+    /// Trains a random-initialised text model of `model_config` on a small separable dataset, with
+    /// `hyperparameters`; the job must complete.
+    pub async fn trained_text_model(
+        &self,
+        model: &str,
+        model_config: Value,
+        hyperparameters: Value,
+    ) {
+        let dataset = self
+            .ready_dataset("d.jsonl", separable_text_jsonl(40, 3))
+            .await;
+        let job = self
+            .queued_job(json!({ "name": model, "modelName": model, "task": "TEXT_CLASSIFICATION",
+                "datasetId": dataset, "modelConfig": model_config, "hyperparameters": hyperparameters }))
+            .await;
+        self.run_next_job().await;
+        assert_eq!(self.job(&job).await["status"], "COMPLETED");
+    }
+
     /// How many jobs the API lists.
     pub async fn job_count(&self) -> i64 {
         self.data("{ jobs { totalCount } }", json!({})).await["jobs"]["totalCount"]

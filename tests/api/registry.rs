@@ -78,6 +78,13 @@ async fn history(app: &TestApp, model: &str) -> Vec<Value> {
     data["model"]["aliasHistory"].as_array().unwrap().clone()
 }
 
+/// Asserts that `body` is refused with `code` and a message saying `says`.
+fn refused(body: &Value, expected: &str, says: &str) {
+    assert_eq!(code(body), expected, "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "{body}");
+}
+
 fn code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"]
         .as_str()
@@ -292,12 +299,10 @@ async fn guarded_aliases_take_only_versions_that_pass_their_rules(db: Db, object
     // closed, and only an admin's force sets the first version.
     let first = json!({ "model": "spam", "alias": "production", "version": 1 });
     let body = set_alias(&app, &member, first.clone()).await;
-    assert_eq!(code(&body), "FAILED_PRECONDITION", "{body}");
-    assert!(
-        body["errors"][0]["message"].as_str().unwrap().contains(
-            "f1 >= current + 2: the alias points to no version, so there is nothing to compare with"
-        ),
-        "{body}"
+    refused(
+        &body,
+        "FAILED_PRECONDITION",
+        "f1 >= current + 2: the alias points to no version, so there is nothing to compare with",
     );
     let mut forced = first;
     forced["force"] = json!(true);
@@ -343,13 +348,10 @@ async fn guarded_aliases_take_only_versions_that_pass_their_rules(db: Db, object
     let body = app
         .graphql_as(Some(&member), delete, json!({ "alias": "production" }))
         .await;
-    assert_eq!(code(&body), "FORBIDDEN", "{body}");
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("guarded by a promotion policy; only an admin token can delete it"),
-        "{body}"
+    refused(
+        &body,
+        "FORBIDDEN",
+        "guarded by a promotion policy; only an admin token can delete it",
     );
     assert_eq!(alias_version(&app, "spam", "production").await, 2);
     let body = set_alias(
@@ -426,14 +428,7 @@ async fn guarded_aliases_take_only_versions_that_pass_their_rules(db: Db, object
         json!({ "model": "spam", "alias": "canary", "version": 1 }),
     )
     .await;
-    assert_eq!(code(&body), "FAILED_PRECONDITION", "{body}");
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no label `fraud`"),
-        "{body}"
-    );
+    refused(&body, "FAILED_PRECONDITION", "no label `fraud`");
 }
 
 on_storage!(guarded_aliases_take_only_versions_that_pass_their_rules: sqlite_local, postgres_local);

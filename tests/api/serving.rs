@@ -5,9 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    Db, Objects, Options, ServeProcess, TestApp, separable_text_jsonl, spawn_app, spawn_with,
-};
+use crate::helpers::{Db, Objects, Options, ServeProcess, TestApp, spawn_app, spawn_with};
 use crate::registry::train_versions;
 
 const MIB: u64 = 1 << 20;
@@ -31,16 +29,12 @@ fn long_text(i: usize) -> String {
 /// A text model that reads 512 tokens and has many attention heads, so that each long input costs
 /// tens of MiB to predict while the model itself is small.
 async fn long_sequence_model(app: &TestApp, model: &str) {
-    let dataset = app
-        .ready_dataset("d.jsonl", separable_text_jsonl(40, 3))
-        .await;
-    let job = app
-        .queued_job(json!({ "name": "long", "modelName": model, "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
-            "modelConfig": { "hiddenSize": 64, "numLayers": 2, "numHeads": 16, "intermediateSize": 128 },
-            "hyperparameters": { "epochs": 1, "maxSeqLength": 512 } }))
-        .await;
-    app.run_next_job().await;
-    assert_eq!(app.job(&job).await["status"], "COMPLETED");
+    app.trained_text_model(
+        model,
+        json!({ "hiddenSize": 64, "numLayers": 2, "numHeads": 16, "intermediateSize": 128 }),
+        json!({ "epochs": 1, "maxSeqLength": 512 }),
+    )
+    .await;
 }
 
 /// A document with `aliases` predicts of `texts` each.
@@ -190,47 +184,39 @@ async fn a_version_in_use_keeps_its_place_in_the_cache_until_its_requests_finish
     let query = query.replace("inputs: $texts", "version: 1, inputs: $texts");
 
     // A long prediction on version 1 …
-    let long = tokio::spawn({
-        let (client, url, token) = (app.client.clone(), app.url("/graphql"), app.token.clone());
-        async move {
-            let body: Value = client
-                .post(url)
-                .bearer_auth(token)
-                .json(&json!({ "query": query, "variables": variables }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            body
-        }
-    });
-    crate::helpers::eventually(
-        std::time::Duration::from_secs(60),
-        "the long prediction to start",
-        || async {
-            let data = app
-                .data("{ loadedModels { version predictions } }", json!({}))
-                .await;
-            data["loadedModels"][0]["predictions"] == 64
-        },
-    )
-    .await;
-
-    // … holds it in memory: version 2 takes its place in a cache of one only when it is done.
-    let body = app
-        .graphql(
-            "mutation { loadModel(model: \"long\", version: 2) { version } }",
-            json!({}),
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let long = async {
+        let body = app.graphql(&query, variables).await;
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        body
+    };
+    let load = async {
+        crate::helpers::eventually(
+            std::time::Duration::from_secs(60),
+            "the long prediction to start",
+            || async {
+                let data = app
+                    .data("{ loadedModels { version predictions } }", json!({}))
+                    .await;
+                data["loadedModels"][0]["predictions"] == 64
+            },
         )
         .await;
+        // … holds it in memory: version 2 takes its place in a cache of one only when it is done.
+        let body = app
+            .graphql(
+                "mutation { loadModel(model: \"long\", version: 2) { version } }",
+                json!({}),
+            )
+            .await;
+        (body, finished.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let (long, (body, long_done)) = tokio::join!(long, load);
     assert!(body.get("errors").is_none(), "{body}");
     assert!(
-        long.is_finished(),
+        long_done,
         "version 2 loaded while version 1 was still in memory answering"
     );
-    let long = long.await.unwrap();
     assert_eq!(
         long["data"]["p0"].as_array().map(Vec::len),
         Some(64),
