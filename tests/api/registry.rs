@@ -279,6 +279,57 @@ async fn guarded_aliases_take_only_versions_that_pass_their_rules(db: Db, object
         message.contains("at character 1: unknown metric `acc`"),
         "{message}"
     );
+    // Numbers are written as in JSON; a label holds no control characters.
+    for (rule, says) in [
+        (
+            ".5",
+            "at character 13: expected a number written as in JSON",
+        ),
+        (
+            "5.",
+            "at character 13: expected a number written as in JSON",
+        ),
+        (
+            "1e999",
+            "at character 13: expected a number written as in JSON",
+        ),
+    ] {
+        let body = app
+            .graphql(
+                set_policy,
+                json!({ "alias": "staging", "rules": [format!("accuracy >= {rule}")] }),
+            )
+            .await;
+        refused(&body, "BAD_USER_INPUT", says);
+    }
+    let body = app
+        .graphql(
+            set_policy,
+            json!({ "alias": "staging", "rules": ["recall[pos\nitive] >= 0.5"] }),
+        )
+        .await;
+    refused(&body, "BAD_USER_INPUT", "holds no control characters");
+    let body = app
+        .graphql(
+            set_policy,
+            json!({ "alias": "staging", "rules": ["val_loss <= 1e-5", "val_loss >= -1"] }),
+        )
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    app.data(set_policy, json!({ "alias": "staging", "rules": [] }))
+        .await;
+    // A retrain from an alias that is no alias says so.
+    let body = app
+        .submit_job(
+            json!({ "name": "x", "modelName": "spam", "task": "TABULAR_CLASSIFICATION",
+            "datasetId": dataset, "baseModel": "model:spam@../x" }),
+        )
+        .await;
+    refused(
+        &body,
+        "BAD_USER_INPUT",
+        "the alias must start with a lowercase letter",
+    );
     let body = app
         .graphql_as(
             Some(&member),
