@@ -351,8 +351,8 @@ impl Service {
         Ok(self.store.epochs_of(job_ids).await?)
     }
 
-    /// Follows a job: first its current status and the epochs already finished, then live events until
-    /// it ends. Nothing is missed or repeated between the stored part and the live part, and a follower
+    /// Follows a job: first its current status and the epochs already finished (an ended job: its
+    /// epochs, then its final status), then live events until it ends. Nothing is missed or repeated between the stored part and the live part, and a follower
     /// too slow for the event channel catches up from the store (step progress, which is not stored, may
     /// then be skipped). Only events a user sees come out: status changes, epochs and step progress.
     pub async fn follow_job(
@@ -371,10 +371,17 @@ impl Service {
         Ok(async_stream::stream! {
             let mut status = job.status;
             let mut last_epoch = 0;
-            yield JobEvent::StatusChanged { status, error: job.error.clone() };
+            // An ended job's story in the order it happened: its epochs, then how it ended (the last
+            // thing a client shows is its final status).
+            if !status.is_terminal() {
+                yield JobEvent::StatusChanged { status, error: job.error.clone() };
+            }
             for (_, epoch) in stored {
                 last_epoch = epoch.epoch;
                 yield JobEvent::EpochCompleted(epoch);
+            }
+            if status.is_terminal() {
+                yield JobEvent::StatusChanged { status, error: job.error.clone() };
             }
             while !status.is_terminal() {
                 let event = match rx.recv().await {

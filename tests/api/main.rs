@@ -3,6 +3,7 @@
 
 mod analytics;
 mod auth;
+mod browser;
 mod cli;
 mod connections;
 mod datasets;

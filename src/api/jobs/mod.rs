@@ -209,7 +209,8 @@ pub struct JobsSubscription;
 
 #[Subscription]
 impl JobsSubscription {
-    /// The job's current status and the epochs already finished, then live events until the job ends.
+    /// The job's current status and the epochs already finished (an ended job: its epochs, then its
+    /// final status), then live events until the job ends.
     /// Nothing is missed or repeated between the stored part and the live part.
     async fn job_events(
         &self,

@@ -1,0 +1,181 @@
+// GraphiQL as a person uses it, in Debian's chromium: the landing notice, the token, the Docs pane,
+// README step 3's subscription on a training job until it completes, a wrong token, and the token in
+// GraphiQL's Headers tab.
+//
+// Run by tests/api/browser.rs, which starts kiln and queues a job, and runs the job when this script
+// prints `subscribed`. Environment: KILN_URL, KILN_TOKEN,
+// KILN_SUBSCRIPTION (README step 3's subscription for the job), KILN_SCREENSHOTS (a folder),
+// KILN_CHROMIUM (the browser, default /usr/bin/chromium). Exits 1 saying what went wrong.
+
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+const url = env('KILN_URL');
+const token = env('KILN_TOKEN');
+const subscription = env('KILN_SUBSCRIPTION');
+const shots = env('KILN_SCREENSHOTS');
+mkdirSync(shots, { recursive: true });
+
+const problems = [];
+/// Console errors the browser logs for a refused request while the test sends a wrong token on purpose.
+let refusalsExpected = false;
+
+const browser = await chromium.launch({
+  executablePath: process.env.KILN_CHROMIUM || '/usr/bin/chromium',
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  const loopback = (address) => {
+    const parsed = new URL(address);
+    return ['data:', 'blob:'].includes(parsed.protocol) || ['127.0.0.1', 'localhost', '[::1]'].includes(parsed.hostname);
+  };
+  page.on('request', (r) => {
+    if (!loopback(r.url())) problems.push(`a request left loopback: ${r.url()}`);
+  });
+  page.on('websocket', (ws) => {
+    if (!loopback(ws.url())) problems.push(`a WebSocket left loopback: ${ws.url()}`);
+  });
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    if (refusalsExpected && /status of 401/.test(m.text())) return;
+    problems.push(`console error: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+
+  const screenshot = async (name) => {
+    for (const [suffix, viewport] of [
+      ['1280', { width: 1280, height: 800 }],
+      ['phone', { width: 390, height: 844 }],
+    ]) {
+      await page.setViewportSize(viewport);
+      await page.waitForTimeout(200);
+      await page.screenshot({ path: join(shots, `${name}-${suffix}.png`) });
+    }
+    await page.setViewportSize({ width: 1280, height: 800 });
+  };
+  const editorText = (selector) =>
+    page.evaluate((s) => document.querySelector(`${s} .CodeMirror`).CodeMirror.getValue(), selector);
+  const run = async (query) => {
+    await page.evaluate(
+      (q) => document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.setValue(q),
+      query,
+    );
+    await page.click('.graphiql-execute-button');
+  };
+  const resultsSay = async (text, timeout) => {
+    await page.waitForFunction(
+      (t) => {
+        const results = document.querySelector('.graphiql-response .CodeMirror');
+        return results && results.CodeMirror.getValue().includes(t);
+      },
+      text,
+      { timeout },
+    );
+  };
+
+  // 1. The landing page says what to do, and shows no error.
+  await page.goto(url + '/');
+  await page.waitForSelector('.graphiql-container');
+  const notice = await page.textContent('#notice');
+  if (!notice.includes('Paste an API token above')) problems.push(`the landing notice says: ${notice}`);
+  const landing = await editorText('.graphiql-response');
+  if (landing.trim()) problems.push(`the results pane is not empty on landing: ${landing}`);
+  await screenshot('landing');
+
+  // 2. With the token, the schema arrives: the Docs pane lists Query.
+  await page.fill('#token', token);
+  await page.click('.graphiql-sidebar button[aria-label*="Documentation Explorer"]');
+  await page.waitForFunction(
+    () => (document.querySelector('.graphiql-doc-explorer') || {}).textContent?.includes('Query'),
+    null,
+    { timeout: 15000 },
+  );
+  if (await page.isVisible('#notice')) problems.push(`a notice stays after the token: ${await page.textContent('#notice')}`);
+  await screenshot('docs');
+
+  // 3. README step 3: epochs arrive over the WebSocket until the job completes. The job starts when
+  // the subscription is on (the test waits for this line).
+  const subscribed = new Promise((resolve, reject) => {
+    page.once('websocket', (ws) =>
+      ws.on('framesent', (f) => String(f.payload).includes('"subscribe"') && resolve()),
+    );
+    setTimeout(() => reject(new Error('the page sent no subscription within 30 s')), 30000);
+  });
+  await run(subscription);
+  await subscribed;
+  console.log('subscribed');
+  await resultsSay('"EpochCompleted"', 120000);
+  await screenshot('subscription-training');
+  await resultsSay('"COMPLETED"', 180000);
+  await screenshot('subscription-completed');
+
+  // 4. A wrong token is refused in words, over HTTP and over the WebSocket.
+  refusalsExpected = true;
+  await page.fill('#token', 'kiln_this_is_not_a_token_0123456789');
+  await page.waitForFunction(() => document.querySelector('#notice').textContent.includes('kiln refused this token'), null, {
+    timeout: 15000,
+  });
+  await run('query Me { me { name } }');
+  await resultsSay('UNAUTHENTICATED', 15000);
+  await run(subscription);
+  await resultsSay('The WebSocket closed (4403)', 15000);
+  await screenshot('wrong-token');
+
+  // 5. The token in GraphiQL's Headers tab instead of the field: over HTTP and the WebSocket alike.
+  refusalsExpected = false;
+  await page.fill('#token', '');
+  await page.waitForFunction(() => document.querySelector('#notice').textContent.includes('Paste an API token'), null, {
+    timeout: 15000,
+  });
+  await page.click('.graphiql-editor-tools button[data-name="headers"]');
+  await page.evaluate((t) => {
+    const editor = document.querySelector(
+      'section.graphiql-editor-tool[aria-label="Headers"] .graphiql-editor:not(.hidden) .CodeMirror',
+    );
+    editor.CodeMirror.setValue(JSON.stringify({ Authorization: `Bearer ${t}` }));
+  }, token);
+  await run('query Me { me { name } }');
+  await resultsSay('"me"', 15000);
+  await run(subscription);
+  await resultsSay('"COMPLETED"', 15000);
+  await screenshot('headers-tab');
+} catch (e) {
+  problems.push(`the test stopped: ${e.message}`);
+  try {
+    const page = browser.contexts()[0].pages()[0];
+    await page.screenshot({ path: join(shots, 'failure.png') });
+    const results = await page.evaluate(() => {
+      const pane = document.querySelector('.graphiql-response .CodeMirror');
+      return pane ? pane.CodeMirror.getValue() : '(no results pane)';
+    });
+    problems.push(`the results pane said: ${results}`);
+  } catch {
+    // The page is gone; what failed is said above.
+  }
+} finally {
+  await browser.close();
+}
+
+if (problems.length) {
+  console.error(problems.join('\n'));
+  process.exit(1);
+}
+console.log(`GraphiQL works in chromium; screenshots in ${shots}`);
