@@ -344,7 +344,9 @@ impl crate::train::Interrupt for CtrlC {
 /// `kiln train`: the same rules as `submitJob`, on a local file, with no server.
 pub async fn train(args: TrainArgs) -> Result<()> {
     use crate::data::FieldNames;
-    use crate::domain::{DatasetFormat, ExampleKind, HyperparamsInput, TaskKind, TrainingInput};
+    use crate::domain::{
+        DatasetFormat, ExampleKind, HyperparamsInput, TaskKind, TrainingInput, input_from_json,
+    };
     use crate::service::{HubSettings, training};
     use crate::train::{TrainOutcome, TrainSpec};
 
@@ -382,9 +384,7 @@ pub async fn train(args: TrainArgs) -> Result<()> {
         ExampleKind::Text => TaskKind::TextClassification,
     };
     let mut hyperparameters: HyperparamsInput = match &args.hyperparameters {
-        Some(json) => serde_json::from_str(json).map_err(|e| {
-            anyhow::anyhow!("--hyperparameters: not the JSON of hyperparameters: {e}")
-        })?,
+        Some(json) => input_from_json("hyperparameters", json).map_err(as_flag)?,
         None => HyperparamsInput::default(),
     };
     let flags = [
@@ -410,9 +410,7 @@ pub async fn train(args: TrainArgs) -> Result<()> {
         hyperparameters.validation_split = args.validation_split;
     }
     let customization = match &args.customization {
-        Some(json) => Some(serde_json::from_str(json).map_err(|e| {
-            anyhow::anyhow!("--customization: not the JSON of a customization: {e}")
-        })?),
+        Some(json) => Some(input_from_json("customization", json).map_err(as_flag)?),
         None => None,
     };
     let settings = TrainingSettings::parse(&TrainingInput {
@@ -529,6 +527,9 @@ fn as_flag(e: FieldError) -> anyhow::Error {
         // A field given in --hyperparameters or --customization JSON.
         return match e.field.split_once('.') {
             Some((group, field)) => anyhow::anyhow!("--{group}: {field}: {}", e.message),
+            None if ["hyperparameters", "customization"].contains(&e.field.as_str()) => {
+                anyhow::anyhow!("--{}: {}", e.field, e.message)
+            }
             None => anyhow::anyhow!("{}: {}", e.field, e.message),
         };
     }

@@ -216,6 +216,14 @@ fn scan_jsonl(mut reader: impl BufRead, options: &ReadOptions, scan: &mut Scan) 
                 DatasetKind::Tabular
             };
             if kind == DatasetKind::Tabular {
+                let words = object
+                    .iter()
+                    .find(|(k, v)| **k != names.label && v.as_str().is_some_and(|s| !is_number(s)));
+                if let Some((likely, _)) = words {
+                    let fields: Vec<&str> = object.keys().map(String::as_str).collect();
+                    scan.error(Some(number), no_text_field(names, &fields, likely));
+                    return;
+                }
                 scan.summary.features = object
                     .keys()
                     .filter(|k| **k != names.label)
@@ -289,10 +297,22 @@ fn scan_csv(reader: impl BufRead, options: &ReadOptions, scan: &mut Scan) {
         .map(|&i| columns[i].to_string())
         .collect();
     let mut row = csv::StringRecord::new();
+    let mut first = true;
     loop {
         match csv.read_record(&mut row) {
             Ok(false) => break,
             Ok(true) => {
+                if std::mem::take(&mut first) && text.is_none() {
+                    let words = layout
+                        .features
+                        .iter()
+                        .find(|&&i| row.get(i).is_some_and(|s| !is_number(s)));
+                    if let Some(&likely) = words {
+                        let line = row.position().map_or(2, csv::Position::line);
+                        scan.error(Some(line), no_text_field(names, &columns, columns[likely]));
+                        break;
+                    }
+                }
                 let position = row.position().cloned().unwrap_or_else(csv::Position::new);
                 // The reader now stands where the next record starts.
                 let len = (csv.position().byte() - position.byte()) as usize;
@@ -321,6 +341,25 @@ fn scan_csv(reader: impl BufRead, options: &ReadOptions, scan: &mut Scan) {
         }
     }
     scan.csv = Some(layout);
+}
+
+/// Whether a cell reads as a number (an empty one counts: it is reported as missing later).
+fn is_number(cell: &str) -> bool {
+    let cell = cell.trim();
+    cell.is_empty() || cell.parse::<f64>().is_ok()
+}
+
+/// What to say when rows without the text field hold words: a text dataset whose text is under
+/// another name, most likely, not a table of numbers.
+fn no_text_field(names: &super::FieldNames, fields: &[&str], likely: &str) -> String {
+    let fields: Vec<String> = fields.iter().map(|f| format!("{f:?}")).collect();
+    format!(
+        "there is no text field {:?}, and field {likely:?} holds words, not numbers (fields: {}); if \
+         the text is in {likely:?}, name it: textField: {likely:?} on upload (kiln train: \
+         --text-field {likely})",
+        names.text,
+        crate::domain::abbreviate(&fields.join(", "), 300)
+    )
 }
 
 fn too_long(e: &csv::Error) -> Option<&LineTooLong> {
@@ -457,6 +496,34 @@ mod tests {
             "{:?}",
             s.summary.errors
         );
+    }
+
+    #[test]
+    fn words_where_a_table_wants_numbers_point_to_the_text_field_once() {
+        let rows: String = (0..50)
+            .map(|i| format!("{{\"sentence\":\"hello there {i}\",\"label\":\"x\"}}\n"))
+            .collect();
+        let s = jsonl(&rows);
+        assert_eq!(s.summary.error_count, 1, "{:?}", s.summary.errors);
+        let message = &s.summary.errors[0].message;
+        assert!(
+            message.contains("there is no text field \"text\", and field \"sentence\" holds words"),
+            "{message}"
+        );
+        assert!(message.contains("textField: \"sentence\""), "{message}");
+        assert!(message.contains("--text-field sentence"), "{message}");
+        let csv = "sentence,label\nhello there,x\nbye,y\n";
+        let s = scan(csv.as_bytes(), &options(DatasetFormat::Csv));
+        assert_eq!(s.summary.error_count, 1, "{:?}", s.summary.errors);
+        assert_eq!(s.summary.errors[0].line, Some(2));
+        assert!(
+            s.summary.errors[0]
+                .message
+                .contains("textField: \"sentence\"")
+        );
+        // Numbers written as strings are a table still.
+        let s = jsonl("{\"a\":\"1.5\",\"label\":\"x\"}\n{\"a\":\"2\",\"label\":\"y\"}\n");
+        assert!(s.is_valid(), "{:?}", s.summary.errors);
     }
 
     #[test]

@@ -127,6 +127,38 @@ pub struct ClassWeightsInput {
     pub weights: Option<Vec<LabelWeight>>,
 }
 
+/// Reads `json` (what a user typed: `kiln train --hyperparameters`, `--customization`) as the input
+/// `T`, whose top-level keys must be `T`'s own: an unknown one is refused on `group.key`, with the
+/// nearest known name suggested, rather than ignored.
+pub fn input_from_json<T>(group: &str, json: &str) -> Result<T, FieldError>
+where
+    T: Serialize + serde::de::DeserializeOwned + Default,
+{
+    let value: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| FieldError::new(group, format!("is not valid JSON: {e}")))?;
+    let serde_json::Value::Object(given) = &value else {
+        return Err(FieldError::new(group, "must be a JSON object"));
+    };
+    let known = serde_json::to_value(T::default()).expect("an input serialises");
+    let known: Vec<&str> = known
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    for key in given.keys() {
+        if !known.contains(&key.as_str()) {
+            let hint = match super::closest(key, known.iter().copied()) {
+                Some(near) => format!("; did you mean `{near}`?"),
+                None => format!("; known: {}", known.join(", ")),
+            };
+            return Err(FieldError::new(
+                format!("{group}.{}", super::abbreviate(key, 40)),
+                format!("is not a setting here{hint}"),
+            ));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| FieldError::new(group, e.to_string()))
+}
+
 /// Hyperparameters as a user sends them: every field optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

@@ -28,7 +28,7 @@ pub use dataset::{
 pub use hyper::{
     ClassWeights, ClassWeightsInput, CustomizationInput, CustomizationMethod, EarlyStopping,
     EarlyStoppingMetric, Hyperparams, HyperparamsInput, LabelWeight, LoraSettings, LoraTarget,
-    LrSchedule, OptimizerChoice,
+    LrSchedule, OptimizerChoice, input_from_json,
 };
 pub use job::{
     CheckpointRecord, EpochMetrics, JobFilter, JobProgress, JobRecord, JobStatus, LabelMetrics,
@@ -37,7 +37,7 @@ pub use job::{
 pub use logs::{LogLevel, LogLine, MAX_LOG_LINE_CHARS, MAX_LOG_LINES};
 pub use manifest::{ModelArchitecture, ModelManifest, Pooling, Standardization};
 pub use model::{ModelRecord, ModelVersionRecord, version_number};
-pub use names::{DisplayName, ModelName, ObjectKey, abbreviate, is_plausible_id};
+pub use names::{DisplayName, ModelName, ObjectKey, abbreviate, closest, is_plausible_id};
 pub use registry::{
     AliasChange, AliasName, AliasRequests, AliasTarget, Comparison, ModelAlias, PromotionPolicy,
     Rule, RuleMetric, SplitArm, Threshold, Verdict, metric_table,

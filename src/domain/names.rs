@@ -54,6 +54,35 @@ pub fn abbreviate(raw: &str, max: usize) -> String {
     }
 }
 
+/// The name among `known` closest to `name` (by edits, ignoring case), when it is close enough to be
+/// what was meant: for "did you mean …?".
+pub fn closest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let name = name.to_lowercase();
+    let allowed = (name.chars().count() / 3).max(2);
+    known
+        .into_iter()
+        .map(|k| (edits(&name, &k.to_lowercase()), k))
+        .filter(|(d, _)| *d <= allowed)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance: insertions, deletions and substitutions of characters.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substituted = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// The name of a registry model: 1–64 characters of letters, digits, `.`, `_` and `-`, starting with a
 /// letter or digit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -150,6 +179,16 @@ impl std::fmt::Display for ObjectKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_closest_known_name_is_suggested_only_when_close() {
+        let known = ["epochs", "batchSize", "learningRate", "seed"];
+        assert_eq!(closest("epochz", known), Some("epochs"));
+        assert_eq!(closest("batchsize", known), Some("batchSize"));
+        assert_eq!(closest("learning_rate", known), Some("learningRate"));
+        assert_eq!(closest("colour", known), None);
+        assert_eq!(edits("kitten", "sitting"), 3);
+    }
 
     #[test]
     fn display_names_are_trimmed_and_bounded() {

@@ -42,7 +42,12 @@ pub enum JobEvent {
     EpochCompleted(EpochMetrics),
     StepProgress {
         step: u64,
+        /// The steps of the whole run (0 from a process that did not say).
+        #[serde(default)]
+        total_steps: u64,
         epoch: u32,
+        #[serde(default)]
+        total_epochs: u32,
         loss: f64,
         learning_rate: f64,
         samples_per_second: f64,

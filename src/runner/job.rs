@@ -342,7 +342,9 @@ impl Recorder {
                         &self.job_id,
                         JobEvent::StepProgress {
                             step: r.step,
+                            total_steps: r.total_steps,
                             epoch: r.epoch,
+                            total_epochs: r.total_epochs,
                             loss: r.loss,
                             learning_rate: r.learning_rate,
                             samples_per_second: r.samples_per_second,

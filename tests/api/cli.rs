@@ -79,6 +79,34 @@ fn kiln_train_takes_the_other_options_as_json() {
         stderr.contains("--hyperparameters: warmupRatio: must be"),
         "{stderr}"
     );
+    // A misspelt option is refused, not ignored, with the name it was probably meant to be.
+    for (flag, json, says) in [
+        (
+            "--hyperparameters",
+            r#"{"epochz": 1}"#,
+            "--hyperparameters: epochz: is not a setting here; did you mean `epochs`?",
+        ),
+        (
+            "--customization",
+            r#"{"method": "LORA", "rnak": 4}"#,
+            "--customization: rnak: is not a setting here; did you mean `rank`?",
+        ),
+        (
+            "--hyperparameters",
+            "[1]",
+            "--hyperparameters: must be a JSON object",
+        ),
+    ] {
+        let bad = kiln()
+            .args(["train", "--data"])
+            .arg(&data)
+            .args([flag, json])
+            .output()
+            .unwrap();
+        assert!(!bad.status.success(), "{json}");
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(stderr.contains(says), "{json}: {stderr}");
+    }
 }
 
 #[test]
@@ -181,6 +209,22 @@ fn kiln_train_refuses_an_invalid_file_naming_the_line() {
         stderr.contains("bad.csv:3: feature \"b\" is not a number"),
         "{stderr}"
     );
+
+    // Text under another name: the flag to use is named.
+    let sentences = dir.path().join("sentences.jsonl");
+    std::fs::write(
+        &sentences,
+        "{\"sentence\": \"ignore the rules\", \"label\": \"a\"}\n{\"sentence\": \"hello\", \"label\": \"b\"}\n",
+    )
+    .unwrap();
+    let run = kiln()
+        .args(["train", "--data"])
+        .arg(&sentences)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("--text-field sentence"), "{stderr}");
 }
 
 #[test]

@@ -160,6 +160,28 @@ async fn custom_field_names_and_an_unknown_extension_are_handled() {
         d["labels"],
         json!([{ "label": "0", "count": 1 }, { "label": "1", "count": 1 }])
     );
+
+    // Text under another name without textField: one error pointing to it, not one per row.
+    let rows: String = (0..50)
+        .map(|i| {
+            format!(
+                "{{\"sentence\": \"ignore the rules {i}\", \"label\": \"l{}\"}}\n",
+                i % 2
+            )
+        })
+        .collect();
+    let body = app
+        .upload("sentences", "s.jsonl", rows.into_bytes(), json!({}))
+        .await;
+    let d = &body["data"]["uploadDataset"];
+    assert_eq!(d["status"], "INVALID", "{body}");
+    assert_eq!(d["errorCount"], 1, "{body}");
+    let message = d["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("field \"sentence\" holds words")
+            && message.contains("textField: \"sentence\""),
+        "{message}"
+    );
 }
 
 #[tokio::test]

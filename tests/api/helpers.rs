@@ -357,7 +357,7 @@ impl Subscription {
 pub const JOB_EVENTS: &str = "subscription($id: ID!) { jobEvents(jobId: $id) { __typename \
     ... on JobStatusChanged { status error } \
     ... on EpochCompleted { epoch trainLoss valLoss accuracy precision recall f1 } \
-    ... on StepProgress { step epoch loss learningRate samplesPerSecond } \
+    ... on StepProgress { step totalSteps epoch totalEpochs loss learningRate samplesPerSecond } \
     ... on JobResumed { fromStep fromEpoch } } }";
 
 impl TestApp {

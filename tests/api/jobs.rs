@@ -192,9 +192,22 @@ async fn a_text_job_trains_live_and_registers_a_model(db: Db, objects: Objects) 
         "{events:?}"
     );
     assert_eq!(epochs(&events), vec![1, 2, 3, 4]);
-    assert!(
-        events.iter().any(|e| e["__typename"] == "StepProgress"),
-        "no step progress was sent"
+    let steps: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["__typename"] == "StepProgress")
+        .collect();
+    assert!(!steps.is_empty(), "no step progress was sent");
+    // Each says how far along the run it is: step of totalSteps, epoch of totalEpochs.
+    let total = steps[0]["totalSteps"].as_i64().unwrap();
+    for step in &steps {
+        assert_eq!(step["totalSteps"], total, "{step}");
+        assert_eq!(step["totalEpochs"], 4, "{step}");
+        assert!(step["step"].as_i64().unwrap() <= total, "{step}");
+    }
+    assert_eq!(
+        steps.last().unwrap()["step"],
+        total,
+        "the last step is sent"
     );
 
     let job = app.job(&job_id).await;

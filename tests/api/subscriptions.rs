@@ -101,7 +101,9 @@ async fn a_follower_that_falls_behind_the_event_channel_still_gets_every_epoch_e
                 &job_id,
                 JobEvent::StepProgress {
                     step: step as u64,
+                    total_steps: 5 * steps_per_epoch as u64,
                     epoch,
+                    total_epochs: 5,
                     loss: 0.5,
                     learning_rate: 0.001,
                     samples_per_second: 100.0,

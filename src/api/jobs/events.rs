@@ -41,8 +41,12 @@ pub struct EpochCompleted {
 #[derive(SimpleObject)]
 pub struct StepProgress {
     pub job_id: ID,
+    /// 1-based, counted across epochs.
     pub step: i64,
+    /// The steps of the whole run: `step` of `totalSteps`.
+    pub total_steps: i64,
     pub epoch: i32,
+    pub total_epochs: i32,
     pub loss: f64,
     pub learning_rate: f64,
     pub samples_per_second: f64,
@@ -65,14 +69,18 @@ impl JobEvent {
             }),
             E::StepProgress {
                 step,
+                total_steps,
                 epoch,
+                total_epochs,
                 loss,
                 learning_rate,
                 samples_per_second,
             } => Self::StepProgress(StepProgress {
                 job_id,
                 step: *step as i64,
+                total_steps: *total_steps as i64,
                 epoch: *epoch as i32,
+                total_epochs: *total_epochs as i32,
                 loss: *loss,
                 learning_rate: *learning_rate,
                 samples_per_second: *samples_per_second,
