@@ -220,6 +220,11 @@ impl ModelConfig {
     }
 }
 
+/// How `Job.error` ends while a failed attempt waits for its automatic retry, and what replaces it
+/// when the job is cancelled before that retry.
+pub const RETRY_PROMISE: &str = "; it is retried automatically";
+pub const RETRY_CANCELLED: &str = "; the job was cancelled before its retry";
+
 /// A stored job.
 #[derive(Debug, Clone)]
 pub struct JobRecord {

@@ -32,7 +32,8 @@ pub use hyper::{
 };
 pub use job::{
     CheckpointRecord, EpochMetrics, JobFilter, JobProgress, JobRecord, JobStatus, LabelMetrics,
-    MetricPoint, ModelConfig, ModelConfigInput, ParameterCount, Priority, TaskKind,
+    MetricPoint, ModelConfig, ModelConfigInput, ParameterCount, Priority, RETRY_CANCELLED,
+    RETRY_PROMISE, TaskKind,
 };
 pub use logs::{LogLevel, LogLine, MAX_LOG_LINE_CHARS, MAX_LOG_LINES};
 pub use manifest::{ModelArchitecture, ModelManifest, Pooling, Standardization};

@@ -100,12 +100,34 @@ pub async fn fetch(
                     UserError::new(format!("{what} from the hub cannot be used: {problem}")).into()
                 }
                 Download::Failed(e) => UserError::wrap(
-                    format!("downloading {what} from the hub failed; try again later"),
+                    format!(
+                        "downloading {what} from the hub failed: {}; try again later",
+                        network_failure(&e, endpoint)
+                    ),
                     e.context(format!("downloading {url}")),
                 ),
             })?;
     }
     Ok(dir)
+}
+
+/// What went wrong on the network, in words a user can act on (the hub's host, not its URLs).
+fn network_failure(error: &anyhow::Error, endpoint: &str) -> String {
+    let host = reqwest::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| "the hub".into());
+    let cause = error
+        .chain()
+        .find_map(|c| c.downcast_ref::<reqwest::Error>());
+    match cause {
+        Some(e) if e.is_connect() => format!("could not connect to {host}"),
+        Some(e) if e.is_timeout() => format!("{host} stopped answering (timed out)"),
+        Some(e) if e.is_body() || e.is_decode() => {
+            format!("the transfer from {host} broke off")
+        }
+        _ => format!("the transfer from {host} failed"),
+    }
 }
 
 /// Why a download failed: the hub refused, what it sent is not what it should be, or the transfer

@@ -4,7 +4,7 @@
 
 use super::{Service, ServiceResult};
 use crate::domain::{
-    CheckpointRecord, JobProgress, JobRecord, JobStatus, LogLevel, UserError, now_ms,
+    CheckpointRecord, JobProgress, JobRecord, JobStatus, LogLevel, RETRY_PROMISE, UserError, now_ms,
 };
 use crate::events::JobEvent;
 use crate::store::{AttemptEnd, TrainingRecord};
@@ -201,7 +201,7 @@ impl Service {
         let reference = uuid::Uuid::new_v4();
         tracing::warn!(job_id = %job.id, %reference, error = format!("{error:#}"), "job attempt failed; retrying later");
         let message = format!(
-            "attempt {} of {} failed: {} (reference {reference}); it is retried automatically",
+            "attempt {} of {} failed: {} (reference {reference}){RETRY_PROMISE}",
             job.attempts,
             job.max_attempts,
             UserError::find_in(error).unwrap_or(fallback)

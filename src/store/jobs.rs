@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use super::{Dialect, Store, StoreError, StoreResult, corrupt, placeholders};
 use crate::domain::{
     BaseModelRef, EpochMetrics, JobFilter, JobProgress, JobRecord, JobStatus, MetricPoint,
-    Priority, TaskKind, TrainingSettings, now_ms,
+    Priority, RETRY_CANCELLED, RETRY_PROMISE, TaskKind, TrainingSettings, now_ms,
 };
 
 #[derive(Debug, Clone)]
@@ -459,10 +459,13 @@ impl Store {
                 .filter(|s| *s != JobStatus::Running)
                 .collect::<Vec<_>>(),
         );
+        // A job waiting for an automatic retry no longer promises one.
         let sql = format!(
             "UPDATE jobs SET \
                status = CASE WHEN status IN ({direct}) THEN 'CANCELLED' ELSE status END, \
                finished_at = CASE WHEN status IN ({direct}) THEN $1 ELSE finished_at END, \
+               error = CASE WHEN status IN ({direct}) THEN REPLACE(error, $3, $4) ELSE error END, \
+               next_attempt_at = CASE WHEN status IN ({direct}) THEN NULL ELSE next_attempt_at END, \
                cancel_requested = CASE WHEN status = 'RUNNING' THEN 1 ELSE cancel_requested END, \
                updated_at = $1 \
              WHERE id = $2 RETURNING {COLUMNS}"
@@ -470,6 +473,8 @@ impl Store {
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now)
             .bind(id)
+            .bind(RETRY_PROMISE)
+            .bind(RETRY_CANCELLED)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.note(e))?

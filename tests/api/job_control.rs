@@ -484,7 +484,7 @@ async fn an_unreachable_hub_is_retried_with_backoff_until_attempts_run_out() {
         let error = queued["error"].as_str().unwrap();
         assert!(
             error.starts_with(&format!("attempt {attempt} of 3 failed: "))
-                && error.contains("from the hub failed")
+                && error.contains("from the hub failed: could not connect to 127.0.0.1")
                 && error.ends_with("it is retried automatically"),
             "{error}"
         );
@@ -493,6 +493,27 @@ async fn an_unreachable_hub_is_retried_with_backoff_until_attempts_run_out() {
     let error = app.failure_of(outcome, &job).await;
     assert!(error.contains("from the hub failed"), "{error}");
     assert_eq!(app.job(&job).await["attempts"], 3);
+
+    // A job cancelled while it waits for its retry no longer promises one.
+    let job = app
+        .queued_job(json!({ "name": "offline", "modelName": "m", "task": "TEXT_CLASSIFICATION",
+            "datasetId": dataset, "baseModel": "hf:org/model", "hyperparameters": { "epochs": 1 } }))
+        .await;
+    app.run_next_job().await;
+    app.data(
+        "mutation($id: ID!) { cancelJob(id: $id) { status } }",
+        json!({ "id": job }),
+    )
+    .await;
+    let cancelled = app.job(&job).await;
+    assert_eq!(cancelled["status"], "CANCELLED");
+    assert!(cancelled["nextAttemptAt"].is_null(), "{cancelled}");
+    let error = cancelled["error"].as_str().unwrap();
+    assert!(
+        error.contains("could not connect")
+            && error.ends_with("the job was cancelled before its retry"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
