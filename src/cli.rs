@@ -1,7 +1,7 @@
 //! What the `kiln` commands do, so `main.rs` stays a parser.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::domain::{FieldError, TrainingSettings};
+use crate::domain::{FieldError, Hyperparams, TrainingSettings};
 
 /// `kiln serve` (with the API) and `kiln worker` (workers only): runs until Ctrl-C or SIGTERM.
 pub async fn serve(mut config: Config, with_api: bool) -> Result<()> {
@@ -222,23 +222,41 @@ pub struct TrainArgs {
     /// small random-initialised BERT.
     #[arg(long)]
     pub base_model: Option<String>,
-    #[arg(long)]
+    #[arg(long, help = defaulted("Passes over the training rows", Hyperparams::DEFAULT_EPOCHS))]
     pub epochs: Option<i64>,
-    #[arg(long)]
+    #[arg(long, help = defaulted("Rows per training step", Hyperparams::DEFAULT_BATCH_SIZE))]
     pub batch_size: Option<i64>,
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "The learning rate [default: {} fine-tuning a pretrained model, {} with LoRA, {} from random \
+         weights]",
+        Hyperparams::DEFAULT_FINE_TUNE_LR,
+        Hyperparams::DEFAULT_LORA_LR,
+        Hyperparams::DEFAULT_FROM_SCRATCH_LR
+    ))]
     pub learning_rate: Option<f64>,
-    #[arg(long)]
+    #[arg(long, help = defaulted(
+        "The share of rows held out to validate each epoch",
+        Hyperparams::DEFAULT_VALIDATION_SPLIT
+    ))]
     pub validation_split: Option<f64>,
-    #[arg(long)]
+    #[arg(long, help = defaulted(
+        "Fixes the initial weights, the data order and dropout",
+        Hyperparams::DEFAULT_SEED
+    ))]
     pub seed: Option<i64>,
-    #[arg(long)]
+    #[arg(long, help = defaulted(
+        "The most tokens read of each text",
+        Hyperparams::DEFAULT_MAX_SEQ_LENGTH
+    ))]
     pub max_seq_length: Option<i64>,
-    /// Also write a checkpoint every this many steps (one is written after every epoch).
+    /// Also write a checkpoint every this many steps (one is written after every epoch) [default:
+    /// after every epoch only].
     #[arg(long)]
     pub checkpoint_every_steps: Option<i64>,
-    /// How many of the newest checkpoints are kept.
-    #[arg(long)]
+    #[arg(long, help = defaulted(
+        "How many of the newest checkpoints are kept while the run goes on",
+        Hyperparams::DEFAULT_KEEP_CHECKPOINTS
+    ))]
     pub keep_checkpoints: Option<i64>,
     /// Any other hyperparameters, as `submitJob` takes them, in JSON: e.g.
     /// `{"lrSchedule":"COSINE","gradientClipNorm":1.0,"classWeights":{"balanced":true}}`. The flags
@@ -248,17 +266,20 @@ pub struct TrainArgs {
     /// A LoRA customization, as `submitJob` takes it, in JSON: e.g. `{"method":"LORA","rank":8}`.
     #[arg(long, value_name = "JSON")]
     pub customization: Option<String>,
-    /// Where checkpoints go (one `step-<n>` folder each); default: `<output>-checkpoints` beside the
-    /// output folder.
+    /// Where checkpoints go (one `step-<n>` folder each); removed when the run finishes [default:
+    /// `<output>-checkpoints` beside the output folder].
     #[arg(long)]
     pub checkpoint_dir: Option<PathBuf>,
     /// Go on from a checkpoint: a `step-<n>` folder, or a checkpoint folder (its newest checkpoint).
     /// The other settings must be those of the run that wrote it.
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// Where the model's files go.
+    /// Where the model's files go: a folder that does not exist yet, or is empty (see --force).
     #[arg(long, default_value = "./kiln-model")]
     pub output: PathBuf,
+    /// Replace the output folder's files if it holds some (only once the new model is written).
+    #[arg(long)]
+    pub force: bool,
     #[arg(
         long,
         env = "KILN_HF_ENDPOINT",
@@ -273,11 +294,25 @@ pub struct TrainArgs {
     pub max_train_memory: Option<crate::config::ByteSize>,
 }
 
-/// Prints step progress at most twice a second on one line, and one line per epoch; keeps the newest
-/// `keep` checkpoints.
+/// A flag's help with kiln's default for it, which the flag leaves to the training rules when absent.
+fn defaulted(what: &str, default: impl std::fmt::Display) -> String {
+    format!("{what} [default: {default}]")
+}
+
+/// Prints step progress at most twice a second, and one line per epoch; keeps the newest `keep`
+/// checkpoints. On a terminal the step line is rewritten in place; into a file or a pipe each update
+/// is a line of its own.
 struct ConsoleSink {
     last: Option<Instant>,
     keep: usize,
+    terminal: bool,
+}
+
+impl ConsoleSink {
+    /// Starts a line: on a terminal, over the step line shown last.
+    fn start(&self) -> &'static str {
+        if self.terminal { "\r" } else { "" }
+    }
 }
 
 impl crate::train::ProgressSink for ConsoleSink {
@@ -291,8 +326,10 @@ impl crate::train::ProgressSink for ConsoleSink {
         self.last = Some(Instant::now());
         let done = r.step as f64 / r.total_steps.max(1) as f64;
         let eta = r.elapsed_seconds * (1.0 - done) / done.max(1e-9);
+        let end = if self.terminal { "   " } else { "\n" };
         eprint!(
-            "\repoch {}/{}  step {}/{} ({:.0}%)  loss {:.4}  lr {:.2e}  {:.0} samples/s  ETA {:.0}s   ",
+            "{}epoch {}/{}  step {}/{} ({:.0}%)  loss {:.4}  lr {:.2e}  {:.0} samples/s  ETA {:.0}s{end}",
+            self.start(),
             r.epoch,
             r.total_epochs,
             r.step,
@@ -307,8 +344,14 @@ impl crate::train::ProgressSink for ConsoleSink {
     }
 
     fn on_epoch(&mut self, m: &crate::domain::EpochMetrics) {
+        let pad = if self.terminal {
+            " ".repeat(20)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "\repoch {}: train loss {:.4}  val loss {:.4}  accuracy {:.4}  precision {:.4}  recall {:.4}  F1 {:.4}{}",
+            "{}epoch {}: train loss {:.4}  val loss {:.4}  accuracy {:.4}  precision {:.4}  recall {:.4}  F1 {:.4}{pad}",
+            self.start(),
             m.epoch,
             m.train_loss,
             m.val_loss,
@@ -316,7 +359,6 @@ impl crate::train::ProgressSink for ConsoleSink {
             m.precision,
             m.recall,
             m.f1,
-            " ".repeat(20)
         );
     }
 
@@ -324,7 +366,7 @@ impl crate::train::ProgressSink for ConsoleSink {
         if let Some(root) = checkpoint.dir.parent()
             && let Err(e) = crate::train::checkpoint::prune(root, self.keep)
         {
-            eprintln!("\rremoving older checkpoints failed: {e:#}");
+            eprintln!("{}removing older checkpoints failed: {e:#}", self.start());
         }
     }
 }
@@ -350,6 +392,7 @@ pub async fn train(args: TrainArgs) -> Result<()> {
     use crate::service::{HubSettings, training};
     use crate::train::{TrainOutcome, TrainSpec};
 
+    check_output(&args.output, args.force)?;
     let format = match &args.format {
         Some(f) => DatasetFormat::parse(&f.to_ascii_uppercase()).map_err(as_flag)?,
         None => DatasetFormat::from_file_name(&args.data.display().to_string())
@@ -460,20 +503,19 @@ pub async fn train(args: TrainArgs) -> Result<()> {
         );
     }
     let keep = settings.hyperparameters.keep_checkpoints as usize;
-    let mut spec = TrainSpec::new(settings, examples, base_dir, args.output.clone());
+    // The model is written beside the output folder and moved into place once whole: an interrupted
+    // or failed run leaves the output folder as it was.
+    let writing = sibling(&args.output, &format!("writing-{}", std::process::id()));
+    let mut spec = TrainSpec::new(settings, examples, base_dir, writing.clone());
     spec.max_memory = Some(
         args.max_train_memory
             .map(|b| b.0)
             .unwrap_or_else(crate::config::default_train_memory),
     );
-    let checkpoint_dir = args.checkpoint_dir.clone().unwrap_or_else(|| {
-        let name = args
-            .output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "kiln-model".into());
-        args.output.with_file_name(format!("{name}-checkpoints"))
-    });
+    let checkpoint_dir = args
+        .checkpoint_dir
+        .clone()
+        .unwrap_or_else(|| sibling(&args.output, "checkpoints"));
     spec.checkpoint_dir = Some(checkpoint_dir.clone());
     spec.resume = resume;
     let stop = std::sync::Arc::new(CtrlC(std::sync::atomic::AtomicBool::new(false)));
@@ -486,12 +528,39 @@ pub async fn train(args: TrainArgs) -> Result<()> {
         }
     });
     let outcome = tokio::task::spawn_blocking(move || {
-        let mut sink = ConsoleSink { last: None, keep };
+        use std::io::IsTerminal;
+        let mut sink = ConsoleSink {
+            last: None,
+            keep,
+            terminal: std::io::stderr().is_terminal(),
+        };
         crate::train::run(&spec, &mut sink, stop.as_ref())
     })
-    .await??;
+    .await?;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&writing);
+            return Err(e);
+        }
+    };
     match outcome {
         TrainOutcome::Completed(model) => {
+            if args.output.exists() {
+                std::fs::remove_dir_all(&args.output)
+                    .with_context(|| format!("--output: replacing {}", args.output.display()))?;
+            }
+            std::fs::rename(&writing, &args.output)
+                .with_context(|| format!("moving the model into {}", args.output.display()))?;
+            // The run is done: its checkpoints have nothing left to resume.
+            if let Err(e) = std::fs::remove_dir_all(&checkpoint_dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                eprintln!(
+                    "could not remove the checkpoints in {}: {e}",
+                    checkpoint_dir.display()
+                );
+            }
             println!(
                 "model written to {} ({})",
                 args.output.display(),
@@ -500,6 +569,7 @@ pub async fn train(args: TrainArgs) -> Result<()> {
             Ok(())
         }
         TrainOutcome::Interrupted { epochs_done } => {
+            let _ = std::fs::remove_dir_all(&writing);
             bail!(
                 "interrupted after {epochs_done} epoch(s); no model was written; go on with \
                  --resume {}",
@@ -507,6 +577,36 @@ pub async fn train(args: TrainArgs) -> Result<()> {
             )
         }
     }
+}
+
+/// A folder beside `output` named after it: `<output>-<suffix>`.
+fn sibling(output: &Path, suffix: &str) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "kiln-model".into());
+    output.with_file_name(format!("{name}-{suffix}"))
+}
+
+/// Refuses an output folder that holds files unless `force` (checked before any work).
+fn check_output(output: &Path, force: bool) -> Result<()> {
+    if output.is_file() {
+        bail!(
+            "--output: {} is a file; name a folder for the model",
+            output.display()
+        );
+    }
+    let holds_files = std::fs::read_dir(output)
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    if holds_files && !force {
+        bail!(
+            "--output: {} already holds files; name another folder, or pass --force to replace them \
+             once the new model is written",
+            output.display()
+        );
+    }
+    Ok(())
 }
 
 /// A settings error in the CLI's terms: `hyperparameters.maxSeqLength` is the flag `--max-seq-length`.

@@ -49,7 +49,16 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
-fn main() -> Result<()> {
+/// Runs the command; a failure is printed as one line (its causes joined with `: `), never as a
+/// backtrace, and the exit code is 1.
+fn main() {
+    if let Err(e) = start() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn start() -> Result<()> {
     let cli = Cli::parse();
     if matches!(
         cli.command,

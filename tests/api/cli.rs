@@ -26,6 +26,14 @@ fn kiln_train_trains_a_local_file_without_a_server() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     assert!(stderr.contains("epoch 2: train loss"), "{stderr}");
+    // Into a pipe, each update is a line of its own.
+    assert!(!stderr.contains('\r'), "{stderr:?}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("epoch 1/2  step") && l.contains("ETA")),
+        "{stderr}"
+    );
     for file in [
         "model.safetensors",
         "config.json",
@@ -34,6 +42,78 @@ fn kiln_train_trains_a_local_file_without_a_server() {
     ] {
         assert!(output.join(file).is_file(), "{file} missing");
     }
+    // A finished run leaves its model and nothing else: no checkpoints, no folder half written.
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["model", "prompts.jsonl"]);
+
+    // The folder holds a model now: another run refuses to replace it without --force.
+    let again = |force: bool| {
+        let mut command = kiln();
+        command
+            .args(["train", "--epochs", "1", "--max-seq-length", "16", "--data"])
+            .arg(&data)
+            .arg("--output")
+            .arg(&output);
+        if force {
+            command.arg("--force");
+        }
+        command.output().unwrap()
+    };
+    let before = std::fs::read(output.join("model.safetensors")).unwrap();
+    let refused = again(false);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("already holds files") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(output.join("model.safetensors")).unwrap(),
+        before
+    );
+    let replaced = again(true);
+    assert!(
+        replaced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replaced.stderr)
+    );
+    assert_ne!(
+        std::fs::read(output.join("model.safetensors")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn kiln_train_help_shows_each_default_and_a_failure_is_one_clean_line() {
+    let help = kiln().args(["train", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for default in [
+        "[default: 3]",
+        "[default: 16]",
+        "[default: 0.2]",
+        "[default: 42]",
+        "[default: 128]",
+        "[default: 2]",
+        "[default: 0.00005 fine-tuning",
+        "[default: ./kiln-model]",
+    ] {
+        assert!(help.contains(default), "{default} missing from:\n{help}");
+    }
+
+    let failed = kiln()
+        .env("RUST_BACKTRACE", "1")
+        .args(["train", "--data", "/nonexistent/prompts.jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
 
 /// `--hyperparameters` takes the options `submitJob` takes, as JSON; the flags win over the same
@@ -172,6 +252,8 @@ fn kiln_train_stopped_with_ctrl_c_resumes_to_the_same_model() {
             .join("model.safetensors")
             .exists()
     );
+    let kept = std::fs::read_dir(&checkpoints).unwrap().count();
+    assert!(kept <= 2, "{kept} checkpoints kept (keepCheckpoints 2)");
 
     let resumed = train("stopped")
         .arg("--resume")
@@ -187,8 +269,7 @@ fn kiln_train_stopped_with_ctrl_c_resumes_to_the_same_model() {
         model("stopped") == model("straight"),
         "the resumed run's model differs"
     );
-    let kept = std::fs::read_dir(&checkpoints).unwrap().count();
-    assert!(kept <= 2, "{kept} checkpoints kept (keepCheckpoints 2)");
+    assert!(!checkpoints.exists(), "a finished run keeps no checkpoints");
 }
 
 #[test]
