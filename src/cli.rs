@@ -39,12 +39,28 @@ pub async fn serve(mut config: Config, with_api: bool) -> Result<()> {
         app.config.workers
     );
     if let Some(token) = &startup.new_admin_token {
-        println!(
-            "\nFirst start: an admin API token was created. It is shown only now; keep it safe:\n\n    {token}\n"
-        );
-        println!("Send it as the header  Authorization: Bearer {token}\n");
+        println!("{}", first_start_message(token));
     }
     app.run(listener, shutdown_signal()).await
+}
+
+/// What the first start says about the admin token it made: a line to paste, and what to do if the
+/// token is lost.
+fn first_start_message(token: &str) -> String {
+    [
+        "",
+        "First start: an admin API token was created. It is shown only now; keep it safe.",
+        "Paste this line into your shell for the README's commands:",
+        "",
+        &format!("    export KILN_TOKEN={token}"),
+        "",
+        "Clients send it as `Authorization: Bearer $KILN_TOKEN`. (KILN_TOKEN is what clients use;",
+        "KILN_ADMIN_TOKEN is the server setting that fixes the admin token.) Lost it? Start kiln with",
+        "KILN_ADMIN_TOKEN set to a new secret of 32 or more characters: that becomes the admin token",
+        "and the old one stops working.",
+        "",
+    ]
+    .join("\n")
 }
 
 /// `kiln migrate`.

@@ -415,3 +415,69 @@ fn logs_written_to_a_pipe_carry_no_colour_codes() {
         "colour codes in piped output: {stderr:?}"
     );
 }
+
+#[tokio::test]
+async fn the_first_start_prints_a_token_line_ready_to_paste_that_works() {
+    use tokio::io::AsyncBufReadExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("serve")
+        .env("KILN_BIND", format!("127.0.0.1:{port}"))
+        .env(
+            "KILN_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("kiln.db").display()),
+        )
+        .env("KILN_STORAGE_URL", dir.path().join("objects"))
+        .env("KILN_WORK_DIR", dir.path().join("work"))
+        .env("KILN_WORKERS", "0")
+        .env_remove("KILN_ADMIN_TOKEN")
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let token = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(token) = line.trim().strip_prefix("export KILN_TOKEN=") {
+                return token.to_string();
+            }
+        }
+        panic!("no export line in:\n{printed}")
+    })
+    .await
+    .expect("the first start prints its token");
+    // The rest of the message: what the two names mean and what to do if the token is lost.
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), lines.next_line()).await
+    {
+        printed.push_str(&line);
+        printed.push('\n');
+    }
+    assert!(
+        printed.contains("KILN_ADMIN_TOKEN set to a new secret"),
+        "{printed}"
+    );
+
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/graphql"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "query": "{ me { role } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["data"]["me"]["role"], "admin", "{body}");
+    server.kill().await.unwrap();
+}
