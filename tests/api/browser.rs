@@ -1,8 +1,8 @@
 //! The web pages in a real browser: Debian's `chromium` driven by npm `playwright-core`, both installed
 //! by `scripts/test`. Each page has a script in `tests/browser/` that this file starts against a kiln
 //! with what the page needs; the scripts write screenshots (1280×800 and phone width) to a folder they
-//! print. Without chromium or playwright-core the tests say so and skip, unless `KILN_TEST_BROWSER` is
-//! `required` (as `scripts/test` sets it).
+//! print. Without chromium or playwright-core the tests say so and skip, unless
+//! `KILN_TEST_REQUIRE_TOOLS` is set (as `scripts/test` sets it).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,7 +30,7 @@ fn browser() -> Option<PathBuf> {
     };
     match missing {
         None => Some(chromium),
-        Some(what) if std::env::var("KILN_TEST_BROWSER").as_deref() == Ok("required") => {
+        Some(what) if std::env::var_os("KILN_TEST_REQUIRE_TOOLS").is_some() => {
             panic!("the browser tests need {what}: run scripts/test")
         }
         Some(what) => {

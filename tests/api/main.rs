@@ -29,3 +29,4 @@ mod schema;
 mod serving;
 mod subscriptions;
 mod training;
+mod walkthrough;

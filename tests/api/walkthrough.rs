@@ -1,0 +1,85 @@
+//! The README's walk-through, run exactly as it is printed (its shell block, taken from README.md) with
+//! bash, curl and jq against a fresh kiln, so that the README cannot drift from what works.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::helpers::{Db, Objects, Options, spawn_with};
+
+/// The shell block under the README's "A walk-through" heading.
+fn walkthrough() -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("\n## A walk-through\n")
+        .nth(1)
+        .expect("the README has a walk-through");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("the walk-through is a sh block");
+    block.to_string()
+}
+
+#[tokio::test]
+async fn the_readme_walkthrough_runs_as_printed() {
+    if std::process::Command::new("jq")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("KILN_TEST_REQUIRE_TOOLS").is_none(),
+            "the walk-through needs jq: run scripts/test"
+        );
+        eprintln!("skipping the walk-through: jq is missing (scripts/test installs it)");
+        return;
+    }
+    let mut options = Options::new(Db::Sqlite, Objects::Local);
+    options.workers = 1;
+    let app = spawn_with(options).await;
+    // The commands run from a copy of the repository's folder as far as they read it: the sample data.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("examples")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/prompts.jsonl"),
+        dir.path().join("examples/prompts.jsonl"),
+    )
+    .unwrap();
+
+    let run = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &walkthrough()])
+            .current_dir(dir.path())
+            .env("KILN", app.url(""))
+            .env("KILN_TOKEN", &app.token)
+            .output(),
+    )
+    .await
+    .expect("the walk-through ends within 5 minutes")
+    .unwrap();
+
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("the walk-through printed:\n{stdout}");
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(": COMPLETED"), "{stdout}");
+    // The model tells the two kinds apart, through its version and through the alias.
+    assert!(
+        stdout.contains(r#"{"label":"injection""#) && stdout.contains(r#"{"label":"benign""#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"[{"alias":"production","version":1}]"#),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#""version":1}"#), "{stdout}");
+    let zip = std::fs::read(dir.path().join("pi-detector-v1.zip")).unwrap();
+    assert_eq!(&zip[..4], b"PK\x03\x04");
+    assert!(
+        stdout.contains("INFO") && stdout.contains("completed"),
+        "{stdout}"
+    );
+}
