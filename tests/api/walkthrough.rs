@@ -1,5 +1,6 @@
 //! The README's walk-through, run exactly as it is printed (its shell block, taken from README.md) with
-//! bash, curl and jq against a fresh kiln, so that the README cannot drift from what works.
+//! bash, curl and jq against a fresh kiln, so that the README cannot drift from what works; and the
+//! Python example (`examples/python/quickstart.py`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -80,6 +81,66 @@ async fn the_readme_walkthrough_runs_as_printed() {
     assert_eq!(&zip[..4], b"PK\x03\x04");
     assert!(
         stdout.contains("INFO") && stdout.contains("completed"),
+        "{stdout}"
+    );
+}
+
+/// A Python that has `requests` and `websockets` (scripts/test installs them into its virtual
+/// environment and sets `KILN_TEST_PYTHON`), or `None` having said why the test skips.
+fn python_with_clients() -> Option<std::path::PathBuf> {
+    let python = std::env::var_os("KILN_TEST_PYTHON")
+        .map_or_else(|| std::path::PathBuf::from("python3"), Into::into);
+    let ready = std::process::Command::new(&python)
+        .args(["-c", "import requests, websockets"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ready {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("KILN_TEST_REQUIRE_TOOLS").is_none(),
+        "{} cannot import requests and websockets: run scripts/test",
+        python.display()
+    );
+    eprintln!("skipping the Python example: no Python with requests and websockets");
+    None
+}
+
+#[tokio::test]
+async fn the_python_example_uploads_trains_follows_and_predicts() {
+    let Some(python) = python_with_clients() else {
+        return;
+    };
+    let mut options = Options::new(Db::Sqlite, Objects::Local);
+    options.workers = 1;
+    let app = spawn_with(options).await;
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
+
+    let run = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(python)
+            .arg(repository.join("examples/python/quickstart.py"))
+            .arg(repository.join("examples/prompts.jsonl"))
+            .env("KILN", app.url(""))
+            .env("KILN_TOKEN", &app.token)
+            .output(),
+    )
+    .await
+    .expect("the example ends within 5 minutes")
+    .unwrap();
+
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("the Python example printed:\n{stdout}");
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("dataset ") && stdout.contains(": 300 rows"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("epoch 3: val loss"), "{stdout}");
+    assert!(stdout.contains("status COMPLETED"), "{stdout}");
+    assert!(
+        stdout.contains("predicted injection") && stdout.contains("predicted benign"),
         "{stdout}"
     );
 }
