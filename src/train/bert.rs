@@ -18,6 +18,8 @@ use super::layers::{Adapter, LayerNorm, Linear, attention_probs, gelu, linear};
 use super::params::{Params, dropout};
 use crate::domain::{LoraSettings, LoraTarget, ModelConfig, Pooling, UserError};
 
+/// The `model_type` of an exported classifier that needs kiln's own classes in `modeling_kiln.py`.
+pub const KILN_MODEL_TYPE: &str = "kiln-bert";
 /// The largest `config.json` read.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// The most parameters a model may have.
@@ -196,16 +198,47 @@ impl BertConfig {
         }
     }
 
-    /// The config of the trained classifier, as `transformers` expects for
-    /// `BertForSequenceClassification`.
-    pub fn for_classifier(&self, labels: &[String]) -> serde_json::Value {
+    /// The config of the trained classifier. When `transformers`' own `BertForSequenceClassification`
+    /// computes what kiln does (CLS pooling, adapters merged) it names that class; otherwise it names
+    /// kiln's classes in `modeling_kiln.py` through `auto_map`, so that loading it without
+    /// `trust_remote_code=True` fails instead of giving other logits.
+    pub fn for_classifier(
+        &self,
+        labels: &[String],
+        pooling: Pooling,
+        separate_adapters: bool,
+    ) -> serde_json::Value {
         let mut value = serde_json::to_value(self).expect("config serialises");
         let obj = value.as_object_mut().expect("config is an object");
-        obj.insert("model_type".into(), "bert".into());
-        obj.insert(
-            "architectures".into(),
-            serde_json::json!(["BertForSequenceClassification"]),
-        );
+        // What an earlier kiln export of a base model said about itself.
+        for key in ["auto_map", "pooling", "separate_adapters"] {
+            obj.remove(key);
+        }
+        if pooling == Pooling::Cls && !separate_adapters {
+            obj.insert("model_type".into(), "bert".into());
+            obj.insert(
+                "architectures".into(),
+                serde_json::json!(["BertForSequenceClassification"]),
+            );
+        } else {
+            obj.insert("model_type".into(), KILN_MODEL_TYPE.into());
+            obj.insert(
+                "architectures".into(),
+                serde_json::json!(["KilnBertForSequenceClassification"]),
+            );
+            obj.insert(
+                "auto_map".into(),
+                serde_json::json!({
+                    "AutoConfig": "modeling_kiln.KilnBertConfig",
+                    "AutoModelForSequenceClassification": "modeling_kiln.KilnBertForSequenceClassification",
+                }),
+            );
+            obj.insert(
+                "pooling".into(),
+                serde_json::to_value(pooling).expect("pooling serialises"),
+            );
+            obj.insert("separate_adapters".into(), separate_adapters.into());
+        }
         obj.insert("num_labels".into(), labels.len().into());
         let id2label: serde_json::Map<_, _> = labels
             .iter()

@@ -10,13 +10,19 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 
-use super::bert::{LORA_PREFIX, POOLER, lora_name};
+use super::bert::{KILN_MODEL_TYPE, LORA_PREFIX, POOLER, lora_name};
 use super::fit::Net;
 use super::params::Params;
 use super::{TrainSpec, TrainedModel};
 use crate::domain::{EpochMetrics, LoraSettings, ModelArchitecture, ModelManifest, ParameterCount};
 
 pub const WEIGHTS: &str = "model.safetensors";
+pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+/// kiln's classes for `transformers`, shipped where its own would compute something else.
+pub const MODELING: &str = "modeling_kiln.py";
+const MODELING_KILN: &str = include_str!("modeling_kiln.py");
+/// What a person who unzips the folder reads first.
+pub const README: &str = "README.md";
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 /// PEFT's prefix of every key in an adapter file.
@@ -67,10 +73,28 @@ pub(super) fn write(
         Net::Text {
             model, tokenizer, ..
         } => {
-            let config = model.config.for_classifier(spec.data.label_names());
+            let separate = lora.is_some_and(|l| !l.merge_adapters);
+            let config =
+                model
+                    .config
+                    .for_classifier(spec.data.label_names(), hyper.pooling, separate);
             write_file(dir, "config.json", &serde_json::to_vec_pretty(&config)?)?;
             super::tokenizer::save(tokenizer, &dir.join("tokenizer.json"))?;
-            files.extend(["config.json".to_string(), "tokenizer.json".to_string()]);
+            let tokenizer_config = tokenizer_config(tokenizer, hyper.max_seq_length);
+            write_file(
+                dir,
+                TOKENIZER_CONFIG,
+                &serde_json::to_vec_pretty(&tokenizer_config)?,
+            )?;
+            files.extend([
+                "config.json".to_string(),
+                "tokenizer.json".to_string(),
+                TOKENIZER_CONFIG.to_string(),
+            ]);
+            if config["model_type"] == KILN_MODEL_TYPE {
+                write_file(dir, MODELING, MODELING_KILN.as_bytes())?;
+                files.push(MODELING.to_string());
+            }
             ModelArchitecture::Bert {
                 pooling: hyper.pooling,
                 base_model: spec
@@ -108,6 +132,8 @@ pub(super) fn write(
     };
     write_file(dir, ModelManifest::FILE_NAME, &manifest.to_json())?;
     files.push(ModelManifest::FILE_NAME.to_string());
+    write_file(dir, README, super::readme::for_model(&manifest).as_bytes())?;
+    files.push(README.to_string());
     Ok(TrainedModel { files, manifest })
 }
 
@@ -175,4 +201,26 @@ fn write_adapters(
 fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let path = dir.join(name);
     std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `tokenizer_config.json`: the tokenizer as it is in `tokenizer.json` (no class that rebuilds its
+/// normaliser), cutting at the run's `maxSeqLength`, with its special tokens named so that padding works.
+fn tokenizer_config(tokenizer: &tokenizers::Tokenizer, max_seq_length: u32) -> serde_json::Value {
+    let mut config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": max_seq_length,
+        "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
+    });
+    for (key, token) in [
+        ("pad_token", "[PAD]"),
+        ("unk_token", "[UNK]"),
+        ("cls_token", "[CLS]"),
+        ("sep_token", "[SEP]"),
+        ("mask_token", "[MASK]"),
+    ] {
+        if tokenizer.token_to_id(token).is_some() {
+            config[key] = token.into();
+        }
+    }
+    config
 }

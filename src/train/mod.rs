@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod mlp;
 pub mod optim;
 mod params;
+mod readme;
 mod retrain;
 mod schedule;
 pub mod tokenizer;

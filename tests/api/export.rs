@@ -16,14 +16,14 @@ fn python_with_transformers() -> Result<PathBuf, String> {
     let python = std::env::var_os("KILN_TEST_PYTHON")
         .map_or_else(|| PathBuf::from("python3"), PathBuf::from);
     let out = std::process::Command::new(&python)
-        .args(["-c", "import transformers, torch, tokenizers"])
+        .args(["-c", "import transformers, torch, tokenizers, peft"])
         .output()
         .map_err(|e| format!("{} does not run: {e}", python.display()))?;
     if out.status.success() {
         Ok(python)
     } else {
         Err(format!(
-            "{} cannot import transformers and torch ({}); scripts/test installs them into ~/.cache/kiln-python",
+            "{} cannot import transformers, torch and peft ({}); scripts/test installs them into ~/.cache/kiln-python",
             python.display(),
             String::from_utf8_lossy(&out.stderr)
                 .lines()
@@ -94,12 +94,28 @@ async fn a_version_downloads_as_a_zip_of_its_files(db: Db, objects: Objects) {
     assert_eq!(
         names,
         [
+            "README.md",
             "config.json",
             "kiln.json",
             "model.safetensors",
-            "tokenizer.json"
+            "modeling_kiln.py",
+            "tokenizer.json",
+            "tokenizer_config.json",
         ]
     );
+    // The README says what the folder is and how to load it.
+    let readme = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+    for said in [
+        "`benign` (0), `injection` (1)",
+        "It reads at most 24 tokens",
+        "trust_remote_code=True",
+        "`modeling_kiln.py`",
+    ] {
+        assert!(
+            readme.contains(said),
+            "the README does not say {said:?}:\n{readme}"
+        );
+    }
     // The same bytes as stored.
     let job = app.data("{ jobs { nodes { id } } }", json!({})).await["jobs"]["nodes"][0]["id"]
         .as_str()
@@ -209,6 +225,10 @@ async fn text_models_load_in_transformers_and_give_kilns_logits() {
     let python = match python_with_transformers() {
         Ok(python) => python,
         Err(why) => {
+            assert!(
+                std::env::var_os("KILN_TEST_REQUIRE_TOOLS").is_none(),
+                "KILN_TEST_REQUIRE_TOOLS is set and {why}"
+            );
             eprintln!("SKIPPED text_models_load_in_transformers_and_give_kilns_logits: {why}");
             return;
         }
@@ -223,8 +243,24 @@ async fn text_models_load_in_transformers_and_give_kilns_logits() {
     .await;
     let report = check_in_transformers(&app, "cls", &cls, &python).await;
     assert!(report.contains("pooling=cls"), "{report}");
-    // MEAN pooling on a small random BERT: the README's recipe.
+    assert!(report.contains("plain: loads"), "{report}");
+    // MEAN pooling on a small random BERT: kiln's classes, and plain loading refuses.
     let mean = trained_text_model(&app, "mean", json!({})).await;
     let report = check_in_transformers(&app, "mean", &mean, &python).await;
     assert!(report.contains("pooling=mean"), "{report}");
+    assert!(report.contains("plain: refuses"), "{report}");
+    assert!(report.contains("trust_remote_code"), "{report}");
+    // LoRA adapters kept apart over the MiniLM: merged as they load, or through PEFT.
+    let lora = trained_text_model(
+        &app,
+        "lora",
+        json!({ "baseModel": minilm_dir().display().to_string(),
+                "customization": { "method": "LORA", "rank": 4, "mergeAdapters": false } }),
+    )
+    .await;
+    let report = check_in_transformers(&app, "lora", &lora, &python).await;
+    assert!(report.contains("separate_adapters=True"), "{report}");
+    assert!(report.contains("peft: loads"), "{report}");
+    assert!(report.contains("merged without peft: loads"), "{report}");
+    assert!(report.contains("plain: refuses"), "{report}");
 }
