@@ -33,6 +33,7 @@ pub mod loaders;
 pub mod models;
 mod order;
 pub mod paging;
+mod suggest;
 
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
@@ -74,6 +75,7 @@ fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, Subscripti
     )
     .extension(limits::Limits)
     .extension(order::DocumentOrder)
+    .extension(suggest::Suggestions)
 }
 
 pub fn schema(service: Service) -> ApiSchema {

@@ -15,6 +15,7 @@ use crate::domain::{
     AliasChange, AliasTarget, BaseModelRef, JobRecord, ModelAlias as AliasRecord, ModelRecord,
     ModelVersionRecord, PromotionPolicy as PolicyRecord, SplitArm as SplitArmRecord,
 };
+use crate::service::ServiceError;
 use crate::service::registry::history_limit;
 
 pub struct Model(pub ModelRecord);
@@ -451,6 +452,14 @@ impl ModelsQuery {
 #[derive(Default)]
 pub struct ModelsMutation;
 
+/// What `deleteModel` removed.
+#[derive(SimpleObject)]
+pub struct DeletedModel {
+    pub name: String,
+    /// The numbers of the versions deleted with it.
+    pub versions: Vec<i64>,
+}
+
 #[Object]
 impl ModelsMutation {
     /// Sets the hyperparameters `submitJob` uses for `model` when its input leaves them out (the
@@ -506,6 +515,34 @@ impl ModelsMutation {
             )
             .await?;
         Ok(Model(record))
+    }
+
+    /// Deletes one version of a model and its files; answers the model. Its job stays (without a
+    /// version) and its number is never given again. `CONFLICT` while an alias points to it.
+    async fn delete_model_version(
+        &self,
+        ctx: &Context<'_>,
+        model: String,
+        version: i64,
+    ) -> ApiResult<Model> {
+        let service = service(ctx);
+        service.delete_model_version(&model, version).await?;
+        let record = service
+            .model(&model)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no model named {model}")))?;
+        Ok(Model(record))
+    }
+
+    /// Deletes a model: every version and its files, its alias history, promotion policies and training
+    /// defaults (its jobs stay, without versions). Admin tokens only. `CONFLICT` while it has an alias
+    /// or a job queued, running or paused.
+    async fn delete_model(&self, ctx: &Context<'_>, model: String) -> ApiResult<DeletedModel> {
+        let versions = service(ctx).delete_model(caller(ctx)?, &model).await?;
+        Ok(DeletedModel {
+            name: model,
+            versions: versions.iter().map(|v| v.version).collect(),
+        })
     }
 
     /// Removes an alias; its history stays.

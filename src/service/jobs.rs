@@ -432,12 +432,12 @@ impl Service {
     }
 }
 
-fn not_found(id: &str) -> ServiceError {
+pub(super) fn not_found(id: &str) -> ServiceError {
     ServiceError::NotFound(format!("no job with id {}", abbreviate(id, 100)))
 }
 
 /// A store error about job `id`, with "not found" saying which job.
-fn job_error(id: &str, e: crate::store::StoreError) -> ServiceError {
+pub(super) fn job_error(id: &str, e: crate::store::StoreError) -> ServiceError {
     match e {
         crate::store::StoreError::NotFound(_) => not_found(id),
         other => other.into(),

@@ -22,6 +22,7 @@ pub mod analytics;
 pub mod checkpoints;
 pub mod datasets;
 pub mod debris;
+pub mod deletion;
 pub mod downloads;
 pub mod inference;
 pub mod jobs;

@@ -16,6 +16,7 @@
 mod analytics;
 mod checkpoints;
 mod datasets;
+mod deletion;
 mod jobs;
 mod logs;
 mod models;

@@ -7,10 +7,10 @@ use sqlx::any::AnyRow;
 use super::{Store, StoreError, StoreResult, corrupt};
 use crate::domain::{EpochMetrics, JobRecord, ModelRecord, ModelVersionRecord, now_ms};
 
-const VERSION_COLUMNS: &str =
+pub(super) const VERSION_COLUMNS: &str =
     "id, model_name, version, job_id, dataset_id, artifact_uri, metrics, created_at";
 
-fn decode_version(row: &AnyRow) -> StoreResult<ModelVersionRecord> {
+pub(super) fn decode_version(row: &AnyRow) -> StoreResult<ModelVersionRecord> {
     Ok(ModelVersionRecord {
         id: row.try_get("id")?,
         model_name: row.try_get("model_name")?,
@@ -55,9 +55,18 @@ impl Store {
         .await
         .map_err(|e| self.note(e))?;
         self.tick()?;
+        // The model's counter, not the versions left: a deleted version's number is not given again.
+        let number: i64 = sqlx::query(
+            "UPDATE models SET last_version = last_version + 1 WHERE name = $1 RETURNING last_version",
+        )
+        .bind(&job.model_name)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| self.note(e))?
+        .try_get("last_version")?;
+        self.tick()?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO model_versions ({VERSION_COLUMNS}) \
-             SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6, $7 FROM model_versions WHERE model_name = $2 \
+            "INSERT INTO model_versions ({VERSION_COLUMNS}) VALUES ($1, $2, $8, $3, $4, $5, $6, $7) \
              RETURNING {VERSION_COLUMNS}"
         )))
         .bind(version_id)
@@ -67,6 +76,7 @@ impl Store {
         .bind(artifact_uri)
         .bind(&metrics_json)
         .bind(now)
+        .bind(number)
         .fetch_one(&mut *tx)
         .await.map_err(|e| self.note(e))?;
         let version = decode_version(&row)?;

@@ -137,6 +137,33 @@ impl Store {
         let from = change.from.as_ref().map(AliasTarget::to_json);
         let to = change.to.as_ref().map(AliasTarget::to_json);
         let mut tx = self.pool.begin().await.map_err(|e| self.note(e))?;
+        // Ordered against version deletes, which take the model's row too; then the versions the
+        // alias is to point to must still be there.
+        self.lock_model(&mut tx, &change.model_name).await?;
+        if let Some(to) = &change.to {
+            let wanted = to.versions();
+            self.tick()?;
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) AS n FROM model_versions WHERE model_name = $1 AND version IN ({})",
+                super::placeholders(2, wanted.len())
+            )))
+            .bind(&change.model_name);
+            for v in &wanted {
+                query = query.bind(*v);
+            }
+            let found: i64 = query
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.note(e))?
+                .try_get("n")?;
+            if found != wanted.len() as i64 {
+                tx.rollback().await.map_err(|e| self.note(e))?;
+                return Err(StoreError::Conflict(format!(
+                    "a version alias {} was to point to was deleted meanwhile; look again and retry",
+                    change.alias
+                )));
+            }
+        }
         self.tick()?;
         let moved = match (&from, &to) {
             (None, Some(to)) => sqlx::query(

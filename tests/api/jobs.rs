@@ -267,6 +267,29 @@ async fn a_text_job_trains_live_and_registers_a_model(db: Db, objects: Objects) 
 on_storage!(a_text_job_trains_live_and_registers_a_model: sqlite_local, sqlite_s3, postgres_local, postgres_s3);
 
 #[tokio::test]
+async fn a_misspelt_input_field_is_refused_with_the_nearest_name() {
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(20, 1))
+        .await;
+    let mut input = text_job(&dataset);
+    input["hyperparameters"] = json!({ "epochz": 1 });
+    let body = app.submit_job(input).await;
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("unknown field \"epochz\"")
+            && message.ends_with("Did you mean \"epochs\"?"),
+        "{body}"
+    );
+    let mut input = text_job(&dataset);
+    input["customization"] = json!({ "method": "LORA", "rnak": 4 });
+    let body = app.submit_job(input).await;
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.ends_with("Did you mean \"rank\"?"), "{body}");
+    assert_eq!(app.job_count().await, 0);
+}
+
+#[tokio::test]
 async fn a_tabular_job_learns_a_separable_rule() {
     let app = spawn_app(Db::Sqlite, Objects::Local).await;
     let dataset = app

@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod connections;
 mod datasets;
+mod deletion;
 mod downloads;
 mod export;
 mod hardening;

@@ -69,7 +69,12 @@ async fn fine_tuning_the_pretrained_minilm_changes_encoder_weights_and_lowers_th
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(trained.with_file_name("config.json")).unwrap())
             .unwrap();
-    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    // Mean pooling: kiln's classes, which plain BertForSequenceClassification is not.
+    assert_eq!(
+        config["architectures"][0],
+        "KilnBertForSequenceClassification"
+    );
+    assert_eq!(config["model_type"], "kiln-bert");
     assert_eq!(config["hidden_size"], 384);
     assert_eq!(config["id2label"]["1"], "injection");
 }

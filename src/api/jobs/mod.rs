@@ -180,6 +180,13 @@ impl JobsMutation {
         Ok(Job(service(ctx).cancel_job(&id).await?))
     }
 
+    /// Deletes an ended job with its epochs, step metrics, log and checkpoints; answers its id.
+    /// `CONFLICT` while it is queued, running or paused (cancel it first), or while the model version
+    /// it produced exists (delete that version first).
+    async fn delete_job(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ID> {
+        Ok(ID(service(ctx).delete_job(&id).await?.id))
+    }
+
     /// A queued job is held (`PAUSED`) at once; a running one writes a checkpoint at its next step
     /// boundary and becomes `PAUSED`, freeing its worker. An ended job is refused with `CONFLICT`.
     async fn pause_job(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Job> {

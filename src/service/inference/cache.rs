@@ -157,7 +157,7 @@ impl ModelCache {
     }
 
     /// Drops a loaded version; whether it was loaded.
-    pub(super) fn remove(&self, version_id: &str) -> bool {
+    pub(in crate::service) fn remove(&self, version_id: &str) -> bool {
         let mut slots = self.slots.lock().expect("cache lock");
         let before = slots.len();
         slots.retain(|s| s.version_id != version_id || s.cell.get().is_none());
