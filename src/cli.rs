@@ -29,7 +29,8 @@ pub async fn serve(mut config: Config, with_api: bool) -> Result<()> {
         .with_context(|| format!("binding {bind}"))?;
     let addr = listener.local_addr()?;
     println!(
-        "kiln {} listening on http://{addr}/ (GraphQL at http://{addr}/graphql)",
+        "kiln {} listening on http://{addr}/ (the dashboard; GraphiQL at http://{addr}/graphiql, \
+         GraphQL at http://{addr}/graphql)",
         env!("CARGO_PKG_VERSION")
     );
     println!(

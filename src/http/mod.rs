@@ -106,7 +106,14 @@ pub async fn serve(
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
-        .route("/", get(|| playground_file(Path("index.html".to_string()))))
+        .route(
+            "/",
+            get(|| playground_file(Path("app/index.html".to_string()))),
+        )
+        .route(
+            "/graphiql",
+            get(|| playground_file(Path("index.html".to_string()))),
+        )
         .route("/playground/{*file}", get(playground_file))
         .route("/graphql", get(ws::upgrade).post(graphql_post))
         .route(

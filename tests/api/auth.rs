@@ -139,28 +139,40 @@ async fn a_replaced_admin_token_stops_working_and_a_short_one_is_refused_at_star
 }
 
 #[tokio::test]
-async fn the_playground_is_served_whole_by_kiln() {
+async fn the_dashboard_and_graphiql_are_served_whole_by_kiln() {
     let app = spawn_app(Db::Sqlite, Objects::Local).await;
-    let page = app
-        .client
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let assets: Vec<&str> = page
-        .split(['"', '\''])
-        .filter(|s| s.ends_with(".js") || s.ends_with(".css"))
-        .collect();
-    assert!(assets.len() >= 4, "{assets:?}");
-    for asset in assets {
+    for path in ["/", "/graphiql"] {
+        let page = app
+            .client
+            .get(app.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let assets: Vec<String> = page
+            .split(['"', '\''])
+            .filter(|s| s.ends_with(".js") || s.ends_with(".css"))
+            .map(String::from)
+            .collect();
+        assert!(assets.len() >= 4, "{path}: {assets:?}");
+        check_assets(&app, assets).await;
+    }
+}
+
+/// Each asset is kiln's own and served; a JavaScript module's imports too.
+async fn check_assets(app: &crate::helpers::TestApp, mut assets: Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    while let Some(asset) = assets.pop() {
+        if !seen.insert(asset.clone()) {
+            continue;
+        }
         assert!(
             asset.starts_with("/playground/"),
             "{asset} is not kiln's own"
         );
-        let response = app.client.get(app.url(asset)).send().await.unwrap();
+        let response = app.client.get(app.url(&asset)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{asset}");
         let kind = response.headers()["content-type"]
             .to_str()
@@ -170,5 +182,30 @@ async fn the_playground_is_served_whole_by_kiln() {
             kind.starts_with("text/javascript") || kind.starts_with("text/css"),
             "{asset}: {kind}"
         );
+        if asset.ends_with(".js") {
+            let text = response.text().await.unwrap();
+            for line in text.lines().filter(|l| l.starts_with("import ")) {
+                let Some(spec) = line.split(['\'', '"']).nth(1) else {
+                    continue;
+                };
+                let base = &asset[..asset.rfind('/').unwrap() + 1];
+                let resolved = if spec.starts_with('/') {
+                    spec.to_string()
+                } else {
+                    let mut parts: Vec<&str> = base.trim_end_matches('/').split('/').collect();
+                    for piece in spec.split('/') {
+                        match piece {
+                            "." => {}
+                            ".." => {
+                                parts.pop();
+                            }
+                            other => parts.push(other),
+                        }
+                    }
+                    parts.join("/")
+                };
+                assets.push(resolved);
+            }
+        }
     }
 }

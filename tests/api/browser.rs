@@ -135,3 +135,39 @@ async fn graphiql_follows_a_training_job_with_the_token_from_its_field() {
     worker.expect("the page subscribed").await.unwrap();
     assert_eq!(app.job(&job).await["status"], "COMPLETED");
 }
+
+#[tokio::test]
+async fn the_dashboard_signs_in_and_follows_a_job_live_until_it_completes() {
+    let Some(chromium) = browser() else {
+        return;
+    };
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(120, 4))
+        .await;
+    let epochs = 6;
+    let job = app
+        .queued_job(json!({ "name": "watched", "modelName": "guard", "task": "TEXT_CLASSIFICATION",
+            "datasetId": dataset, "hyperparameters": { "epochs": epochs, "batchSize": 4, "maxSeqLength": 16 } }))
+        .await;
+
+    let mut worker = None;
+    run_script(
+        "dashboard.mjs",
+        &chromium,
+        &[
+            ("KILN_URL", app.url("")),
+            ("KILN_TOKEN", app.token.clone()),
+            ("KILN_JOB", job.clone()),
+            ("KILN_EPOCHS", epochs.to_string()),
+        ],
+        |line| {
+            if line == "watching" && worker.is_none() {
+                worker = Some(app.run_next_job_in_background());
+            }
+        },
+    )
+    .await;
+    worker.expect("the page opened the job").await.unwrap();
+    assert_eq!(app.job(&job).await["status"], "COMPLETED");
+}

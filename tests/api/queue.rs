@@ -178,7 +178,7 @@ async fn a_served_instance_runs_submitted_jobs_by_itself() {
     assert_eq!(health.status(), 200);
     let playground = app
         .client
-        .get(app.url("/"))
+        .get(app.url("/graphiql"))
         .send()
         .await
         .unwrap()

@@ -7,70 +7,21 @@
 // KILN_SUBSCRIPTION (README step 3's subscription for the job), KILN_SCREENSHOTS (a folder),
 // KILN_CHROMIUM (the browser, default /usr/bin/chromium). Exits 1 saying what went wrong.
 
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { chromium } from 'playwright-core';
+import { env, start } from './harness.mjs';
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-};
 const url = env('KILN_URL');
 const token = env('KILN_TOKEN');
 const subscription = env('KILN_SUBSCRIPTION');
-const shots = env('KILN_SCREENSHOTS');
-mkdirSync(shots, { recursive: true });
 
-const problems = [];
 /// Console errors the browser logs for a refused request while the test sends a wrong token on purpose.
 let refusalsExpected = false;
-
-const browser = await chromium.launch({
-  executablePath: process.env.KILN_CHROMIUM || '/usr/bin/chromium',
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-});
+const { page, problems, screenshot, shots, finish } = await start(
+  (text) => refusalsExpected && /status of 401/.test(text),
+);
 
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const page = await context.newPage();
-  const loopback = (address) => {
-    const parsed = new URL(address);
-    return ['data:', 'blob:'].includes(parsed.protocol) || ['127.0.0.1', 'localhost', '[::1]'].includes(parsed.hostname);
-  };
-  page.on('request', (r) => {
-    if (!loopback(r.url())) problems.push(`a request left loopback: ${r.url()}`);
-  });
-  page.on('websocket', (ws) => {
-    if (!loopback(ws.url())) problems.push(`a WebSocket left loopback: ${ws.url()}`);
-  });
-  page.on('console', (m) => {
-    if (m.type() !== 'error') return;
-    if (refusalsExpected && /status of 401/.test(m.text())) return;
-    problems.push(`console error: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-
-  const screenshot = async (name) => {
-    for (const [suffix, viewport] of [
-      ['1280', { width: 1280, height: 800 }],
-      ['phone', { width: 390, height: 844 }],
-    ]) {
-      await page.setViewportSize(viewport);
-      await page.waitForTimeout(200);
-      await page.screenshot({ path: join(shots, `${name}-${suffix}.png`) });
-    }
-    await page.setViewportSize({ width: 1280, height: 800 });
-  };
   const editorText = (selector) =>
     page.evaluate((s) => document.querySelector(`${s} .CodeMirror`).CodeMirror.getValue(), selector);
   const run = async (query) => {
@@ -92,7 +43,7 @@ try {
   };
 
   // 1. The landing page says what to do, and shows no error.
-  await page.goto(url + '/');
+  await page.goto(url + '/graphiql');
   await page.waitForSelector('.graphiql-container');
   const notice = await page.textContent('#notice');
   if (!notice.includes('Paste an API token above')) problems.push(`the landing notice says: ${notice}`);
@@ -160,7 +111,6 @@ try {
 } catch (e) {
   problems.push(`the test stopped: ${e.message}`);
   try {
-    const page = browser.contexts()[0].pages()[0];
     await page.screenshot({ path: join(shots, 'failure.png') });
     const results = await page.evaluate(() => {
       const pane = document.querySelector('.graphiql-response .CodeMirror');
@@ -170,12 +120,5 @@ try {
   } catch {
     // The page is gone; what failed is said above.
   }
-} finally {
-  await browser.close();
 }
-
-if (problems.length) {
-  console.error(problems.join('\n'));
-  process.exit(1);
-}
-console.log(`GraphiQL works in chromium; screenshots in ${shots}`);
+await finish('GraphiQL works in chromium');

@@ -1,0 +1,87 @@
+// The dashboard as a person uses it, in Debian's chromium: signing in (a wrong token first), the jobs
+// list, and a job's page following it live as it trains: the loss chart gains points, the epochs arrive,
+// the status becomes COMPLETED, and the log fills.
+//
+// Run by tests/api/browser.rs, which starts kiln and queues a job named `watched`, and runs it when this
+// script prints `watching`. Environment: KILN_URL, KILN_TOKEN, KILN_JOB (its id), KILN_EPOCHS (how many
+// it trains), KILN_SCREENSHOTS (a folder), KILN_CHROMIUM. Exits 1 saying what went wrong.
+
+import { join } from 'node:path';
+
+import { env, start } from './harness.mjs';
+
+const url = env('KILN_URL');
+const token = env('KILN_TOKEN');
+const jobId = env('KILN_JOB');
+const epochs = Number(env('KILN_EPOCHS'));
+
+let refusalsExpected = false;
+const { page, problems, screenshot, shots, finish } = await start(
+  (text) => refusalsExpected && /status of 401/.test(text),
+);
+
+try {
+  // 1. Signing in: a wrong token is refused in words, the right one opens the jobs.
+  await page.goto(url + '/');
+  await page.waitForSelector('form.sign-in #token');
+  await screenshot('sign-in');
+  refusalsExpected = true;
+  await page.fill('#token', 'kiln_not_a_token_of_this_server_000000000');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.sign-in .error');
+  const refusal = await page.textContent('.sign-in .error');
+  if (!refusal.includes('kiln refused this token')) problems.push(`a wrong token says: ${refusal}`);
+  await screenshot('sign-in-refused');
+  refusalsExpected = false;
+  await page.fill('#token', token);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector(`tr[data-job="${jobId}"]`, { timeout: 15000 });
+  const stored = await page.evaluate(() => localStorage.getItem('kiln.token'));
+  if (stored !== token) problems.push('the token is not kept in the browser');
+  if (page.url().includes(token)) problems.push('the token is in the address');
+  await screenshot('jobs');
+
+  // 2. The job's page, reached from the list with the keyboard.
+  await page.focus(`tr[data-job="${jobId}"] a`);
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.charts .chart');
+  console.log('watching');
+  await page.waitForFunction(() => Number(document.querySelector('.charts').dataset.points) > 0, null, { timeout: 60000 });
+  const during = await page.evaluate(() => Number(document.querySelector('.charts').dataset.points));
+  await page.waitForFunction(
+    () => document.querySelector('.job-header .badge')?.textContent === 'COMPLETED',
+    null,
+    { timeout: 120000 },
+  );
+  await page.waitForFunction((n) => Number(document.querySelector('.charts').dataset.epochs) === n, epochs, { timeout: 15000 });
+  // Every step once the job has ended (the stored series; live events come at most four a second).
+  const steps = await page.evaluate(async ([t, id]) => {
+    const response = await fetch('/graphql', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${t}` },
+      body: JSON.stringify({ query: `{ job(id: "${id}") { metrics(name: "train_loss", last: 10000) { step } } }` }),
+    });
+    return (await response.json()).data.job.metrics.length;
+  }, [token, jobId]);
+  await page.waitForFunction((n) => Number(document.querySelector('.charts').dataset.points) === n, steps, { timeout: 15000 });
+  const after = await page.evaluate(() => Number(document.querySelector('.charts').dataset.points));
+  await page.waitForFunction(() => document.querySelector('.log').textContent.includes('completed'), null, { timeout: 15000 });
+  await page.waitForSelector('button:has-text("Download model v1")', { timeout: 15000 });
+  const confusion = await page.$$eval('table.confusion tbody tr', (rows) => rows.length);
+  if (confusion !== 2) problems.push(`the confusion matrix has ${confusion} rows, not 2`);
+  console.log(`chart points: ${during} while training, ${after} (every step) at the end`);
+  await screenshot('job');
+
+  // 3. Back to the list: the job shows as COMPLETED, at 100 %.
+  await page.click('a:has-text("← Jobs")');
+  await page.waitForSelector(`tr[data-job="${jobId}"] .status-completed`, { timeout: 15000 });
+} catch (e) {
+  problems.push(`the test stopped: ${e.message}`);
+  try {
+    await page.screenshot({ path: join(shots, 'failure.png'), fullPage: true });
+    problems.push(`the page said: ${(await page.textContent('main')).slice(0, 2000)}`);
+  } catch {
+    // The page is gone; what failed is said above.
+  }
+}
+await finish('The dashboard works in chromium');

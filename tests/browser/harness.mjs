@@ -1,0 +1,73 @@
+// What every page's browser test shares: the environment it is given, Debian's chromium launched to stay
+// on loopback, the problems it watches for (a request or WebSocket leaving loopback, a console error, an
+// uncaught page error), and screenshots at 1280×800 and at phone width (390×844).
+
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { chromium } from 'playwright-core';
+
+export const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set`);
+  return value;
+};
+
+/// Starts the browser and a page. `allowConsole(text)` says whether a console error is expected (a
+/// refused request while a test sends a wrong token on purpose).
+export async function start(allowConsole = () => false) {
+  const shots = env('KILN_SCREENSHOTS');
+  mkdirSync(shots, { recursive: true });
+  const problems = [];
+  const browser = await chromium.launch({
+    executablePath: process.env.KILN_CHROMIUM || '/usr/bin/chromium',
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  const loopback = (address) => {
+    const parsed = new URL(address);
+    return ['data:', 'blob:'].includes(parsed.protocol) || ['127.0.0.1', 'localhost', '[::1]'].includes(parsed.hostname);
+  };
+  page.on('request', (r) => {
+    if (!loopback(r.url())) problems.push(`a request left loopback: ${r.url()}`);
+  });
+  page.on('websocket', (ws) => {
+    if (!loopback(ws.url())) problems.push(`a WebSocket left loopback: ${ws.url()}`);
+  });
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !allowConsole(m.text())) problems.push(`console error: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+
+  const screenshot = async (name) => {
+    for (const [suffix, viewport] of [
+      ['1280', { width: 1280, height: 800 }],
+      ['phone', { width: 390, height: 844 }],
+    ]) {
+      await page.setViewportSize(viewport);
+      await page.waitForTimeout(300);
+      await page.screenshot({ path: join(shots, `${name}-${suffix}.png`), fullPage: suffix === 'phone' });
+    }
+    await page.setViewportSize({ width: 1280, height: 800 });
+  };
+
+  /// Closes the browser and exits: 1 with the problems, else 0 saying `done`.
+  const finish = async (done) => {
+    await browser.close();
+    if (problems.length) {
+      console.error(problems.join('\n'));
+      process.exit(1);
+    }
+    console.log(`${done}; screenshots in ${shots}`);
+  };
+  return { browser, page, problems, screenshot, shots, finish };
+}
