@@ -351,6 +351,28 @@ impl Service {
         Ok(self.store.epochs_of(job_ids).await?)
     }
 
+    /// Every job's status changes and step progress from now on (no replay), for lists that stay
+    /// current: `(job id, event)`, or `None` after events were missed (the channel overflowed or the
+    /// Redis bridge reconnected), when a list should be read again.
+    pub fn watch_jobs(&self) -> impl Stream<Item = Option<(String, JobEvent)>> + use<> {
+        let mut rx = self.events.subscribe();
+        async_stream::stream! {
+            loop {
+                match rx.recv().await {
+                    Ok(envelope) => match &envelope.event {
+                        JobEvent::StatusChanged { .. } | JobEvent::StepProgress { .. } => {
+                            yield Some((envelope.job_id.clone(), envelope.event.clone()));
+                        }
+                        JobEvent::Resync => yield None,
+                        _ => {}
+                    },
+                    Err(RecvError::Lagged(_)) => yield None,
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        }
+    }
+
     /// Follows a job: first its current status and the epochs already finished (an ended job: its
     /// epochs, then its final status), then live events until it ends. Nothing is missed or repeated between the stored part and the live part, and a follower
     /// too slow for the event channel catches up from the store (step progress, which is not stored, may

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{Db, Objects, epochs, eventually, separable_text_jsonl, spawn_app};
+use crate::helpers::{Db, Objects, WsMessage, epochs, eventually, separable_text_jsonl, spawn_app};
 
 #[tokio::test]
 async fn a_subscriber_joining_mid_job_gets_history_then_live_events_without_gap_or_repeat() {
@@ -160,4 +160,81 @@ async fn a_follower_that_falls_behind_the_event_channel_still_gets_every_epoch_e
         })
         .collect();
     assert_eq!(statuses, [JobStatus::Running, JobStatus::Cancelled]);
+}
+
+#[tokio::test]
+async fn job_changes_tell_a_list_of_every_jobs_status_and_progress_and_of_gaps() {
+    use futures::StreamExt;
+    use kiln::events::{CHANNEL_CAPACITY, JobEvent};
+
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let dataset = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(40, 2))
+        .await;
+    let mut sub = app
+        .subscribe(
+            "subscription { jobChanges { __typename ... on JobStatusChanged { jobId status } \
+             ... on StepProgress { jobId step totalSteps } } }",
+            json!({}),
+        )
+        .await;
+    // The subscription is in place once it passes on a change published for a probe.
+    let service = &app.kiln.service;
+    loop {
+        service.events().publish(
+            "probe",
+            JobEvent::StatusChanged {
+                status: kiln::domain::JobStatus::Queued,
+                error: None,
+            },
+        );
+        if let Ok(WsMessage::Next(payload)) =
+            tokio::time::timeout(Duration::from_millis(200), sub.next(Duration::from_secs(1))).await
+        {
+            assert_eq!(payload["data"]["jobChanges"]["jobId"], "probe");
+            break;
+        }
+    }
+    let job = app
+        .queued_job(json!({ "name": "listed", "modelName": "w", "task": "TEXT_CLASSIFICATION",
+            "datasetId": dataset, "hyperparameters": { "epochs": 2, "batchSize": 4, "maxSeqLength": 16 } }))
+        .await;
+    app.run_next_job().await;
+    let mut statuses = Vec::new();
+    let mut steps = 0;
+    while statuses.last().map(String::as_str) != Some("COMPLETED") {
+        let WsMessage::Next(payload) = sub.next(Duration::from_secs(30)).await else {
+            panic!("the subscription ended");
+        };
+        let change = &payload["data"]["jobChanges"];
+        if change["jobId"] == "probe" {
+            continue;
+        }
+        assert_eq!(change["jobId"], json!(job), "{change}");
+        match change["__typename"].as_str().unwrap() {
+            "JobStatusChanged" => statuses.push(change["status"].as_str().unwrap().to_string()),
+            "StepProgress" => steps += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(statuses, ["QUEUED", "RUNNING", "COMPLETED"]);
+    assert!(steps > 0, "no step progress");
+
+    // A watcher too slow for the event channel is told it missed changes.
+    let mut watcher = Box::pin(service.watch_jobs());
+    for step in 0..CHANNEL_CAPACITY as u64 * 2 {
+        service.events().publish(
+            &job,
+            JobEvent::StepProgress {
+                step,
+                total_steps: 0,
+                epoch: 1,
+                total_epochs: 1,
+                loss: 0.5,
+                learning_rate: 0.001,
+                samples_per_second: 1.0,
+            },
+        );
+    }
+    assert_eq!(watcher.next().await, Some(None), "a gap is reported first");
 }

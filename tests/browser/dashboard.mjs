@@ -72,9 +72,27 @@ try {
   console.log(`chart points: ${during} while training, ${after} (every step) at the end`);
   await screenshot('job');
 
-  // 3. Back to the list: the job shows as COMPLETED, at 100 %.
+  // 3. Back to the list: the job shows as COMPLETED; a job submitted meanwhile appears on its own
+  // (jobChanges), and cancelling it from its row works.
   await page.click('a:has-text("← Jobs")');
   await page.waitForSelector(`tr[data-job="${jobId}"] .status-completed`, { timeout: 15000 });
+  await page.evaluate(async (t) => {
+    const ask = async (query, variables) => {
+      const response = await fetch('/graphql', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${t}` },
+        body: JSON.stringify({ query, variables }),
+      });
+      return (await response.json()).data;
+    };
+    const { datasets } = await ask('{ datasets { nodes { id } } }');
+    await ask('mutation($d: ID!) { submitJob(input: { name: "second", modelName: "guard", task: TEXT_CLASSIFICATION, datasetId: $d }) { id } }', { d: datasets.nodes[0].id });
+  }, token);
+  const second = await page.waitForSelector('tr:has(a:text-is("second"))', { timeout: 15000 });
+  await second.waitForSelector('.status-queued');
+  await screenshot('jobs-live');
+  await (await second.$('button:has-text("Cancel")')).click();
+  await page.waitForSelector('tr:has(a:text-is("second")) .status-cancelled', { timeout: 15000 });
 } catch (e) {
   problems.push(`the test stopped: ${e.message}`);
   try {

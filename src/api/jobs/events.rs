@@ -13,6 +13,35 @@ pub enum JobEvent {
     JobResumed(JobResumed),
 }
 
+/// What `jobChanges` sends: any job's status change or step progress, or word that some were missed.
+#[derive(Union)]
+pub enum JobChange {
+    JobStatusChanged(JobStatusChanged),
+    StepProgress(StepProgress),
+    JobChangesMissed(JobChangesMissed),
+}
+
+/// Changes were missed (the server's event channel overflowed, or replicas lost touch for a moment):
+/// read the list again.
+#[derive(SimpleObject)]
+pub struct JobChangesMissed {
+    /// Always true; GraphQL objects need a field.
+    pub missed: bool,
+}
+
+impl JobChange {
+    pub fn from_watch(change: Option<(String, crate::events::JobEvent)>) -> Option<Self> {
+        let Some((job_id, event)) = change else {
+            return Some(Self::JobChangesMissed(JobChangesMissed { missed: true }));
+        };
+        match JobEvent::from_event(&job_id, &event)? {
+            JobEvent::JobStatusChanged(e) => Some(Self::JobStatusChanged(e)),
+            JobEvent::StepProgress(e) => Some(Self::StepProgress(e)),
+            _ => None,
+        }
+    }
+}
+
 /// The job goes on from a checkpoint (after a pause, a crash or a retry): the steps after `fromStep` and
 /// the epochs after `fromEpoch` come again, and what was recorded of them before is gone. A chart
 /// rewinds to `fromStep`. (`fromStep` 0: from the start.)

@@ -14,7 +14,7 @@ use super::{ApiResult, service};
 use crate::domain::{JobFilter, ModelConfigInput, TrainingInput};
 use crate::service::Submission;
 
-pub use events::{EpochCompleted, JobEvent, JobStatusChanged, StepProgress};
+pub use events::{EpochCompleted, JobChange, JobEvent, JobStatusChanged, StepProgress};
 pub use logs::{LogLevel, LogLine};
 pub use training::{CustomizationInputGql, Hyperparameters, HyperparametersInput};
 pub use types::{
@@ -230,6 +230,15 @@ impl JobsSubscription {
             .map_err(super::ApiError::from)?;
         let id = job_id.0;
         Ok(events.filter_map(move |event| std::future::ready(JobEvent::from_event(&id, &event))))
+    }
+
+    /// Every job's status changes (a submitted job's `QUEUED` included) and step progress, from now on:
+    /// what a list of jobs needs to stay current. `JobChangesMissed` says some were lost (read the
+    /// list again).
+    async fn job_changes(&self, ctx: &Context<'_>) -> impl Stream<Item = JobChange> + use<> {
+        service(ctx)
+            .watch_jobs()
+            .filter_map(|change| std::future::ready(JobChange::from_watch(change)))
     }
 
     /// The job's log: every stored line at `level` or above (default: all), then new lines as they are

@@ -1,7 +1,8 @@
-// Jobs: the list with filters and paging; rows of jobs still going follow their jobEvents live.
+// Jobs: the list with filters and paging, kept current by one jobChanges subscription: rows move as
+// their jobs do, and a new job (or word of missed changes) reads the page again.
 
 import { gql, subscribe } from '../api.js';
-import { ACTIVE, doneFraction, jobActions, jobProgress } from '../jobcommon.js';
+import { doneFraction, jobActions, jobProgress } from '../jobcommon.js';
 import { badge, errorBox, fill, h, percent, showError, when } from '../ui.js';
 
 const PAGE = 20;
@@ -11,14 +12,15 @@ const LIST = `query($status: JobStatus, $model: String, $first: Int, $after: Str
     totalCount pageInfo { hasNextPage endCursor }
     nodes { id name status modelName attempts createdAt startedAt dataset { name }
             progress { epoch totalEpochs step totalSteps } } } }`;
-const EVENTS = `subscription($id: ID!) { jobEvents(jobId: $id) { __typename
-  ... on JobStatusChanged { status }
-  ... on StepProgress { step totalSteps epoch totalEpochs } } }`;
+const CHANGES = `subscription { jobChanges { __typename
+  ... on JobStatusChanged { jobId status }
+  ... on StepProgress { jobId step totalSteps epoch totalEpochs } } }`;
 
 export function render(main, params) {
   const state = { status: params.get('status') || '', model: params.get('model') || '', cursors: [null] };
-  const stops = [];
-  const stopLive = () => stops.splice(0).forEach((stop) => stop());
+  /// The rows on the page, by job id: the job and the function that redraws its row.
+  const shown = new Map();
+  let reload = null;
   const errorSlot = h('div', { class: 'error-slot' });
   const body = h('div');
 
@@ -45,7 +47,6 @@ export function render(main, params) {
   }
 
   async function load() {
-    stopLive();
     showError(errorSlot, null);
     let data;
     try {
@@ -60,6 +61,7 @@ export function render(main, params) {
       return;
     }
     const { nodes, totalCount, pageInfo } = data.jobs;
+    shown.clear();
     const rows = nodes.map((job) => row(job));
     const page = state.cursors.length;
     fill(body,
@@ -89,27 +91,48 @@ export function render(main, params) {
         h('td', { class: 'num' }, job.attempts),
         h('td', {}, when(job.createdAt)),
         h('td', {}, when(job.startedAt)),
-        h('td', {}, jobActions(job.id, job.status, errorSlot, (changed) => { job.status = changed.status; draw(); follow(); })),
+        h('td', {}, jobActions(job.id, job.status, errorSlot, (changed) => { job.status = changed.status; draw(); })),
       );
     };
-    const follow = () => {
-      if (!ACTIVE.includes(job.status) || tr.following) return;
-      tr.following = true;
-      stops.push(subscribe(EVENTS, { id: job.id }, (data) => {
-        const event = data.jobEvents;
-        if (event.__typename === 'JobStatusChanged') job.status = event.status;
-        if (event.__typename === 'StepProgress') {
-          job.progress = { ...(job.progress || {}), step: event.step, totalSteps: event.totalSteps, epoch: event.epoch, totalEpochs: event.totalEpochs };
-        }
-        draw();
-      }, (e) => showError(errorSlot, e)));
-    };
     draw();
-    follow();
+    shown.set(job.id, { job, draw });
     return tr;
   }
 
+  /// Reads the page again soon (many changes at once make one read).
+  function reloadSoon() {
+    clearTimeout(reload);
+    reload = setTimeout(load, 300);
+  }
+
+  const stop = subscribe(CHANGES, {}, (data) => {
+    const change = data.jobChanges;
+    if (change.__typename === 'JobChangesMissed') {
+      reloadSoon();
+      return;
+    }
+    const row = shown.get(change.jobId);
+    if (!row) {
+      // A job this page does not show: a new one belongs on the first page; others moved elsewhere.
+      if (change.__typename === 'JobStatusChanged' && change.status === 'QUEUED' && state.cursors.length === 1) reloadSoon();
+      return;
+    }
+    if (change.__typename === 'JobStatusChanged') {
+      // A filtered list whose job left the filter is read again.
+      if (state.status && change.status !== state.status) reloadSoon();
+      row.job.status = change.status;
+      if (change.status === 'RUNNING' && !row.job.startedAt) row.job.startedAt = new Date().toISOString();
+      if (change.status === 'RUNNING') row.job.attempts = Math.max(row.job.attempts, 1);
+    } else {
+      row.job.progress = { step: change.step, totalSteps: change.totalSteps, epoch: change.epoch, totalEpochs: change.totalEpochs };
+    }
+    row.draw();
+  }, (e) => showError(errorSlot, e));
+
   fill(main, h('h1', {}, 'Jobs'), filters, errorSlot, body);
   load();
-  return stopLive;
+  return () => {
+    clearTimeout(reload);
+    stop();
+  };
 }
