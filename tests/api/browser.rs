@@ -137,7 +137,7 @@ async fn graphiql_follows_a_training_job_with_the_token_from_its_field() {
 }
 
 #[tokio::test]
-async fn the_dashboard_signs_in_and_follows_a_job_live_until_it_completes() {
+async fn the_dashboard_follows_a_job_live_uploads_a_dataset_and_promotes_the_model() {
     let Some(chromium) = browser() else {
         return;
     };

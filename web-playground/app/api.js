@@ -11,16 +11,17 @@ export const token = {
 };
 
 export class ApiError extends Error {
-  constructor(message, code = '', field = '') {
+  constructor(message, code = '', field = '', extensions = {}) {
     super(message);
     this.code = code;
     this.field = field;
+    this.extensions = extensions;
   }
 }
 
 function fromGraphql(error) {
   const extensions = error.extensions || {};
-  return new ApiError(error.message, extensions.code || '', extensions.field || '');
+  return new ApiError(error.message, extensions.code || '', extensions.field || '', extensions);
 }
 
 export async function gql(query, variables = {}) {

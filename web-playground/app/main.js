@@ -5,10 +5,15 @@ import { gql, resetConnection, token } from './api.js';
 import { errorBox, fill, h } from './ui.js';
 import * as jobs from './pages/jobs.js';
 import * as job from './pages/job.js';
+import * as datasets from './pages/datasets.js';
+import * as models from './pages/models.js';
 
 const ROUTES = [
   [/^\/jobs\/([^/]+)$/, job],
   [/^\/(jobs)?$/, jobs],
+  [/^\/datasets$/, datasets],
+  [/^\/models\/([^/]+)$/, models],
+  [/^\/models$/, models],
 ];
 
 const main = document.getElementById('main');
@@ -72,7 +77,8 @@ async function route() {
     if (match) {
       stop = page.render(main, params, ...match.slice(1).map(decodeURIComponent));
       for (const link of document.querySelectorAll('nav a')) {
-        link.toggleAttribute('aria-current', link.getAttribute('href') === `#${path}` || (path === '/' && link.getAttribute('href') === '#/jobs'));
+        const section = `#/${(path.split('/')[1] || 'jobs')}`;
+        link.toggleAttribute('aria-current', link.getAttribute('href') === section);
       }
       return;
     }

@@ -28,7 +28,13 @@ export function fill(element, ...children) {
 /// The one way to show an error: a box saying what kiln said, and its code.
 export function errorBox(error) {
   const code = error && error.code ? ` (${error.code})` : '';
-  return h('div', { class: 'error', role: 'alert' }, `${error && error.message ? error.message : error}${code}`);
+  const rules = (error && error.extensions && error.extensions.failedRules) || [];
+  return h(
+    'div',
+    { class: 'error', role: 'alert' },
+    `${error && error.message ? error.message : error}${code}`,
+    rules.length ? h('ul', {}, rules.map((rule) => h('li', {}, typeof rule === 'string' ? rule : JSON.stringify(rule)))) : null,
+  );
 }
 
 /// Puts `error` in `slot` (an element kept for it), or empties it.
