@@ -2,7 +2,7 @@
 // list, and a job's page following it live as it trains: the loss chart gains points, the epochs arrive,
 // the status becomes COMPLETED, and the log fills; a job submitted meanwhile appears in the list; an
 // upload with its progress bar, and one with a bad row; the model: try it, a refused and a good
-// promotion.
+// promotion; the submit form: a refused field, then a queued job.
 //
 // Run by tests/api/browser.rs, which starts kiln and queues a job named `watched`, and runs it when this
 // script prints `watching`. Environment: KILN_URL, KILN_TOKEN, KILN_JOB (its id), KILN_EPOCHS (how many
@@ -139,6 +139,29 @@ try {
   await page.click('form.promote button[type="submit"]');
   await page.waitForSelector('ul.aliases li:has-text("production")', { timeout: 15000 });
   await screenshot('model');
+
+  // 6. Submit: a refused field shows kiln's message beside it; the fixed form queues the job and opens it.
+  await page.click('nav a:has-text("Submit")');
+  await page.waitForSelector('form.submit #field-datasetId option[value]:not([value=""])', { state: 'attached' });
+  await page.fill('#field-name', 'from the form');
+  await page.fill('#field-modelName', 'guard-two');
+  await page.fill('#field-hyperparameters-learningRate', '-1');
+  await page.fill('#field-hyperparameters-epochs', '2');
+  refusalsExpected = true;
+  await page.click('form.submit button[type="submit"]');
+  const beside = 'label[for="field-hyperparameters-learningRate"] .field-error';
+  await page.waitForFunction((sel) => document.querySelector(sel)?.textContent.length > 0, beside, { timeout: 15000 });
+  const fieldSays = await page.textContent(beside);
+  if (!/learning ?rate|learningRate/i.test(fieldSays)) problems.push(`the refused field says: ${fieldSays}`);
+  const focused = await page.evaluate(() => document.activeElement?.id);
+  if (focused !== 'field-hyperparameters-learningRate') problems.push(`the focus went to ${focused}, not the refused field`);
+  refusalsExpected = false;
+  await screenshot('submit');
+  await page.fill('#field-hyperparameters-learningRate', '0.001');
+  await page.click('form.submit button[type="submit"]');
+  await page.waitForFunction(() => document.querySelector('.job-header h1')?.textContent.includes('from the form'), null, { timeout: 15000 });
+  await page.click('.job-header button:has-text("Cancel")');
+  await page.waitForSelector('.job-header .status-cancelled', { timeout: 15000 });
 } catch (e) {
   problems.push(`the test stopped: ${e.message}`);
   try {

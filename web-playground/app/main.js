@@ -7,6 +7,7 @@ import * as jobs from './pages/jobs.js';
 import * as job from './pages/job.js';
 import * as datasets from './pages/datasets.js';
 import * as models from './pages/models.js';
+import * as submit from './pages/submit.js';
 
 const ROUTES = [
   [/^\/jobs\/([^/]+)$/, job],
@@ -14,6 +15,7 @@ const ROUTES = [
   [/^\/datasets$/, datasets],
   [/^\/models\/([^/]+)$/, models],
   [/^\/models$/, models],
+  [/^\/submit$/, submit],
 ];
 
 const main = document.getElementById('main');
