@@ -102,8 +102,15 @@ fn readme_subscription(job_id: &str) -> String {
     line[start..].trim().replace("JOB_ID", job_id)
 }
 
-#[tokio::test]
-async fn graphiql_follows_a_training_job_with_the_token_from_its_field() {
+/// Queues a text job named `watched` of `epochs` on a fresh kiln, runs `script` with `env` (and the
+/// kiln's URL and token), starts the job when the script prints `start_line`, and checks that the job
+/// completed.
+async fn watch_a_job_in_the_browser(
+    script: &str,
+    epochs: u32,
+    start_line: &str,
+    env: impl FnOnce(&str) -> Vec<(&'static str, String)>,
+) {
     let Some(chromium) = browser() else {
         return;
     };
@@ -111,63 +118,42 @@ async fn graphiql_follows_a_training_job_with_the_token_from_its_field() {
     let dataset = app
         .ready_dataset("d.jsonl", separable_text_jsonl(120, 4))
         .await;
-    let job = app
-        .queued_job(json!({ "name": "watched", "modelName": "guard", "task": "TEXT_CLASSIFICATION",
-            "datasetId": dataset, "hyperparameters": { "epochs": 8, "batchSize": 4, "maxSeqLength": 16 } }))
-        .await;
-
-    let mut worker = None;
-    run_script(
-        "graphiql.mjs",
-        &chromium,
-        &[
-            ("KILN_URL", app.url("")),
-            ("KILN_TOKEN", app.token.clone()),
-            ("KILN_SUBSCRIPTION", readme_subscription(&job)),
-        ],
-        |line| {
-            if line == "subscribed" && worker.is_none() {
-                worker = Some(app.run_next_job_in_background());
-            }
-        },
-    )
-    .await;
-    worker.expect("the page subscribed").await.unwrap();
-    assert_eq!(app.job(&job).await["status"], "COMPLETED");
-}
-
-#[tokio::test]
-async fn the_dashboard_follows_a_job_live_uploads_a_dataset_and_promotes_the_model() {
-    let Some(chromium) = browser() else {
-        return;
-    };
-    let app = spawn_app(Db::Sqlite, Objects::Local).await;
-    let dataset = app
-        .ready_dataset("d.jsonl", separable_text_jsonl(120, 4))
-        .await;
-    let epochs = 6;
     let job = app
         .queued_job(json!({ "name": "watched", "modelName": "guard", "task": "TEXT_CLASSIFICATION",
             "datasetId": dataset, "hyperparameters": { "epochs": epochs, "batchSize": 4, "maxSeqLength": 16 } }))
         .await;
-
+    let mut vars = vec![("KILN_URL", app.url("")), ("KILN_TOKEN", app.token.clone())];
+    vars.extend(env(&job));
     let mut worker = None;
-    run_script(
-        "dashboard.mjs",
-        &chromium,
-        &[
-            ("KILN_URL", app.url("")),
-            ("KILN_TOKEN", app.token.clone()),
-            ("KILN_JOB", job.clone()),
-            ("KILN_EPOCHS", epochs.to_string()),
-        ],
-        |line| {
-            if line == "watching" && worker.is_none() {
-                worker = Some(app.run_next_job_in_background());
-            }
-        },
-    )
+    run_script(script, &chromium, &vars, |line| {
+        if line == start_line && worker.is_none() {
+            worker = Some(app.run_next_job_in_background());
+        }
+    })
     .await;
-    worker.expect("the page opened the job").await.unwrap();
+    worker
+        .unwrap_or_else(|| panic!("{script} never printed {start_line:?}"))
+        .await
+        .unwrap();
     assert_eq!(app.job(&job).await["status"], "COMPLETED");
+}
+
+#[tokio::test]
+async fn graphiql_follows_a_training_job_with_the_token_from_its_field() {
+    watch_a_job_in_the_browser("graphiql.mjs", 8, "subscribed", |job| {
+        vec![("KILN_SUBSCRIPTION", readme_subscription(job))]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_dashboard_follows_a_job_live_uploads_a_dataset_and_promotes_the_model() {
+    let epochs = 6;
+    watch_a_job_in_the_browser("dashboard.mjs", epochs, "watching", |job| {
+        vec![
+            ("KILN_JOB", job.to_string()),
+            ("KILN_EPOCHS", epochs.to_string()),
+        ]
+    })
+    .await;
 }
