@@ -103,12 +103,12 @@ fn readme_subscription(job_id: &str) -> String {
 }
 
 /// Queues a text job named `watched` of `epochs` on a fresh kiln, runs `script` with `env` (and the
-/// kiln's URL and token), starts the job when the script prints `start_line`, and checks that the job
-/// completed.
+/// kiln's URL and token), runs the job (as a worker would) each time the script prints one of `cues`,
+/// and checks that the job completed.
 async fn watch_a_job_in_the_browser(
     script: &str,
     epochs: u32,
-    start_line: &str,
+    cues: &[&str],
     env: impl FnOnce(&str) -> Vec<(&'static str, String)>,
 ) {
     let Some(chromium) = browser() else {
@@ -124,32 +124,37 @@ async fn watch_a_job_in_the_browser(
         .await;
     let mut vars = vec![("KILN_URL", app.url("")), ("KILN_TOKEN", app.token.clone())];
     vars.extend(env(&job));
-    let mut worker = None;
+    let mut workers = Vec::new();
     run_script(script, &chromium, &vars, |line| {
-        if line == start_line && worker.is_none() {
-            worker = Some(app.run_next_job_in_background());
+        if cues.get(workers.len()) == Some(&line) {
+            workers.push(app.run_next_job_in_background());
         }
     })
     .await;
-    worker
-        .unwrap_or_else(|| panic!("{script} never printed {start_line:?}"))
-        .await
-        .unwrap();
+    assert_eq!(
+        workers.len(),
+        cues.len(),
+        "{script} did not print all of {cues:?}"
+    );
+    for worker in workers {
+        worker.await.unwrap();
+    }
     assert_eq!(app.job(&job).await["status"], "COMPLETED");
 }
 
 #[tokio::test]
 async fn graphiql_follows_a_training_job_with_the_token_from_its_field() {
-    watch_a_job_in_the_browser("graphiql.mjs", 8, "subscribed", |job| {
+    watch_a_job_in_the_browser("graphiql.mjs", 8, &["subscribed"], |job| {
         vec![("KILN_SUBSCRIPTION", readme_subscription(job))]
     })
     .await;
 }
 
 #[tokio::test]
-async fn the_dashboard_follows_a_job_live_uploads_a_dataset_and_promotes_the_model() {
-    let epochs = 6;
-    watch_a_job_in_the_browser("dashboard.mjs", epochs, "watching", |job| {
+async fn the_dashboard_follows_pauses_and_resumes_a_job_uploads_a_dataset_and_promotes_the_model() {
+    // Long enough to be paused from the page while it trains.
+    let epochs = 40;
+    watch_a_job_in_the_browser("dashboard.mjs", epochs, &["watching", "resumed"], |job| {
         vec![
             ("KILN_JOB", job.to_string()),
             ("KILN_EPOCHS", epochs.to_string()),

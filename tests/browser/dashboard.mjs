@@ -5,7 +5,7 @@
 // promotion; the submit form: a refused field, then a queued job.
 //
 // Run by tests/api/browser.rs, which starts kiln and queues a job named `watched`, and runs it when this
-// script prints `watching`. Environment: KILN_URL, KILN_TOKEN, KILN_JOB (its id), KILN_EPOCHS (how many
+// script prints `watching`, and again (after a pause) when it prints `resumed`. Environment: KILN_URL, KILN_TOKEN, KILN_JOB (its id), KILN_EPOCHS (how many
 // it trains), KILN_SCREENSHOTS (a folder), KILN_CHROMIUM. Exits 1 saying what went wrong.
 
 import { join } from 'node:path';
@@ -49,7 +49,17 @@ try {
   await page.waitForSelector('.charts .chart');
   console.log('watching');
   await page.waitForFunction(() => Number(document.querySelector('.charts').dataset.points) > 0, null, { timeout: 60000 });
+  await page.waitForFunction(() => Number(document.querySelector('.charts').dataset.points) >= 4, null, { timeout: 60000 });
   const during = await page.evaluate(() => Number(document.querySelector('.charts').dataset.points));
+  // Pause it from the page while it trains, then resume it: it goes on from its checkpoint, and the
+  // chart rewinds to it rather than drawing the steps after it twice.
+  await page.click('.job-header button:has-text("Pause")');
+  await page.waitForSelector('.job-header .status-paused', { timeout: 30000 });
+  const paused = await page.evaluate(() => Number(document.querySelector('.charts').dataset.points));
+  await page.click('.job-header button:has-text("Resume")');
+  await page.waitForSelector('.job-header .status-queued', { timeout: 15000 });
+  console.log('resumed');
+  await page.waitForSelector('.job-header .status-running', { timeout: 30000 });
   await page.waitForFunction(
     () => document.querySelector('.job-header .badge')?.textContent === 'COMPLETED',
     null,
@@ -71,7 +81,9 @@ try {
   await page.waitForSelector('button:has-text("Download model v1")', { timeout: 15000 });
   const confusion = await page.$$eval('table.confusion tbody tr', (rows) => rows.length);
   if (confusion !== 2) problems.push(`the confusion matrix has ${confusion} rows, not 2`);
-  console.log(`chart points: ${during} while training, ${after} (every step) at the end`);
+  const increasing = await page.evaluate(() => document.querySelector('.charts').dataset.increasing);
+  if (increasing !== 'true') problems.push('the loss chart holds a step twice or out of order');
+  console.log(`chart points: ${during} while training, ${paused} when paused, ${after} (every step) at the end`);
   await screenshot('job');
 
   // 3. Back to the list: the job shows as COMPLETED; a job submitted meanwhile appears on its own

@@ -106,6 +106,7 @@ export function render(main, params, id) {
     const epochs = job.epochs;
     epochChart.setData(epochs.map((e) => e.epoch), epochs.map((e) => e.valLoss), epochs.map((e) => e.accuracy), epochs.map((e) => e.f1));
     chartsBox.dataset.points = String(steps.x.length);
+    chartsBox.dataset.increasing = String(steps.x.every((x, i) => i === 0 || x > steps.x[i - 1]));
     chartsBox.dataset.epochs = String(epochs.length);
   }
 
