@@ -174,6 +174,18 @@ try {
   await page.waitForFunction(() => document.querySelector('.job-header h1')?.textContent.includes('from the form'), null, { timeout: 15000 });
   await page.click('.job-header button:has-text("Cancel")');
   await page.waitForSelector('.job-header .status-cancelled', { timeout: 15000 });
+
+  // 7. Compare: two jobs ticked in the list, their loss curves on one chart, settings side by side.
+  await page.click('nav a:has-text("Jobs")');
+  await page.check(`tr[data-job="${jobId}"] td.pick input`);
+  await page.check('tr:has(a:text-is("from the form")) td.pick input');
+  await page.click('#compare');
+  await page.waitForSelector('table.compare tr.differs', { timeout: 15000 });
+  const series = await page.evaluate(() => document.querySelector('.chart-card').dataset.series);
+  if (series !== '2') problems.push(`the comparison chart has ${series} series, not 2`);
+  const differing = await page.$$eval('table.compare tr.differs th', (rows) => rows.map((r) => r.textContent));
+  if (!differing.includes('epochs')) problems.push(`the differing settings are ${differing}`);
+  await screenshot('compare');
 } catch (e) {
   problems.push(`the test stopped: ${e.message}`);
   try {

@@ -41,7 +41,7 @@ export function lineChart(container, { title, labels, xLabel, yLabel }) {
       height: 220,
       scales: { x: { time: false } },
       axes: [axis(xLabel), { ...axis(yLabel), size: 64 }],
-      series: [{ label: xLabel }, ...labels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 2, points: { show: false } }))],
+      series: [{ label: xLabel }, ...labels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 2, points: { show: false }, spanGaps: true }))],
       legend: { live: true },
     },
     [[], ...labels.map(() => [])],

@@ -8,6 +8,7 @@ import * as job from './pages/job.js';
 import * as datasets from './pages/datasets.js';
 import * as models from './pages/models.js';
 import * as submit from './pages/submit.js';
+import * as compare from './pages/compare.js';
 
 const ROUTES = [
   [/^\/jobs\/([^/]+)$/, job],
@@ -16,6 +17,7 @@ const ROUTES = [
   [/^\/models\/([^/]+)$/, models],
   [/^\/models$/, models],
   [/^\/submit$/, submit],
+  [/^\/compare$/, compare],
 ];
 
 const main = document.getElementById('main');

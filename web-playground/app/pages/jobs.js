@@ -20,6 +20,15 @@ export function render(main, params) {
   const state = { status: params.get('status') || '', model: params.get('model') || '', cursors: [null] };
   /// The rows on the page, by job id: the job and the function that redraws its row.
   const shown = new Map();
+  /// The jobs ticked for comparison (kept across pages).
+  const picked = new Set();
+  const compareButton = h('button', { type: 'button', id: 'compare', disabled: true, onclick: () => {
+    location.hash = `#/compare?ids=${[...picked].join(',')}`;
+  } }, 'Compare selected');
+  const pickedChanged = () => {
+    compareButton.disabled = picked.size < 2 || picked.size > 10;
+    compareButton.textContent = picked.size ? `Compare ${picked.size} selected` : 'Compare selected';
+  };
   let reload = null;
   const errorSlot = h('div', { class: 'error-slot' });
   const body = h('div');
@@ -36,6 +45,7 @@ export function render(main, params) {
     h('label', {}, 'Status ', statusSelect),
     h('label', {}, 'Model ', modelInput),
     h('button', { type: 'submit' }, 'Filter'),
+    compareButton,
   );
   statusSelect.addEventListener('change', () => apply());
 
@@ -67,7 +77,7 @@ export function render(main, params) {
     fill(body,
       nodes.length
         ? h('div', { class: 'table-wrap' }, h('table', { class: 'jobs' },
-            h('thead', {}, h('tr', {}, ['Job', 'Status', 'Progress', 'Model', 'Dataset', 'Attempts', 'Created', 'Started', ''].map((t) => h('th', { scope: 'col' }, t)))),
+            h('thead', {}, h('tr', {}, ['', 'Job', 'Status', 'Progress', 'Model', 'Dataset', 'Attempts', 'Created', 'Started', ''].map((t) => h('th', { scope: 'col' }, t)))),
             h('tbody', {}, rows)))
         : h('p', { class: 'empty' }, state.status || state.model ? 'No job matches these filters.' : 'No jobs yet. Submit one through the API or GraphiQL.'),
       h('div', { class: 'pager' },
@@ -82,7 +92,14 @@ export function render(main, params) {
     const tr = h('tr', { 'data-job': job.id });
     const draw = () => {
       const fraction = doneFraction(job);
+      const tick = h('input', { type: 'checkbox', checked: picked.has(job.id), 'aria-label': `compare ${job.name}` });
+      tick.addEventListener('change', () => {
+        if (tick.checked) picked.add(job.id);
+        else picked.delete(job.id);
+        pickedChanged();
+      });
       fill(tr,
+        h('td', { class: 'pick' }, tick),
         h('td', {}, h('a', { href: `#/jobs/${job.id}` }, job.name)),
         h('td', { class: 'status' }, badge(job.status)),
         h('td', { class: 'progress-cell' }, jobProgress(job), h('span', { class: 'muted' }, percent(fraction))),
