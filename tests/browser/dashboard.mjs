@@ -37,6 +37,12 @@ try {
   refusalsExpected = false;
   await page.fill('#token', token);
   await page.keyboard.press('Enter');
+  // The overview: the week's jobs, and the job waiting in the queue.
+  await page.waitForSelector('.summary .big', { timeout: 15000 });
+  const waiting = await page.textContent('main');
+  if (!waiting.includes('Waiting (1)') || !waiting.includes('watched')) problems.push(`the overview says: ${waiting.slice(0, 500)}`);
+  await screenshot('overview');
+  await page.click('nav a:has-text("Jobs")');
   await page.waitForSelector(`tr[data-job="${jobId}"]`, { timeout: 15000 });
   const stored = await page.evaluate(() => localStorage.getItem('kiln.token'));
   if (stored !== token) problems.push('the token is not kept in the browser');

@@ -9,10 +9,12 @@ import * as datasets from './pages/datasets.js';
 import * as models from './pages/models.js';
 import * as submit from './pages/submit.js';
 import * as compare from './pages/compare.js';
+import * as home from './pages/home.js';
 
 const ROUTES = [
   [/^\/jobs\/([^/]+)$/, job],
-  [/^\/(jobs)?$/, jobs],
+  [/^\/$/, home],
+  [/^\/jobs$/, jobs],
   [/^\/datasets$/, datasets],
   [/^\/models\/([^/]+)$/, models],
   [/^\/models$/, models],
@@ -81,7 +83,7 @@ async function route() {
     if (match) {
       stop = page.render(main, params, ...match.slice(1).map(decodeURIComponent));
       for (const link of document.querySelectorAll('nav a')) {
-        const section = `#/${(path.split('/')[1] || 'jobs')}`;
+        const section = `#/${path.split('/')[1]}`;
         link.toggleAttribute('aria-current', link.getAttribute('href') === section);
       }
       return;
