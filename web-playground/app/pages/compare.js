@@ -32,10 +32,21 @@ function metricsTable(comparison) {
   return table(comparison.jobs, 'metric', rows);
 }
 
+/// A setting's value as people read it: the API sends each as JSON (`"LINEAR"`, `null`, `[64, 64]`).
+function setting(raw) {
+  try {
+    const value = JSON.parse(raw);
+    if (value === null) return '–';
+    return typeof value === 'string' ? value : JSON.stringify(value);
+  } catch {
+    return raw;
+  }
+}
+
 /// Every hyperparameter per job; those that differ are marked (and come first).
 function settingsTable(comparison) {
   const rows = comparison.hyperparameters.map((s) =>
-    h('tr', { class: s.differs ? 'differs' : '' }, h('th', { scope: 'row' }, s.name), s.values.map((v) => h('td', {}, v))));
+    h('tr', { class: s.differs ? 'differs' : '' }, h('th', { scope: 'row' }, s.name), s.values.map((v) => h('td', {}, setting(v)))));
   return table(comparison.jobs, 'setting', rows);
 }
 
