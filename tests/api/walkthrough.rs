@@ -49,23 +49,10 @@ async fn the_readme_walkthrough_runs_as_printed() {
     )
     .unwrap();
 
-    let run = tokio::time::timeout(
-        Duration::from_secs(300),
-        tokio::process::Command::new("bash")
-            .args(["-euo", "pipefail", "-c", &walkthrough()])
-            .current_dir(dir.path())
-            .env("KILN", app.url(""))
-            .env("KILN_TOKEN", &app.token)
-            .output(),
-    )
-    .await
-    .expect("the walk-through ends within 5 minutes")
-    .unwrap();
-
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    eprintln!("the walk-through printed:\n{stdout}");
-    assert!(run.status.success(), "{stdout}\n{stderr}");
+    let mut bash = tokio::process::Command::new("bash");
+    bash.args(["-euo", "pipefail", "-c", &walkthrough()])
+        .current_dir(dir.path());
+    let stdout = run_against(&app, bash, "the walk-through").await;
     assert!(stdout.contains(": COMPLETED"), "{stdout}");
     // The model tells the two kinds apart, through its version and through the alias.
     assert!(
@@ -116,23 +103,11 @@ async fn the_python_example_uploads_trains_follows_and_predicts() {
     let app = spawn_with(options).await;
     let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
 
-    let run = tokio::time::timeout(
-        Duration::from_secs(300),
-        tokio::process::Command::new(python)
-            .arg(repository.join("examples/python/quickstart.py"))
-            .arg(repository.join("examples/prompts.jsonl"))
-            .env("KILN", app.url(""))
-            .env("KILN_TOKEN", &app.token)
-            .output(),
-    )
-    .await
-    .expect("the example ends within 5 minutes")
-    .unwrap();
-
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    eprintln!("the Python example printed:\n{stdout}");
-    assert!(run.status.success(), "{stdout}\n{stderr}");
+    let mut example = tokio::process::Command::new(python);
+    example
+        .arg(repository.join("examples/python/quickstart.py"))
+        .arg(repository.join("examples/prompts.jsonl"));
+    let stdout = run_against(&app, example, "the Python example").await;
     assert!(
         stdout.contains("dataset ") && stdout.contains(": 300 rows"),
         "{stdout}"
@@ -143,4 +118,28 @@ async fn the_python_example_uploads_trains_follows_and_predicts() {
         stdout.contains("predicted injection") && stdout.contains("predicted benign"),
         "{stdout}"
     );
+}
+
+/// Runs `command` with `KILN` and `KILN_TOKEN` set for `app`, within 5 minutes; asserts that it
+/// succeeded and returns what it printed.
+async fn run_against(
+    app: &crate::helpers::TestApp,
+    mut command: tokio::process::Command,
+    what: &str,
+) -> String {
+    let run = tokio::time::timeout(
+        Duration::from_secs(300),
+        command
+            .env("KILN", app.url(""))
+            .env("KILN_TOKEN", &app.token)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what} ends within 5 minutes"))
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{what} printed:\n{stdout}");
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    stdout
 }
