@@ -580,7 +580,8 @@ impl ModelsMutation {
     /// `METRIC OP THRESHOLD`: METRIC one of accuracy, precision, recall, f1, val_loss, train_loss, or
     /// per label `precision[LABEL]`, `recall[LABEL]`, `f1[LABEL]`; OP one of `>=`, `>`, `<=`, `<`;
     /// THRESHOLD a number or `current`, `current + N`, `current - N` (the same metric of the version
-    /// the alias points to now; such a rule passes while the alias points nowhere). Examples:
+    /// the alias points to now; such a rule fails while the alias points to no version, so the first
+    /// needs an admin's `force`). Examples:
     /// `accuracy >= 0.95`, `f1 >= current - 0.01`, `recall[injection] >= 0.98`. A malformed rule is
     /// `BAD_USER_INPUT` on `rules[i]` saying at which character.
     async fn set_promotion_policy(

@@ -499,8 +499,27 @@ impl Rule {
         if self.comparison.holds(value, bound) {
             Verdict::Pass
         } else {
-            Verdict::Fail(format!("{} (got {value:.4}, needed {bound:.4})", self.text))
+            Verdict::Fail(format!(
+                "{} (got {}, needed {})",
+                self.text,
+                significant(value),
+                significant(bound)
+            ))
         }
+    }
+}
+
+/// A metric in a refusal: 4 significant digits (0.8800, 12.35), in scientific notation when very small
+/// or very large (1.000e-6), so that a threshold never reads as 0.0000.
+fn significant(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return x.to_string();
+    }
+    let magnitude = x.abs().log10().floor() as i32;
+    if !(-3..6).contains(&magnitude) {
+        format!("{x:.3e}")
+    } else {
+        format!("{x:.*}", (3 - magnitude).max(0) as usize)
     }
 }
 
@@ -702,6 +721,11 @@ mod tests {
             matches!(rule.check(&metrics(0.99, 1.0), None), Verdict::Fail(m) if m.contains("nothing to compare with")),
             "a rule against current fails closed without a current version"
         );
+        let rule = Rule::parse("val_loss < 0.000001").unwrap();
+        assert!(matches!(
+            rule.check(&metrics(0.9, 1.0), None),
+            Verdict::Fail(m) if m.contains("needed 1.000e-6")
+        ));
         let rule = Rule::parse("recall[injection] >= 0.98").unwrap();
         assert!(matches!(
             rule.check(&metrics(0.9, 0.97), None),

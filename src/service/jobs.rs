@@ -343,6 +343,18 @@ impl Service {
         Ok(self.store.metrics_of(job_ids, name, last).await?)
     }
 
+    /// Every step of a metric of one job, reduced to at most `points` (1 to [`MAX_METRIC_POINTS`])
+    /// points of bucket means: the shape of a long run without sending every step.
+    pub async fn metric_series(
+        &self,
+        job_id: &str,
+        name: &str,
+        points: i64,
+    ) -> ServiceResult<Vec<MetricPoint>> {
+        check_metric_query(Some(name), "points", points)?;
+        Ok(self.store.metric_series(job_id, name, points).await?)
+    }
+
     /// The epochs of many jobs in one round trip, by job then epoch.
     pub async fn epochs_of(
         &self,
@@ -468,13 +480,19 @@ pub(super) fn job_error(id: &str, e: crate::store::StoreError) -> ServiceError {
 
 /// A request for step metrics names a metric (or none) and asks for 1 to [`MAX_METRIC_POINTS`] points.
 pub fn check_metrics_request(name: Option<&str>, last: i64) -> Result<(), FieldError> {
+    check_metric_query(name, "last", last)
+}
+
+/// A metric name (or none) and a count of points, in the argument `field`, from 1 to
+/// [`MAX_METRIC_POINTS`].
+fn check_metric_query(name: Option<&str>, field: &str, count: i64) -> Result<(), FieldError> {
     if name.is_some_and(|n| n.len() > 100 || n.chars().any(char::is_control)) {
         return Err(FieldError::new("name", "is not a metric name"));
     }
-    if !(1..=MAX_METRIC_POINTS).contains(&last) {
+    if !(1..=MAX_METRIC_POINTS).contains(&count) {
         return Err(FieldError::new(
-            "last",
-            format!("must be between 1 and {MAX_METRIC_POINTS} (got {last})"),
+            field,
+            format!("must be between 1 and {MAX_METRIC_POINTS} (got {count})"),
         ));
     }
     Ok(())

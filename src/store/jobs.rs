@@ -849,6 +849,44 @@ impl Store {
             .collect()
     }
 
+    /// Every step of one metric of a job reduced to at most `points` points, oldest first: the steps
+    /// cut into runs of equal width, each run answered as the mean of its values at its last step
+    /// (with its last epoch and time). A series of at most `points` steps comes back as it is.
+    pub async fn metric_series(
+        &self,
+        job_id: &str,
+        name: &str,
+        points: i64,
+    ) -> StoreResult<Vec<MetricPoint>> {
+        self.tick()?;
+        // The width from the highest step, so that steps 1..=max fall in at most `points` runs.
+        let rows = sqlx::query(
+            "WITH s AS (SELECT step, epoch, value, created_at FROM job_metrics \
+                        WHERE job_id = $1 AND name = $2), \
+                  w AS (SELECT (MAX(step) + $3 - 1) / $3 AS width FROM s) \
+             SELECT MAX(step) AS step, MAX(epoch) AS epoch, AVG(value) AS value, \
+                    MAX(created_at) AS created_at \
+             FROM s, w WHERE width > 0 GROUP BY (step - 1) / width ORDER BY 1",
+        )
+        .bind(job_id)
+        .bind(name)
+        .bind(points)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.note(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(MetricPoint {
+                    name: name.to_string(),
+                    step: r.try_get("step")?,
+                    epoch: r.try_get("epoch")?,
+                    value: r.try_get("value")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
     /// The last `last` points of one metric (all metrics when `name` is `None`), oldest first.
     pub async fn job_metrics(
         &self,

@@ -93,6 +93,46 @@ async fn jobs_are_summarised_one_by_one_over_time_and_side_by_side(db: Db, objec
         .unwrap();
     assert_eq!(analytics["bestEpoch"]["epoch"], best["epoch"]);
 
+    // The whole series in fewer points: means of equal runs of steps, each at its last step.
+    let series = app
+        .data(
+            "query($id: ID!) { job(id: $id) { all: metricSeries(name: \"train_loss\") { step value } \
+               four: metricSeries(name: \"train_loss\", points: 4) { step value } } }",
+            json!({ "id": first }),
+        )
+        .await;
+    assert_eq!(
+        series["job"]["all"].as_array().unwrap(),
+        points,
+        "short enough to come whole"
+    );
+    let steps: Vec<i64> = points.iter().map(|p| p["step"].as_i64().unwrap()).collect();
+    let last_step = *steps.last().unwrap();
+    let width = (last_step + 3) / 4;
+    let four = series["job"]["four"].as_array().unwrap();
+    assert!(four.len() <= 4 && four.len() > 1, "{four:?}");
+    for (bucket, point) in four.iter().enumerate() {
+        let members: Vec<f64> = points
+            .iter()
+            .filter(|p| (p["step"].as_i64().unwrap() - 1) / width == bucket as i64)
+            .map(|p| p["value"].as_f64().unwrap())
+            .collect();
+        let mean = members.iter().sum::<f64>() / members.len() as f64;
+        assert!(
+            (point["value"].as_f64().unwrap() - mean).abs() < 1e-9,
+            "{point} against {members:?}"
+        );
+        let end = ((bucket as i64 + 1) * width).min(last_step);
+        assert_eq!(point["step"], end, "a run answers at its last step");
+    }
+    let body = app
+        .graphql(
+            "query($id: ID!) { job(id: $id) { metricSeries(name: \"train_loss\", points: 0) { step } } }",
+            json!({ "id": first }),
+        )
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["field"], "points", "{body}");
+
     // Since a time.
     let summary = "query($since: String!) { jobsSummary(since: $since) { since all { total byStatus { status count } \
                    meanQueueWaitMs meanRunMs } perModel { modelName jobs { total byStatus { status count } meanRunMs } } } }";

@@ -9,7 +9,14 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{Db, Objects, separable_text_jsonl, spawn_app};
+use kiln::domain::JobStatus;
+use kiln::runner::Outcome;
+
+use crate::helpers::{
+    Db, Objects, TestApp, separable_tabular_csv, separable_text_jsonl, spawn_app,
+};
+use crate::processes::processes_with;
+use crate::registry::train_one;
 
 fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -102,19 +109,22 @@ fn readme_subscription(job_id: &str) -> String {
     line[start..].trim().replace("JOB_ID", job_id)
 }
 
-/// Queues a text job named `watched` of `epochs` on a fresh kiln, runs `script` with `env` (and the
-/// kiln's URL and token), runs the job (as a worker would) each time the script prints one of `cues`,
-/// and checks that the job completed.
+/// Runs `prepare` on a fresh kiln, queues a text job named `watched` of `epochs`, runs `script` with
+/// `env` (and the kiln's URL and token), runs the job (as a worker would) each time the script prints
+/// one of `cues`, and checks that the job completed. The cue `crash` kills the job's process instead
+/// (as a machine that dies would) and runs the job again once its worker has put it back in the queue.
 async fn watch_a_job_in_the_browser(
     script: &str,
     epochs: u32,
     cues: &[&str],
+    prepare: impl AsyncFnOnce(&TestApp),
     env: impl FnOnce(&str) -> Vec<(&'static str, String)>,
 ) {
     let Some(chromium) = browser() else {
         return;
     };
     let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    prepare(&app).await;
     let dataset = app
         .ready_dataset("d.jsonl", separable_text_jsonl(120, 4))
         .await;
@@ -124,18 +134,40 @@ async fn watch_a_job_in_the_browser(
         .await;
     let mut vars = vec![("KILN_URL", app.url("")), ("KILN_TOKEN", app.token.clone())];
     vars.extend(env(&job));
-    let mut workers = Vec::new();
+    let mut workers: Vec<tokio::task::JoinHandle<Outcome>> = Vec::new();
+    let mut heard = 0;
     run_script(script, &chromium, &vars, |line| {
-        if cues.get(workers.len()) == Some(&line) {
-            workers.push(app.run_next_job_in_background());
+        if cues.get(heard) != Some(&line) {
+            return;
         }
+        heard += 1;
+        if line != "crash" {
+            workers.push(app.run_next_job_in_background());
+            return;
+        }
+        let running = workers.pop().expect("the job runs when it crashes");
+        let processes = processes_with(&["run-job", &job]);
+        assert_eq!(processes.len(), 1, "the job's process: {processes:?}");
+        // SAFETY: a plain signal to a process this test's kiln started.
+        unsafe { libc::kill(processes[0] as i32, libc::SIGKILL) };
+        let worker = app.worker();
+        workers.push(tokio::spawn(async move {
+            let ended = running.await.expect("the worker ends");
+            assert!(
+                matches!(
+                    &ended,
+                    Outcome::Ran {
+                        status: JobStatus::Queued,
+                        ..
+                    }
+                ),
+                "the killed attempt: {ended:?}"
+            );
+            worker.try_run_next().await.expect("the worker runs")
+        }));
     })
     .await;
-    assert_eq!(
-        workers.len(),
-        cues.len(),
-        "{script} did not print all of {cues:?}"
-    );
+    assert_eq!(heard, cues.len(), "{script} did not print all of {cues:?}");
     for worker in workers {
         worker.await.unwrap();
     }
@@ -144,17 +176,33 @@ async fn watch_a_job_in_the_browser(
 
 #[tokio::test]
 async fn graphiql_follows_a_training_job_with_the_token_from_its_field() {
-    watch_a_job_in_the_browser("graphiql.mjs", 8, &["subscribed"], |job| {
-        vec![("KILN_SUBSCRIPTION", readme_subscription(job))]
-    })
+    watch_a_job_in_the_browser(
+        "graphiql.mjs",
+        8,
+        &["subscribed"],
+        async |_| {},
+        |job| vec![("KILN_SUBSCRIPTION", readme_subscription(job))],
+    )
     .await;
 }
 
 #[tokio::test]
-async fn the_dashboard_follows_pauses_and_resumes_a_job_uploads_a_dataset_and_promotes_the_model() {
-    // Long enough to be paused from the page while it trains.
+async fn the_dashboard_follows_pauses_resumes_and_rewinds_a_job_uploads_a_dataset_and_promotes_the_model()
+ {
+    // Long enough to be paused from the page while it trains, and to crash after that.
     let epochs = 40;
-    watch_a_job_in_the_browser("dashboard.mjs", epochs, &["watching", "resumed"], |job| {
+    let cues = ["watching", "resumed", "crash"];
+    // A tabular model with two versions, for comparing versions on its page.
+    let two_versions = async |app: &TestApp| {
+        let rows = app
+            .ready_dataset("rows.csv", separable_tabular_csv(120, 4))
+            .await;
+        for rate in [0.02, 0.01] {
+            let hyperparameters = json!({ "epochs": 5, "learningRate": rate });
+            train_one(app, "scorer", &rows, hyperparameters, None).await;
+        }
+    };
+    watch_a_job_in_the_browser("dashboard.mjs", epochs, &cues, two_versions, |job| {
         vec![
             ("KILN_JOB", job.to_string()),
             ("KILN_EPOCHS", epochs.to_string()),

@@ -514,17 +514,18 @@ impl TestApp {
 
     /// Runs one queued job to its end on a worker driven by hand.
     pub async fn run_next_job(&self) -> Outcome {
-        self.kiln
-            .worker()
-            .try_run_next()
-            .await
-            .expect("the worker runs")
+        self.worker().try_run_next().await.expect("the worker runs")
     }
 
     /// Runs one queued job on a worker in the background, for tests that act while it trains.
     pub fn run_next_job_in_background(&self) -> JoinHandle<Outcome> {
-        let worker = self.kiln.worker();
+        let worker = self.worker();
         tokio::spawn(async move { worker.try_run_next().await.expect("the worker runs") })
+    }
+
+    /// A worker of this kiln, for tests that choose when it takes a job.
+    pub fn worker(&self) -> kiln::runner::Worker {
+        self.kiln.worker()
     }
 
     /// Opens a `graphql-transport-ws` connection with `token` in `connection_init`; returns the socket

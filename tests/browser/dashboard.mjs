@@ -1,11 +1,13 @@
 // The dashboard as a person uses it, in Debian's chromium: signing in (a wrong token first), the jobs
 // list, and a job's page following it live as it trains: the loss chart gains points, the epochs arrive,
 // the status becomes COMPLETED, and the log fills; a job submitted meanwhile appears in the list; an
-// upload with its progress bar, and one with a bad row; the model: try it, a refused and a good
-// promotion; the submit form: a refused field, then a queued job.
+// upload with its progress bar, and one with a bad row; the model: try it, a refused promotion, a
+// promotion policy (a malformed rule, a refused version, an admin's forced promotion), two versions of
+// a tabular model compared and asked about rows; the submit form: a refused field, then a queued job.
 //
 // Run by tests/api/browser.rs, which starts kiln and queues a job named `watched`, and runs it when this
-// script prints `watching`, and again (after a pause) when it prints `resumed`. Environment: KILN_URL, KILN_TOKEN, KILN_JOB (its id), KILN_EPOCHS (how many
+// script prints `watching`, again (after a pause) when it prints `resumed`, and kills its process and
+// runs it again when it prints `crash`. Environment: KILN_URL, KILN_TOKEN, KILN_JOB (its id), KILN_EPOCHS (how many
 // it trains), KILN_SCREENSHOTS (a folder), KILN_CHROMIUM. Exits 1 saying what went wrong.
 
 import { join } from 'node:path';
@@ -18,7 +20,7 @@ const jobId = env('KILN_JOB');
 const epochs = Number(env('KILN_EPOCHS'));
 
 let refusalsExpected = false;
-const { page, problems, screenshot, shots, finish } = await start(
+const { page, problems, screenshot, shots, tabThrough, finish } = await start(
   (text) => refusalsExpected && /status of 40[01]/.test(text),
 );
 
@@ -62,10 +64,26 @@ try {
   await page.click('.job-header button:has-text("Pause")');
   await page.waitForSelector('.job-header .status-paused', { timeout: 30000 });
   const paused = await page.evaluate(() => Number(document.querySelector('.charts').dataset.points));
+  const pausedAt = await page.evaluate(() => Number(document.querySelector('.charts').dataset.last));
   await page.click('.job-header button:has-text("Resume")');
   await page.waitForSelector('.job-header .status-queued', { timeout: 15000 });
   console.log('resumed');
   await page.waitForSelector('.job-header .status-running', { timeout: 30000 });
+  // Then its process dies mid-epoch: the next attempt goes on from the last checkpoint, before the
+  // steps the chart has drawn, and the chart rewinds to it (a step drawn twice would be out of order).
+  const crashAt = await page.waitForFunction((after) => {
+    const facts = /step (\d+) of (\d+) · epoch \d+ of (\d+)/.exec(document.querySelector('.facts')?.textContent || '');
+    const last = Number(document.querySelector('.charts').dataset.last);
+    if (!facts || last < after + 5) return false;
+    const perEpoch = Number(facts[2]) / Number(facts[3]);
+    const into = last % perEpoch;
+    return into >= 5 && into <= perEpoch / 2 ? last : false;
+  }, pausedAt, { timeout: 60000 });
+  const drawn = await crashAt.jsonValue();
+  console.log('crash');
+  await page.waitForFunction((drawnBefore) => Number(document.querySelector('.charts').dataset.last) < drawnBefore, drawn, { timeout: 60000, polling: 'raf' });
+  const rewoundTo = await page.evaluate(() => Number(document.querySelector('.charts').dataset.rewoundTo));
+  if (!(rewoundTo < drawn)) problems.push(`after the crash at step ${drawn} the job went on from step ${rewoundTo}`);
   await page.waitForFunction(
     () => document.querySelector('.job-header .badge')?.textContent === 'COMPLETED',
     null,
@@ -89,7 +107,12 @@ try {
   if (confusion !== 2) problems.push(`the confusion matrix has ${confusion} rows, not 2`);
   const increasing = await page.evaluate(() => document.querySelector('.charts').dataset.increasing);
   if (increasing !== 'true') problems.push('the loss chart holds a step twice or out of order');
-  console.log(`chart points: ${during} while training, ${paused} when paused, ${after} (every step) at the end`);
+  // Every action of the page is reached with the keyboard, and shows that it has the focus.
+  const keys = await tabThrough(60);
+  for (const action of ['button Download model v1', 'button Download log', 'a ← Jobs', 'pre job log']) {
+    if (!keys.some((k) => k.startsWith(action))) problems.push(`Tab does not reach "${action}" on the job's page: ${keys.join(' | ')}`);
+  }
+  console.log(`chart points: ${during} while training, ${paused} when paused, ${after} (every step) at the end; crashed at step ${drawn}, went on from ${rewoundTo}`);
   await screenshot('job');
 
   // 3. Back to the list: the job shows as COMPLETED; a job submitted meanwhile appears on its own
@@ -151,12 +174,61 @@ try {
   await page.waitForSelector('form.promote .error', { timeout: 15000 });
   const refused = await page.textContent('form.promote .error');
   if (!refused.includes('BAD_USER_INPUT')) problems.push(`a bad alias says: ${refused}`);
+  // A promotion policy guards the alias: a malformed rule is refused naming it, a saved one refuses
+  // the version with the rule it fails, and an admin forces it past them (the history says so).
+  await page.fill('#policy-alias', 'production');
+  await page.fill('#policy-rules', 'accuracy >= 0.5\n\nval_loss >> 2');
+  await page.click('form.policy button[type="submit"]');
+  await page.waitForSelector('form.policy .error', { timeout: 15000 });
+  const malformed = await page.textContent('form.policy .error');
+  if (!malformed.includes('Rule 2 (val_loss >> 2)')) problems.push(`a malformed rule says: ${malformed}`);
   refusalsExpected = false;
+  await page.fill('#policy-rules', 'accuracy >= 0\nval_loss < 0.000001');
+  await page.click('form.policy button[type="submit"]');
+  await page.waitForSelector('ul.policies li[data-alias="production"] code:text-is("val_loss < 0.000001")', { timeout: 15000 });
   await page.fill('#promote-alias', 'production');
   await page.selectOption('#promote-version', '1');
+  refusalsExpected = true;
+  await page.click('form.promote button[type="submit"]');
+  await page.waitForSelector('form.promote .error li', { timeout: 15000 });
+  const failed = await page.$$eval('form.promote .error li', (items) => items.map((i) => i.textContent));
+  if (failed.length !== 1 || !failed[0].includes('val_loss')) problems.push(`the refused promotion lists ${JSON.stringify(failed)}`);
+  await screenshot('model-refused');
+  refusalsExpected = false;
+  await page.check('#promote-force');
+  await page.fill('#promote-reason', 'first version, tried by hand');
   await page.click('form.promote button[type="submit"]');
   await page.waitForSelector('ul.aliases li:has-text("production")', { timeout: 15000 });
+  const history = await page.textContent('ul.history');
+  if (!/forced past .*val_loss < 0\.000001/.test(history)) problems.push(`the alias history says: ${history}`);
   await screenshot('model');
+  const modelKeys = await tabThrough(80);
+  for (const action of ['button Predict', 'button Save the policy', 'button Edit', 'button Roll back', 'input promote-force']) {
+    if (!modelKeys.some((k) => k.startsWith(action))) problems.push(`Tab does not reach "${action}" on the model's page: ${modelKeys.join(' | ')}`);
+  }
+
+  // Two versions of another model side by side: one ticked is refused in kiln's words, two compare.
+  await page.goto(`${url}/#/models/scorer`);
+  await page.waitForSelector('tr[data-version="2"]');
+  await page.check('tr[data-version="1"] td.pick input');
+  refusalsExpected = true;
+  await page.click('button:has-text("Compare the ticked versions")');
+  await page.waitForSelector('.version-comparison .error', { timeout: 15000 });
+  refusalsExpected = false;
+  await page.check('tr[data-version="2"] td.pick input');
+  await page.click('button:has-text("Compare the ticked versions")');
+  await page.waitForSelector('.version-comparison table.compare', { timeout: 15000 });
+  const compared = await page.$$eval('.version-comparison thead th', (cells) => cells.map((c) => c.textContent));
+  if (compared.join(' ') !== 'metric v1 v2') problems.push(`the versions compared are ${compared.join(' ')}`);
+  const metricNames = await page.$$eval('.version-comparison tbody th', (cells) => cells.map((c) => c.textContent));
+  if (!metricNames.includes('accuracy') || !metricNames.includes('valLoss')) problems.push(`the comparison lists ${metricNames.join(', ')}`);
+  // Its "try it" takes rows of numbers.
+  await page.fill('#try-inputs', '2.5, 2, 0.5\n-2.5, -2, 0.5');
+  await page.click('#try-inputs ~ .fields button');
+  await page.waitForSelector('.answers .probability', { timeout: 15000 });
+  const labels = await page.$$eval('.answers .answer strong', (a) => a.map((l) => l.textContent));
+  if (labels.join(' ') !== 'positive negative') problems.push(`the tabular model answered ${labels.join(' ')}`);
+  await screenshot('model-versions');
 
   // 6. Submit: a refused field shows kiln's message beside it; the fixed form queues the job and opens it.
   await page.click('nav a:has-text("Submit")');

@@ -60,6 +60,27 @@ export async function start(allowConsole = () => false) {
     await page.setViewportSize({ width: 1280, height: 800 });
   };
 
+  /// Presses Tab up to `presses` times from the top of the page (kiln's name, top left): every element
+  /// that takes the focus must show it (an outline). Returns what was reached, as "tag text" strings.
+  const tabThrough = async (presses) => {
+    const reached = [];
+    await page.evaluate(() => document.querySelector('a.brand').focus());
+    for (let i = 0; i < presses; i += 1) {
+      await page.keyboard.press('Tab');
+      const focused = await page.evaluate(() => {
+        const e = document.activeElement;
+        if (!e || e === document.body) return null;
+        const style = getComputedStyle(e);
+        const name = (e.getAttribute('aria-label') || e.textContent || e.id || '').trim().replace(/\s+/g, ' ');
+        return { what: `${e.tagName.toLowerCase()} ${name.slice(0, 40)}`, shown: style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0 };
+      });
+      if (!focused) break;
+      reached.push(focused.what);
+      if (!focused.shown) problems.push(`${focused.what} takes the keyboard focus without showing it`);
+    }
+    return reached;
+  };
+
   /// Closes the browser and exits: 1 with the problems, else 0 saying `done`.
   const finish = async (done) => {
     await browser.close();
@@ -69,5 +90,5 @@ export async function start(allowConsole = () => false) {
     }
     console.log(`${done}; screenshots in ${shots}`);
   };
-  return { browser, page, problems, screenshot, shots, finish };
+  return { browser, page, problems, screenshot, shots, tabThrough, finish };
 }

@@ -24,6 +24,13 @@ export function downsample(xs, ys, max = MAX_POINTS) {
   return [outX, outY];
 }
 
+/// A step or epoch number on an axis: 900, 2500, 25k, 1.2M.
+function count(n) {
+  if (Math.abs(n) >= 1e6) return `${sig(n / 1e6)}M`;
+  if (Math.abs(n) >= 1e4) return `${sig(n / 1e3)}k`;
+  return Number.isInteger(n) ? String(n) : sig(n);
+}
+
 /// A chart in `container` with one line per label; `axes` labels x and y.
 export function lineChart(container, { title, labels, xLabel, yLabel }) {
   const dark = matchMedia('(prefers-color-scheme: dark)').matches;
@@ -33,14 +40,14 @@ export function lineChart(container, { title, labels, xLabel, yLabel }) {
   holder.className = 'chart';
   container.append(holder);
   const width = () => Math.max(260, holder.clientWidth || container.clientWidth || 600);
-  const axis = (label) => ({ label, stroke: ink, grid: { stroke: grid }, ticks: { stroke: grid }, values: (_, ticks) => ticks.map(sig) });
+  const axis = (label, format = sig) => ({ label, stroke: ink, grid: { stroke: grid }, ticks: { stroke: grid }, values: (_, ticks) => ticks.map(format) });
   const plot = new uPlot(
     {
       title,
       width: width(),
       height: 220,
       scales: { x: { time: false } },
-      axes: [axis(xLabel), { ...axis(yLabel), size: 64 }],
+      axes: [axis(xLabel, count), { ...axis(yLabel), size: 64 }],
       series: [{ label: xLabel }, ...labels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 2, points: { show: false }, spanGaps: true }))],
       legend: { live: true },
     },

@@ -121,3 +121,33 @@ export function actionButton(label, action, errorSlot) {
   });
   return button;
 }
+
+/// Under a paged list of `size` a page: "1234 jobs · page 3 of 62" with Previous and Next. `cursors`
+/// holds the cursor each page starts after (null for the first); `load` reads the page after the last.
+export function pager(noun, total, size, cursors, pageInfo, load) {
+  const page = cursors.length;
+  return h('div', { class: 'pager' },
+    h('span', {}, `${total} ${noun}${total === 1 ? '' : 's'} · page ${page} of ${Math.max(1, Math.ceil(total / size))}`),
+    page > 1 ? h('button', { type: 'button', onclick: () => { cursors.pop(); load(); } }, 'Previous') : null,
+    pageInfo.hasNextPage ? h('button', { type: 'button', onclick: () => { cursors.push(pageInfo.endCursor); load(); } }, 'Next') : null);
+}
+
+/// A table with one column per compared thing (`heads`: their header cells' content) and `rows`;
+/// `numeric` when the cells are numbers (the heads then align with them).
+export function comparisonTable(corner, heads, rows, numeric = false) {
+  const head = h('tr', {}, h('th', { scope: 'col' }, corner), heads.map((c) => h('th', { scope: 'col', class: numeric ? 'num' : null }, c)));
+  return h('div', { class: 'table-wrap' }, h('table', { class: 'compare' }, h('thead', {}, head), h('tbody', {}, rows)));
+}
+
+/// A row per metric of a comparison (`{ metric values deltas }`): each value, and from the second on its
+/// difference from the first, green where it is better (lower, for a loss) and red where worse.
+export function metricRows(metrics) {
+  const cell = (m, i) => {
+    const delta = m.deltas[i];
+    const shown = i > 0 && delta !== null && delta !== undefined && delta !== 0;
+    const better = /loss/i.test(m.metric) ? delta < 0 : delta > 0;
+    return h('td', { class: 'num' }, sig(m.values[i]),
+      shown ? h('span', { class: `delta ${better ? 'better' : 'worse'}` }, ` ${delta > 0 ? '+' : ''}${sig(delta)}`) : null);
+  };
+  return metrics.map((m) => h('tr', {}, h('th', { scope: 'row' }, m.metric), m.values.map((_, i) => cell(m, i))));
+}

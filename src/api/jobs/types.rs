@@ -144,6 +144,18 @@ pub struct MetricPoint {
     pub at: String,
 }
 
+impl From<domain::MetricPoint> for MetricPoint {
+    fn from(p: domain::MetricPoint) -> Self {
+        Self {
+            name: p.name,
+            step: p.step,
+            epoch: p.epoch as i32,
+            value: p.value,
+            at: timestamp(p.created_at),
+        }
+    }
+}
+
 pub struct Job(pub JobRecord);
 
 #[Object]
@@ -292,15 +304,24 @@ impl Job {
             last: last.into(),
         };
         let points = loader.load_one(key).await?.unwrap_or_default();
-        Ok(points
+        Ok(points.into_iter().map(Into::into).collect())
+    }
+    /// Every step of a metric reduced to at most `points` points (1–10000, default 2000), oldest
+    /// first: the steps cut into runs of equal width, each the mean of its values at its last step. The
+    /// whole run of a long job at the cost of a short one (charts); `metrics` gives exact values. Each
+    /// 100 points count 1 towards the query's complexity.
+    #[graphql(complexity = "child_complexity + (points.clamp(1, 10_000) as usize).div_ceil(100)")]
+    async fn metric_series(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        #[graphql(default = 2000)] points: i32,
+    ) -> ApiResult<Vec<MetricPoint>> {
+        Ok(super::super::service(ctx)
+            .metric_series(&self.0.id, &name, points.into())
+            .await?
             .into_iter()
-            .map(|p| MetricPoint {
-                name: p.name,
-                step: p.step,
-                epoch: p.epoch as i32,
-                value: p.value,
-                at: timestamp(p.created_at),
-            })
+            .map(MetricPoint::from)
             .collect())
     }
     /// The model version this job registered, once it has completed.

@@ -6,30 +6,17 @@ import uPlot from '/playground/vendor/uPlot.esm.js';
 
 import { gql } from '../api.js';
 import { downsample, lineChart } from '../chart.js';
-import { errorBox, fill, h, sig } from '../ui.js';
+import { comparisonTable, errorBox, fill, h, metricRows } from '../ui.js';
 
 const COMPARE = `query($ids: [ID!]!) { compareJobs(ids: $ids) {
   jobs { id name status modelName }
   hyperparameters { name values differs }
   metrics { metric values deltas } } }`;
-const LOSS = 'query($id: ID!) { job(id: $id) { metrics(name: "train_loss", last: 10000) { step value } } }';
+const LOSS = 'query($id: ID!) { job(id: $id) { metricSeries(name: "train_loss", points: 2000) { step value } } }';
 
 /// A table with a column per job, under a header row naming them.
-function table(jobs, corner, rows) {
-  const head = h('tr', {}, h('th', { scope: 'col' }, corner), jobs.map((j) => h('th', { scope: 'col' }, h('a', { href: `#/jobs/${j.id}` }, j.name))));
-  return h('div', { class: 'table-wrap' }, h('table', { class: 'compare' }, h('thead', {}, head), h('tbody', {}, rows)));
-}
-
-/// Each final metric per job, with its delta against the first job.
-function metricsTable(comparison) {
-  const cell = (m, i) => {
-    const delta = m.deltas[i];
-    const shown = i > 0 && delta !== null && delta !== undefined;
-    return h('td', { class: 'num' }, sig(m.values[i]),
-      shown ? h('span', { class: delta >= 0 ? 'delta up' : 'delta down' }, ` ${delta >= 0 ? '+' : ''}${sig(delta)}`) : null);
-  };
-  const rows = comparison.metrics.map((m) => h('tr', {}, h('th', { scope: 'row' }, m.metric), m.values.map((_, i) => cell(m, i))));
-  return table(comparison.jobs, 'metric', rows);
+function table(jobs, corner, rows, numeric = false) {
+  return comparisonTable(corner, jobs.map((j) => h('a', { href: `#/jobs/${j.id}` }, j.name)), rows, numeric);
 }
 
 /// A setting's value as people read it: the API sends each as JSON (`"LINEAR"`, `null`, `[64, 64]`).
@@ -59,7 +46,7 @@ export function render(main, params) {
     let curves;
     try {
       comparison = (await gql(COMPARE, { ids })).compareJobs;
-      curves = await Promise.all(comparison.jobs.map((j) => gql(LOSS, { id: j.id }).then((d) => (d.job ? d.job.metrics : []))));
+      curves = await Promise.all(comparison.jobs.map((j) => gql(LOSS, { id: j.id }).then((d) => (d.job ? d.job.metricSeries : []))));
     } catch (e) {
       fill(main, h('h1', {}, 'Compare jobs'), errorBox(e),
         h('p', {}, 'Pick 2 to 10 jobs with the boxes in ', h('a', { href: '#/jobs' }, 'the jobs list'), '.'));
@@ -71,7 +58,7 @@ export function render(main, params) {
       h('p', {}, h('a', { href: '#/jobs' }, '← Jobs')),
       h('h1', {}, 'Compare jobs'),
       chartBox,
-      h('section', { class: 'card' }, h('h2', {}, 'Final metrics'), metricsTable(comparison)),
+      h('section', { class: 'card' }, h('h2', {}, 'Final metrics'), table(jobs, 'metric', metricRows(comparison.metrics), true)),
       h('section', { class: 'card' }, h('h2', {}, 'Hyperparameters'), settingsTable(comparison)),
     );
     // One x axis for all: uPlot.join aligns the steps, leaving gaps where a job has no point.

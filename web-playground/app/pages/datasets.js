@@ -2,7 +2,7 @@
 // bar (the GraphQL multipart request, sent with XMLHttpRequest for its progress events).
 
 import { gql, token, ApiError } from '../api.js';
-import { badge, bytes, errorBox, fill, h, percent, progressBar, showError, when } from '../ui.js';
+import { badge, bytes, errorBox, fill, h, pager, percent, progressBar, showError, when } from '../ui.js';
 
 const PAGE = 20;
 const LIST = `query($first: Int, $after: String) { datasets(first: $first, after: $after) {
@@ -126,10 +126,7 @@ export function render(main) {
               h('td', { class: 'labels' }, d.labels.slice(0, 6).map((l) => `${l.label} ${l.count}`).join(' · '), d.labels.length > 6 ? ` · ${d.labels.length - 6} more` : ''),
               h('td', {}, when(d.createdAt)))))))
         : h('p', { class: 'empty' }, 'No datasets yet: upload one above.'),
-      h('div', { class: 'pager' },
-        h('span', {}, `${totalCount} dataset${totalCount === 1 ? '' : 's'} · page ${cursors.length}`),
-        cursors.length > 1 ? h('button', { type: 'button', onclick: () => { cursors.pop(); load(); } }, 'Previous') : null,
-        pageInfo.hasNextPage ? h('button', { type: 'button', onclick: () => { cursors.push(pageInfo.endCursor); load(); } }, 'Next') : null));
+      pager('dataset', totalCount, PAGE, cursors, pageInfo, load));
   }
 
   fill(main, h('h1', {}, 'Datasets'), form, errorSlot, list);

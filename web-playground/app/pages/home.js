@@ -9,7 +9,7 @@ const HOME = `query($since: String!) {
   jobsSummary(since: $since) { all { total byStatus { status count } meanQueueWaitMs meanRunMs } }
   running: jobs(status: RUNNING, first: 5) { totalCount nodes { id name modelName progress { percent } } }
   queued: jobs(status: QUEUED, first: 5) { totalCount nodes { id name modelName createdAt } }
-  models(first: 100) { nodes { name latestVersion { version createdAt metrics { accuracy f1 } } } } }`;
+  completed: jobs(status: COMPLETED, first: 5) { nodes { modelVersion { version createdAt metrics { accuracy f1 } model { name } } } } }`;
 
 export function render(main) {
   fill(main, h('h1', {}, 'kiln'), h('p', { class: 'muted' }, 'Loading…'));
@@ -22,10 +22,8 @@ export function render(main) {
       return;
     }
     const tally = data.jobsSummary.all;
-    const versions = data.models.nodes
-      .filter((m) => m.latestVersion)
-      .sort((a, b) => b.latestVersion.createdAt.localeCompare(a.latestVersion.createdAt))
-      .slice(0, 5);
+    // The versions the newest completed jobs registered (a deleted version leaves its job without one).
+    const versions = data.completed.nodes.map((j) => j.modelVersion).filter(Boolean);
     const jobList = (list, empty, extra) => (list.nodes.length
       ? h('ul', { class: 'plain' }, list.nodes.map((j) => h('li', {}, h('a', { href: `#/jobs/${j.id}` }, j.name), h('span', { class: 'muted' }, ` · ${j.modelName}`, extra(j)))))
       : h('p', { class: 'muted' }, empty));
@@ -42,8 +40,8 @@ export function render(main) {
           jobList(data.queued, 'The queue is empty.', (j) => ` · since ${when(j.createdAt)}`)),
         h('section', { class: 'card' }, h('h2', {}, 'Newest versions'),
           versions.length
-            ? h('ul', { class: 'plain' }, versions.map((m) => h('li', {}, h('a', { href: `#/models/${encodeURIComponent(m.name)}` }, `${m.name} v${m.latestVersion.version}`),
-                h('span', { class: 'muted' }, ` · accuracy ${sig(m.latestVersion.metrics.accuracy)} · F1 ${sig(m.latestVersion.metrics.f1)} · ${when(m.latestVersion.createdAt)}`))))
+            ? h('ul', { class: 'plain' }, versions.map((v) => h('li', {}, h('a', { href: `#/models/${encodeURIComponent(v.model.name)}` }, `${v.model.name} v${v.version}`),
+                h('span', { class: 'muted' }, ` · accuracy ${sig(v.metrics.accuracy)} · F1 ${sig(v.metrics.f1)} · ${when(v.createdAt)}`))))
             : h('p', { class: 'muted' }, 'No model yet.'))),
       h('p', {}, h('a', { href: '#/jobs' }, 'All jobs'), ' · ', h('a', { href: '#/submit' }, 'Submit a job')));
   })();

@@ -7,9 +7,10 @@ import { downsample, lineChart } from '../chart.js';
 import { ACTIVE, jobActions, jobProgress } from '../jobcommon.js';
 import { badge, bytes, duration, errorBox, fill, h, percent, showError, sig, when } from '../ui.js';
 
-/// The most step points asked for at first (the API's limit); the chart then grows live.
-const HISTORY = 10000;
-const JOB = `query($id: ID!, $last: Int!) { job(id: $id) {
+/// How many points of the stored series are asked for (bucket means of a long run, every step of a
+/// short one); the chart then grows live.
+const HISTORY = 2000;
+const JOB = `query($id: ID!, $points: Int!) { job(id: $id) {
   id name status error modelName task baseModel attempts maxAttempts createdAt startedAt finishedAt
   nextAttemptAt logsDownloadUrl
   dataset { id name rowCount }
@@ -20,8 +21,8 @@ const JOB = `query($id: ID!, $last: Int!) { job(id: $id) {
     earlyStoppingMetric freezeLayers dropout pooling checkpointEverySteps keepCheckpoints }
   epochs { epoch trainLoss valLoss accuracy f1 perLabel { label precision recall f1 support }
     confusionMatrix { labels rows } }
-  loss: metrics(name: "train_loss", last: $last) { step value }
-  lr: metrics(name: "learning_rate", last: $last) { step value }
+  loss: metricSeries(name: "train_loss", points: $points) { step value }
+  lr: metricSeries(name: "learning_rate", points: $points) { step value }
   checkpoints { step epoch sizeBytes createdAt }
   modelVersion { version downloadUrl model { name } } } }`;
 const EVENTS = `subscription($id: ID!) { jobEvents(jobId: $id) { __typename
@@ -106,6 +107,7 @@ export function render(main, params, id) {
     const epochs = job.epochs;
     epochChart.setData(epochs.map((e) => e.epoch), epochs.map((e) => e.valLoss), epochs.map((e) => e.accuracy), epochs.map((e) => e.f1));
     chartsBox.dataset.points = String(steps.x.length);
+    chartsBox.dataset.last = String(steps.x.length ? steps.x[steps.x.length - 1] : 0);
     chartsBox.dataset.increasing = String(steps.x.every((x, i) => i === 0 || x > steps.x[i - 1]));
     chartsBox.dataset.epochs = String(epochs.length);
   }
@@ -195,6 +197,7 @@ export function render(main, params, id) {
           steps.lr.length = keepLr;
         }
         job.epochs = job.epochs.filter((e) => e.epoch <= event.fromEpoch);
+        chartsBox.dataset.rewoundTo = String(event.fromStep);
         drawCharts();
         drawLatest();
         break;
@@ -214,13 +217,14 @@ export function render(main, params, id) {
   /// Reads the job again (after it ends: its version, checkpoints, analytics).
   async function refresh() {
     try {
-      const data = await gql(JOB, { id, last: HISTORY });
+      const data = await gql(JOB, { id, points: HISTORY });
       if (!data.job) return;
       const epochs = job ? job.epochs : null;
       job = data.job;
       if (epochs && epochs.length > job.epochs.length) job.epochs = epochs;
-      // The stored series has every step; live events came at most four a second.
-      if (job.loss.length >= steps.x.length) takeSteps();
+      // The stored series covers every step; live events came at most four a second.
+      const stored = job.loss.length ? job.loss[job.loss.length - 1].step : 0;
+      if (stored >= (steps.x.length ? steps.x[steps.x.length - 1] : 0)) takeSteps();
       drawAll();
     } catch (e) {
       showError(errorSlot, e);
@@ -230,7 +234,7 @@ export function render(main, params, id) {
   (async () => {
     let data;
     try {
-      data = await gql(JOB, { id, last: HISTORY });
+      data = await gql(JOB, { id, points: HISTORY });
     } catch (e) {
       fill(main, errorBox(e));
       return;

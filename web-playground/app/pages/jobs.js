@@ -3,7 +3,7 @@
 
 import { gql, subscribe } from '../api.js';
 import { doneFraction, jobActions, jobProgress } from '../jobcommon.js';
-import { badge, errorBox, fill, h, percent, showError, when } from '../ui.js';
+import { badge, errorBox, fill, h, pager, percent, showError, when } from '../ui.js';
 
 const PAGE = 20;
 const STATUSES = ['', 'QUEUED', 'RUNNING', 'PAUSED', 'COMPLETED', 'FAILED', 'CANCELLED'];
@@ -73,18 +73,13 @@ export function render(main, params) {
     const { nodes, totalCount, pageInfo } = data.jobs;
     shown.clear();
     const rows = nodes.map((job) => row(job));
-    const page = state.cursors.length;
     fill(body,
       nodes.length
         ? h('div', { class: 'table-wrap' }, h('table', { class: 'jobs' },
             h('thead', {}, h('tr', {}, ['', 'Job', 'Status', 'Progress', 'Model', 'Dataset', 'Attempts', 'Created', 'Started', ''].map((t) => h('th', { scope: 'col' }, t)))),
             h('tbody', {}, rows)))
         : h('p', { class: 'empty' }, state.status || state.model ? 'No job matches these filters.' : 'No jobs yet. Submit one through the API or GraphiQL.'),
-      h('div', { class: 'pager' },
-        h('span', {}, `${totalCount} job${totalCount === 1 ? '' : 's'} · page ${page}`),
-        page > 1 ? h('button', { type: 'button', onclick: () => { state.cursors.pop(); load(); } }, 'Previous') : null,
-        pageInfo.hasNextPage ? h('button', { type: 'button', onclick: () => { state.cursors.push(pageInfo.endCursor); load(); } }, 'Next') : null,
-      ),
+      pager('job', totalCount, PAGE, state.cursors, pageInfo, load),
     );
   }
 

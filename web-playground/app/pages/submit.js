@@ -4,7 +4,11 @@
 import { gql } from '../api.js';
 import { errorBox, fill, h } from '../ui.js';
 
-const DATASETS = '{ datasets(first: 100) { nodes { id name kind status rowCount } } }';
+const DATASETS = `query($after: String) { datasets(first: 100, after: $after) {
+  pageInfo { hasNextPage endCursor } nodes { id name kind status rowCount } } }`;
+/// The most datasets offered (the newest); a filter by name appears when there are many.
+const MOST_DATASETS = 2000;
+const FILTER_FROM = 15;
 const SUBMIT = 'mutation($input: SubmitJobInput!) { submitJob(input: $input) { id } }';
 
 /// The options: [path in the input, label, input type, placeholder, hint with the default and limits].
@@ -38,15 +42,21 @@ export function render(main) {
   const rank = h('input', { type: 'number', placeholder: '8', min: 1, max: 256 });
   const options = OPTIONS.map(([path, label, type, placeholder, hint]) => [path, h('input', { type, step: 'any', placeholder }), label, hint]);
 
+  const datasetFilter = h('input', { type: 'search', id: 'dataset-filter', placeholder: 'part of a name', hidden: true, 'aria-label': 'filter the datasets by name' });
   let datasets = [];
   const fillDatasets = () => {
     const kind = task.value === 'TEXT_CLASSIFICATION' ? 'TEXT' : 'TABULAR';
+    const chosen = dataset.value;
     const ready = datasets.filter((d) => d.status === 'READY' && (!d.kind || d.kind === kind));
-    fill(dataset, ready.length
-      ? ready.map((d) => h('option', { value: d.id }, `${d.name} (${d.rowCount} rows)`))
-      : h('option', { value: '' }, 'no ready dataset of this kind: upload one under Datasets'));
+    datasetFilter.hidden = ready.length < FILTER_FROM;
+    const part = datasetFilter.value.trim().toLowerCase();
+    const shown = part ? ready.filter((d) => d.name.toLowerCase().includes(part)) : ready;
+    fill(dataset, shown.length
+      ? shown.map((d) => h('option', { value: d.id, selected: d.id === chosen }, `${d.name} (${d.rowCount} rows)`))
+      : h('option', { value: '' }, ready.length ? 'no ready dataset has that in its name' : 'no ready dataset of this kind: upload one under Datasets'));
   };
   task.addEventListener('change', fillDatasets);
+  datasetFilter.addEventListener('input', fillDatasets);
 
   const form = h('form', { class: 'card submit', novalidate: true, onsubmit: async (e) => {
     e.preventDefault();
@@ -90,7 +100,7 @@ export function render(main) {
       field('name', 'Job name', name),
       field('modelName', 'Model name', modelName, 'letters, digits, . _ -'),
       field('task', 'Task', task),
-      field('datasetId', 'Dataset', dataset),
+      field('datasetId', 'Dataset', dataset, datasetFilter),
       field('baseModel', 'Base model', baseModel, 'a folder under KILN_MODEL_ROOTS, hf:org/name, or model:name@alias'),
       field('hyperparameters.pooling', 'Pooling', pooling)),
     h('h2', {}, 'Training options'),
@@ -106,8 +116,14 @@ export function render(main) {
   fill(main, h('h1', {}, 'Submit a job'), form);
   (async () => {
     try {
-      datasets = (await gql(DATASETS)).datasets.nodes;
-      fillDatasets();
+      // Page by page, the picker filled after each, up to MOST_DATASETS.
+      let after = null;
+      do {
+        const page = (await gql(DATASETS, { after })).datasets;
+        datasets = datasets.concat(page.nodes);
+        after = page.pageInfo.hasNextPage ? page.pageInfo.endCursor : null;
+        fillDatasets();
+      } while (after && datasets.length < MOST_DATASETS);
     } catch (error) {
       fill(errorSlot, errorBox(error));
     }
