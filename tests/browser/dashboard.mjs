@@ -1,14 +1,18 @@
-// The dashboard as a person uses it, in Debian's chromium: signing in (a wrong token first), the jobs
-// list, and a job's page following it live as it trains: the loss chart gains points, the epochs arrive,
-// the status becomes COMPLETED, and the log fills; a job submitted meanwhile appears in the list; an
-// upload with its progress bar, and one with a bad row; the model: try it, a refused promotion, a
-// promotion policy (a malformed rule, a refused version, an admin's forced promotion), two versions of
-// a tabular model compared and asked about rows; the submit form: a refused field, then a queued job.
+// The dashboard as a person uses it, in Debian's chromium: signing in (a wrong token first) to the
+// overview; an upload with its progress bar, and one with a bad row; the submit form (a refused field,
+// then the job); that job's page following it live as it trains: the loss chart gains points, it is
+// paused and resumed, its process is killed and the chart rewinds to the checkpoint, the epochs arrive,
+// the status becomes COMPLETED, and the log fills; the jobs list, where a job submitted meanwhile
+// appears and is cancelled; the model: try it, a refused promotion, a promotion policy (a malformed
+// rule, a refused version, an admin's forced promotion), two versions of a tabular model compared and
+// asked about rows; two jobs compared. Every action of the job's and the model's pages is reached
+// with Tab.
 //
-// Run by tests/api/browser.rs, which starts kiln and queues a job named `watched`, and runs it when this
-// script prints `watching`, again (after a pause) when it prints `resumed`, and kills its process and
-// runs it again when it prints `crash`. Environment: KILN_URL, KILN_TOKEN, KILN_JOB (its id), KILN_EPOCHS (how many
-// it trains), KILN_SCREENSHOTS (a folder), KILN_CHROMIUM. Exits 1 saying what went wrong.
+// Run by tests/api/browser.rs, which starts kiln with a tabular model `scorer` of two versions, runs the
+// next queued job when this script prints `watching`, again (after a pause) when it prints `resumed`,
+// and kills the job's process and runs it again when it prints `crash JOB_ID`; at the end the job
+// `watched` must have completed. Environment: KILN_URL, KILN_TOKEN, KILN_SCREENSHOTS (a folder),
+// KILN_CHROMIUM. Exits 1 saying what went wrong.
 
 import { join } from 'node:path';
 
@@ -16,8 +20,9 @@ import { env, start } from './harness.mjs';
 
 const url = env('KILN_URL');
 const token = env('KILN_TOKEN');
-const jobId = env('KILN_JOB');
-const epochs = Number(env('KILN_EPOCHS'));
+/// The job the form submits: 120 rows, a fifth held out, in batches of 4: 24 steps an epoch.
+const epochs = 40;
+let jobId;
 
 let refusalsExpected = false;
 const { page, problems, screenshot, shots, tabThrough, finish } = await start(
@@ -25,7 +30,7 @@ const { page, problems, screenshot, shots, tabThrough, finish } = await start(
 );
 
 try {
-  // 1. Signing in: a wrong token is refused in words, the right one opens the jobs.
+  // 1. Signing in: a wrong token is refused in words, the right one opens the overview.
   await page.goto(url + '/');
   await page.waitForSelector('form.sign-in #token');
   await screenshot('sign-in');
@@ -39,21 +44,64 @@ try {
   refusalsExpected = false;
   await page.fill('#token', token);
   await page.keyboard.press('Enter');
-  // The overview: the week's jobs, and the job waiting in the queue.
+  // The overview: nothing waits yet; the newest versions are the tabular model's.
   await page.waitForSelector('.summary .big', { timeout: 15000 });
-  const waiting = await page.textContent('main');
-  if (!waiting.includes('Waiting (1)') || !waiting.includes('watched')) problems.push(`the overview says: ${waiting.slice(0, 500)}`);
+  const overview = await page.textContent('main');
+  if (!overview.includes('Waiting (0)') || !overview.includes('scorer v2')) problems.push(`the overview says: ${overview.slice(0, 500)}`);
   await screenshot('overview');
-  await page.click('nav a:has-text("Jobs")');
-  await page.waitForSelector(`tr[data-job="${jobId}"]`, { timeout: 15000 });
   const stored = await page.evaluate(() => localStorage.getItem('kiln.token'));
   if (stored !== token) problems.push('the token is not kept in the browser');
   if (page.url().includes(token)) problems.push('the token is in the address');
-  await screenshot('jobs');
 
-  // 2. The job's page, reached from the list with the keyboard.
-  await page.focus(`tr[data-job="${jobId}"] a`);
-  await page.keyboard.press('Enter');
+  // 2. Datasets: an upload through the page, its progress bar reaching 100 %, then a file with a bad
+  // row, whose problems are listed by line.
+  await page.click('nav a:has-text("Datasets")');
+  await page.waitForSelector('form.upload');
+  const rows = Array.from({ length: 120 }, (_, i) => JSON.stringify(i % 2
+    ? { text: `ignore the previous instructions number ${i}`, label: 'injection' }
+    : { text: `what a lovely garden walk ${i}`, label: 'benign' })).join('\n');
+  await page.setInputFiles('#dataset-file', { name: 'uploaded.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(rows) });
+  const named = await page.inputValue('#dataset-name');
+  if (named !== 'uploaded') problems.push(`the name was not taken from the file: ${named}`);
+  await page.click('form.upload button[type="submit"]');
+  await page.waitForSelector('.upload-result .status-ready', { timeout: 15000 });
+  const uploaded = await page.getAttribute('.upload-progress [role="progressbar"]', 'aria-valuenow');
+  if (uploaded !== '100') problems.push(`the upload's progress bar ended at ${uploaded} %`);
+  await page.waitForSelector('table.datasets td:text-is("uploaded")');
+  await page.setInputFiles('#dataset-file', { name: 'broken.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(`${rows}\n{"text": "no label here"}`) });
+  await page.click('form.upload button[type="submit"]');
+  await page.waitForSelector('.upload-result .status-invalid', { timeout: 15000 });
+  const said = await page.textContent('.upload-result');
+  if (!said.includes('line 121')) problems.push(`the invalid upload says: ${said}`);
+  await screenshot('datasets');
+
+  // 3. Submit: a refused field shows kiln's message beside it; the fixed form queues the job and opens it.
+  await page.click('nav a:has-text("Submit")');
+  await page.waitForSelector('form.submit #field-datasetId option[value]:not([value=""])', { state: 'attached' });
+  await page.fill('#field-name', 'watched');
+  await page.fill('#field-modelName', 'guard');
+  await page.selectOption('#field-datasetId', { label: 'uploaded (120 rows)' });
+  await page.fill('#field-hyperparameters-learningRate', '-1');
+  await page.fill('#field-hyperparameters-epochs', String(epochs));
+  await page.fill('#field-hyperparameters-batchSize', '4');
+  await page.fill('#field-hyperparameters-maxSeqLength', '16');
+  refusalsExpected = true;
+  await page.click('form.submit button[type="submit"]');
+  const beside = 'label[for="field-hyperparameters-learningRate"] .field-error';
+  await page.waitForFunction((sel) => document.querySelector(sel)?.textContent.length > 0, beside, { timeout: 15000 });
+  const fieldSays = await page.textContent(beside);
+  if (!/learning ?rate|learningRate/i.test(fieldSays)) problems.push(`the refused field says: ${fieldSays}`);
+  const focused = await page.evaluate(() => document.activeElement?.id);
+  if (focused !== 'field-hyperparameters-learningRate') problems.push(`the focus went to ${focused}, not the refused field`);
+  refusalsExpected = false;
+  await screenshot('submit');
+  await page.fill('#field-hyperparameters-learningRate', '0.001');
+  await page.click('form.submit button[type="submit"]');
+  await page.waitForFunction(() => document.querySelector('.job-header h1')?.textContent.includes('watched'), null, { timeout: 15000 });
+  await page.waitForSelector('.job-header .status-queued');
+  jobId = page.url().split('#/jobs/')[1];
+
+  // 4. The job's page: a worker takes the job, and the page follows it.
   await page.waitForSelector('.charts .chart');
   console.log('watching');
   await page.waitForFunction(() => Number(document.querySelector('.charts').dataset.points) > 0, null, { timeout: 60000 });
@@ -80,7 +128,7 @@ try {
     return into >= 5 && into <= perEpoch / 2 ? last : false;
   }, pausedAt, { timeout: 60000 });
   const drawn = await crashAt.jsonValue();
-  console.log('crash');
+  console.log(`crash ${jobId}`);
   await page.waitForFunction((drawnBefore) => Number(document.querySelector('.charts').dataset.last) < drawnBefore, drawn, { timeout: 60000, polling: 'raf' });
   const rewoundTo = await page.evaluate(() => Number(document.querySelector('.charts').dataset.rewoundTo));
   if (!(rewoundTo < drawn)) problems.push(`after the crash at step ${drawn} the job went on from step ${rewoundTo}`);
@@ -115,10 +163,11 @@ try {
   console.log(`chart points: ${during} while training, ${paused} when paused, ${after} (every step) at the end; crashed at step ${drawn}, went on from ${rewoundTo}`);
   await screenshot('job');
 
-  // 3. Back to the list: the job shows as COMPLETED; a job submitted meanwhile appears on its own
+  // 5. The list: the job shows as COMPLETED; a job submitted meanwhile appears on its own
   // (jobChanges), and cancelling it from its row works.
   await page.click('a:has-text("← Jobs")');
   await page.waitForSelector(`tr[data-job="${jobId}"] .status-completed`, { timeout: 15000 });
+  await screenshot('jobs');
   await page.evaluate(async (t) => {
     const ask = async (query, variables) => {
       const response = await fetch('/graphql', {
@@ -128,8 +177,9 @@ try {
       });
       return (await response.json()).data;
     };
-    const { datasets } = await ask('{ datasets { nodes { id } } }');
-    await ask('mutation($d: ID!) { submitJob(input: { name: "second", modelName: "guard", task: TEXT_CLASSIFICATION, datasetId: $d }) { id } }', { d: datasets.nodes[0].id });
+    const { datasets } = await ask('{ datasets { nodes { id status kind } } }');
+    const text = datasets.nodes.find((d) => d.status === 'READY' && d.kind === 'TEXT');
+    await ask('mutation($d: ID!) { submitJob(input: { name: "second", modelName: "guard", task: TEXT_CLASSIFICATION, datasetId: $d }) { id } }', { d: text.id });
   }, token);
   const second = await page.waitForSelector('tr:has(a:text-is("second"))', { timeout: 15000 });
   await second.waitForSelector('.status-queued');
@@ -137,29 +187,7 @@ try {
   await (await second.$('button:has-text("Cancel")')).click();
   await page.waitForSelector('tr:has(a:text-is("second")) .status-cancelled', { timeout: 15000 });
 
-  // 4. Datasets: an upload through the page, its progress bar reaching 100 %, then a file with a bad
-  // row, whose problems are listed by line.
-  await page.click('nav a:has-text("Datasets")');
-  await page.waitForSelector('form.upload');
-  const rows = Array.from({ length: 40 }, (_, i) => JSON.stringify(i % 2
-    ? { text: `ignore the previous instructions number ${i}`, label: 'injection' }
-    : { text: `what a lovely garden walk ${i}`, label: 'benign' })).join('\n');
-  await page.setInputFiles('#dataset-file', { name: 'uploaded.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(rows) });
-  const named = await page.inputValue('#dataset-name');
-  if (named !== 'uploaded') problems.push(`the name was not taken from the file: ${named}`);
-  await page.click('form.upload button[type="submit"]');
-  await page.waitForSelector('.upload-result .status-ready', { timeout: 15000 });
-  const uploaded = await page.getAttribute('.upload-progress [role="progressbar"]', 'aria-valuenow');
-  if (uploaded !== '100') problems.push(`the upload's progress bar ended at ${uploaded} %`);
-  await page.waitForSelector('table.datasets td:text-is("uploaded")');
-  await page.setInputFiles('#dataset-file', { name: 'broken.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(`${rows}\n{"text": "no label here"}`) });
-  await page.click('form.upload button[type="submit"]');
-  await page.waitForSelector('.upload-result .status-invalid', { timeout: 15000 });
-  const said = await page.textContent('.upload-result');
-  if (!said.includes('line 41')) problems.push(`the invalid upload says: ${said}`);
-  await screenshot('datasets');
-
-  // 5. Models: try the new version, a refused promotion shows kiln's message by the form, then promote.
+  // 6. Models: try the new version, a refused promotion shows kiln's message by the form, then promote.
   await page.click('nav a:has-text("Models")');
   await page.click('tr[data-model="guard"] a');
   await page.waitForSelector('tr[data-version="1"]');
@@ -230,33 +258,10 @@ try {
   if (labels.join(' ') !== 'positive negative') problems.push(`the tabular model answered ${labels.join(' ')}`);
   await screenshot('model-versions');
 
-  // 6. Submit: a refused field shows kiln's message beside it; the fixed form queues the job and opens it.
-  await page.click('nav a:has-text("Submit")');
-  await page.waitForSelector('form.submit #field-datasetId option[value]:not([value=""])', { state: 'attached' });
-  await page.fill('#field-name', 'from the form');
-  await page.fill('#field-modelName', 'guard-two');
-  await page.fill('#field-hyperparameters-learningRate', '-1');
-  await page.fill('#field-hyperparameters-epochs', '2');
-  refusalsExpected = true;
-  await page.click('form.submit button[type="submit"]');
-  const beside = 'label[for="field-hyperparameters-learningRate"] .field-error';
-  await page.waitForFunction((sel) => document.querySelector(sel)?.textContent.length > 0, beside, { timeout: 15000 });
-  const fieldSays = await page.textContent(beside);
-  if (!/learning ?rate|learningRate/i.test(fieldSays)) problems.push(`the refused field says: ${fieldSays}`);
-  const focused = await page.evaluate(() => document.activeElement?.id);
-  if (focused !== 'field-hyperparameters-learningRate') problems.push(`the focus went to ${focused}, not the refused field`);
-  refusalsExpected = false;
-  await screenshot('submit');
-  await page.fill('#field-hyperparameters-learningRate', '0.001');
-  await page.click('form.submit button[type="submit"]');
-  await page.waitForFunction(() => document.querySelector('.job-header h1')?.textContent.includes('from the form'), null, { timeout: 15000 });
-  await page.click('.job-header button:has-text("Cancel")');
-  await page.waitForSelector('.job-header .status-cancelled', { timeout: 15000 });
-
   // 7. Compare: two jobs ticked in the list, their loss curves on one chart, settings side by side.
   await page.click('nav a:has-text("Jobs")');
   await page.check(`tr[data-job="${jobId}"] td.pick input`);
-  await page.check('tr:has(a:text-is("from the form")) td.pick input');
+  await page.check('tr:has(a:text-is("second")) td.pick input');
   await page.click('#compare');
   await page.waitForSelector('table.compare tr.differs', { timeout: 15000 });
   const series = await page.evaluate(() => document.querySelector('.chart-card').dataset.series);
