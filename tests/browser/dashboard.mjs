@@ -29,6 +29,14 @@ const { page, problems, screenshot, shots, tabThrough, finish } = await start(
   (text) => refusalsExpected && /status of 40[01]/.test(text),
 );
 
+/// Tab from the top of the page reaches each of `actions` ("tag name" prefixes), every focus shown.
+async function reachable(where, presses, actions) {
+  const keys = await tabThrough(presses);
+  for (const action of actions) {
+    if (!keys.some((k) => k.startsWith(action))) problems.push(`Tab does not reach "${action}" on ${where}: ${keys.join(' | ')}`);
+  }
+}
+
 try {
   // 1. Signing in: a wrong token is refused in words, the right one opens the overview.
   await page.goto(url + '/');
@@ -74,6 +82,7 @@ try {
   const said = await page.textContent('.upload-result');
   if (!said.includes('line 121')) problems.push(`the invalid upload says: ${said}`);
   await screenshot('datasets');
+  await reachable('the datasets page', 40, ['input dataset-file', 'input dataset-name', 'button Upload']);
 
   // 3. Submit: a refused field shows kiln's message beside it; the fixed form queues the job and opens it.
   await page.click('nav a:has-text("Submit")');
@@ -95,6 +104,7 @@ try {
   if (focused !== 'field-hyperparameters-learningRate') problems.push(`the focus went to ${focused}, not the refused field`);
   refusalsExpected = false;
   await screenshot('submit');
+  await reachable('the submit form', 60, ['input field-name', 'select field-datasetId', 'input field-hyperparameters-epochs', 'button Submit the job']);
   await page.fill('#field-hyperparameters-learningRate', '0.001');
   await page.click('form.submit button[type="submit"]');
   await page.waitForFunction(() => document.querySelector('.job-header h1')?.textContent.includes('watched'), null, { timeout: 15000 });
@@ -156,10 +166,7 @@ try {
   const increasing = await page.evaluate(() => document.querySelector('.charts').dataset.increasing);
   if (increasing !== 'true') problems.push('the loss chart holds a step twice or out of order');
   // Every action of the page is reached with the keyboard, and shows that it has the focus.
-  const keys = await tabThrough(60);
-  for (const action of ['button Download model v1', 'button Download log', 'a ← Jobs', 'pre job log']) {
-    if (!keys.some((k) => k.startsWith(action))) problems.push(`Tab does not reach "${action}" on the job's page: ${keys.join(' | ')}`);
-  }
+  await reachable('the job\'s page', 60, ['button Download model v1', 'button Download log', 'a ← Jobs', 'pre job log']);
   console.log(`chart points: ${during} while training, ${paused} when paused, ${after} (every step) at the end; crashed at step ${drawn}, went on from ${rewoundTo}`);
   await screenshot('job');
 
@@ -184,6 +191,7 @@ try {
   const second = await page.waitForSelector('tr:has(a:text-is("second"))', { timeout: 15000 });
   await second.waitForSelector('.status-queued');
   await screenshot('jobs-live');
+  await reachable('the jobs list', 60, ['button Filter', 'input compare watched', 'a watched', 'button Cancel']);
   await (await second.$('button:has-text("Cancel")')).click();
   await page.waitForSelector('tr:has(a:text-is("second")) .status-cancelled', { timeout: 15000 });
 
@@ -230,10 +238,7 @@ try {
   const history = await page.textContent('ul.history');
   if (!/forced past .*val_loss < 0\.000001/.test(history)) problems.push(`the alias history says: ${history}`);
   await screenshot('model');
-  const modelKeys = await tabThrough(80);
-  for (const action of ['button Predict', 'button Save the policy', 'button Edit', 'button Roll back', 'input promote-force']) {
-    if (!modelKeys.some((k) => k.startsWith(action))) problems.push(`Tab does not reach "${action}" on the model's page: ${modelKeys.join(' | ')}`);
-  }
+  await reachable('the model\'s page', 80, ['button Predict', 'button Save the policy', 'button Edit', 'button Roll back', 'input promote-force']);
 
   // Two versions of another model side by side: one ticked is refused in kiln's words, two compare.
   await page.goto(`${url}/#/models/scorer`);

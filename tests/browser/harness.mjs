@@ -71,7 +71,8 @@ export async function start(allowConsole = () => false) {
         const e = document.activeElement;
         if (!e || e === document.body) return null;
         const style = getComputedStyle(e);
-        const name = (e.getAttribute('aria-label') || e.textContent || e.id || '').trim().replace(/\s+/g, ' ');
+        const control = ['INPUT', 'SELECT', 'TEXTAREA'].includes(e.tagName);
+        const name = (e.getAttribute('aria-label') || (control ? e.id : e.textContent || e.id) || '').trim().replace(/\s+/g, ' ');
         return { what: `${e.tagName.toLowerCase()} ${name.slice(0, 40)}`, shown: style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0 };
       });
       if (!focused) break;
