@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use super::{
-    AliasName, CustomizationInput, DatasetSummary, FieldError, Hyperparams, HyperparamsInput,
-    LoraSettings, ModelArchitecture, ModelConfig, ModelConfigInput, ModelManifest, ModelName,
-    Pooling, TaskKind, abbreviate,
+    AliasName, CustomizationInput, FieldError, Hyperparams, HyperparamsInput, LoraSettings,
+    ModelArchitecture, ModelConfig, ModelConfigInput, ModelManifest, ModelName, Pooling, TaskKind,
+    abbreviate,
 };
 
 /// A model on a HuggingFace-compatible hub: `hf:org/name` or `hf:org/name@revision`.
@@ -287,26 +287,38 @@ impl TrainingInput {
 }
 
 impl TrainingSettings {
-    /// Checks a retrain against its dataset: the same features in the same order (an MLP), and the
-    /// version's labels (in any order) and pooling unless the head is reset.
+    /// Checks a retrain against its dataset (its feature columns, empty for text, and its labels): the
+    /// version's task, the same features in the same order (an MLP), and the version's labels (in any
+    /// order) and pooling unless the head is reset. The one place these rules live: submitJob checks
+    /// them, and the training run again on what it reads.
     pub fn check_retrain(
         &self,
         manifest: &ModelManifest,
-        dataset: &DatasetSummary,
+        dataset_features: &[String],
+        dataset_labels: &[String],
     ) -> Result<(), FieldError> {
         let base = self
             .base_model
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default();
+        if manifest.task != self.task {
+            return Err(FieldError::new(
+                "task",
+                format!(
+                    "{base} is a {} model; a retrain keeps its task",
+                    manifest.task.as_str()
+                ),
+            ));
+        }
         if let ModelArchitecture::Mlp { features, .. } = &manifest.architecture
-            && *features != dataset.features
+            && features != dataset_features
         {
             return Err(FieldError::new(
                 "datasetId",
                 format!(
                     "the dataset's features ({}) are not {base}'s ({}) in the same order",
-                    abbreviate(&dataset.features.join(", "), 200),
+                    abbreviate(&dataset_features.join(", "), 200),
                     abbreviate(&features.join(", "), 200)
                 ),
             ));
@@ -316,7 +328,8 @@ impl TrainingSettings {
         }
         let mut old = manifest.labels.clone();
         old.sort();
-        let new: Vec<String> = dataset.labels.keys().cloned().collect();
+        let mut new = dataset_labels.to_vec();
+        new.sort();
         if old != new {
             return Err(FieldError::new(
                 "baseModel",

@@ -187,7 +187,8 @@ impl Service {
             weights.resolve(&labels, &counts)?;
         }
         if let Some(manifest) = &retrain {
-            settings.check_retrain(manifest, &dataset.summary)?;
+            let labels: Vec<String> = dataset.summary.labels.keys().cloned().collect();
+            settings.check_retrain(manifest, &dataset.summary.features, &labels)?;
         }
         if let Some(base) = &settings.base_model {
             let roots = Some(&self.settings.model_roots);

@@ -11,7 +11,7 @@ use crate::domain::{
 };
 use crate::events::JobEvent;
 use crate::objects::keys;
-use crate::train::export;
+use crate::train::files;
 
 impl Service {
     /// A model by name; a string that cannot be a model name names none.
@@ -67,7 +67,7 @@ impl Service {
             }
         }
         let has = |f: &str| files.iter().any(|(name, _)| name == f);
-        let mut needed = vec![export::WEIGHTS, ModelManifest::FILE_NAME];
+        let mut needed = vec![files::WEIGHTS, ModelManifest::FILE_NAME];
         if has(ModelManifest::FILE_NAME) {
             let manifest = self
                 .version_manifest(version)
@@ -76,7 +76,7 @@ impl Service {
             if let ModelArchitecture::Bert { lora, .. } = &manifest.architecture {
                 needed.extend(["config.json", "tokenizer.json"]);
                 if lora.as_ref().is_some_and(|l| !l.merge_adapters) {
-                    needed.extend([export::ADAPTER_WEIGHTS, export::ADAPTER_CONFIG]);
+                    needed.extend([files::ADAPTER_WEIGHTS, files::ADAPTER_CONFIG]);
                 }
             }
         }

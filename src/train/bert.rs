@@ -6,6 +6,7 @@
 //! weights load and a trained model loads back in Python `transformers` as `BertForSequenceClassification`
 //! (kiln pools by the attention-masked mean of the last hidden states; `kiln.json` records it).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -15,15 +16,13 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{Adapter, LayerNorm, Linear, attention_probs, gelu, linear};
-use super::params::{Params, dropout};
+use super::params::{MAX_PARAMETERS, Params, dropout};
 use crate::domain::{LoraSettings, LoraTarget, ModelConfig, Pooling, UserError};
 
 /// The `model_type` of an exported classifier that needs kiln's own classes in `modeling_kiln.py`.
 pub const KILN_MODEL_TYPE: &str = "kiln-bert";
 /// The largest `config.json` read.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
-/// The most parameters a model may have.
-pub const MAX_PARAMETERS: u64 = 2_000_000_000;
 /// The largest value of each size in a `config.json`, in the order [`BertConfig::check_limits`] reads
 /// them: vocabulary, hidden size, layers, attention heads, intermediate size, positions, token types.
 pub const LIMITS: [(&str, usize); 7] = [
@@ -532,4 +531,25 @@ impl BertClassifier {
             None => Ok(x.clone()),
         }
     }
+}
+
+/// Replaces each adapted weight `W` by `W + scale · B A`.
+pub(super) fn merge_lora(
+    weights: &mut HashMap<String, Tensor>,
+    all: &HashMap<String, Tensor>,
+    lora: &LoraSettings,
+    layers: usize,
+) -> Result<()> {
+    for layer in 0..layers {
+        for target in &lora.target_modules {
+            let module = target.module();
+            let name = format!("bert.encoder.layer.{layer}.{module}.weight");
+            let get = |n: &str| all.get(n).with_context(|| format!("no tensor {n}"));
+            let a = get(&lora_name(layer, module, 'A'))?;
+            let b = get(&lora_name(layer, module, 'B'))?;
+            let merged = get(&name)?.add(&(b.matmul(a)? * lora.scale())?)?;
+            weights.insert(name, merged);
+        }
+    }
+    Ok(())
 }

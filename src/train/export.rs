@@ -10,23 +10,15 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 
-use super::bert::{KILN_MODEL_TYPE, LORA_PREFIX, POOLER, lora_name};
-use super::fit::Net;
+use super::bert::{KILN_MODEL_TYPE, LORA_PREFIX, POOLER};
+use super::model::Net;
 use super::params::Params;
 use super::{TrainSpec, TrainedModel};
 use crate::domain::{EpochMetrics, LoraSettings, ModelArchitecture, ModelManifest, ParameterCount};
 
-pub const WEIGHTS: &str = "model.safetensors";
-pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
-/// kiln's classes for `transformers`, shipped where its own would compute something else.
-pub const MODELING: &str = "modeling_kiln.py";
+pub use super::files::*;
+
 const MODELING_KILN: &str = include_str!("modeling_kiln.py");
-/// What a person who unzips the folder reads first.
-pub const README: &str = "README.md";
-pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
-pub const ADAPTER_CONFIG: &str = "adapter_config.json";
-/// PEFT's prefix of every key in an adapter file.
-pub const PEFT_PREFIX: &str = "base_model.model.";
 
 /// What the run ended with, besides its weights.
 pub(super) struct Summary {
@@ -60,7 +52,7 @@ pub(super) fn write(
     let mut files = vec![WEIGHTS.to_string()];
     if let (Some(lora), Net::Text { model, .. }) = (lora, net) {
         if lora.merge_adapters {
-            merge(&mut weights, &all, lora, model.config.num_hidden_layers)?;
+            super::bert::merge_lora(&mut weights, &all, lora, model.config.num_hidden_layers)?;
         } else {
             write_adapters(dir, spec, &all, lora)?;
             files.extend([ADAPTER_WEIGHTS.to_string(), ADAPTER_CONFIG.to_string()]);
@@ -135,27 +127,6 @@ pub(super) fn write(
     write_file(dir, README, super::readme::for_model(&manifest).as_bytes())?;
     files.push(README.to_string());
     Ok(TrainedModel { files, manifest })
-}
-
-/// Replaces each adapted weight `W` by `W + scale · B A`.
-pub(super) fn merge(
-    weights: &mut HashMap<String, Tensor>,
-    all: &HashMap<String, Tensor>,
-    lora: &LoraSettings,
-    layers: usize,
-) -> Result<()> {
-    for layer in 0..layers {
-        for target in &lora.target_modules {
-            let module = target.module();
-            let name = format!("bert.encoder.layer.{layer}.{module}.weight");
-            let get = |n: &str| all.get(n).with_context(|| format!("no tensor {n}"));
-            let a = get(&lora_name(layer, module, 'A'))?;
-            let b = get(&lora_name(layer, module, 'B'))?;
-            let merged = get(&name)?.add(&(b.matmul(a)? * lora.scale())?)?;
-            weights.insert(name, merged);
-        }
-    }
-    Ok(())
 }
 
 /// `adapter_model.safetensors` and `adapter_config.json` in PEFT's layout.

@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 use candle_core::{D, Device};
 
 use super::bert::{BertClassifier, BertConfig, BertOptions, LORA_PREFIX};
-use super::export::{ADAPTER_WEIGHTS, PEFT_PREFIX, WEIGHTS};
-use super::fit::{Net, text_net};
+use super::files::{ADAPTER_WEIGHTS, PEFT_PREFIX, WEIGHTS};
 use super::memory;
 use super::mlp::{Mlp, Standardizer};
+use super::model::{Net, text_net};
 use super::params::Params;
 use crate::domain::{ModelArchitecture, ModelManifest};
 

@@ -6,11 +6,11 @@
 //! weight, the layers above `freezeLayers`, or LoRA adapters) or trains a small random-initialised one,
 //! and a tabular MLP ([`mlp`]). Either may start from a registered version's export instead (a retrain:
 //! its weights, tokenizer, head and, for an MLP, its layers and standardisation; [`retrain`]). Both
-//! are plain classifiers over a shared loop ([`fit`]): AdamW or SGD
+//! are plain classifiers ([`model`]) over a shared loop ([`fit`]): AdamW or SGD
 //! ([`optim`]), (class-weighted) cross-entropy, gradient accumulation and clipping, a warm-up then a
 //! constant, linear or cosine learning rate ([`schedule`]), a validation split held out with the seed,
 //! metrics after every epoch (per label too, with the confusion matrix), early stopping that keeps the
-//! best epoch, and the export ([`export`]).
+//! best epoch, and the export ([`export`], its file names in [`files`]).
 //!
 //! Failures a user can act on (an unreadable `config.json`, a loss that became NaN) are `UserError`s in
 //! the returned chain; the rest is for the server log.
@@ -19,12 +19,14 @@ pub mod bench;
 pub mod bert;
 pub mod checkpoint;
 pub mod export;
+pub mod files;
 mod fit;
 pub mod inference;
 mod layers;
 pub mod memory;
 pub mod metrics;
 pub mod mlp;
+mod model;
 pub mod optim;
 mod params;
 mod readme;

@@ -14,8 +14,10 @@ use crate::domain::UserError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// The largest weights file read: [`super::bert::MAX_PARAMETERS`] f32 parameters.
-pub const MAX_WEIGHTS_BYTES: u64 = 4 * super::bert::MAX_PARAMETERS;
+/// The most parameters a model may have.
+pub const MAX_PARAMETERS: u64 = 2_000_000_000;
+/// The largest weights file read: [`MAX_PARAMETERS`] f32 parameters.
+pub const MAX_WEIGHTS_BYTES: u64 = 4 * MAX_PARAMETERS;
 
 /// Which parameters a run leaves as they are (frozen layers, a LoRA run's base weights).
 pub type FrozenRule = Box<dyn Fn(&str) -> bool + Send + Sync>;

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 
 use super::bert::{LORA_PREFIX, POOLER};
-use super::export::{ADAPTER_WEIGHTS, PEFT_PREFIX, WEIGHTS};
+use super::files::{ADAPTER_WEIGHTS, PEFT_PREFIX, WEIGHTS};
 use super::params::read_weights;
 use crate::domain::{ModelArchitecture, ModelManifest, UserError};
 
@@ -46,7 +46,7 @@ impl Version {
                     weights.contains_key(&format!("bert.encoder.layer.{l}.output.dense.weight"))
                 })
                 .count();
-            super::export::merge(&mut weights, &all, lora, layers)?;
+            super::bert::merge_lora(&mut weights, &all, lora, layers)?;
         }
         Ok(Self { manifest, weights })
     }
@@ -76,13 +76,9 @@ impl Version {
             .iter()
             .map(|l| old.iter().position(|o| o == l).map(|i| i as u32))
             .collect();
+        // TrainingSettings::check_retrain refused other labels with a message for the user.
         let Some(order) = order.filter(|_| labels.len() == old.len()) else {
-            bail!(UserError::new(format!(
-                "the dataset's labels ({}) are not the registered version's ({}); resetHead: true \
-                 trains a new head",
-                labels.join(", "),
-                old.join(", ")
-            )));
+            bail!("the dataset's labels are not the registered version's");
         };
         let device = self
             .weights
