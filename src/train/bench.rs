@@ -179,7 +179,7 @@ pub fn train(spec: &BenchSpec, out: &mut dyn Write) -> Result<f64> {
         OptimizerKind::adamw(0.01),
         params.named_vars(),
         spec.learning_rate,
-    );
+    )?;
     let (mut forward, mut backward, mut update, mut rates) = (vec![], vec![], vec![], vec![]);
     for step in 1..=spec.warmup + spec.steps {
         let started = Instant::now();

@@ -73,7 +73,7 @@ pub fn run(
     };
     let trainable = params.trainable_vars();
     let grad_vars: Vec<Var> = trainable.iter().map(|(_, v)| v.clone()).collect();
-    let mut opt = Optimizer::new(kind, trainable.clone(), hyper.learning_rate)
+    let mut opt = Optimizer::new(kind, trainable.clone(), hyper.learning_rate)?
         .with_clip_norm(hyper.gradient_clip_norm);
     let mut best = Best::new(hyper.early_stopping, trainable);
     let mut at = match &spec.resume {

@@ -4,9 +4,12 @@
 //! Both follow PyTorch's CPU implementations (`torch.optim.AdamW`, `torch.optim.SGD`) term for term,
 //! rounding included (a scalar divisor is a multiplication by its reciprocal, `x + a * y` is one fused
 //! multiply-add where PyTorch's kernels fuse it), so the same gradients give the same parameters bit for
-//! bit (the unit tests hold values PyTorch 2.15 computed, from `benches/reference/optimizer_reference.py`). On the CPU each parameter is updated in place in one
-//! pass over its buffer, with its moments, through a candle in-place op; on other devices the update is
-//! done on a host copy and written back (correct, but slower).
+//! bit (the unit tests hold values PyTorch 2.15 computed, from
+//! `benches/reference/optimizer_reference.py`). On the CPU each parameter is updated in place in one
+//! pass over its buffer, with its moments, through a candle in-place op. On other devices (a GPU) the
+//! moments live on the device beside the parameter and the update is the same arithmetic in tensor
+//! operations there: nothing is copied to the host per step. It agrees with the CPU update to float
+//! rounding (the multiply-adds are not fused), which a unit test holds on the CPU.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -61,7 +64,14 @@ impl OptimizerKind {
 struct Slot {
     name: String,
     var: Var,
-    state: Vec<Vec<f32>>,
+    state: State,
+}
+
+/// A parameter's state buffers: host vectors the in-place CPU update walks, or tensors on the
+/// parameter's device for the tensor-op update.
+enum State {
+    Host(Vec<Vec<f32>>),
+    Device(Vec<Tensor>),
 }
 
 /// An optimizer over named parameters. [`Optimizer::state`] and [`Optimizer::restore`] are what a
@@ -77,27 +87,50 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    /// An optimizer over `vars` (name, variable); every state buffer starts at zero.
-    pub fn new(kind: OptimizerKind, mut vars: Vec<(String, Var)>, learning_rate: f64) -> Self {
+    /// An optimizer over `vars` (name, variable); every state buffer starts at zero, on its
+    /// parameter's device.
+    pub fn new(kind: OptimizerKind, vars: Vec<(String, Var)>, learning_rate: f64) -> Result<Self> {
+        Self::with_state_on_device(kind, vars, learning_rate, false)
+    }
+
+    /// As [`Optimizer::new`]; `tensor_update` keeps the state as tensors and updates with tensor
+    /// operations even on the CPU (what a GPU does; tests compare the two).
+    fn with_state_on_device(
+        kind: OptimizerKind,
+        mut vars: Vec<(String, Var)>,
+        learning_rate: f64,
+        tensor_update: bool,
+    ) -> Result<Self> {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let slots = vars
             .into_iter()
             .map(|(name, var)| {
-                let n = var.elem_count();
-                Slot {
-                    name,
-                    var,
-                    state: kind.slots().iter().map(|_| vec![0f32; n]).collect(),
-                }
+                let state = if var.device().is_cpu() && !tensor_update {
+                    State::Host(
+                        kind.slots()
+                            .iter()
+                            .map(|_| vec![0f32; var.elem_count()])
+                            .collect(),
+                    )
+                } else {
+                    let zeros = || var.as_tensor().zeros_like();
+                    State::Device(
+                        kind.slots()
+                            .iter()
+                            .map(|_| zeros())
+                            .collect::<candle_core::Result<_>>()?,
+                    )
+                };
+                Ok(Slot { name, var, state })
             })
-            .collect();
-        Self {
+            .collect::<Result<_>>()?;
+        Ok(Self {
             kind,
             slots,
             steps: 0,
             learning_rate,
             clip_norm: None,
-        }
+        })
     }
 
     /// Clips gradients to a global L2 norm of at most `max_norm` before each update, as
@@ -126,13 +159,27 @@ impl Optimizer {
         self.step(&grads)
     }
 
-    /// The global L2 norm of the gradients of this optimizer's parameters.
+    /// The global L2 norm of the gradients of this optimizer's parameters. Squares of parameters on a
+    /// device are summed there, so the norm costs one scalar read whatever their number.
     pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
         let mut sum = 0f64;
+        let mut on_device: Option<Tensor> = None;
         for slot in &self.slots {
             if let Some(grad) = grads.get(slot.var.as_tensor()) {
-                sum += grad.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                let squares = grad.sqr()?.sum_all()?;
+                match &slot.state {
+                    State::Host(_) => sum += squares.to_scalar::<f32>()? as f64,
+                    State::Device(_) => {
+                        on_device = Some(match on_device {
+                            Some(total) => (total + squares)?,
+                            None => squares,
+                        });
+                    }
+                }
             }
+        }
+        if let Some(total) = on_device {
+            sum += total.to_scalar::<f32>()? as f64;
         }
         Ok(sum.sqrt())
     }
@@ -154,20 +201,17 @@ impl Optimizer {
                 continue;
             };
             let grad = grad.contiguous()?;
-            match slot.var.device() {
-                Device::Cpu => {
+            match &mut slot.state {
+                State::Host(state) => {
                     let op = InPlace {
                         update,
-                        state: Mutex::new(&mut slot.state),
+                        state: Mutex::new(state),
                     };
                     slot.var.as_tensor().inplace_op2(&grad, &op)?;
                 }
-                _ => {
-                    let mut param = slot.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-                    let grad = grad.flatten_all()?.to_vec1::<f32>()?;
-                    update.apply(&mut param, &grad, &mut slot.state);
-                    let values = Tensor::from_vec(param, slot.var.shape(), slot.var.device())?;
-                    slot.var.set(&values)?;
+                State::Device(state) => {
+                    let param = update.apply_tensors(slot.var.as_tensor(), &grad, state)?;
+                    slot.var.set(&param)?;
                 }
             }
         }
@@ -178,8 +222,13 @@ impl Optimizer {
     pub fn state(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for slot in &self.slots {
-            for (buffer, slot_name) in slot.state.iter().zip(self.kind.slots()) {
-                let tensor = Tensor::from_slice(buffer, slot.var.shape(), &Device::Cpu)?;
+            for (i, slot_name) in self.kind.slots().iter().enumerate() {
+                let tensor = match &slot.state {
+                    State::Host(buffers) => {
+                        Tensor::from_slice(&buffers[i], slot.var.shape(), &Device::Cpu)?
+                    }
+                    State::Device(tensors) => tensors[i].to_device(&Device::Cpu)?,
+                };
                 out.insert(format!("{}.{slot_name}", slot.name), tensor);
             }
         }
@@ -190,7 +239,7 @@ impl Optimizer {
     /// there with its parameter's shape.
     pub fn restore(&mut self, tensors: &HashMap<String, Tensor>, steps: u64) -> Result<()> {
         for slot in &mut self.slots {
-            for (buffer, slot_name) in slot.state.iter_mut().zip(self.kind.slots()) {
+            for (i, slot_name) in self.kind.slots().iter().enumerate() {
                 let name = format!("{}.{slot_name}", slot.name);
                 let tensor = tensors
                     .get(&name)
@@ -201,7 +250,12 @@ impl Optimizer {
                     tensor.dims(),
                     slot.var.dims()
                 );
-                *buffer = tensor.flatten_all()?.to_vec1::<f32>()?;
+                match &mut slot.state {
+                    State::Host(buffers) => buffers[i] = tensor.flatten_all()?.to_vec1::<f32>()?,
+                    State::Device(tensors) => {
+                        tensors[i] = tensor.to_device(slot.var.device())?.contiguous()?;
+                    }
+                }
             }
         }
         self.steps = steps;
@@ -291,6 +345,62 @@ impl Update {
     }
 }
 
+impl Update {
+    /// The same update as [`Update::apply`] in tensor operations on the parameter's device: returns
+    /// the new parameter and replaces the state tensors.
+    fn apply_tensors(&self, param: &Tensor, grad: &Tensor, state: &mut [Tensor]) -> Result<Tensor> {
+        let g = if self.grad_scale == 1.0 {
+            grad.clone()
+        } else {
+            grad.affine(self.grad_scale as f64, 0.0)?
+        };
+        match self.kind {
+            OptimizerKind::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                let [m, v] = state else {
+                    unreachable!("AdamW keeps two buffers")
+                };
+                let t = self.step as i32;
+                let bias1 = 1.0 - beta1.powi(t);
+                let inv_bias2_sqrt = 1.0 / (1.0 - beta2.powi(t)).sqrt();
+                let param = param.affine(1.0 - self.lr * weight_decay, 0.0)?;
+                *m = (&*m + (&g - &*m)?.affine(1.0 - beta1, 0.0)?)?;
+                *v = (v.affine(beta2, 0.0)? + g.sqr()?.affine(1.0 - beta2, 0.0)?)?;
+                let denom = v.sqrt()?.affine(inv_bias2_sqrt, eps)?;
+                Ok((param + (&*m / denom)?.affine(-self.lr / bias1, 0.0)?)?)
+            }
+            OptimizerKind::Sgd {
+                momentum,
+                weight_decay,
+            } => {
+                let [buf] = state else {
+                    unreachable!("SGD keeps one buffer")
+                };
+                let g = if weight_decay != 0.0 {
+                    (param.affine(weight_decay, 0.0)? + g)?
+                } else {
+                    g
+                };
+                let d = if momentum == 0.0 {
+                    g
+                } else {
+                    *buf = if self.step == 1 {
+                        g
+                    } else {
+                        (buf.affine(momentum, 0.0)? + g)?
+                    };
+                    buf.clone()
+                };
+                Ok((param + d.affine(-self.lr, 0.0)?)?)
+            }
+        }
+    }
+}
+
 /// The CPU in-place update of one parameter (`dst`) from its gradient (`src`).
 struct InPlace<'a> {
     update: Update,
@@ -350,7 +460,7 @@ mod tests {
     /// Runs three updates and returns the parameter's bits after each.
     fn run(kind: OptimizerKind, lr: f64) -> Vec<[u32; 6]> {
         let var = Var::from_slice(&INITIAL, (2, 3), &Device::Cpu).unwrap();
-        let mut opt = Optimizer::new(kind, vec![("w".into(), var.clone())], lr);
+        let mut opt = Optimizer::new(kind, vec![("w".into(), var.clone())], lr).unwrap();
         GRADIENTS
             .iter()
             .map(|g| {
@@ -421,7 +531,8 @@ mod tests {
             OptimizerKind::adamw(0.01),
             vec![("w".into(), var.clone())],
             0.01,
-        );
+        )
+        .unwrap();
         let grad = |i: usize| Tensor::from_slice(&GRADIENTS[i], (2, 3), &Device::Cpu).unwrap();
         let loss = |v: &Var, i| v.as_tensor().mul(&grad(i)).unwrap().sum_all().unwrap();
         first.backward_step(&loss(&var, 0)).unwrap();
@@ -432,13 +543,79 @@ mod tests {
             OptimizerKind::adamw(0.01),
             vec![("w".into(), var.clone())],
             0.01,
-        );
+        )
+        .unwrap();
         second.restore(&saved, first.steps()).unwrap();
         for (i, expected) in straight.iter().enumerate().skip(1) {
             second.backward_step(&loss(&var, i)).unwrap();
             let values = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let bits: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
             assert_eq!(&bits[..], &expected[..], "step {}", i + 1);
+        }
+    }
+
+    /// The update a GPU runs (tensor operations, state on the device), run on the CPU: the same
+    /// parameters as the in-place update to float rounding, for both rules, with clipping, and its
+    /// state saves and restores like the host state.
+    #[test]
+    fn the_device_update_agrees_with_the_in_place_one() {
+        let sgd = OptimizerKind::Sgd {
+            momentum: 0.9,
+            weight_decay: 0.01,
+        };
+        for (kind, lr) in [(OptimizerKind::adamw(0.01), 0.01), (sgd, 0.1)] {
+            let steps = |tensor_update: bool| {
+                let var = Var::from_slice(&INITIAL, (2, 3), &Device::Cpu).unwrap();
+                let vars = vec![("w".into(), var.clone())];
+                let mut opt = Optimizer::with_state_on_device(kind, vars, lr, tensor_update)
+                    .unwrap()
+                    .with_clip_norm(Some(1.0));
+                let mut seen = Vec::new();
+                for g in &GRADIENTS {
+                    let g = Tensor::from_slice(g, (2, 3), &Device::Cpu).unwrap();
+                    let loss = var.as_tensor().mul(&g).unwrap().sum_all().unwrap();
+                    opt.backward_step(&loss).unwrap();
+                    seen.push(var.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                }
+                (seen, opt.state().unwrap())
+            };
+            let (in_place, host_state) = steps(false);
+            let (on_device, device_state) = steps(true);
+            for (step, (a, b)) in in_place.iter().zip(&on_device).enumerate() {
+                for (x, y) in a.iter().zip(b) {
+                    assert!(
+                        (x - y).abs() <= 1e-6 * x.abs().max(1.0),
+                        "{kind:?} step {}: {a:?} vs {b:?}",
+                        step + 1
+                    );
+                }
+            }
+            assert_eq!(host_state.len(), device_state.len());
+            for (name, host) in &host_state {
+                let device = device_state[name]
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let host = host.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                for (x, y) in host.iter().zip(&device) {
+                    assert!(
+                        (x - y).abs() <= 1e-6 * x.abs().max(1.0),
+                        "{name}: {host:?} vs {device:?}"
+                    );
+                }
+            }
+            // Restored into tensors, the state is what was saved.
+            let var = Var::from_slice(&INITIAL, (2, 3), &Device::Cpu).unwrap();
+            let mut restored =
+                Optimizer::with_state_on_device(kind, vec![("w".into(), var)], lr, true).unwrap();
+            restored.restore(&device_state, 3).unwrap();
+            let again = restored.state().unwrap();
+            for (name, saved) in &device_state {
+                let a = saved.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let b = again[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert_eq!(a, b, "{name}");
+            }
         }
     }
 
@@ -454,7 +631,9 @@ mod tests {
                 weight_decay: 0.0,
             };
             let vars = vec![("a".into(), a.clone()), ("b".into(), b.clone())];
-            let mut opt = Optimizer::new(kind, vars, 1.0).with_clip_norm(Some(clip));
+            let mut opt = Optimizer::new(kind, vars, 1.0)
+                .unwrap()
+                .with_clip_norm(Some(clip));
             // Gradients (3, 4) and (12): global norm 13.
             let ga = Tensor::from_slice(&[3.0f32, 4.0], 2, &Device::Cpu).unwrap();
             let gb = Tensor::from_slice(&[12.0f32], 1, &Device::Cpu).unwrap();
