@@ -263,6 +263,14 @@ impl Optimizer {
     }
 }
 
+/// AdamW's per-step scalars: the weight decay factor, the second moment's bias correction and the
+/// (bias-corrected, negative) step size.
+struct AdamStep {
+    decay: f64,
+    inv_bias2_sqrt: f64,
+    neg_step_size: f64,
+}
+
 /// The constants of one update, the same for every parameter.
 #[derive(Debug, Clone, Copy)]
 struct Update {
@@ -283,6 +291,17 @@ impl Update {
         }
     }
 
+    /// AdamW's scalars for this step, shared by the CPU pass and the tensor update.
+    fn adam_step(&self, beta1: f64, beta2: f64, weight_decay: f64) -> AdamStep {
+        let t = self.step as i32;
+        AdamStep {
+            decay: 1.0 - self.lr * weight_decay,
+            // PyTorch divides by a scalar as a multiplication by its reciprocal.
+            inv_bias2_sqrt: 1.0 / (1.0 - beta2.powi(t)).sqrt(),
+            neg_step_size: -self.lr / (1.0 - beta1.powi(t)),
+        }
+    }
+
     /// One pass over a parameter, its gradient and its state buffers.
     fn apply(&self, param: &mut [f32], grad: &[f32], state: &mut [Vec<f32>]) {
         match self.kind {
@@ -295,12 +314,10 @@ impl Update {
                 let [m, v] = state else {
                     unreachable!("AdamW keeps two buffers")
                 };
-                let decay = (1.0 - self.lr * weight_decay) as f32;
-                let t = self.step as i32;
-                let bias1 = 1.0 - beta1.powi(t);
-                // PyTorch divides by a scalar as a multiplication by its reciprocal.
-                let inv_bias2_sqrt = (1.0 / (1.0 - beta2.powi(t)).sqrt()) as f32;
-                let neg_step_size = (-self.lr / bias1) as f32;
+                let adam = self.adam_step(beta1, beta2, weight_decay);
+                let decay = adam.decay as f32;
+                let inv_bias2_sqrt = adam.inv_bias2_sqrt as f32;
+                let neg_step_size = adam.neg_step_size as f32;
                 let w1 = (1.0 - beta1) as f32;
                 let b2 = beta2 as f32;
                 let w2 = (1.0 - beta2) as f32;
@@ -364,14 +381,12 @@ impl Update {
                 let [m, v] = state else {
                     unreachable!("AdamW keeps two buffers")
                 };
-                let t = self.step as i32;
-                let bias1 = 1.0 - beta1.powi(t);
-                let inv_bias2_sqrt = 1.0 / (1.0 - beta2.powi(t)).sqrt();
-                let param = param.affine(1.0 - self.lr * weight_decay, 0.0)?;
+                let adam = self.adam_step(beta1, beta2, weight_decay);
+                let param = param.affine(adam.decay, 0.0)?;
                 *m = (&*m + (&g - &*m)?.affine(1.0 - beta1, 0.0)?)?;
                 *v = (v.affine(beta2, 0.0)? + g.sqr()?.affine(1.0 - beta2, 0.0)?)?;
-                let denom = v.sqrt()?.affine(inv_bias2_sqrt, eps)?;
-                Ok((param + (&*m / denom)?.affine(-self.lr / bias1, 0.0)?)?)
+                let denom = v.sqrt()?.affine(adam.inv_bias2_sqrt, eps)?;
+                Ok((param + (&*m / denom)?.affine(adam.neg_step_size, 0.0)?)?)
             }
             OptimizerKind::Sgd {
                 momentum,
