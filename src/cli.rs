@@ -17,6 +17,8 @@ pub async fn serve(mut config: Config, with_api: bool) -> Result<()> {
     if !with_api && config.workers == 0 {
         anyhow::bail!("kiln worker needs --workers 1 or more");
     }
+    // A GPU asked of a build or a machine without one is refused now, not at every job.
+    config.device.check()?;
     let bind = config.bind;
     if !with_api {
         // Workers only: listen on an ephemeral loopback port for health checks.
@@ -34,10 +36,11 @@ pub async fn serve(mut config: Config, with_api: bool) -> Result<()> {
         env!("CARGO_PKG_VERSION")
     );
     println!(
-        "database: {}  objects: {}  workers: {}",
+        "database: {}  objects: {}  workers: {}  device: {}",
         redact_url(&app.config.database_url),
         app.config.storage.url,
-        app.config.workers
+        app.config.workers,
+        app.config.device
     );
     if let Some(token) = &startup.new_admin_token {
         println!("{}", first_start_message(token));
@@ -118,6 +121,9 @@ pub struct BenchArgs {
     pub no_dropout: bool,
     #[arg(long, default_value_t = 5e-5)]
     pub learning_rate: f64,
+    /// Where to run: `auto`, `cpu`, `cuda` or `cuda:N` (as `KILN_DEVICE`).
+    #[arg(long, env = "KILN_DEVICE", default_value = "auto")]
+    pub device: crate::train::DeviceChoice,
 }
 
 /// `kiln bench train|predict`: prints per-step timings and, last, `samples_per_s=<median>`.
@@ -134,6 +140,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if args.batch == 0 || args.steps == 0 || args.seq == 0 {
         bail!("--batch, --seq and --steps must be at least 1");
     }
+    let placement = args.device.open()?;
+    if let Some(note) = &placement.note {
+        eprintln!("{note}");
+    }
     let spec = BenchSpec {
         model,
         batch: args.batch,
@@ -142,15 +152,17 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         warmup: args.warmup,
         dropout: !args.no_dropout,
         learning_rate: args.learning_rate,
+        device: placement.device,
     };
     println!(
-        "kiln bench {:?} model={:?} batch={} seq={} threads={} dropout={}",
+        "kiln bench {:?} model={:?} batch={} seq={} threads={} dropout={} device={}",
         args.kind,
         args.model,
         args.batch,
         args.seq,
         candle_core::utils::get_num_threads(),
-        spec.dropout
+        spec.dropout,
+        placement.name
     );
     let mut out = std::io::stdout().lock();
     match args.kind {
@@ -309,6 +321,10 @@ pub struct TrainArgs {
     /// this machine's memory.
     #[arg(long, env = "KILN_MAX_TRAIN_MEMORY")]
     pub max_train_memory: Option<crate::config::ByteSize>,
+    /// Where to train: `auto` (the first GPU when kiln is built with `cuda` and one is present,
+    /// otherwise the CPU), `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, env = "KILN_DEVICE", default_value = "auto")]
+    pub device: crate::train::DeviceChoice,
 }
 
 /// A flag's help with kiln's default for it, which the flag leaves to the training rules when absent.
@@ -410,6 +426,10 @@ pub async fn train(args: TrainArgs) -> Result<()> {
     use crate::train::{TrainOutcome, TrainSpec};
 
     check_output(&args.output, args.force)?;
+    let placement = args.device.open()?;
+    if let Some(note) = &placement.note {
+        eprintln!("{note}");
+    }
     let format = match &args.format {
         Some(f) => DatasetFormat::parse(&f.to_ascii_uppercase()).map_err(as_flag)?,
         None => DatasetFormat::from_file_name(&args.data.display().to_string())
@@ -504,11 +524,12 @@ pub async fn train(args: TrainArgs) -> Result<()> {
         }
     };
     eprintln!(
-        "training {} on {} rows ({} labels), {} epochs",
+        "training {} on {} rows ({} labels), {} epochs, on {}",
         task.as_str(),
         examples.len(),
         examples.label_names().len(),
-        settings.hyperparameters.epochs
+        settings.hyperparameters.epochs,
+        placement.name
     );
     if let Some(checkpoint) = &resume {
         let m = &checkpoint.manifest;
@@ -524,6 +545,7 @@ pub async fn train(args: TrainArgs) -> Result<()> {
     // or failed run leaves the output folder as it was.
     let writing = sibling(&args.output, &format!("writing-{}", std::process::id()));
     let mut spec = TrainSpec::new(settings, examples, base_dir, writing.clone());
+    spec.device = placement.device;
     spec.max_memory = Some(
         args.max_train_memory
             .map(|b| b.0)
@@ -594,6 +616,148 @@ pub async fn train(args: TrainArgs) -> Result<()> {
             )
         }
     }
+}
+
+/// `kiln predict`: a model folder answers inputs from standard input, with no server.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The model's folder: what `kiln train` wrote, or a version's download unzipped.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Inputs answered per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Where to run: `auto`, `cpu`, `cuda` or `cuda:N` (as `KILN_DEVICE`).
+    #[arg(long, env = "KILN_DEVICE", default_value = "auto")]
+    pub device: crate::train::DeviceChoice,
+}
+
+/// The longest input line `kiln predict` reads.
+const MAX_PREDICT_LINE: usize = 1 << 20;
+
+/// One input of `kiln predict`, as its line gave it.
+enum PredictInput {
+    Text(String),
+    Row(Vec<f32>),
+}
+
+/// A line of `kiln predict`'s input: a JSON string or `{"text": …}` for a text model, an array of
+/// numbers or `{"features": […]}` for a tabular one.
+fn predict_input(line: &str) -> Result<PredictInput, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
+    let value = match value {
+        serde_json::Value::Object(mut object) => {
+            match (object.remove("text"), object.remove("features")) {
+                (Some(text), None) => text,
+                (None, Some(features)) => features,
+                _ => return Err("an object needs a \"text\" or a \"features\" field".into()),
+            }
+        }
+        other => other,
+    };
+    match value {
+        serde_json::Value::String(text) => Ok(PredictInput::Text(text)),
+        serde_json::Value::Array(values) => values
+            .iter()
+            .map(|v| v.as_f64().map(|f| f as f32))
+            .collect::<Option<Vec<_>>>()
+            .map(PredictInput::Row)
+            .ok_or_else(|| "features must all be numbers".into()),
+        _ => Err("expected a text (a JSON string) or features (an array of numbers)".into()),
+    }
+}
+
+/// `kiln predict`: reads one input per line and writes one JSON line per input, in order:
+/// `{"label": …, "probabilities": {label: p, …}}`.
+pub fn predict(args: &PredictArgs) -> Result<()> {
+    use crate::domain::TaskKind;
+    use crate::train::inference::LoadedModel;
+
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let placement = args.device.open()?;
+    if let Some(note) = &placement.note {
+        eprintln!("{note}");
+    }
+    let model = LoadedModel::load(&args.model, &placement.device)
+        .with_context(|| format!("--model: {}", args.model.display()))?;
+    let labels = model.manifest.labels.clone();
+    let text_model = model.manifest.task == TaskKind::TextClassification;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // One of the two fills, as the model reads texts or rows.
+    let (mut texts, mut rows): (Vec<String>, Vec<Vec<f32>>) = (Vec::new(), Vec::new());
+    let mut answer = |texts: &mut Vec<String>, rows: &mut Vec<Vec<f32>>| -> Result<()> {
+        let logits = match (texts.is_empty(), rows.is_empty()) {
+            (true, true) => return Ok(()),
+            (false, _) => model.text_logits(&std::mem::take(texts))?,
+            (true, false) => model.row_logits(&std::mem::take(rows))?,
+        };
+        for row in logits {
+            let probabilities = crate::service::inference::softmax(&row);
+            let best = (0..probabilities.len())
+                .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
+                .unwrap_or(0);
+            let line = serde_json::json!({
+                "label": labels[best],
+                "probabilities": labels
+                    .iter()
+                    .cloned()
+                    .zip(probabilities.into_iter().map(serde_json::Value::from))
+                    .collect::<serde_json::Map<_, _>>(),
+            });
+            writeln!(out, "{line}")?;
+        }
+        Ok(())
+    };
+    let features = match &model.manifest.architecture {
+        crate::domain::ModelArchitecture::Mlp { features, .. } => features.len(),
+        _ => 0,
+    };
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = Vec::new();
+    let mut number = 0;
+    loop {
+        use crate::data::lines::{Line, read_line};
+        number += 1;
+        let line = match read_line(&mut stdin, &mut buf, MAX_PREDICT_LINE)
+            .context("reading standard input")?
+        {
+            Line::End => break,
+            Line::TooLong { .. } => {
+                bail!("line {number}: longer than {MAX_PREDICT_LINE} bytes")
+            }
+            Line::Text { .. } => String::from_utf8_lossy(&buf),
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let input = predict_input(&line).map_err(|why| anyhow::anyhow!("line {number}: {why}"))?;
+        match &input {
+            PredictInput::Row(_) if text_model => {
+                bail!("line {number}: this is a text model: give a text")
+            }
+            PredictInput::Text(_) if !text_model => {
+                bail!("line {number}: this is a tabular model: give an array of numbers")
+            }
+            PredictInput::Row(row) if row.len() != features => bail!(
+                "line {number}: {} features given, the model reads {features}",
+                row.len()
+            ),
+            _ => {}
+        }
+        match input {
+            PredictInput::Text(text) => texts.push(text),
+            PredictInput::Row(row) => rows.push(row),
+        }
+        if texts.len() + rows.len() == args.batch {
+            answer(&mut texts, &mut rows)?;
+        }
+    }
+    answer(&mut texts, &mut rows)?;
+    out.flush()?;
+    Ok(())
 }
 
 /// A folder beside `output` named after it: `<output>-<suffix>`.

@@ -233,6 +233,10 @@ pub struct Config {
     /// refused with `RESOURCE_EXHAUSTED`.
     #[arg(long, env = "KILN_PREDICT_WAIT_SECONDS", default_value_t = 30)]
     pub predict_wait_seconds: u64,
+    /// Where jobs train and `predict` runs: `auto` (the first GPU when kiln is built with `cuda` and
+    /// one is present, otherwise the CPU), `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, env = "KILN_DEVICE", default_value = "auto")]
+    pub device: crate::train::DeviceChoice,
 }
 
 impl Config {
@@ -240,7 +244,7 @@ impl Config {
     /// travel in its environment, never on its command line). `None` means the variable must be unset.
     pub fn to_env(&self) -> Vec<(&'static str, Option<String>)> {
         let s = &self.storage;
-        let vars: [(&str, Option<String>); 25] = [
+        let vars: [(&str, Option<String>); 26] = [
             ("KILN_BIND", Some(self.bind.to_string())),
             ("KILN_DATABASE_URL", Some(self.database_url.clone())),
             ("KILN_DATABASE_MAX_CONNECTIONS", Some("2".into())),
@@ -286,6 +290,7 @@ impl Config {
             ("KILN_MAX_LINE_BYTES", Some(self.max_line_bytes.to_string())),
             ("KILN_WORK_DIR", Some(self.work_dir.display().to_string())),
             ("KILN_WORKERS", Some("0".into())),
+            ("KILN_DEVICE", Some(self.device.to_string())),
             // A job's process mints no tokens.
             ("KILN_ADMIN_TOKEN", None),
         ];
@@ -331,6 +336,7 @@ impl Config {
             model_cache_size: 4,
             predict_memory: ByteSize(1 << 30),
             predict_wait_seconds: 30,
+            device: crate::train::DeviceChoice::Auto,
         }
     }
 }

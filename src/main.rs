@@ -35,6 +35,9 @@ enum Command {
     /// Measure the training engine: `kiln bench train|predict --model minilm|tiny|mlp …`; the last line
     /// printed is `samples_per_s=<median>`.
     Bench(kiln::cli::BenchArgs),
+    /// Answer inputs with a model folder, no server: one JSON line in per input (a text, or an array
+    /// of numbers), one JSON line out (`label`, `probabilities`).
+    Predict(kiln::cli::PredictArgs),
 }
 
 /// mimalloc's `mi_option_purge_delay` (its place in `mi_option_e`, mimalloc 2's `mimalloc.h`).
@@ -74,6 +77,9 @@ fn start() -> Result<()> {
         }
         return kiln::cli::bench(args);
     }
+    if let Command::Predict(args) = &cli.command {
+        return kiln::cli::predict(args);
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -83,7 +89,9 @@ fn start() -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     kiln::telemetry::init();
     match cli.command {
-        Command::Bench(_) => unreachable!("handled before the runtime starts"),
+        Command::Bench(_) | Command::Predict(_) => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Schema => {
             print!("{}", kiln::api::sdl());
             Ok(())

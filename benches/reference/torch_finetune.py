@@ -179,27 +179,38 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--no-dropout", action="store_true")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(7)
+    device = torch.device(args.device)
     model, inputs = build(args)
+    model = model.to(device)
+    inputs = tuple(t.to(device) for t in inputs)
     print(f"torch {torch.__version__} {args.kind} model={args.model} batch={args.batch} seq={args.seq} "
-          f"threads={torch.get_num_threads()} dropout={not args.no_dropout}")
-    targets = torch.tensor([i % LABELS for i in range(args.batch)])
+          f"threads={torch.get_num_threads()} dropout={not args.no_dropout} device={device}")
+    targets = torch.tensor([i % LABELS for i in range(args.batch)], device=device)
+
+    def now():
+        """The time once the GPU's queued work is done (a GPU runs asynchronously)."""
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
     rates = []
     if args.kind == "train":
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.01)
         phases = {"forward": [], "backward": [], "optimizer": []}
         for step in range(1, args.warmup + args.steps + 1):
-            t0 = time.perf_counter()
+            t0 = now()
             loss = F.cross_entropy(model(*inputs), targets)
-            t1 = time.perf_counter()
+            t1 = now()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            t2 = time.perf_counter()
+            t2 = now()
             opt.step()
-            t3 = time.perf_counter()
+            t3 = now()
             rate = args.batch / (t3 - t0)
             warm = " (warm-up)" if step <= args.warmup else ""
             print(f"step={step} loss={loss.item():.6f} forward_ms={(t1 - t0) * 1e3:.1f} "
@@ -214,10 +225,10 @@ def main():
         model.eval()
         with torch.inference_mode():
             for step in range(1, args.warmup + args.steps + 1):
-                t0 = time.perf_counter()
+                t0 = now()
                 p = torch.softmax(model(*inputs), -1)
                 first = p[0, 0].item()
-                elapsed = time.perf_counter() - t0
+                elapsed = now() - t0
                 rate = args.batch / elapsed
                 warm = " (warm-up)" if step <= args.warmup else ""
                 print(f"step={step} ms={elapsed * 1e3:.1f} p0={first:.6f} samples_per_s={rate:.2f}{warm}")

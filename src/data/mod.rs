@@ -12,7 +12,7 @@
 //! [`MAX_FEATURES`] feature columns; at most [`MAX_REPORTED_ERRORS`] errors are listed (the count covers
 //! all of them). Feature values must be finite as 32-bit floats.
 
-mod lines;
+pub(crate) mod lines;
 mod record;
 mod rows;
 mod scan;

@@ -263,6 +263,8 @@ pub struct JobRecord {
     pub auto_promote: Option<String>,
     /// Why the job was submitted, as its submitter said.
     pub reason: Option<String>,
+    /// Where its latest attempt trained (`cpu`, `cuda:N`); `None` before one starts.
+    pub device: Option<String>,
 }
 
 /// Where a running job is, as last written by its worker (`Job.progress`).

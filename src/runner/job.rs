@@ -119,8 +119,20 @@ async fn run_logged(
             "going on from the last checkpoint"
         );
     }
+    let placement = service.settings().device.open()?;
+    if let Some(note) = &placement.note {
+        log.warn(note);
+    }
+    log.info(format!("training on {}", placement.name));
+    if !control::while_unavailable(|| service.record_device(&job.id, worker, &placement.name))
+        .await?
+    {
+        flag.stop(StopReason::LeaseLost);
+        return Ok(None);
+    }
     let output_dir = job_dir.join("model");
     let mut spec = TrainSpec::new(job.settings.clone(), examples, base_dir, output_dir.clone());
+    spec.device = placement.device;
     spec.max_memory = Some(service.settings().max_train_memory);
     spec.checkpoint_dir = Some(job_dir.join("checkpoints"));
     spec.resume = resume.map(|(_, checkpoint)| checkpoint);

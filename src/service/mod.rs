@@ -76,6 +76,8 @@ pub struct Settings {
     pub predict_memory: u64,
     /// How long a prediction waits for that memory, or for room in the model cache.
     pub predict_wait: std::time::Duration,
+    /// Where jobs train and models answer `predict` (`KILN_DEVICE`).
+    pub device: crate::train::DeviceChoice,
 }
 
 impl Settings {
@@ -98,6 +100,7 @@ impl Settings {
             model_cache_size: config.model_cache_size.into(),
             predict_memory: config.predict_memory.0,
             predict_wait: std::time::Duration::from_secs(config.predict_wait_seconds),
+            device: config.device,
         }
     }
 }

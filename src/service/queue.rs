@@ -145,6 +145,17 @@ impl Service {
         Ok(true)
     }
 
+    /// Records where the attempt `worker` holds trains (`Job.device`). Returns `false` when the lease
+    /// is gone.
+    pub async fn record_device(
+        &self,
+        job_id: &str,
+        worker: &str,
+        device: &str,
+    ) -> ServiceResult<bool> {
+        Ok(self.store.set_job_device(job_id, worker, device).await?)
+    }
+
     /// Marks a running job as stalled (its progress has not moved for a while) and logs it.
     pub async fn mark_stalled(&self, job_id: &str, worker: &str, since: i64) -> ServiceResult<()> {
         tracing::warn!(job_id, worker, "the job's progress has stalled");

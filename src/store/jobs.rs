@@ -67,7 +67,7 @@ pub(super) const COLUMNS: &str = "id, name, model_name, task, dataset_id, base_m
                        status, error, progress, attempts, max_attempts, lease_owner, lease_expires_at, \
                        cancel_requested, pause_requested, next_attempt_at, max_duration_ms, run_ms, \
                        attempt_started_at, model_version_id, created_at, started_at, finished_at, auto_promote, \
-                       reset_head, reason";
+                       reset_head, reason, device";
 
 /// What `job_epochs.details` holds.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -136,6 +136,7 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<JobRecord> {
         finished_at: row.try_get("finished_at")?,
         auto_promote: row.try_get("auto_promote")?,
         reason: row.try_get("reason")?,
+        device: row.try_get("device")?,
     })
 }
 
@@ -579,12 +580,31 @@ impl Store {
         let mut progress = job.progress.unwrap_or_default();
         progress.stalled_since = Some(since);
         let progress = serde_json::to_string(&progress).map_err(anyhow::Error::from)?;
+        self.set_while_running(id, worker, "progress", progress)
+            .await
+    }
+
+    /// Records where the attempt `worker` holds trains. Returns `false` when the lease is gone.
+    pub async fn set_job_device(&self, id: &str, worker: &str, device: &str) -> StoreResult<bool> {
+        self.set_while_running(id, worker, "device", device.to_string())
+            .await
+    }
+
+    /// Sets one column of a running job that `worker` holds. Returns `false` when the lease is gone.
+    async fn set_while_running(
+        &self,
+        id: &str,
+        worker: &str,
+        column: &'static str,
+        value: String,
+    ) -> StoreResult<bool> {
         self.tick()?;
-        let done = sqlx::query(
-            "UPDATE jobs SET progress = $1, updated_at = $2 \
-             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'",
-        )
-        .bind(progress)
+        // `column` is one of this file's constants, never input.
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET {column} = $1, updated_at = $2 \
+             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'"
+        )))
+        .bind(value)
         .bind(now_ms())
         .bind(id)
         .bind(worker)

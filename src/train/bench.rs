@@ -41,6 +41,8 @@ pub struct BenchSpec {
     /// Training with dropout (as kiln trains); off, the losses are comparable across frameworks.
     pub dropout: bool,
     pub learning_rate: f64,
+    /// Where it runs; a GPU's queued work is waited for before each time is taken.
+    pub device: Device,
 }
 
 /// Labels of the synthetic batches.
@@ -171,10 +173,10 @@ fn ms(since: Instant) -> f64 {
 /// Times training steps: forward (logits and loss), backward, optimizer (AdamW). Prints one line per
 /// step, the medians, and last `samples_per_s=`. Returns the median samples per second.
 pub fn train(spec: &BenchSpec, out: &mut dyn Write) -> Result<f64> {
-    let device = Device::Cpu;
-    let mut params = Params::new(SEED, &device);
-    let bench = Bench::build(spec, &mut params, &device)?;
-    let targets = labels(spec.batch, &device)?;
+    let device = &spec.device;
+    let mut params = Params::new(SEED, device);
+    let bench = Bench::build(spec, &mut params, device)?;
+    let targets = labels(spec.batch, device)?;
     let mut opt = Optimizer::new(
         OptimizerKind::adamw(0.01),
         params.named_vars(),
@@ -186,12 +188,15 @@ pub fn train(spec: &BenchSpec, out: &mut dyn Write) -> Result<f64> {
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(SEED + step as u64);
         let logits = bench.logits(spec.dropout.then_some(&mut rng), true)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+        device.synchronize()?;
         let t_forward = ms(started);
         let at = Instant::now();
         let grads = loss.backward()?;
+        device.synchronize()?;
         let t_backward = ms(at);
         let at = Instant::now();
         opt.step(&grads)?;
+        device.synchronize()?;
         let t_update = ms(at);
         let rate = spec.batch as f64 / started.elapsed().as_secs_f64();
         let loss = loss.to_scalar::<f32>()?;
@@ -227,9 +232,9 @@ pub fn train(spec: &BenchSpec, out: &mut dyn Write) -> Result<f64> {
 /// Times inference: forward without dropout, then softmax over the labels. Prints one line per step
 /// and last `samples_per_s=`. Returns the median samples per second.
 pub fn predict(spec: &BenchSpec, out: &mut dyn Write) -> Result<f64> {
-    let device = Device::Cpu;
-    let mut params = Params::new(SEED, &device);
-    let bench = Bench::build(spec, &mut params, &device)?;
+    let device = &spec.device;
+    let mut params = Params::new(SEED, device);
+    let bench = Bench::build(spec, &mut params, device)?;
     let mut rates = Vec::new();
     for step in 1..=spec.warmup + spec.steps {
         let started = Instant::now();
@@ -269,6 +274,7 @@ mod tests {
             warmup: 1,
             dropout: false,
             learning_rate: 1e-3,
+            device: Device::Cpu,
         }
     }
 

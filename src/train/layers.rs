@@ -1,9 +1,10 @@
 //! The layers kiln's models are made of, written so that their parameters' gradients are cheap:
 //! candle computes the gradient of a broadcast bias as a strided sum over every row, which took a third
-//! of BERT's backward pass (docs/perf.md). Here, while training, a bias is added as `1 · b` (a column of
-//! ones times the bias row), so its gradient is `1ᵀ · grad`, one matrix product; layer normalisation is
-//! one fused operation with a hand-written backward pass ([`LayerNormOp`]). Inference (`train: false`)
-//! adds the bias directly: the same numbers, one pass less.
+//! of BERT's backward pass (docs/perf.md). Here a linear layer is one operation ([`LinearOp`]) whose
+//! bias gradient is `1ᵀ · grad`, one matrix product, and whose frozen weights get no gradient; layer
+//! normalisation, GELU and the attention softmax are fused operations with hand-written backward
+//! passes. On other devices than the CPU they are composed of candle's operations. Inference
+//! (`train: false`) skips the gradient bookkeeping: the same numbers.
 
 use anyhow::{Result, bail};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
@@ -429,6 +430,100 @@ impl CustomOp2 for SoftmaxGrad {
     }
 }
 
+/// `x · Wᵀ + b` on the CPU as one operation: the output starts as the bias rows and the matrix product
+/// is accumulated into it (one buffer, where `x · Wᵀ` then `+ b` writes two). Its backward pass gives
+/// each input its gradient in that input's own layout: `dx = g · W`, `dW = gᵀ · x`, `db = 1ᵀ · g` (a
+/// matrix product, where candle's gradient of a broadcast bias is a strided sum over every row).
+struct LinearOp;
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "kiln-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
+        let (rows, inputs) = xl.shape().dims2()?;
+        let (outputs, w_inputs) = wl.shape().dims2()?;
+        if w_inputs != inputs || b.len() != outputs {
+            candle_core::bail!(
+                "linear layer: x {:?}, weight {:?}, bias {:?} do not fit",
+                xl.shape(),
+                wl.shape(),
+                bl.shape()
+            );
+        }
+        let mut out = Vec::with_capacity(rows * outputs);
+        for _ in 0..rows {
+            out.extend_from_slice(b);
+        }
+        let threads = candle_core::utils::get_num_threads();
+        let parallelism = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: `out` is rows × outputs, row-major; `x` is rows × inputs, row-major; `w` is
+        // outputs × inputs, row-major, read as its transpose (inputs × outputs: row stride 1, column
+        // stride `inputs`). Every index gemm touches is inside those slices, checked above.
+        unsafe {
+            gemm::gemm(
+                rows,
+                outputs,
+                inputs,
+                out.as_mut_ptr(),
+                1,
+                outputs as isize,
+                true,
+                x.as_ptr(),
+                1,
+                inputs as isize,
+                w.as_ptr(),
+                inputs as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+        Ok((CpuStorage::F32(out), Shape::from((rows, outputs))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // A frozen weight (LoRA, `freezeLayers`) or an input that depends on nothing trained gets no
+        // gradient: candle's own matrix product computes both sides whatever they are.
+        let grad = grad.contiguous()?;
+        let dx = x.track_op().then(|| grad.matmul(w)).transpose()?;
+        let dw = w.track_op().then(|| grad.t()?.matmul(x)).transpose()?;
+        let db = b
+            .track_op()
+            .then(|| {
+                let ones = Tensor::ones((1, grad.dim(0)?), grad.dtype(), grad.device())?;
+                ones.matmul(&grad)?.squeeze(0)
+            })
+            .transpose()?;
+        Ok((dx, dw, db))
+    }
+}
+
 /// A linear layer named like HuggingFace's (`<name>.weight`, `<name>.bias`), weights N(0, std),
 /// bias 0.
 pub fn linear(
@@ -494,11 +589,15 @@ impl Linear {
         let dims = x.dims().to_vec();
         let (rows, inputs) = rows_and_width(&dims, "linear layer")?;
         let x = x.reshape((rows, inputs))?;
-        let product = x.matmul(&self.weight.t()?)?;
-        let mut y = if train {
-            product.add(&repeat_rows(&self.bias, rows)?)?
+        let mut y = if !x.device().is_cpu() {
+            x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?
         } else {
-            product.broadcast_add(&self.bias)?
+            let x = x.contiguous()?;
+            if train {
+                x.apply_op3(&self.weight, &self.bias, LinearOp)?
+            } else {
+                x.apply_op3_no_bwd(&self.weight, &self.bias, &LinearOp)?
+            }
         };
         if let Some(adapter) = &self.adapter {
             let dropped = match rng {
@@ -518,6 +617,98 @@ impl Linear {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    fn flat(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    /// `y`, then the gradients of `Σ y · weights` (a loss that weighs every output differently)
+    /// with respect to each of `wrt`, flattened.
+    fn output_and_gradients(y: &Tensor, weights: &Tensor, wrt: &[&Tensor]) -> Vec<Vec<f32>> {
+        let grads = (y * weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        std::iter::once(flat(y))
+            .chain(wrt.iter().map(|t| flat(grads.get(t).unwrap())))
+            .collect()
+    }
+
+    /// Each named pair of value lists agrees within `tolerance`, relative to `1 + |expected|`.
+    fn assert_close(names: &[&str], actual: &[Vec<f32>], expected: &[Vec<f32>], tolerance: f32) {
+        for (what, (a, b)) in names.iter().zip(actual.iter().zip(expected)) {
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (u, v) in a.iter().zip(b) {
+                assert!(
+                    (u - v).abs() <= tolerance * (1.0 + v.abs()),
+                    "{what}: {u} vs {v}"
+                );
+            }
+        }
+    }
+
+    /// The fused linear layer gives what candle's composed `x · Wᵀ + b` gives, forward and backward,
+    /// on 3-D inputs as the encoder passes them; a frozen weight gets no gradient at all.
+    #[test]
+    fn the_fused_linear_layer_matches_the_composed_one() {
+        let device = Device::Cpu;
+        let (batch, seq, inputs, outputs) = (3, 7, 40, 24);
+        let values = |n: usize, k: f32| -> Vec<f32> {
+            (0..n).map(|i| ((i as f32 * k).sin() * 0.8) + 0.1).collect()
+        };
+        let x = Var::from_vec(
+            values(batch * seq * inputs, 0.37),
+            (batch, seq, inputs),
+            &device,
+        )
+        .unwrap();
+        let w = Var::from_vec(values(outputs * inputs, 1.3), (outputs, inputs), &device).unwrap();
+        let b = Var::from_vec(values(outputs, 0.7), outputs, &device).unwrap();
+        let weights = Tensor::from_vec(
+            values(batch * seq * outputs, 0.11),
+            (batch, seq, outputs),
+            &device,
+        )
+        .unwrap();
+        let run = |fused: bool| {
+            let y = if fused {
+                Linear::new(w.as_tensor().clone(), b.as_tensor().clone())
+                    .forward(x.as_tensor(), true)
+                    .unwrap()
+            } else {
+                x.as_tensor()
+                    .broadcast_matmul(&w.as_tensor().t().unwrap())
+                    .unwrap()
+                    .broadcast_add(b.as_tensor())
+                    .unwrap()
+            };
+            assert_eq!(y.dims(), [batch, seq, outputs]);
+            output_and_gradients(&y, &weights, &[x.as_tensor(), w.as_tensor(), b.as_tensor()])
+        };
+        let (fused, composed) = (run(true), run(false));
+        assert_close(&["y", "dx", "dW", "db"], &fused, &composed, 1e-5);
+        let layer = Linear::new(w.as_tensor().clone(), b.as_tensor().clone());
+        let inference = layer.forward(x.as_tensor(), false).unwrap();
+        assert_eq!(
+            flat(&inference),
+            fused[0],
+            "inference computes the same output"
+        );
+
+        // Frozen: the weight and bias are plain tensors; only the input's gradient is computed.
+        let (frozen_w, frozen_b) = (w.as_tensor().detach(), b.as_tensor().detach());
+        let frozen = Linear::new(frozen_w.clone(), frozen_b.clone());
+        let grads = (frozen.forward(x.as_tensor(), true).unwrap() * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_eq!(flat(grads.get(x.as_tensor()).unwrap()), fused[1]);
+        assert!(grads.get(&frozen_w).is_none() && grads.get(&frozen_b).is_none());
+    }
 
     /// The fused layer norm gives what the composed one gives, forward and backward, for the input,
     /// the scale and the shift.
@@ -545,35 +736,20 @@ mod tests {
             } else {
                 norm.composed(x.as_tensor(), rows).unwrap()
             };
-            let grads = (y.clone() * &weights)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            [
-                flat(&y),
-                flat(grads.get(x.as_tensor()).unwrap()),
-                flat(grads.get(gamma.as_tensor()).unwrap()),
-                flat(grads.get(beta.as_tensor()).unwrap()),
-            ]
+            output_and_gradients(
+                &y,
+                &weights,
+                &[x.as_tensor(), gamma.as_tensor(), beta.as_tensor()],
+            )
         };
         let (fused, composed) = (run(true), run(false));
-        for (what, (a, b)) in ["y", "dx", "dγ", "dβ"]
-            .iter()
-            .zip(fused.iter().zip(&composed))
-        {
-            for (u, v) in a.iter().zip(b) {
-                assert!(
-                    (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
-                    "{what}: {u} vs {v}"
-                );
-            }
-        }
+        assert_close(&["y", "dx", "dγ", "dβ"], &fused, &composed, 1e-4);
         let inference = norm.forward(x.as_tensor(), false).unwrap();
-        let flat = inference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(flat, fused[0], "inference computes the same output");
+        assert_eq!(
+            flat(&inference),
+            fused[0],
+            "inference computes the same output"
+        );
     }
 
     /// The fused GELU matches candle's erf GELU forward and backward.

@@ -18,6 +18,7 @@
 pub mod bench;
 pub mod bert;
 pub mod checkpoint;
+pub mod device;
 pub mod export;
 pub mod files;
 mod fit;
@@ -42,6 +43,7 @@ use crate::domain::{ModelManifest, TrainingSettings};
 
 pub use crate::domain::{EpochMetrics, TrainData};
 pub use checkpoint::{Checkpoint, CheckpointManifest};
+pub use device::{DeviceChoice, Placement};
 pub use fit::run;
 pub use params::MAX_WEIGHTS_BYTES;
 
@@ -147,14 +149,11 @@ pub enum TrainOutcome {
     Interrupted { epochs_done: u32 },
 }
 
-/// The device training runs on: the first CUDA GPU when kiln is built with `cuda` and one is present,
-/// otherwise the CPU.
+/// The device `auto` chooses ([`DeviceChoice::Auto`]): the first CUDA GPU when kiln is built with
+/// `cuda` and one can be opened, otherwise the CPU.
 pub fn default_device() -> Device {
-    #[cfg(feature = "cuda")]
-    {
-        if let Ok(device) = Device::new_cuda(0) {
-            return device;
-        }
-    }
-    Device::Cpu
+    DeviceChoice::Auto
+        .open()
+        .map(|placement| placement.device)
+        .unwrap_or(Device::Cpu)
 }

@@ -445,7 +445,7 @@ impl TestApp {
 
     pub async fn job(&self, id: &str) -> Value {
         self.data(
-            "query($id: ID!) { job(id: $id) { id name status error attempts nextAttemptAt maxDurationMinutes \
+            "query($id: ID!) { job(id: $id) { id name status error attempts nextAttemptAt maxDurationMinutes device \
              progress { epoch totalEpochs step totalSteps percent stalledSince } \
              epochs { epoch trainLoss valLoss accuracy precision recall f1 } \
              modelVersion { id version artifactUri metrics { accuracy } model { name } } } }",

@@ -212,6 +212,8 @@ async fn a_text_job_trains_live_and_registers_a_model(db: Db, objects: Objects) 
 
     let job = app.job(&job_id).await;
     assert_eq!(job["status"], "COMPLETED");
+    // Where it trained: the tests' machines have no GPU (KILN_DEVICE is `auto`).
+    assert_eq!(job["device"], "cpu");
     assert_eq!(job["epochs"].as_array().unwrap().len(), 4);
     let accuracy = job["epochs"][3]["accuracy"].as_f64().unwrap();
     assert!(
@@ -260,6 +262,7 @@ async fn a_text_job_trains_live_and_registers_a_model(db: Db, objects: Objects) 
         "datasetId": dataset, "hyperparameters": { "epochs": 1, "maxSeqLength": 16 } }),
         )
         .await;
+    assert_eq!(app.job(&second).await["device"], Value::Null);
     app.run_next_job().await;
     assert_eq!(app.job(&second).await["modelVersion"]["version"], 2);
 }

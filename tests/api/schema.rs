@@ -62,6 +62,7 @@ fn every_list_of_hyperparameters_names_the_same_fields() {
         "hfEndpoint",
         "hfToken",
         "maxTrainMemory",
+        "device",
     ]
     .into_iter()
     .map(String::from)

@@ -206,6 +206,7 @@ fn fine_tuning_the_minilm_follows_pytorch_step_for_step() {
         warmup: 0,
         dropout: false,
         learning_rate: 1e-4,
+        device: candle_core::Device::Cpu,
     };
     let mut out = Vec::new();
     train(&spec, &mut out).unwrap();

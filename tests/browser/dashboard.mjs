@@ -148,6 +148,8 @@ try {
     { timeout: 120000 },
   );
   await page.waitForFunction((n) => Number(document.querySelector('.charts').dataset.epochs) === n, epochs, { timeout: 15000 });
+  // Where it trained (Job.device): this machine has no GPU.
+  await page.waitForFunction(() => document.querySelector('.job-header').textContent.includes('on the CPU'), null, { timeout: 15000 });
   // Every step once the job has ended (the stored series; live events come at most four a second).
   const steps = await page.evaluate(async ([t, id]) => {
     const response = await fetch('/graphql', {

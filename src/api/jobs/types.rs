@@ -248,6 +248,11 @@ impl Job {
             .and_then(|p| p.parameter_count)
             .map(Into::into)
     }
+    /// Where the job's latest attempt trains or trained: `cpu`, or `cuda:N` for the server's GPU N
+    /// (the server's `KILN_DEVICE` chooses); null before an attempt starts.
+    async fn device(&self) -> Option<&str> {
+        self.0.device.as_deref()
+    }
     async fn progress(&self) -> Option<JobProgress> {
         self.0.progress.as_ref().map(|p| JobProgress {
             epoch: p.epoch as i32,

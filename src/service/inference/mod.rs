@@ -65,7 +65,8 @@ fn routing_number(request_id: &str) -> f64 {
     (n >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn softmax(logits: &[f32]) -> Vec<f64> {
+/// Probabilities from a row of logits, in double precision.
+pub fn softmax(logits: &[f32]) -> Vec<f64> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let exps: Vec<f64> = logits.iter().map(|&l| (l as f64 - max).exp()).collect();
     let sum: f64 = exps.iter().sum();
@@ -174,11 +175,10 @@ impl Service {
         let loaded = async {
             self.download_objects(files, &dir).await?;
             let path = dir.clone();
-            tokio::task::spawn_blocking(move || {
-                LoadedModel::load(&path, &crate::train::default_device())
-            })
-            .await
-            .context("the loading thread ended")?
+            let device = self.settings.device;
+            tokio::task::spawn_blocking(move || LoadedModel::load(&path, &device.open()?.device))
+                .await
+                .context("the loading thread ended")?
         }
         .await;
         if let Err(e) = tokio::fs::remove_dir_all(&dir).await {

@@ -11,7 +11,7 @@ import { badge, bytes, duration, errorBox, fill, h, percent, showError, sig, whe
 /// short one); the chart then grows live.
 const HISTORY = 2000;
 const JOB = `query($id: ID!, $points: Int!) { job(id: $id) {
-  id name status error modelName task baseModel attempts maxAttempts createdAt startedAt finishedAt
+  id name status error modelName task baseModel attempts maxAttempts device createdAt startedAt finishedAt
   nextAttemptAt logsDownloadUrl
   dataset { id name rowCount }
   progress { epoch totalEpochs step totalSteps percent etaSeconds stalledSince }
@@ -57,7 +57,8 @@ export function render(main, params, id) {
         `${job.modelName} · ${job.task === 'TEXT_CLASSIFICATION' ? 'text' : 'tabular'} · dataset `,
         job.dataset ? `${job.dataset.name} (${job.dataset.rowCount} rows)` : '–',
         job.baseModel ? ` · from ${job.baseModel}` : '',
-        ` · attempt ${job.attempts} of ${job.maxAttempts}`),
+        ` · attempt ${job.attempts} of ${job.maxAttempts}`,
+        job.device ? ` · on ${job.device === 'cpu' ? 'the CPU' : `GPU ${job.device}`}` : ''),
       job.error ? errorBox({ message: job.error }) : null,
       h('div', { class: 'toolbar' },
         jobActions(job.id, job.status, errorSlot, (changed) => { job.status = changed.status; drawAll(); }),
