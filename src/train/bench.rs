@@ -118,6 +118,14 @@ impl Bench {
         }
     }
 
+    /// As a loaded version predicts ([`LoadedModel`](super::inference::LoadedModel)).
+    fn for_inference(&mut self) -> Result<()> {
+        match self {
+            Self::Bert { model, .. } => model.for_inference(),
+            Self::Mlp { model, .. } => model.for_inference(),
+        }
+    }
+
     fn logits(&self, rng: Option<&mut rand::rngs::StdRng>, train: bool) -> Result<Tensor> {
         match self {
             Self::Bert { model, ids, mask } => model.forward(ids, mask, rng, train),
@@ -234,7 +242,8 @@ pub fn train(spec: &BenchSpec, out: &mut dyn Write) -> Result<f64> {
 pub fn predict(spec: &BenchSpec, out: &mut dyn Write) -> Result<f64> {
     let device = &spec.device;
     let mut params = Params::new(SEED, device);
-    let bench = Bench::build(spec, &mut params, device)?;
+    let mut bench = Bench::build(spec, &mut params, device)?;
+    bench.for_inference()?;
     let mut rates = Vec::new();
     for step in 1..=spec.warmup + spec.steps {
         let started = Instant::now();

@@ -321,6 +321,27 @@ pub const POOLER: &str = "bert.pooler.dense";
 const INIT_STD: f32 = 0.02;
 
 impl BertClassifier {
+    /// Every linear layer's weight in the layout inference reads fastest ([`Linear::for_inference`]):
+    /// for a model that only predicts from now on.
+    pub fn for_inference(&mut self) -> Result<()> {
+        for layer in &mut self.layers {
+            for linear in [
+                &mut layer.query,
+                &mut layer.key,
+                &mut layer.value,
+                &mut layer.attn_out,
+                &mut layer.intermediate,
+                &mut layer.output,
+            ] {
+                linear.for_inference()?;
+            }
+        }
+        if let Some(pooler) = &mut self.pooler {
+            pooler.for_inference()?;
+        }
+        self.classifier.for_inference()
+    }
+
     /// Creates every variable under `bert.` (random, N(0, 0.02) like HF), the head as `classifier.`,
     /// then the pooler (CLS pooling) and the LoRA adapters (`A` uniform in ±1/√inputs, `B` zero, as
     /// PEFT). Load pretrained weights with [`Params::load_prefixed`] afterwards: the head stays random.

@@ -101,6 +101,8 @@ impl LoadedModel {
                 (net, Shape::Rows { sizes })
             }
         };
+        let mut net = net;
+        net.for_inference()?;
         Ok(Self {
             manifest,
             net,

@@ -434,7 +434,10 @@ impl CustomOp2 for SoftmaxGrad {
 /// is accumulated into it (one buffer, where `x · Wᵀ` then `+ b` writes two). Its backward pass gives
 /// each input its gradient in that input's own layout: `dx = g · W`, `dW = gᵀ · x`, `db = 1ᵀ · g` (a
 /// matrix product, where candle's gradient of a broadcast bias is a strided sum over every row).
-struct LinearOp;
+struct LinearOp {
+    /// The weight is stored transposed, `(inputs, outputs)` ([`Linear::for_inference`]).
+    transposed: bool,
+}
 
 impl CustomOp3 for LinearOp {
     fn name(&self) -> &'static str {
@@ -452,7 +455,10 @@ impl CustomOp3 for LinearOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, w, b) = (slice(xs, xl)?, slice(ws, wl)?, slice(bs, bl)?);
         let (rows, inputs) = xl.shape().dims2()?;
-        let (outputs, w_inputs) = wl.shape().dims2()?;
+        let (outputs, w_inputs) = match wl.shape().dims2()? {
+            (i, o) if self.transposed => (o, i),
+            (o, i) => (o, i),
+        };
         if w_inputs != inputs || b.len() != outputs {
             candle_core::bail!(
                 "linear layer: x {:?}, weight {:?}, bias {:?} do not fit",
@@ -471,9 +477,17 @@ impl CustomOp3 for LinearOp {
         } else {
             gemm::Parallelism::None
         };
-        // SAFETY: `out` is rows × outputs, row-major; `x` is rows × inputs, row-major; `w` is
-        // outputs × inputs, row-major, read as its transpose (inputs × outputs: row stride 1, column
-        // stride `inputs`). Every index gemm touches is inside those slices, checked above.
+        // The right-hand side is Wᵀ (inputs × outputs): read from W (outputs × inputs, row-major) with
+        // row stride 1 and column stride `inputs`, or stored so, row-major, which gemm packs several
+        // times faster when the rows are few (a prediction of one text: docs/perf.md).
+        let (rhs_cs, rhs_rs) = if self.transposed {
+            (1, outputs as isize)
+        } else {
+            (inputs as isize, 1)
+        };
+        // SAFETY: `out` is rows × outputs, row-major; `x` is rows × inputs, row-major; `w` holds
+        // outputs × inputs values, laid out as the strides above say. Every index gemm touches is
+        // inside those slices, whose sizes are checked above.
         unsafe {
             gemm::gemm(
                 rows,
@@ -487,8 +501,8 @@ impl CustomOp3 for LinearOp {
                 1,
                 inputs as isize,
                 w.as_ptr(),
-                inputs as isize,
-                1,
+                rhs_cs,
+                rhs_rs,
                 1.0,
                 1.0,
                 false,
@@ -541,9 +555,11 @@ pub fn linear(
 /// `x · Wᵀ + b` over the last dimension, plus a LoRA adapter's `scale · dropout(x) · Aᵀ · Bᵀ` when it
 /// has one.
 pub struct Linear {
+    /// `(outputs, inputs)`, or `(inputs, outputs)` once [`Linear::for_inference`] transposed it.
     weight: Tensor,
     bias: Tensor,
     adapter: Option<Adapter>,
+    transposed: bool,
 }
 
 /// A low-rank adapter: `a` is `(rank, inputs)`, `b` is `(outputs, rank)`.
@@ -561,7 +577,18 @@ impl Linear {
             weight,
             bias,
             adapter: None,
+            transposed: false,
         }
+    }
+
+    /// Stores the weight transposed, in the layout the CPU's matrix product reads fastest, for a
+    /// model that only predicts from now on (a loaded version): training it afterwards is an error.
+    pub fn for_inference(&mut self) -> Result<()> {
+        if !self.transposed && self.weight.device().is_cpu() {
+            self.weight = self.weight.t()?.contiguous()?;
+            self.transposed = true;
+        }
+        Ok(())
     }
 
     pub fn set_adapter(&mut self, adapter: Adapter) {
@@ -571,7 +598,11 @@ impl Linear {
     /// `(outputs, inputs)`.
     pub fn dims(&self) -> (usize, usize) {
         let d = self.weight.dims();
-        (d[0], d[1])
+        if self.transposed {
+            (d[1], d[0])
+        } else {
+            (d[0], d[1])
+        }
     }
 
     /// Without dropout in the adapter.
@@ -593,10 +624,13 @@ impl Linear {
             x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?
         } else {
             let x = x.contiguous()?;
-            if train {
-                x.apply_op3(&self.weight, &self.bias, LinearOp)?
-            } else {
-                x.apply_op3_no_bwd(&self.weight, &self.bias, &LinearOp)?
+            let op = LinearOp {
+                transposed: self.transposed,
+            };
+            match (train, self.transposed) {
+                (true, true) => bail!("a layer prepared for inference cannot train"),
+                (true, false) => x.apply_op3(&self.weight, &self.bias, op)?,
+                (false, _) => x.apply_op3_no_bwd(&self.weight, &self.bias, &op)?,
             }
         };
         if let Some(adapter) = &self.adapter {
@@ -608,7 +642,7 @@ impl Linear {
             y = y.add(&(low * adapter.scale)?)?;
         }
         let mut out = dims;
-        *out.last_mut().expect("checked above") = self.weight.dim(0)?;
+        *out.last_mut().expect("checked above") = self.dims().0;
         Ok(y.reshape(out)?)
     }
 }
@@ -689,13 +723,21 @@ mod tests {
         };
         let (fused, composed) = (run(true), run(false));
         assert_close(&["y", "dx", "dW", "db"], &fused, &composed, 1e-5);
-        let layer = Linear::new(w.as_tensor().clone(), b.as_tensor().clone());
+        let mut layer = Linear::new(w.as_tensor().clone(), b.as_tensor().clone());
         let inference = layer.forward(x.as_tensor(), false).unwrap();
         assert_eq!(
             flat(&inference),
             fused[0],
             "inference computes the same output"
         );
+        // Prepared for inference (the weight stored transposed): the same outputs, no training.
+        layer.for_inference().unwrap();
+        assert_eq!(layer.dims(), (outputs, inputs));
+        let prepared = layer.forward(x.as_tensor(), false).unwrap();
+        assert_eq!(prepared.dims(), [batch, seq, outputs]);
+        assert_close(&["prepared y"], &[flat(&prepared)], &fused[..1], 1e-6);
+        let error = layer.forward(x.as_tensor(), true).unwrap_err().to_string();
+        assert!(error.contains("cannot train"), "{error}");
 
         // Frozen: the weight and bias are plain tensors; only the input's gradient is computed.
         let (frozen_w, frozen_b) = (w.as_tensor().detach(), b.as_tensor().detach());

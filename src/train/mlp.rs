@@ -82,6 +82,11 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// Every layer's weight in the layout inference reads fastest ([`Linear::for_inference`]).
+    pub fn for_inference(&mut self) -> Result<()> {
+        self.layers.iter_mut().try_for_each(Linear::for_inference)
+    }
+
     pub fn new(
         params: &mut Params,
         inputs: usize,

@@ -34,6 +34,14 @@ pub(super) enum Net {
 }
 
 impl Net {
+    /// For a model that only predicts from now on ([`Linear::for_inference`](super::layers::Linear::for_inference)).
+    pub(super) fn for_inference(&mut self) -> Result<()> {
+        match self {
+            Self::Text { model, .. } => model.for_inference(),
+            Self::Tabular { model, .. } => model.for_inference(),
+        }
+    }
+
     pub(super) fn logits(
         &self,
         data: &dyn Examples,
