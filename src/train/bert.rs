@@ -15,6 +15,7 @@ use candle_nn::{Embedding, Module};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
+use super::attention::attention;
 use super::layers::{Adapter, LayerNorm, Linear, attention_probs, gelu, linear};
 use super::params::{MAX_PARAMETERS, Params, dropout};
 use crate::domain::{LoraSettings, LoraTarget, ModelConfig, Pooling, UserError};
@@ -498,23 +499,35 @@ impl BertClassifier {
 
         let mask_f = mask.to_dtype(DType::F32)?;
         // Additive attention bias: 0 where attended, a large negative number on padding.
-        let bias = ((mask_f.clone() - 1.0)? * 1e4)?.reshape((b, 1, 1, s))?;
+        let bias = ((mask_f.clone() - 1.0)? * 1e4)?;
+        // On the CPU, attention is one fused operation over the projections' layout.
+        let fused_bias = match device.is_cpu() {
+            true => Some(bias.flatten_all()?.to_vec1::<f32>()?),
+            false => None,
+        };
+        let bias = bias.reshape((b, 1, 1, s))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         for layer in &self.layers {
-            let split = |t: Tensor| -> Result<Tensor> {
-                Ok(t.reshape((b, s, self.heads, self.head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()?)
+            let q = layer.query.forward_with(&x, &mut rng, train)?;
+            let k = layer.key.forward_with(&x, &mut rng, train)?;
+            let v = layer.value.forward_with(&x, &mut rng, train)?;
+            let ctx = match &fused_bias {
+                Some(bias) => attention(&q, &k, &v, bias, self.heads, scale, train)?,
+                None => {
+                    let split = |t: Tensor| -> Result<Tensor> {
+                        Ok(t.reshape((b, s, self.heads, self.head_dim))?
+                            .transpose(1, 2)?
+                            .contiguous()?)
+                    };
+                    let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+                    let probs = attention_probs(&q.matmul(&k.t()?)?, &bias, scale, train)?;
+                    probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((
+                        b,
+                        s,
+                        self.heads * self.head_dim,
+                    ))?
+                }
             };
-            let q = split(layer.query.forward_with(&x, &mut rng, train)?)?;
-            let k = split(layer.key.forward_with(&x, &mut rng, train)?)?;
-            let v = split(layer.value.forward_with(&x, &mut rng, train)?)?;
-            let probs = attention_probs(&q.matmul(&k.t()?)?, &bias, scale, train)?;
-            let ctx = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((
-                b,
-                s,
-                self.heads * self.head_dim,
-            ))?;
             let attn = layer.attn_out.forward_with(&ctx, &mut rng, train)?;
             let attn = self.drop(&attn, &mut rng)?;
             x = layer.attn_norm.forward(&attn.add(&x)?, train)?;

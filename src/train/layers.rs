@@ -94,7 +94,10 @@ fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
 }
 
 /// The contiguous f32 slice of a CPU storage.
-fn slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+pub(super) fn slice<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("kiln's fused operations take f32 tensors only")
     };

@@ -15,6 +15,7 @@
 //! Failures a user can act on (an unreadable `config.json`, a loss that became NaN) are `UserError`s in
 //! the returned chain; the rest is for the server log.
 
+mod attention;
 pub mod bench;
 pub mod bert;
 pub mod checkpoint;
