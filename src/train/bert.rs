@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use super::attention::attention;
-use super::layers::{Adapter, LayerNorm, Linear, attention_probs, gelu, linear};
+use super::layers::{Adapter, LayerNorm, Linear, gelu, linear};
 use super::params::{MAX_PARAMETERS, Params, dropout};
 use crate::domain::{LoraSettings, LoraTarget, ModelConfig, Pooling, UserError};
 
@@ -520,7 +520,8 @@ impl BertClassifier {
                             .contiguous()?)
                     };
                     let (q, k, v) = (split(q)?, split(k)?, split(v)?);
-                    let probs = attention_probs(&q.matmul(&k.t()?)?, &bias, scale, train)?;
+                    let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
+                    let probs = candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?;
                     probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((
                         b,
                         s,

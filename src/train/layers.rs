@@ -2,8 +2,9 @@
 //! candle computes the gradient of a broadcast bias as a strided sum over every row, which took a third
 //! of BERT's backward pass (docs/perf.md). Here a linear layer is one operation ([`LinearOp`]) whose
 //! bias gradient is `1ᵀ · grad`, one matrix product, and whose frozen weights get no gradient; layer
-//! normalisation, GELU and the attention softmax are fused operations with hand-written backward
-//! passes. On other devices than the CPU they are composed of candle's operations. Inference
+//! normalisation and GELU are fused operations with hand-written backward passes (attention is one
+//! too, in [`super::attention`]). On other devices than the CPU they are composed of candle's
+//! operations. Inference
 //! (`train: false`) skips the gradient bookkeeping: the same numbers.
 
 use anyhow::{Result, bail};
@@ -313,123 +314,6 @@ impl CustomOp2 for GeluGrad {
                 }
             });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
-    }
-}
-
-/// Attention probabilities: `softmax(scores · scale + bias)` over the last dimension, for `scores`
-/// `(batch, heads, seq, seq)` and the additive mask `bias` `(batch, 1, 1, seq)`. On the CPU it is one
-/// parallel pass with a hand-written backward (`scale · p · (g − Σ g·p)`); elsewhere it is composed.
-pub fn attention_probs(scores: &Tensor, bias: &Tensor, scale: f64, train: bool) -> Result<Tensor> {
-    if !scores.device().is_cpu() {
-        let scores = (scores * scale)?.broadcast_add(bias)?;
-        return Ok(candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?);
-    }
-    let scores = scores.contiguous()?;
-    let bias = bias.contiguous()?;
-    let op = AttentionSoftmax {
-        scale: scale as f32,
-    };
-    Ok(if train {
-        scores.apply_op2(&bias, op)?
-    } else {
-        scores.apply_op2_no_bwd(&bias, &op)?
-    })
-}
-
-#[derive(Clone, Copy)]
-struct AttentionSoftmax {
-    scale: f32,
-}
-
-impl CustomOp2 for AttentionSoftmax {
-    fn name(&self) -> &'static str {
-        "kiln-attention-softmax"
-    }
-
-    fn cpu_fwd(
-        &self,
-        ss: &CpuStorage,
-        sl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (scores, bias) = (slice(ss, sl)?, slice(bs, bl)?);
-        let seq = *sl.dims().last().unwrap_or(&1);
-        let batch = bias.len() / seq;
-        // Rows (of `seq` scores) per batch entry: heads × queries.
-        let rows_per_batch = scores.len() / seq / batch.max(1);
-        let mut out = vec![0f32; scores.len()];
-        out.par_chunks_mut(seq * ROWS_PER_TASK)
-            .zip(scores.par_chunks(seq * ROWS_PER_TASK))
-            .enumerate()
-            .for_each(|(task, (out, scores))| {
-                for (i, (o, row)) in out.chunks_mut(seq).zip(scores.chunks(seq)).enumerate() {
-                    let b = (task * ROWS_PER_TASK + i) / rows_per_batch;
-                    let bias = &bias[b * seq..(b + 1) * seq];
-                    let mut max = f32::NEG_INFINITY;
-                    for ((o, &v), &m) in o.iter_mut().zip(row).zip(bias) {
-                        *o = v * self.scale + m;
-                        max = max.max(*o);
-                    }
-                    let mut sum = 0f32;
-                    for o in o.iter_mut() {
-                        *o = (*o - max).exp();
-                        sum += *o;
-                    }
-                    for o in o.iter_mut() {
-                        *o /= sum;
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(out), sl.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _scores: &Tensor,
-        _bias: &Tensor,
-        probs: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let dscores =
-            probs.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGrad { scale: self.scale })?;
-        // The mask is no parameter: it gets no gradient.
-        Ok((Some(dscores), None))
-    }
-}
-
-/// `scale · p · (g − Σ g·p)` row by row.
-struct SoftmaxGrad {
-    scale: f32,
-}
-
-impl CustomOp2 for SoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "kiln-softmax-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        ps: &CpuStorage,
-        pl: &Layout,
-        gs: &CpuStorage,
-        gl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (p, g) = (slice(ps, pl)?, slice(gs, gl)?);
-        let seq = *pl.dims().last().unwrap_or(&1);
-        let mut out = vec![0f32; p.len()];
-        out.par_chunks_mut(seq * ROWS_PER_TASK)
-            .zip(p.par_chunks(seq * ROWS_PER_TASK))
-            .zip(g.par_chunks(seq * ROWS_PER_TASK))
-            .for_each(|((out, p), g)| {
-                for ((o, p), g) in out.chunks_mut(seq).zip(p.chunks(seq)).zip(g.chunks(seq)) {
-                    let dot: f32 = p.iter().zip(g).map(|(p, g)| p * g).sum();
-                    for ((o, p), g) in o.iter_mut().zip(p).zip(g) {
-                        *o = self.scale * p * (g - dot);
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(out), pl.shape().clone()))
     }
 }
 
@@ -833,57 +717,5 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         assert_eq!(inference, y1);
-    }
-
-    /// The fused attention softmax matches the composed one, forward and backward.
-    #[test]
-    fn the_fused_attention_softmax_matches_the_composed_one() {
-        let device = Device::Cpu;
-        let (b, h, s) = (3, 2, 37);
-        let n = b * h * s * s;
-        let scores: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 4.0).collect();
-        let scores = Var::from_vec(scores, (b, h, s, s), &device).unwrap();
-        // The last batch entry masks its final 5 positions.
-        let mask: Vec<f32> = (0..b * s)
-            .map(|i| {
-                if i / s == b - 1 && i % s >= s - 5 {
-                    -1e4
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let bias = Tensor::from_vec(mask, (b, 1, 1, s), &device).unwrap();
-        let weights: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.11).cos()).collect();
-        let weights = Tensor::from_vec(weights, (b, h, s, s), &device).unwrap();
-        let scale = 0.125;
-        let run = |fused: bool| {
-            let p = if fused {
-                attention_probs(scores.as_tensor(), &bias, scale, true).unwrap()
-            } else {
-                let x = (scores.as_tensor() * scale)
-                    .unwrap()
-                    .broadcast_add(&bias)
-                    .unwrap();
-                candle_nn::ops::softmax(&x, candle_core::D::Minus1).unwrap()
-            };
-            let grads = (p.clone() * &weights)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            (flat(&p), flat(grads.get(scores.as_tensor()).unwrap()))
-        };
-        let ((p1, g1), (p2, g2)) = (run(true), run(false));
-        for (a, b) in p1.iter().zip(&p2).chain(g1.iter().zip(&g2)) {
-            assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
-        }
-        let inference = attention_probs(scores.as_tensor(), &bias, scale, false).unwrap();
-        assert_eq!(
-            inference.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            p1
-        );
     }
 }
