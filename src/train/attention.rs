@@ -338,11 +338,8 @@ impl CustomOp3 for Attention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::layers::tests::{assert_close, flat, output_and_gradients};
     use candle_core::{D, Device, Var};
-
-    fn flat(t: &Tensor) -> Vec<f32> {
-        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-    }
 
     /// The fused attention gives what candle's composed operations give, forward and backward, with
     /// padding in the mask and several heads and batch entries.
@@ -396,7 +393,7 @@ mod tests {
                 .reshape((batch, seq, hidden))
                 .unwrap()
         };
-        let fused = || {
+        let fused = |train: bool| {
             attention(
                 q.as_tensor(),
                 k.as_tensor(),
@@ -404,43 +401,15 @@ mod tests {
                 &bias,
                 heads,
                 scale,
-                true,
+                train,
             )
             .unwrap()
         };
-        let run = |y: Tensor| {
-            let grads = (&y * &weights)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let mut out = vec![flat(&y)];
-            for t in [&q, &k, &v] {
-                out.push(flat(grads.get(t.as_tensor()).unwrap()));
-            }
-            out
-        };
-        let (a, b) = (run(fused()), run(composed()));
-        for (what, (a, b)) in ["context", "dq", "dk", "dv"].iter().zip(a.iter().zip(&b)) {
-            assert_eq!(a.len(), b.len(), "{what}");
-            for (u, v) in a.iter().zip(b) {
-                assert!(
-                    (u - v).abs() <= 1e-5 * (1.0 + v.abs()),
-                    "{what}: {u} vs {v}"
-                );
-            }
-        }
-        let inference = attention(
-            q.as_tensor(),
-            k.as_tensor(),
-            v.as_tensor(),
-            &bias,
-            heads,
-            scale,
-            false,
-        )
-        .unwrap();
+        let wrt = [q.as_tensor(), k.as_tensor(), v.as_tensor()];
+        let a = output_and_gradients(&fused(true), &weights, &wrt);
+        let b = output_and_gradients(&composed(), &weights, &wrt);
+        assert_close(&["context", "dq", "dk", "dv"], &a, &b, 1e-5);
+        let inference = fused(false);
         assert_eq!(
             flat(&inference),
             a[0],

@@ -535,17 +535,21 @@ impl Linear {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn flat(t: &Tensor) -> Vec<f32> {
+    pub(in crate::train) fn flat(t: &Tensor) -> Vec<f32> {
         t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
     }
 
     /// `y`, then the gradients of `Σ y · weights` (a loss that weighs every output differently)
     /// with respect to each of `wrt`, flattened.
-    fn output_and_gradients(y: &Tensor, weights: &Tensor, wrt: &[&Tensor]) -> Vec<Vec<f32>> {
+    pub(in crate::train) fn output_and_gradients(
+        y: &Tensor,
+        weights: &Tensor,
+        wrt: &[&Tensor],
+    ) -> Vec<Vec<f32>> {
         let grads = (y * weights)
             .unwrap()
             .sum_all()
@@ -558,7 +562,12 @@ mod tests {
     }
 
     /// Each named pair of value lists agrees within `tolerance`, relative to `1 + |expected|`.
-    fn assert_close(names: &[&str], actual: &[Vec<f32>], expected: &[Vec<f32>], tolerance: f32) {
+    pub(in crate::train) fn assert_close(
+        names: &[&str],
+        actual: &[Vec<f32>],
+        expected: &[Vec<f32>],
+        tolerance: f32,
+    ) {
         for (what, (a, b)) in names.iter().zip(actual.iter().zip(expected)) {
             assert_eq!(a.len(), b.len(), "{what}");
             for (u, v) in a.iter().zip(b) {
