@@ -119,7 +119,12 @@ async fn run_logged(
             "going on from the last checkpoint"
         );
     }
-    let placement = service.settings().device.open()?;
+    // Opening a GPU initialises its driver, which can take seconds: not on the runtime's threads,
+    // where the lease's heartbeats run.
+    let device = service.settings().device;
+    let placement = tokio::task::spawn_blocking(move || device.open())
+        .await
+        .context("the device-opening thread ended")??;
     if let Some(note) = &placement.note {
         log.warn(note);
     }
