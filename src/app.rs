@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::events::EventHub;
+use crate::metrics::Metrics;
 use crate::objects::Objects;
 use crate::runner::{Worker, WorkerSettings};
 use crate::service::{Service, Settings};
@@ -61,13 +62,17 @@ impl App {
             .await
             .context("creating the admin token")?;
         let worker_store = Store::connect(&config.database_url, WORKER_CONNECTIONS).await?;
+        // One registry for the whole process: what the API and the workers count, scraped together.
+        let metrics = Arc::new(Metrics::new());
         let worker_service = Service::new(
             worker_store,
             objects.clone(),
             events.clone(),
             Settings::from_config(&config),
-        );
-        let service = Service::new(store, objects, events, Settings::from_config(&config));
+        )
+        .with_metrics(metrics.clone());
+        let service = Service::new(store, objects, events, Settings::from_config(&config))
+            .with_metrics(metrics);
         if let Err(e) = service.sweep_debris().await {
             tracing::warn!(
                 error = format!("{e:#}"),
@@ -102,6 +107,21 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let stop = CancellationToken::new();
+        let metrics = match self.config.metrics_bind {
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding KILN_METRICS_BIND {address}"))?;
+                let router = crate::http::metrics_router(self.service.clone());
+                let stop = stop.clone();
+                Some(tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(async move { stop.cancelled().await })
+                        .await
+                }))
+            }
+            None => None,
+        };
         let workers: Vec<_> = (0..self.config.workers)
             .map(|_| {
                 tokio::spawn(
@@ -141,6 +161,9 @@ impl App {
         let served = crate::http::serve(listener, http, signal).await;
         stop.cancel();
         let _ = sweeper.await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         for worker in workers {
             let _ = worker.await;
         }

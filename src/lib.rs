@@ -20,6 +20,7 @@ pub mod domain;
 pub mod events;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod objects;
 pub mod runner;
 pub mod service;

@@ -1,44 +1,12 @@
 //! The `kiln` binary: parses the command line, starts logging and hands over to [`kiln::cli`].
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches};
 
-use kiln::config::Config;
+use kiln::cli::{Cli, Command};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// kiln: a machine-learning training service.
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the API, the playground and the workers.
-    Serve(Config),
-    /// Run workers only (no API), sharing the database with a `serve`.
-    Worker(Config),
-    /// Apply database migrations and exit.
-    Migrate(Config),
-    /// Print the GraphQL schema (SDL).
-    Schema,
-    /// Train a model from a local file, with no server, printing progress.
-    Train(kiln::cli::TrainArgs),
-    /// Run one claimed job to its end: what a worker starts for each job, and what a Kubernetes pod
-    /// runs. Exit code: 0 completed, 3 stopped (asked to, or the lease was taken over), 4 failed,
-    /// 5 orphaned (its worker is gone), 6 re-queued for an automatic retry.
-    RunJob(kiln::cli::RunJobArgs),
-    /// Measure the training engine: `kiln bench train|predict --model minilm|tiny|mlp …`; the last line
-    /// printed is `samples_per_s=<median>`.
-    Bench(kiln::cli::BenchArgs),
-    /// Answer inputs with a model folder, no server: one JSON line in per input (a text, or an array
-    /// of numbers), one JSON line out (`label`, `probabilities`).
-    Predict(kiln::cli::PredictArgs),
-}
 
 /// mimalloc's `mi_option_purge_delay` (its place in `mi_option_e`, mimalloc 2's `mimalloc.h`).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
@@ -62,7 +30,12 @@ fn main() {
 }
 
 fn start() -> Result<()> {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The settings file and `KILN_*_FILE` secrets become variables before the command line is read;
+    // no other thread exists yet.
+    kiln::config::file::apply(&Cli::command(), &args)?;
+    let matches = Cli::command().get_matches_from(args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if matches!(
         cli.command,
         Command::Bench(_) | Command::Train(_) | Command::RunJob(_)
@@ -80,29 +53,34 @@ fn start() -> Result<()> {
     if let Command::Predict(args) = &cli.command {
         return kiln::cli::predict(args);
     }
-    tokio::runtime::Builder::new_multi_thread()
+    // Logging (and the trace exporter's thread) start before the runtime.
+    kiln::telemetry::init(cli.log_format, cli.otlp_endpoint.as_deref())?;
+    let ran = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run(cli))
+        .block_on(run(cli));
+    // The spans still buffered go out before the process ends.
+    kiln::telemetry::shutdown();
+    match ran? {
+        Some(code) => std::process::exit(code),
+        None => Ok(()),
+    }
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    kiln::telemetry::init();
+/// Runs the command; `Some(code)` when the process must exit with that code.
+async fn run(cli: Cli) -> Result<Option<i32>> {
     match cli.command {
         Command::Bench(_) | Command::Predict(_) => {
             unreachable!("handled before the runtime starts")
         }
         Command::Schema => {
             print!("{}", kiln::api::sdl());
-            Ok(())
+            Ok(None)
         }
-        Command::Serve(config) => kiln::cli::serve(config, true).await,
-        Command::Worker(config) => kiln::cli::serve(config, false).await,
-        Command::Migrate(config) => kiln::cli::migrate(config).await,
-        Command::Train(args) => kiln::cli::train(args).await,
-        Command::RunJob(args) => {
-            let exit = kiln::cli::run_job(args).await?;
-            std::process::exit(exit as i32)
-        }
+        Command::Serve(config) => kiln::cli::serve(config, true).await.map(|()| None),
+        Command::Worker(config) => kiln::cli::serve(config, false).await.map(|()| None),
+        Command::Migrate(config) => kiln::cli::migrate(config).await.map(|()| None),
+        Command::Train(args) => kiln::cli::train(args).await.map(|()| None),
+        Command::RunJob(args) => Ok(Some(kiln::cli::run_job(args).await? as i32)),
     }
 }

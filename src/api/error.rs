@@ -113,10 +113,19 @@ impl From<ApiError> for async_graphql::Error {
             ),
             ApiError::Internal(e) => {
                 let reference = uuid::Uuid::new_v4();
-                tracing::error!(error = format!("{e:#}"), %reference, "internal error");
+                let trace = crate::telemetry::current_trace_id();
+                tracing::error!(error = format!("{e:#}"), %reference, trace_id = trace.as_deref(), "internal error");
                 (
                     "INTERNAL_SERVER_ERROR",
-                    format!("internal error (reference {reference}); see the server log"),
+                    match trace {
+                        Some(trace) => format!(
+                            "internal error (reference {reference}, trace {trace}); see the server \
+                             log or the trace"
+                        ),
+                        None => {
+                            format!("internal error (reference {reference}); see the server log")
+                        }
+                    },
                     None,
                 )
             }

@@ -1,7 +1,7 @@
 //! DataLoaders, created per request: every `Job.dataset`, `Job.modelVersion`, `Job.epochs`,
 //! `Job.checkpoints`, `Job.metrics`, `Model.versions`, `Model.aliases` (and `ModelVersion.aliases`),
 //! `Model.aliasHistory`, `Model.promotionPolicies`, `Model.trainingDefaults`, `ModelAlias.requests`,
-//! `ModelVersion.retrainedFrom` and a version's job of one response is fetched in one round trip each (metrics: one per distinct metric
+//! `ModelVersion.retrainedFrom`, a queued job's place (one read of the queue) and a version's job of one response is fetched in one round trip each (metrics: one per distinct metric
 //! and count; alias history: one per distinct alias and count), whatever the page size.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use super::error::ApiError;
 use crate::domain::{
     AliasChange, AliasRequests, CheckpointRecord, DatasetRecord, EpochMetrics, HyperparamsInput,
-    JobRecord, MetricPoint, ModelAlias, ModelVersionRecord, PromotionPolicy,
+    JobRecord, MetricPoint, ModelAlias, ModelVersionRecord, PromotionPolicy, QueuePlace,
 };
 use crate::service::Service;
 
@@ -28,6 +28,7 @@ pub struct PoliciesByModelLoader(Service);
 pub struct AliasRequestsLoader(Service);
 pub struct TrainingDefaultsLoader(Service);
 pub struct VersionByNumberLoader(Service);
+pub struct QueuePlaceLoader(Service);
 
 /// Which alias moves of a model: all or one alias's, and how many of the last.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -56,6 +57,19 @@ fn group<T>(
         out.entry(key).or_default().push(row);
     }
     out
+}
+
+/// Every requested queued job's place, from one read of the queue.
+impl Loader<String> for QueuePlaceLoader {
+    type Value = QueuePlace;
+    type Error = ApiError;
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, QueuePlace>, ApiError> {
+        let view = self.0.queue_view().await?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| Some((k.clone(), view.places.get(k)?.clone())))
+            .collect())
+    }
 }
 
 impl Loader<String> for DatasetLoader {
@@ -283,6 +297,10 @@ pub fn attach(request: async_graphql::Request, service: &Service) -> async_graph
             tokio::spawn,
         ))
         .data(DataLoader::new(JobLoader(service.clone()), tokio::spawn))
+        .data(DataLoader::new(
+            QueuePlaceLoader(service.clone()),
+            tokio::spawn,
+        ))
         .data(DataLoader::new(
             AliasHistoryLoader(service.clone()),
             tokio::spawn,

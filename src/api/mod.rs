@@ -31,6 +31,7 @@ pub mod jobs;
 pub mod limits;
 pub mod loaders;
 pub mod models;
+mod observe;
 mod order;
 pub mod paging;
 mod suggest;
@@ -46,6 +47,7 @@ pub use error::{ApiError, ApiResult};
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(
     jobs::JobsQuery,
+    jobs::QueueQuery,
     jobs::AnalyticsQuery,
     datasets::DatasetsQuery,
     models::ModelsQuery,
@@ -56,6 +58,7 @@ pub struct QueryRoot(
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(
     jobs::JobsMutation,
+    jobs::QueueMutation,
     datasets::DatasetsMutation,
     models::ModelsMutation,
     inference::InferenceMutation,
@@ -79,7 +82,10 @@ fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, Subscripti
 }
 
 pub fn schema(service: Service) -> ApiSchema {
-    builder().data(service).finish()
+    builder()
+        .extension(observe::RequestMetrics(service.metrics().clone()))
+        .data(service)
+        .finish()
 }
 
 /// The SDL that `kiln schema` prints and `schema.graphql` holds.

@@ -99,6 +99,16 @@ impl Priority {
         }
     }
 
+    /// The name the API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "LOW",
+            Self::Normal => "NORMAL",
+            Self::High => "HIGH",
+            Self::Urgent => "URGENT",
+        }
+    }
+
     pub fn from_rank(rank: i32) -> Self {
         match rank {
             i32::MIN..=0 => Self::Low,
@@ -285,6 +295,12 @@ pub struct JobProgress {
     /// Set once the model is built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameter_count: Option<ParameterCount>,
+    /// Training throughput at the last step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples_per_second: Option<f64>,
+    /// When this progress was measured (epoch ms): `eta_seconds` counts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_at: Option<i64>,
 }
 
 impl JobProgress {
@@ -308,7 +324,14 @@ impl JobProgress {
             eta_seconds: (done > 0.0).then(|| elapsed_seconds * (1.0 - done) / done),
             stalled_since: None,
             parameter_count: None,
+            samples_per_second: None,
+            measured_at: Some(super::now_ms()),
         }
+    }
+
+    /// When the job should end, by its ETA.
+    pub fn estimated_end_at(&self) -> Option<i64> {
+        Some(self.measured_at? + (self.eta_seconds? * 1000.0) as i64)
     }
 }
 

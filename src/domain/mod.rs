@@ -16,6 +16,7 @@ mod logs;
 mod manifest;
 mod model;
 mod names;
+mod queue;
 mod registry;
 mod spec;
 mod stats;
@@ -39,6 +40,7 @@ pub use logs::{LogLevel, LogLine, MAX_LOG_LINE_CHARS, MAX_LOG_LINES};
 pub use manifest::{ModelArchitecture, ModelManifest, Pooling, Standardization};
 pub use model::{ModelRecord, ModelVersionRecord, version_number};
 pub use names::{DisplayName, ModelName, ObjectKey, abbreviate, closest, is_plausible_id};
+pub use queue::{LiveWorker, QueuePlace, QueueSnapshot, QueuedJob, RunningJob, WorkerCounts};
 pub use registry::{
     AliasChange, AliasName, AliasRequests, AliasTarget, Comparison, ModelAlias, PromotionPolicy,
     Rule, RuleMetric, SplitArm, Threshold, Verdict, metric_table,

@@ -66,6 +66,12 @@ pub enum JobEvent {
     Logs(Vec<LogLine>),
     /// Events may have been dropped (the Redis bridge reconnected): subscribers re-read the store.
     Resync,
+    /// Something moved the queue besides a job's status: a queued job's priority changed, a worker
+    /// started or stopped. Those following a queued job work out its place again.
+    QueueMoved,
+    /// A queued job's place changed: what `jobEvents` tells its followers (worked out by each
+    /// follower's stream, never published).
+    QueueChanged(crate::domain::QueuePlace),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,6 +87,8 @@ pub struct EventHub {
     /// Set when events leave the process (through Redis, or to a parent process): the queue of the task
     /// that sends them, in order.
     outbound: Option<mpsc::UnboundedSender<Envelope>>,
+    /// A connection to Redis, for readiness checks, when events travel through it.
+    redis: Option<redis::aio::ConnectionManager>,
 }
 
 impl Default for EventHub {
@@ -96,6 +104,7 @@ impl EventHub {
         Self {
             local,
             outbound: None,
+            redis: None,
         }
     }
 
@@ -113,6 +122,7 @@ impl EventHub {
             Self {
                 local,
                 outbound: Some(tx),
+                redis: None,
             },
             writer,
         )
@@ -141,11 +151,26 @@ impl EventHub {
             .context("subscribing to Redis")?;
         let (local, _) = broadcast::channel(CHANNEL_CAPACITY);
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(publish_to_redis(publisher, rx));
+        tokio::spawn(publish_to_redis(publisher.clone(), rx));
         tokio::spawn(bridge_from_redis(client, pubsub, local.clone()));
         Ok(Self {
             local,
             outbound: Some(tx),
+            redis: Some(publisher),
+        })
+    }
+
+    /// A `PING` to Redis, when events travel through it (`/readyz`).
+    pub fn ping_redis(
+        &self,
+    ) -> Option<impl std::future::Future<Output = anyhow::Result<()>> + use<>> {
+        let mut connection = self.redis.clone()?;
+        Some(async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+                .context("Redis did not answer PING")?;
+            Ok(())
         })
     }
 

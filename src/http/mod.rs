@@ -38,6 +38,9 @@ use crate::service::Service;
 
 pub use serve::ConnectionLimits;
 
+/// How long `/readyz` waits for each dependency.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Largest GraphQL request body that is not a multipart upload.
 pub const MAX_JSON_BODY: u64 = 1024 * 1024;
 
@@ -123,6 +126,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/jobs/{id}/logs/download", get(download::job_logs))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_for_admins))
         .with_state(state)
 }
 
@@ -262,15 +266,75 @@ fn stalling_body(
     })
 }
 
+/// Each dependency's answer: 200 when all answered within [`READY_TIMEOUT`], else 503; the body says
+/// which failed, how and how long each took.
 async fn readyz(State(s): State<HttpState>) -> Response {
-    let ready = tokio::time::timeout(Duration::from_secs(2), s.service.check_ready()).await;
-    match ready.unwrap_or_else(|_| Err(anyhow::anyhow!("the checks took more than 2 s"))) {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
+    let checks = s.service.check_ready(READY_TIMEOUT).await;
+    let ready = checks.iter().all(|c| c.error.is_none());
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "checks": checks.iter().map(|c| serde_json::json!({
+            "name": c.name,
+            "ok": c.error.is_none(),
+            "latencyMs": (c.latency.as_secs_f64() * 1e6).round() / 1e3,
+            "error": c.error,
+        })).collect::<Vec<_>>(),
+    });
+    if !ready {
+        tracing::warn!(checks = %body["checks"], "not ready");
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// `GET /metrics` on the API's address: the admin token is required.
+async fn metrics_for_admins(State(s): State<HttpState>, headers: HeaderMap) -> Response {
+    let principal = match authenticate(&s, &headers).await {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    if principal.role != crate::auth::Role::Admin {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            ApiError::Forbidden("/metrics needs the admin token".into()),
+        );
+    }
+    metrics_text(&s.service).await
+}
+
+/// The metrics in the OpenMetrics text format (which Prometheus reads; it is what the registry's
+/// encoder writes, `# EOF` included).
+pub async fn metrics_text(service: &Service) -> Response {
+    match service.scrape_metrics().await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
         Err(e) => {
-            tracing::warn!(error = format!("{e:#}"), "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+            let error = ApiError::internal(e);
+            refuse(StatusCode::SERVICE_UNAVAILABLE, error)
         }
     }
+}
+
+/// A router serving only `/metrics` (without a token) and `/healthz`: for `KILN_METRICS_BIND`, an
+/// address the operator keeps for the scraper and the health checks (a `kiln worker` serves no API).
+pub fn metrics_router(service: Service) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(|State(service): State<Service>| async move { metrics_text(&service).await }),
+        )
+        .with_state(service)
 }
 
 async fn playground_file(Path(file): Path<String>) -> Response {

@@ -341,6 +341,7 @@ impl Recorder {
                 }
                 self.progress = Some(JobProgress {
                     parameter_count: self.parameters,
+                    samples_per_second: Some(r.samples_per_second),
                     ..JobProgress::at(
                         r.epoch,
                         r.total_epochs,

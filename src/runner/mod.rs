@@ -116,13 +116,49 @@ impl Worker {
             return Ok(Outcome::Empty);
         };
         let job_id = job.id.clone();
+        let metrics = self.service.metrics().clone();
+        // The first claim of a job ends its wait in the queue.
+        let waited = (job.attempts == 1).then(|| {
+            let claimed = job.attempt_started_at.unwrap_or_else(crate::domain::now_ms);
+            Duration::from_millis((claimed - job.created_at).max(0) as u64)
+        });
+        metrics.run_started(waited);
+        let started = std::time::Instant::now();
         let status = process::run(self, job).await;
+        metrics.run_ended(&job_id, status.as_str(), started.elapsed());
         Ok(Outcome::Ran { job_id, status })
     }
 
     /// Runs jobs until shutdown. Idle, it waits for a job to be queued (on any replica, through the
     /// event hub), checking the queue at least once a second for jobs whose lease expired.
     pub async fn run_until_stopped(self) {
+        let _counted = self.service.metrics().worker_running();
+        // Registered in the database, so that every replica counts this worker and the queue can
+        // say why a job waits; the heartbeat runs beside the jobs.
+        if let Err(e) = self.service.worker_started(&self.id).await {
+            tracing::warn!(error = format!("{e:#}"), worker = %self.id, "registering the worker failed");
+        }
+        let heartbeat = {
+            let (service, id) = (self.service.clone(), self.id.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(crate::service::waiting::WORKER_HEARTBEAT);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    if let Err(e) = service.worker_heartbeat(&id).await {
+                        tracing::warn!(error = format!("{e:#}"), worker = %id, "the worker's heartbeat failed");
+                    }
+                }
+            })
+        };
+        self.serve_queue().await;
+        heartbeat.abort();
+        if let Err(e) = self.service.worker_stopped(&self.id).await {
+            tracing::warn!(error = format!("{e:#}"), worker = %self.id, "unregistering the worker failed");
+        }
+    }
+
+    async fn serve_queue(&self) {
         let mut events = self.service.events().subscribe();
         while !self.shutdown.is_cancelled() {
             match self.try_run_next().await {

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tracing::Instrument;
 
 use super::control::{self, RunResult, StopFlag, StopReason};
 use super::{Worker, WorkerSettings, job};
@@ -54,19 +55,26 @@ pub enum JobExit {
 #[tracing::instrument(skip_all, fields(job_id = %job.id, worker = %worker.id))]
 pub(super) async fn run(worker: &Worker, job: JobRecord) -> JobStatus {
     let service = &worker.service;
+    tracing::info!(
+        attempt = job.attempts,
+        "claimed; starting the job's process"
+    );
     let flag = stop_flag_for(&job);
-    let supervisor = tokio::spawn(control::supervise(
-        service.clone(),
-        control::Watch::of(
-            &job,
-            worker.settings.lease_ms(),
-            worker.settings.stall_after,
-        ),
-        job.id.clone(),
-        worker.id.clone(),
-        flag.clone(),
-        worker.shutdown.clone(),
-    ));
+    let supervisor = tokio::spawn(
+        control::supervise(
+            service.clone(),
+            control::Watch::of(
+                &job,
+                worker.settings.lease_ms(),
+                worker.settings.stall_after,
+            ),
+            job.id.clone(),
+            worker.id.clone(),
+            flag.clone(),
+            worker.shutdown.clone(),
+        )
+        .in_current_span(),
+    );
     let oom_kills = OomKills::read();
     let result = match spawn(&worker.settings, &job.id, &worker.id).await {
         Ok(child) => drive(worker, &job, child, &flag, oom_kills).await,
@@ -81,6 +89,7 @@ pub(super) async fn run(worker: &Worker, job: JobRecord) -> JobStatus {
     };
     let status = control::conclude(service, &job, &worker.id, result, &flag).await;
     supervisor.abort();
+    tracing::info!(status = status.as_str(), "the job's run ended");
     status
 }
 
@@ -161,20 +170,25 @@ async fn drive(
     oom_kills: Option<OomKills>,
 ) -> RunResult {
     let mut stdin = child.stdin.take();
-    let relay = child.stdout.take().map(|stdout| {
-        let events = worker.service.events().clone();
-        let job_id = job.id.clone();
-        tokio::spawn(async move {
+    let relay =
+        child.stdout.take().map(|stdout| {
+            let events = worker.service.events().clone();
+            let metrics = worker.service.metrics().clone();
+            let job_id = job.id.clone();
+            tokio::spawn(async move {
             let mut lines = tokio::io::BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 match serde_json::from_str::<Envelope>(&line) {
-                    Ok(envelope) if envelope.job_id == job_id => events.relay(envelope),
+                    Ok(envelope) if envelope.job_id == job_id => {
+                        metrics.job_event(&envelope.job_id, &envelope.event);
+                        events.relay(envelope)
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "an unreadable line from a job's process"),
                 }
             }
-        })
-    });
+        }.in_current_span())
+        });
     let pid = child.id();
     let mut peak_memory = 0u64;
     let mut kill_at: Option<tokio::time::Instant> = None;

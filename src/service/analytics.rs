@@ -85,6 +85,7 @@ fn best_epoch(epochs: &[EpochMetrics], metric: EarlyStoppingMetric) -> Option<Ep
 }
 
 impl Service {
+    #[tracing::instrument(skip_all)]
     pub async fn job_analytics(&self, job: &JobRecord) -> ServiceResult<JobAnalytics> {
         let epochs: Vec<EpochMetrics> = self
             .store
@@ -117,6 +118,7 @@ impl Service {
 
     /// Jobs submitted at or after `since` (RFC 3339): counts per status, mean queue wait and run time,
     /// over all and per model.
+    #[tracing::instrument(skip_all)]
     pub async fn jobs_summary(&self, since: &str) -> ServiceResult<JobsSummary> {
         let since = parse_timestamp("since", since)?;
         let groups = self.store.job_groups(since).await?;
@@ -138,6 +140,7 @@ impl Service {
 
     /// 2–[`MAX_COMPARED_JOBS`] jobs by id, in the order asked, with their final metrics (the
     /// registered version's, else the last epoch's).
+    #[tracing::instrument(skip_all)]
     pub async fn compare_jobs(
         &self,
         ids: &[String],

@@ -17,6 +17,7 @@ impl Service {
     /// (only while `worker` holds the lease); then deletes the job's checkpoints beyond the newest
     /// `keep` (row first, files after). Returns `false` when the lease is gone (what was uploaded is
     /// removed again).
+    #[tracing::instrument(skip_all, fields(job_id = %job_id, worker = %worker))]
     pub async fn store_checkpoint(
         &self,
         job_id: &str,
@@ -56,6 +57,7 @@ impl Service {
     }
 
     /// The checkpoints of many jobs (`Job.checkpoints`), by job, oldest first; one round trip.
+    #[tracing::instrument(skip_all)]
     pub async fn checkpoints_of(&self, job_ids: &[String]) -> ServiceResult<Vec<CheckpointRecord>> {
         Ok(self.store.checkpoints_of(job_ids).await?)
     }
@@ -63,6 +65,7 @@ impl Service {
     /// Downloads the newest intact checkpoint of a job into `dir` and returns it with its row. A
     /// checkpoint whose files are missing or do not match its manifest is skipped (logged) for the
     /// one before it; `None` when there is none.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id))]
     pub async fn fetch_checkpoint(
         &self,
         job_id: &str,
@@ -107,6 +110,7 @@ impl Service {
     }
 
     /// Removes every checkpoint of a job (rows, then files).
+    #[tracing::instrument(skip_all, fields(job_id = %job_id))]
     pub async fn drop_checkpoints(&self, job_id: &str) -> Result<()> {
         for stale in self.store.checkpoints_of(&[job_id.to_string()]).await? {
             self.store.delete_checkpoint(job_id, stale.step).await?;

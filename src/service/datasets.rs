@@ -29,7 +29,15 @@ impl Service {
     /// Stores an upload and validates it: the bytes stream to the object store while their SHA-256 is
     /// computed, the dataset row is written `UPLOADED`, then one streaming pass over the local copy
     /// decides `READY` or `INVALID` (with the problems by line) before this returns.
+    #[tracing::instrument(skip_all)]
     pub async fn upload_dataset(&self, upload: UploadRequest) -> ServiceResult<DatasetRecord> {
+        let stored = self.store_upload(upload).await;
+        self.metrics
+            .upload(stored.as_ref().ok().map(|d| d.size_bytes.max(0) as u64));
+        stored
+    }
+
+    async fn store_upload(&self, upload: UploadRequest) -> ServiceResult<DatasetRecord> {
         let name = DisplayName::parse("name", &upload.name)?;
         let names = FieldNames {
             text: field_name("textField", upload.text_field, "text")?,
@@ -132,6 +140,7 @@ impl Service {
     }
 
     /// A dataset by id; an id that cannot be one names no dataset.
+    #[tracing::instrument(skip_all, fields(dataset_id = %id))]
     pub async fn dataset(&self, id: &str) -> ServiceResult<Option<DatasetRecord>> {
         if !is_plausible_id(id) {
             return Ok(None);
@@ -140,11 +149,13 @@ impl Service {
     }
 
     /// Datasets by id, in one round trip.
+    #[tracing::instrument(skip_all)]
     pub async fn datasets_by_id(&self, ids: &[String]) -> ServiceResult<Vec<DatasetRecord>> {
         Ok(self.store.get_datasets(ids).await?)
     }
 
     /// Newest first, after the `(created_at, id)` of the previous page's last row.
+    #[tracing::instrument(skip_all)]
     pub async fn datasets(
         &self,
         first: i64,
@@ -154,6 +165,7 @@ impl Service {
         Ok(self.store.list_datasets(first, after).await?)
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn count_datasets(&self) -> ServiceResult<i64> {
         Ok(self.store.count_datasets().await?)
     }

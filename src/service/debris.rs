@@ -23,6 +23,7 @@ pub struct Swept {
 impl Service {
     /// Marks interrupted uploads `INVALID` (saying so) and removes their bytes, and removes the folders
     /// of jobs that are not running.
+    #[tracing::instrument(skip_all)]
     pub async fn sweep_debris(&self) -> ServiceResult<Swept> {
         let mut swept = Swept::default();
         let before = now_ms() - STALE_UPLOAD.as_millis() as i64;

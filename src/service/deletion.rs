@@ -13,6 +13,7 @@ use crate::objects::keys;
 impl Service {
     /// Deletes an ended job with its epochs, metrics, log and checkpoints. `CONFLICT` while it is queued,
     /// running or paused, or while the version it produced exists.
+    #[tracing::instrument(skip_all, fields(id = %id))]
     pub async fn delete_job(&self, id: &str) -> ServiceResult<JobRecord> {
         if !is_plausible_id(id) {
             return Err(not_found(id));
@@ -33,6 +34,7 @@ impl Service {
 
     /// Deletes one version of a model with its files; its job stays, without a version, and its number
     /// is never given again. `CONFLICT` while an alias points to it.
+    #[tracing::instrument(skip_all, fields(model = %model))]
     pub async fn delete_model_version(
         &self,
         model: &str,
@@ -55,6 +57,7 @@ impl Service {
     /// Deletes a model, every version of it and their files, its alias history, promotion policies and
     /// training defaults. Admins only. `CONFLICT` while it has an alias or a job queued, running or
     /// paused. Returns the versions deleted.
+    #[tracing::instrument(skip_all, fields(model = %model))]
     pub async fn delete_model(
         &self,
         caller: &Principal,

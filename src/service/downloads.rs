@@ -18,6 +18,7 @@ pub struct Download {
 impl Service {
     /// The ZIP of a model version's files (`model.safetensors`, `config.json`, `tokenizer.json`,
     /// `kiln.json`, adapters when kept apart), named `<model>-v<version>.zip`.
+    #[tracing::instrument(skip_all, fields(model = %model))]
     pub async fn download_model_version(
         &self,
         model: &str,

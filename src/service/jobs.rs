@@ -64,6 +64,7 @@ pub const MAX_DURATION_MINUTES: f64 = 43_200.0;
 impl Service {
     /// Checks a submission and queues the job. A refused submission is a `BadInput` naming the field,
     /// and nothing is queued.
+    #[tracing::instrument(skip_all)]
     pub async fn submit_job(&self, submission: Submission) -> ServiceResult<JobRecord> {
         let model_name = ModelName::parse("modelName", &submission.model_name)?;
         let defaults = self
@@ -215,6 +216,7 @@ impl Service {
     /// Cancels a job: a queued (or paused) one at once; a running one stops before its next training
     /// step, wherever it runs (the worker hears the `CancelRequested` event, or sees the flag at its next
     /// heartbeat). A finished job is a `Conflict`; cancelling a cancelled job is harmless.
+    #[tracing::instrument(skip_all, fields(job_id = %id))]
     pub async fn cancel_job(&self, id: &str) -> ServiceResult<JobRecord> {
         if !is_plausible_id(id) {
             return Err(not_found(id));
@@ -241,6 +243,7 @@ impl Service {
     /// Pauses a job: a queued one is held at once (`PAUSED`); a running one checkpoints at its next step
     /// boundary and becomes `PAUSED`, freeing its worker (it hears the `PauseRequested` event, or sees
     /// the flag at its next heartbeat). Pausing a paused job is harmless; an ended one is a `Conflict`.
+    #[tracing::instrument(skip_all, fields(job_id = %id))]
     pub async fn pause_job(&self, id: &str) -> ServiceResult<JobRecord> {
         let job = self
             .store
@@ -257,6 +260,7 @@ impl Service {
 
     /// Puts a `PAUSED` job back in the queue; it goes on from its last checkpoint. A queued job is left
     /// as it is; any other status is a `Conflict`.
+    #[tracing::instrument(skip_all, fields(job_id = %id))]
     pub async fn resume_job(&self, id: &str) -> ServiceResult<JobRecord> {
         if let Some(job) = self.job(id).await?
             && job.status == JobStatus::Queued
@@ -275,6 +279,7 @@ impl Service {
     /// Queues a `FAILED` or `CANCELLED` job again, with its attempts and time limit counted afresh: from
     /// its last checkpoint when `from_checkpoint` and it has one, otherwise from the start (its
     /// checkpoints are then deleted). Any other status is a `Conflict`.
+    #[tracing::instrument(skip_all, fields(job_id = %id))]
     pub async fn retry_job(&self, id: &str, from_checkpoint: bool) -> ServiceResult<JobRecord> {
         let job = self.job(id).await?.ok_or_else(|| not_found(id))?;
         if !matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
@@ -298,6 +303,7 @@ impl Service {
     }
 
     /// A job by id; an id that cannot be one (too long, control characters) names no job.
+    #[tracing::instrument(skip_all, fields(job_id = %id))]
     pub async fn job(&self, id: &str) -> ServiceResult<Option<JobRecord>> {
         if !is_plausible_id(id) {
             return Ok(None);
@@ -306,6 +312,7 @@ impl Service {
     }
 
     /// Jobs by id, in one round trip (ids that name none are left out).
+    #[tracing::instrument(skip_all)]
     pub async fn jobs_by_id(&self, ids: &[String]) -> ServiceResult<Vec<JobRecord>> {
         let ids: Vec<String> = ids
             .iter()
@@ -316,6 +323,7 @@ impl Service {
     }
 
     /// Newest first, `first` at most, after the `(created_at, id)` of the previous page's last row.
+    #[tracing::instrument(skip_all)]
     pub async fn jobs(
         &self,
         filter: &JobFilter,
@@ -327,6 +335,7 @@ impl Service {
         Ok(self.store.list_jobs(filter, &Page { first, after }).await?)
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn count_jobs(&self, filter: &JobFilter) -> ServiceResult<i64> {
         check_filter(filter)?;
         Ok(self.store.count_jobs(filter).await?)
@@ -334,6 +343,7 @@ impl Service {
 
     /// The last `last` points (1 to [`MAX_METRIC_POINTS`]) of a step metric of each of many jobs, by
     /// job, oldest first; every metric when `name` is `None`. One round trip.
+    #[tracing::instrument(skip_all)]
     pub async fn metrics_of(
         &self,
         job_ids: &[String],
@@ -346,6 +356,7 @@ impl Service {
 
     /// Every step of a metric of one job, reduced to at most `points` (1 to [`MAX_METRIC_POINTS`])
     /// points of bucket means: the shape of a long run without sending every step.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id, name = %name))]
     pub async fn metric_series(
         &self,
         job_id: &str,
@@ -357,6 +368,7 @@ impl Service {
     }
 
     /// The epochs of many jobs in one round trip, by job then epoch.
+    #[tracing::instrument(skip_all)]
     pub async fn epochs_of(
         &self,
         job_ids: &[String],
@@ -390,6 +402,7 @@ impl Service {
     /// epochs, then its final status), then live events until it ends. Nothing is missed or repeated between the stored part and the live part, and a follower
     /// too slow for the event channel catches up from the store (step progress, which is not stored, may
     /// then be skipped). Only events a user sees come out: status changes, epochs and step progress.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id))]
     pub async fn follow_job(
         &self,
         job_id: &str,
@@ -403,9 +416,12 @@ impl Service {
         })?;
         let stored = self.store.epochs_of(std::slice::from_ref(&id)).await?;
         let store = self.store.clone();
+        let service = self.clone();
         Ok(async_stream::stream! {
             let mut status = job.status;
             let mut last_epoch = 0;
+            // What a follower of a queued job was last told of its place.
+            let mut place: Option<crate::domain::QueuePlace> = None;
             // An ended job's story in the order it happened: its epochs, then how it ended (the last
             // thing a client shows is its final status).
             if !status.is_terminal() {
@@ -418,11 +434,43 @@ impl Service {
             if status.is_terminal() {
                 yield JobEvent::StatusChanged { status, error: job.error.clone() };
             }
+            let mut refresh = tokio::time::interval(super::waiting::QUEUE_REFRESH);
+            refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A queued job's place is worked out at once, then again whenever the queue moves.
+            let mut replace = status == JobStatus::Queued;
             while !status.is_terminal() {
-                let event = match rx.recv().await {
+                if replace && status == JobStatus::Queued {
+                    replace = false;
+                    let since = std::time::Instant::now();
+                    if let Ok(view) = service.queue_view_since(since).await
+                        && let Some(now) = view.places.get(&id)
+                        && super::waiting::place_moved(place.as_ref(), now)
+                    {
+                        place = Some(now.clone());
+                        yield JobEvent::QueueChanged(now.clone());
+                    }
+                }
+                let received = tokio::select! {
+                    received = rx.recv() => received,
+                    _ = refresh.tick() => {
+                        replace = true;
+                        continue;
+                    }
+                };
+                let event = match received {
                     Ok(envelope) if envelope.event == JobEvent::Resync => JobEvent::Resync,
                     Ok(envelope) if envelope.job_id == id => envelope.event.clone(),
-                    Ok(_) => continue,
+                    // Another job starting, ending or moving, or a worker coming or going, moves
+                    // the queue.
+                    Ok(envelope) => {
+                        if matches!(
+                            envelope.event,
+                            JobEvent::StatusChanged { .. } | JobEvent::QueueMoved
+                        ) {
+                            replace = true;
+                        }
+                        continue;
+                    }
                     Err(RecvError::Closed) => break,
                     // Too slow for the channel: catch up from the store.
                     Err(RecvError::Lagged(_)) => JobEvent::Resync,
@@ -441,12 +489,16 @@ impl Service {
                             status = job.status;
                             yield JobEvent::StatusChanged { status, error: job.error };
                         }
+                        replace = true;
                     }
                     JobEvent::StatusChanged { status: next, error } => {
                         if next != status {
                             status = next;
                             yield JobEvent::StatusChanged { status, error };
                         }
+                        // Queued again (a retry, a resume): its place is told afresh.
+                        place = None;
+                        replace = true;
                     }
                     JobEvent::EpochCompleted(m) => {
                         if m.epoch > last_epoch {
@@ -460,7 +512,12 @@ impl Service {
                         yield JobEvent::Resumed { from_step, from_epoch };
                     }
                     step @ JobEvent::StepProgress { .. } => yield step,
-                    JobEvent::CancelRequested | JobEvent::PauseRequested | JobEvent::Logs(_) => {}
+                    // Its own priority changed.
+                    JobEvent::QueueMoved => replace = true,
+                    JobEvent::CancelRequested
+                    | JobEvent::PauseRequested
+                    | JobEvent::Logs(_)
+                    | JobEvent::QueueChanged(_) => {}
                 }
             }
         })

@@ -48,6 +48,7 @@ impl JobLog {
     }
 
     /// Waits until every line queued so far is stored (or given up on).
+    #[tracing::instrument(skip_all)]
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Message::Flush(done)).is_ok() {
@@ -56,6 +57,7 @@ impl JobLog {
     }
 
     /// Stores what is queued and stops the writer.
+    #[tracing::instrument(skip_all)]
     pub async fn close(self) {
         drop(self.tx);
         let _ = self.writer.await;
@@ -128,6 +130,7 @@ impl Service {
     }
 
     /// Writes one line of a job's log now (a job's end, its claim), before what follows is published.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id))]
     pub async fn log_now(&self, job_id: &str, level: LogLevel, message: impl AsRef<str>) {
         let line = (now_ms(), level, LogLine::clip(message.as_ref()));
         self.store_log_lines(job_id, &[line]).await;
@@ -143,6 +146,7 @@ impl Service {
     }
 
     /// The newest `last` lines (1–[`MAX_LOG_READ`]) at `level` or above, oldest first.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id))]
     pub async fn job_logs(
         &self,
         job_id: &str,
@@ -156,6 +160,7 @@ impl Service {
     }
 
     /// Every stored line at `level` or above, then new ones as they are written, until the job ends.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id))]
     pub async fn follow_job_logs(
         &self,
         job_id: &str,
@@ -222,6 +227,7 @@ impl Service {
     }
 
     /// A job's whole log as a ZIP holding `<job id>.log`: one line each, `time LEVEL message`.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id))]
     pub async fn download_job_logs(&self, job_id: &str) -> ServiceResult<Download> {
         let job = self.logged_job(job_id).await?;
         let store = self.store.clone();

@@ -13,6 +13,8 @@
 //! - [`queue`]: what a worker does with the queue: claim, heartbeat, record progress, finish;
 //! - [`training`]: turning a stored job (or a local file) into what the training engine reads;
 //! - [`tokens`]: API tokens;
+//! - [`waiting`]: the queue as users see it: each queued job's place, the figures, priorities, and
+//!   the workers' registry;
 //! - [`debris`]: cleaning up after interrupted uploads and jobs.
 //!
 //! Every state change is written to the store before its event is published. Quotas, audit and webhooks
@@ -32,12 +34,14 @@ pub mod queue;
 pub mod registry;
 pub mod tokens;
 pub mod training;
+pub mod waiting;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::domain::FieldError;
 use crate::events::EventHub;
+use crate::metrics::Metrics;
 use crate::objects::Objects;
 use crate::store::{Store, StoreError};
 
@@ -47,6 +51,7 @@ pub use datasets::UploadRequest;
 pub use jobs::{MAX_METRIC_POINTS, Submission};
 pub use queue::Lease;
 pub use training::{HubSettings, ModelRoots};
+pub use waiting::{QueueStats, QueueView, ReplicaWorkers};
 
 /// The settings the use cases read.
 #[derive(Debug, Clone)]
@@ -115,6 +120,8 @@ pub struct Service {
     settings: Arc<Settings>,
     models: Arc<inference::ModelCache>,
     predictions: Arc<inference::PredictBudget>,
+    metrics: Arc<Metrics>,
+    queue_views: Arc<waiting::SharedView>,
 }
 
 impl Service {
@@ -129,7 +136,42 @@ impl Service {
                 settings.predict_wait,
             )),
             settings: Arc::new(settings),
+            metrics: Arc::new(Metrics::new()),
+            queue_views: Arc::default(),
         }
+    }
+
+    /// Counts into `metrics` (one registry per server, shared by its API and its workers) rather
+    /// than a registry of its own.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// What this process counts.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The metrics in Prometheus's text format, with the figures read at each scrape (jobs by
+    /// status, queue depth, the database pool) brought up to date first.
+    #[tracing::instrument(skip_all)]
+    pub async fn scrape_metrics(&self) -> anyhow::Result<String> {
+        let counts = self.store.job_counts().await?;
+        let by_status: Vec<(String, i64)> = counts
+            .by_status
+            .iter()
+            .map(|(s, n)| (s.as_str().to_string(), *n))
+            .collect();
+        let by_priority: Vec<(String, i64)> = counts
+            .queued_by_priority
+            .iter()
+            .map(|(p, n)| (p.as_str().to_string(), *n))
+            .collect();
+        self.metrics.set_queue(&by_status, &by_priority);
+        let (in_use, idle) = self.store.pool_use();
+        self.metrics.set_pool_and_workers(in_use, idle);
+        Ok(self.metrics.encode())
     }
 
     pub fn settings(&self) -> &Settings {
@@ -146,10 +188,68 @@ impl Service {
         &self.events
     }
 
-    /// Whether the database and the object store answer (`/readyz`).
-    pub async fn check_ready(&self) -> anyhow::Result<()> {
-        self.store.ping().await?;
-        self.objects.ping().await
+    /// Whether each dependency answers (`/readyz`): the database, the object store and, when
+    /// configured, Redis; each checked at once, with its latency and error.
+    #[tracing::instrument(skip_all)]
+    pub async fn check_ready(&self, timeout: std::time::Duration) -> Vec<DependencyCheck> {
+        async fn timed(
+            name: &'static str,
+            timeout: std::time::Duration,
+            check: impl std::future::Future<Output = anyhow::Result<()>>,
+        ) -> DependencyCheck {
+            let started = std::time::Instant::now();
+            let result = match tokio::time::timeout(timeout, check).await {
+                Ok(result) => result,
+                Err(_) => Err(anyhow::anyhow!(
+                    "no answer within {} ms",
+                    timeout.as_millis()
+                )),
+            };
+            DependencyCheck {
+                name,
+                latency: started.elapsed(),
+                error: result.err().map(|e| format!("{e:#}")),
+            }
+        }
+        let database = timed("database", timeout, async { Ok(self.store.ping().await?) });
+        let objects = timed("objectStore", timeout, self.objects.ping());
+        let redis = async {
+            match self.events.ping_redis() {
+                Some(ping) => Some(timed("redis", timeout, ping).await),
+                None => None,
+            }
+        };
+        let (database, objects, redis) = tokio::join!(database, objects, redis);
+        [Some(database), Some(objects), redis]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+/// One dependency's answer to a readiness check.
+#[derive(Debug, Clone)]
+pub struct DependencyCheck {
+    pub name: &'static str,
+    pub latency: std::time::Duration,
+    /// Why it is not ready; `None` when it answered.
+    pub error: Option<String>,
+}
+
+impl ServiceError {
+    /// A short name for the kind of failure, for metrics' `outcome` labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadInput(_) => "bad_input",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::Forbidden(_) => "forbidden",
+            Self::FailedPrecondition { .. } => "failed_precondition",
+            Self::Lost(_) => "lost",
+            Self::Busy(_) => "busy",
+            Self::Unavailable => "unavailable",
+            Self::Internal(_) => "internal",
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use crate::train::files;
 
 impl Service {
     /// A model by name; a string that cannot be a model name names none.
+    #[tracing::instrument(skip_all, fields(name = %name))]
     pub async fn model(&self, name: &str) -> ServiceResult<Option<ModelRecord>> {
         if ModelName::parse("name", name).is_err() {
             return Ok(None);
@@ -23,6 +24,7 @@ impl Service {
     }
 
     /// By name, after the name `after`.
+    #[tracing::instrument(skip_all)]
     pub async fn models(&self, first: i64, after: Option<&str>) -> ServiceResult<Vec<ModelRecord>> {
         if let Some(after) = after
             && ModelName::parse("after", after).is_err()
@@ -36,11 +38,13 @@ impl Service {
         Ok(self.store.list_models(first, after).await?)
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn count_models(&self) -> ServiceResult<i64> {
         Ok(self.store.count_models().await?)
     }
 
     /// Versions of one model by number, in one round trip (those that exist, by number).
+    #[tracing::instrument(skip_all, fields(model = %model))]
     pub async fn versions_numbered(
         &self,
         model: &str,
@@ -141,6 +145,7 @@ impl Service {
     }
 
     /// Versions by id, in one round trip.
+    #[tracing::instrument(skip_all)]
     pub async fn model_versions_by_id(
         &self,
         ids: &[String],
@@ -149,6 +154,7 @@ impl Service {
     }
 
     /// Every version of many models, in one round trip, by model then version.
+    #[tracing::instrument(skip_all)]
     pub async fn versions_of_models(
         &self,
         names: &[String],
@@ -159,6 +165,7 @@ impl Service {
     /// Registers what a job trained: uploads the model's files from `dir` to the object store under the
     /// job's run folder, then, in one transaction, files the next version of the job's model and marks the
     /// job `COMPLETED`, and announces it. Nothing is registered when `worker` no longer holds the job.
+    #[tracing::instrument(skip_all, fields(worker = %worker))]
     pub async fn register_model_version(
         &self,
         job: &JobRecord,

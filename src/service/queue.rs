@@ -33,6 +33,7 @@ impl Service {
     /// Ends the attempts of jobs whose workers stopped responding (back to the queue after a backoff,
     /// or `FAILED` with no attempts left), then claims the next job for `worker`: the highest-priority
     /// oldest queued job whose backoff has passed.
+    #[tracing::instrument(skip_all, fields(worker = %worker))]
     pub async fn claim_next_job(
         &self,
         worker: &str,
@@ -79,6 +80,7 @@ impl Service {
     }
 
     /// Extends `worker`'s lease on a job.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id, worker = %worker))]
     pub async fn heartbeat(
         &self,
         job_id: &str,
@@ -110,6 +112,7 @@ impl Service {
     /// A job that starts again goes on from `checkpoint` (or from the beginning): what its earlier
     /// attempts recorded after that point is removed, and subscribers hear `Resumed` before the steps
     /// that follow, so a live chart rewinds. Returns `false` when `worker` no longer holds the job.
+    #[tracing::instrument(skip_all, fields(worker = %worker))]
     pub async fn rewind_job(
         &self,
         job: &JobRecord,
@@ -147,6 +150,7 @@ impl Service {
 
     /// Records where the attempt `worker` holds trains (`Job.device`). Returns `false` when the lease
     /// is gone.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id, worker = %worker))]
     pub async fn record_device(
         &self,
         job_id: &str,
@@ -157,6 +161,7 @@ impl Service {
     }
 
     /// Marks a running job as stalled (its progress has not moved for a while) and logs it.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id, worker = %worker))]
     pub async fn mark_stalled(&self, job_id: &str, worker: &str, since: i64) -> ServiceResult<()> {
         tracing::warn!(job_id, worker, "the job's progress has stalled");
         self.store.mark_stalled(job_id, worker, since).await?;
@@ -165,6 +170,7 @@ impl Service {
 
     /// Records what training did since the last call, then announces a finished epoch. Returns
     /// [`Lease::Lost`] when `worker` no longer holds the job; nothing is written then.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id, worker = %worker))]
     pub async fn record_training(
         &self,
         job_id: &str,
@@ -184,6 +190,7 @@ impl Service {
     /// Ends the attempt of a job `worker` holds in `to` and announces it: `CANCELLED`; or `PAUSED`, or
     /// `QUEUED` to run it again later (shutdown), neither counted as an attempt. Returns the job, or
     /// `None` when the worker no longer holds it.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id, worker = %worker))]
     pub async fn release_job(
         &self,
         job_id: &str,
@@ -199,6 +206,7 @@ impl Service {
 
     /// Ends an attempt that failed for a reason outside the job (the database or object store became
     /// unreachable): back to the queue after a backoff while it has attempts left, `FAILED` after.
+    #[tracing::instrument(skip_all, fields(worker = %worker))]
     pub async fn retry_job_later(
         &self,
         job: &JobRecord,
@@ -228,6 +236,7 @@ impl Service {
     /// Fails a job `worker` holds. `Job.error` gets a message written for the user: the most specific
     /// [`UserError`] in the chain, or `fallback` (what failed and what to do), followed by a reference;
     /// the whole chain goes to the server log under that reference.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id, worker = %worker))]
     pub async fn fail_job(
         &self,
         job_id: &str,

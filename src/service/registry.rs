@@ -144,12 +144,14 @@ impl Service {
     }
 
     /// Every alias of many models, in one round trip, by model then alias.
+    #[tracing::instrument(skip_all)]
     pub async fn aliases_of_models(&self, models: &[String]) -> ServiceResult<Vec<ModelAlias>> {
         Ok(self.store.aliases_of_models(models).await?)
     }
 
     /// The last `limit` alias moves of each of many models (optionally of one alias only), newest
     /// first, in one round trip; `limit` 1–[`MAX_HISTORY`].
+    #[tracing::instrument(skip_all)]
     pub async fn alias_history_of_models(
         &self,
         models: &[String],
@@ -164,6 +166,7 @@ impl Service {
     }
 
     /// Per model, alias and version, the `predict` calls answered, for many models in one round trip.
+    #[tracing::instrument(skip_all)]
     pub async fn alias_requests_of_models(
         &self,
         models: &[String],
@@ -172,6 +175,7 @@ impl Service {
     }
 
     /// The promotion policies of many models, in one round trip.
+    #[tracing::instrument(skip_all)]
     pub async fn promotion_policies_of_models(
         &self,
         models: &[String],
@@ -180,6 +184,7 @@ impl Service {
     }
 
     /// Points `alias` at `target` (a version or a split), after the alias's policy passes.
+    #[tracing::instrument(skip_all, fields(model = %model))]
     pub async fn set_model_alias(
         &self,
         caller: &Principal,
@@ -209,6 +214,7 @@ impl Service {
     }
 
     /// Removes an alias (its history stays).
+    #[tracing::instrument(skip_all, fields(model = %model))]
     pub async fn delete_model_alias(
         &self,
         caller: &Principal,
@@ -231,6 +237,7 @@ impl Service {
     }
 
     /// Moves an alias back to where it pointed before its latest move that no rollback has undone.
+    #[tracing::instrument(skip_all, fields(model = %model))]
     pub async fn rollback_model_alias(
         &self,
         caller: &Principal,
@@ -265,6 +272,7 @@ impl Service {
 
     /// Sets the rules a version must pass before `alias` may point to it; no rules removes the policy.
     /// Admins only: a policy is what keeps members from promoting a worse version.
+    #[tracing::instrument(skip_all, fields(model = %model))]
     pub async fn set_promotion_policy(
         &self,
         caller: &Principal,
@@ -288,6 +296,7 @@ impl Service {
 
     /// Sets the hyperparameters `submitJob` fills in for `model` when its input leaves them out (kiln's
     /// own defaults fill the rest); each is range-checked now. An input that sets nothing removes them.
+    #[tracing::instrument(skip_all, fields(model = %model))]
     pub async fn set_model_training_defaults(
         &self,
         model: &str,
@@ -305,6 +314,7 @@ impl Service {
     }
 
     /// The training defaults of many models (those that have some), in one round trip.
+    #[tracing::instrument(skip_all)]
     pub async fn training_defaults_of_models(
         &self,
         models: &[String],
@@ -313,6 +323,7 @@ impl Service {
     }
 
     /// Versions of a model side by side, in the order asked.
+    #[tracing::instrument(skip_all, fields(model = %model))]
     pub async fn compare_model_versions(
         &self,
         model: &str,

@@ -7,6 +7,7 @@ use crate::store::TokenRecord;
 
 impl Service {
     /// Mints a member token; only an admin may. Returns the token (shown this once) and its record.
+    #[tracing::instrument(skip_all, fields(name = %name))]
     pub async fn create_token(
         &self,
         caller: &Principal,

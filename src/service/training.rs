@@ -138,6 +138,7 @@ fn check_model_files(field: &str, dir: &Path, shown: &str) -> Result<(), FieldEr
 /// Checks a base model reference before a job is accepted: a local one resolves under `roots` (when
 /// given: the server's; `kiln train` trusts its own user) to a folder holding the three files; a hub
 /// one is checked when it is downloaded. Problems are reported against `field`.
+#[tracing::instrument(skip_all)]
 pub async fn check_base_model(
     field: &str,
     base: &BaseModelRef,
@@ -176,6 +177,7 @@ fn no_registry(field: &str) -> FieldError {
 /// The local directory of a base model: the folder under `roots` (when given), or the hub cache under
 /// `cache_root` after downloading what is missing. A registered version is fetched by the service
 /// ([`Service::base_model_dir`]).
+#[tracing::instrument(skip_all)]
 pub async fn fetch_base_model(
     base: &BaseModelRef,
     hub: &HubSettings,
@@ -295,6 +297,7 @@ impl Service {
 
     /// The examples of a stored dataset: its file is copied from the object store into `dir` (streamed),
     /// checked again and indexed, and rows are read from that copy as training needs them.
+    #[tracing::instrument(skip_all)]
     pub async fn training_examples(
         &self,
         dataset_id: &str,
@@ -344,6 +347,7 @@ impl Service {
     /// The local directory of a job's base model: downloaded into the work folder's `hub/` cache when it
     /// comes from the hub (reporting to `progress` how far it is); a registered version's files copied
     /// into `job_dir/base`.
+    #[tracing::instrument(skip_all)]
     pub async fn base_model_dir(
         &self,
         base: &BaseModelRef,

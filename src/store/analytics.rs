@@ -3,7 +3,14 @@
 use sqlx::Row;
 
 use super::{Store, StoreResult, corrupt};
-use crate::domain::{JobGroup, JobStatus, MetricSummary};
+use crate::domain::{JobGroup, JobStatus, MetricSummary, Priority};
+
+/// How many jobs have each status, and how many queued jobs each priority.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    pub by_status: Vec<(JobStatus, i64)>,
+    pub queued_by_priority: Vec<(Priority, i64)>,
+}
 
 impl Store {
     /// A summary of one step metric of a job; `None` when it has no points.
@@ -81,5 +88,31 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Jobs by status and queued jobs by priority, in one round trip (`/metrics`).
+    pub async fn job_counts(&self) -> StoreResult<JobCounts> {
+        self.tick()?;
+        let rows = sqlx::query(
+            "SELECT status, priority, COUNT(*) AS n FROM jobs GROUP BY status, priority",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.note(e))?;
+        let mut counts = JobCounts::default();
+        for row in rows {
+            let status: String = row.try_get("status")?;
+            let status = JobStatus::parse(&status).map_err(|e| corrupt("job status", e))?;
+            let priority = Priority::from_rank(row.try_get::<i64, _>("priority")? as i32);
+            let n: i64 = row.try_get("n")?;
+            match counts.by_status.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, total)) => *total += n,
+                None => counts.by_status.push((status, n)),
+            }
+            if status == JobStatus::Queued {
+                counts.queued_by_priority.push((priority, n));
+            }
+        }
+        Ok(counts)
     }
 }

@@ -20,6 +20,7 @@ mod deletion;
 mod jobs;
 mod logs;
 mod models;
+mod queue;
 mod registry;
 mod tokens;
 
@@ -32,8 +33,10 @@ use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use analytics::JobCounts;
 pub use datasets::NewDataset;
 pub use jobs::{AttemptEnd, NewJob, Page, TrainingRecord};
+pub use queue::{SNAPSHOT_QUEUED, WORKER_ALIVE_MS};
 pub use tokens::TokenRecord;
 
 /// How long statements are refused at once after one found the database unreachable.
@@ -222,6 +225,12 @@ impl Store {
             query = query.bind(key);
         }
         query.fetch_all(&self.pool).await.map_err(|e| self.note(e))
+    }
+
+    /// The pool's open connections: `(in use, idle)`.
+    pub fn pool_use(&self) -> (u32, u32) {
+        let idle = self.pool.num_idle() as u32;
+        (self.pool.size().saturating_sub(idle), idle)
     }
 
     pub async fn close(&self) {

@@ -223,3 +223,45 @@ async fn the_dashboard_uploads_submits_follows_pauses_rewinds_and_promotes() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_queue_page_says_why_each_job_waits_and_moves_one_ahead() {
+    let Some(chromium) = browser() else {
+        return;
+    };
+    let mut options = crate::helpers::Options::new(Db::Sqlite, Objects::Local);
+    options.workers = 0;
+    let app = crate::helpers::spawn_with(options).await;
+    let small = app
+        .ready_dataset("d.jsonl", separable_text_jsonl(40, 3))
+        .await;
+    let big = app
+        .ready_dataset("big.jsonl", separable_text_jsonl(400, 4))
+        .await;
+    let job = |dataset: &str, name: &str, priority: &str, epochs: u32| {
+        json!({ "name": name, "modelName": "q", "task": "TEXT_CLASSIFICATION", "datasetId": dataset,
+                "priority": priority, "hyperparameters": { "epochs": epochs, "maxSeqLength": 16 } })
+    };
+    // A finished job gives model `q` a usual run time, so every waiting job has an estimate.
+    app.queued_job(job(&small, "first", "NORMAL", 1)).await;
+    app.run_next_job().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(app.worker().with_shutdown(stop.clone()).run_until_stopped());
+    let long = app.queued_job(job(&big, "long", "NORMAL", 1000)).await;
+    app.wait_until_training(&long).await;
+    let normal = app.queued_job(job(&small, "normal", "NORMAL", 1)).await;
+    let high = app.queued_job(job(&small, "high", "HIGH", 1)).await;
+
+    let vars = [("KILN_URL", app.url("")), ("KILN_TOKEN", app.token.clone())];
+    run_script("queue.mjs", &chromium, &vars, |_| {}).await;
+
+    for id in [&long, &normal, &high] {
+        app.data(
+            "mutation($id: ID!) { cancelJob(id: $id) { id } }",
+            json!({ "id": id }),
+        )
+        .await;
+    }
+    stop.cancel();
+    worker.await.unwrap();
+}

@@ -654,3 +654,126 @@ async fn the_first_start_prints_a_token_line_ready_to_paste_that_works() {
     assert_eq!(body["data"]["me"]["role"], "admin", "{body}");
     server.kill().await.unwrap();
 }
+
+/// `kiln migrate` run in `dir` with `env` on top: what it printed (standard output, then error).
+fn migrate_in(dir: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> (bool, String) {
+    let mut command = kiln();
+    command
+        .arg("migrate")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("KILN_DATABASE_URL")
+        .env_remove("KILN_CONFIG")
+        .env("RUST_LOG", "error");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let run = command.output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    (run.status.success(), said)
+}
+
+#[test]
+fn a_settings_file_sits_between_the_defaults_and_the_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+    std::fs::write(
+        dir.path().join("kiln.toml"),
+        format!(
+            "# kiln.toml\ndatabase_url = \"{}\"\ndatabase_max_connections = 3\n",
+            db("file.db")
+        ),
+    )
+    .unwrap();
+
+    // kiln.toml in the working folder is read.
+    let (ok, said) = migrate_in(dir.path(), &[], &[]);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains(&format!("applied to {}", db("file.db"))),
+        "{said}"
+    );
+    assert!(dir.path().join("file.db").exists());
+    // A variable wins over the file, and a flag over both.
+    let (ok, said) = migrate_in(dir.path(), &[], &[("KILN_DATABASE_URL", db("env.db"))]);
+    assert!(ok && said.contains(&db("env.db")), "{said}");
+    let (ok, said) = migrate_in(
+        dir.path(),
+        &["--database-url", &db("flag.db")],
+        &[("KILN_DATABASE_URL", db("env.db"))],
+    );
+    assert!(ok && said.contains(&db("flag.db")), "{said}");
+    // A value may come from a file of its own: the variable KILN_X_FILE, or the key x_file
+    // (relative to the settings file's folder); the final line break is not part of it.
+    std::fs::write(dir.path().join("url"), format!("{}\n", db("secret.db"))).unwrap();
+    let (ok, said) = migrate_in(
+        dir.path(),
+        &[],
+        &[(
+            "KILN_DATABASE_URL_FILE",
+            dir.path().join("url").display().to_string(),
+        )],
+    );
+    assert!(
+        ok && said.contains(&format!("{}\n", db("secret.db"))),
+        "{said}"
+    );
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir(other.path().join("secrets")).unwrap();
+    std::fs::write(other.path().join("secrets/db"), db("keyed.db")).unwrap();
+    std::fs::write(
+        other.path().join("prod.toml"),
+        "database_url_file = \"secrets/db\"\n",
+    )
+    .unwrap();
+    let config = other.path().join("prod.toml").display().to_string();
+    let (ok, said) = migrate_in(dir.path(), &["--config", &config], &[]);
+    assert!(ok && said.contains(&db("keyed.db")), "{said}");
+    // KILN_CONFIG names the file too; empty, it reads none (the default database then).
+    let (ok, said) = migrate_in(dir.path(), &[], &[("KILN_CONFIG", config.clone())]);
+    assert!(ok && said.contains(&db("keyed.db")), "{said}");
+    let (ok, said) = migrate_in(dir.path(), &[], &[("KILN_CONFIG", String::new())]);
+    assert!(
+        ok && said.contains("sqlite://./kiln-data/kiln.db"),
+        "{said}"
+    );
+
+    // Mistakes are refused in words, naming what is wrong.
+    std::fs::write(dir.path().join("typo.toml"), "databse_url = \"x\"\n").unwrap();
+    let (ok, said) = migrate_in(dir.path(), &["--config", "typo.toml"], &[]);
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("typo.toml: unknown setting `databse_url`; did you mean `database_url`?"),
+        "{said}"
+    );
+    std::fs::write(dir.path().join("list.toml"), "workers = [1, 2]\n").unwrap();
+    let (ok, said) = migrate_in(dir.path(), &["--config", "list.toml"], &[]);
+    assert!(
+        !ok && said.contains("`workers` must be a string, a number or true/false"),
+        "{said}"
+    );
+    let (ok, said) = migrate_in(dir.path(), &["--config", "missing.toml"], &[]);
+    assert!(
+        !ok && said.contains("missing.toml does not exist"),
+        "{said}"
+    );
+    let (ok, said) = migrate_in(
+        dir.path(),
+        &[],
+        &[
+            ("KILN_DATABASE_URL", db("env.db")),
+            (
+                "KILN_DATABASE_URL_FILE",
+                dir.path().join("url").display().to_string(),
+            ),
+        ],
+    );
+    assert!(
+        !ok && said.contains("KILN_DATABASE_URL and KILN_DATABASE_URL_FILE are both set"),
+        "{said}"
+    );
+}

@@ -39,7 +39,7 @@ pub const ADMIN_TOKEN: &str = "kiln_test_admin_token_0123456789";
 /// Logs go to the test output only with `TEST_LOG=1`.
 fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        kiln::telemetry::init();
+        let _ = kiln::telemetry::init(Default::default(), None);
     }
 }
 
@@ -170,8 +170,9 @@ impl Options {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub kiln: Arc<App>,
-    pub client: reqwest::Client,
-    pub token: String,
+    /// What a client of this kiln has: its URL, the admin token, an HTTP client (`app.graphql(…)`
+    /// and the other client calls reach it through `Deref`).
+    pub remote: Remote,
     pub dir: Arc<TempDir>,
     pub s3: Option<Arc<S3Server>>,
     /// The proxy between kiln and its database, when the test asked for one.
@@ -263,8 +264,7 @@ async fn start(config: Config, dir: Arc<TempDir>, s3: Option<Arc<S3Server>>) -> 
     TestApp {
         addr,
         kiln,
-        client: reqwest::Client::new(),
-        token: ADMIN_TOKEN.to_string(),
+        remote: Remote::new(&format!("http://{addr}"), ADMIN_TOKEN),
         dir,
         s3,
         db_proxy: None,
@@ -360,9 +360,26 @@ pub const JOB_EVENTS: &str = "subscription($id: ID!) { jobEvents(jobId: $id) { _
     ... on StepProgress { step totalSteps epoch totalEpochs loss learningRate samplesPerSecond } \
     ... on JobResumed { fromStep fromEpoch } } }";
 
-impl TestApp {
+/// A kiln as its clients reach it, over HTTP: in this process or another.
+#[derive(Clone)]
+pub struct Remote {
+    /// `http://host:port`.
+    pub base: String,
+    pub token: String,
+    pub client: reqwest::Client,
+}
+
+impl Remote {
+    pub fn new(base: &str, token: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            client: reqwest::Client::new(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}{}", self.base, path)
     }
 
     /// Sends a GraphQL request with the admin token and returns the whole response body.
@@ -454,7 +471,16 @@ impl TestApp {
         .await["job"]
             .clone()
     }
+}
 
+impl std::ops::Deref for TestApp {
+    type Target = Remote;
+    fn deref(&self) -> &Remote {
+        &self.remote
+    }
+}
+
+impl TestApp {
     /// Asserts that `outcome` is the failure of `job_id`, as the API reports it too, and returns the
     /// job's error message.
     pub async fn failure_of(&self, outcome: Outcome, job_id: &str) -> String {
@@ -610,7 +636,7 @@ impl TestApp {
     pub async fn restart_with(mut self, config: Config) -> TestApp {
         self.stop().await;
         let mut app = start(config, self.dir.clone(), self.s3.clone()).await;
-        app.token = self.token.clone();
+        app.remote.token = self.token.clone();
         app
     }
 
@@ -1026,6 +1052,25 @@ impl ServeProcess {
     /// Starts `kiln serve` with `app`'s settings, `workers` training workers, and `env` on top;
     /// returns once `/healthz` answers.
     pub async fn start(app: &TestApp, workers: usize, env: &[(&str, &str)]) -> ServeProcess {
+        Self::start_inner(app, workers, env, None).await
+    }
+
+    /// As [`ServeProcess::start`], with the server's log (standard error) written to `log`.
+    pub async fn start_logging_to(
+        app: &TestApp,
+        workers: usize,
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> ServeProcess {
+        Self::start_inner(app, workers, env, Some(log)).await
+    }
+
+    async fn start_inner(
+        app: &TestApp,
+        workers: usize,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> ServeProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -1053,6 +1098,9 @@ impl ServeProcess {
                 std::env::var("TEST_LOG").map_or("error".into(), |_| "info".to_string()),
             )
             .stdout(std::process::Stdio::null());
+        if let Some(log) = log {
+            command.stderr(std::fs::File::create(log).expect("creating the log file"));
+        }
         for (name, value) in env {
             command.env(name, value);
         }

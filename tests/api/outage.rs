@@ -56,6 +56,19 @@ async fn a_database_outage_fails_requests_fast_keeps_cached_tokens_and_loses_no_
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     assert!(started.elapsed() < Duration::from_secs(3));
+    // It says which dependency is down, and that the others answer.
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "not ready", "{body}");
+    assert_eq!(body["checks"][0]["name"], "database", "{body}");
+    assert_eq!(body["checks"][0]["ok"], false, "{body}");
+    assert!(
+        body["checks"][0]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["checks"][1]["name"], "objectStore", "{body}");
+    assert_eq!(body["checks"][1]["ok"], true, "{body}");
     let remaining = Duration::from_secs(5).saturating_sub(cut_at.elapsed());
     tokio::time::sleep(remaining).await;
     proxy.restore();

@@ -10,11 +10,13 @@ import * as models from './pages/models.js';
 import * as submit from './pages/submit.js';
 import * as compare from './pages/compare.js';
 import * as home from './pages/home.js';
+import * as queue from './pages/queue.js';
 
 const ROUTES = [
   [/^\/jobs\/([^/]+)$/, job],
   [/^\/$/, home],
   [/^\/jobs$/, jobs],
+  [/^\/queue$/, queue],
   [/^\/datasets$/, datasets],
   [/^\/models\/([^/]+)$/, models],
   [/^\/models$/, models],

@@ -79,6 +79,13 @@ export function when(iso) {
   return date.toLocaleString([], { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
 }
 
+/// When something should happen, from now: "in about 3 min 20 s", "any moment", or "not known".
+export function startsIn(iso) {
+  if (!iso) return 'not known';
+  const ms = new Date(iso).getTime() - Date.now();
+  return ms <= 5000 ? 'any moment' : `in about ${duration(ms)} (${when(iso)})`;
+}
+
 export function bytes(n) {
   if (n === null || n === undefined) return '–';
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];

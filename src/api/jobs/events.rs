@@ -11,6 +11,20 @@ pub enum JobEvent {
     EpochCompleted(EpochCompleted),
     StepProgress(StepProgress),
     JobResumed(JobResumed),
+    QueueChanged(QueueChanged),
+}
+
+/// A queued job's place: sent when a follower first sees the job queued, then whenever its position
+/// or its reason changes, or its estimated start moves by more than 30 s.
+#[derive(SimpleObject)]
+pub struct QueueChanged {
+    pub job_id: ID,
+    /// 1 for the next job a worker takes.
+    pub position: i64,
+    /// Null without a live worker or a known run time.
+    pub estimated_start_at: Option<String>,
+    /// Why it waits, in words.
+    pub reason: String,
 }
 
 /// What `jobChanges` sends: any job's status change or step progress, or word that some were missed.
@@ -122,7 +136,15 @@ impl JobEvent {
                 from_step: *from_step as i64,
                 from_epoch: *from_epoch as i32,
             }),
-            E::CancelRequested | E::PauseRequested | E::Logs(_) | E::Resync => return None,
+            E::QueueChanged(place) => Self::QueueChanged(QueueChanged {
+                job_id,
+                position: place.position,
+                estimated_start_at: place.estimated_start_at.map(crate::domain::timestamp),
+                reason: place.reason.clone(),
+            }),
+            E::CancelRequested | E::PauseRequested | E::Logs(_) | E::Resync | E::QueueMoved => {
+                return None;
+            }
         })
     }
 }

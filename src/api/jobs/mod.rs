@@ -3,6 +3,7 @@
 mod analytics;
 mod events;
 mod logs;
+mod queue;
 mod training;
 mod types;
 
@@ -16,6 +17,7 @@ use crate::service::Submission;
 
 pub use events::{EpochCompleted, JobChange, JobEvent, JobStatusChanged, StepProgress};
 pub use logs::{LogLevel, LogLine};
+pub use queue::{QueueMutation, QueueQuery};
 pub use training::{CustomizationInputGql, Hyperparameters, HyperparametersInput};
 pub use types::{
     EpochMetrics, Job, JobProgress, JobStatus, MetricPoint, ModelConfig, Priority, TaskKind,
@@ -228,17 +230,23 @@ impl JobsSubscription {
             .follow_job(&job_id)
             .await
             .map_err(super::ApiError::from)?;
+        let counted = service(ctx).metrics().subscriber("jobEvents");
         let id = job_id.0;
-        Ok(events.filter_map(move |event| std::future::ready(JobEvent::from_event(&id, &event))))
+        Ok(events.filter_map(move |event| {
+            let _ = &counted;
+            std::future::ready(JobEvent::from_event(&id, &event))
+        }))
     }
 
     /// Every job's status changes (a submitted job's `QUEUED` included) and step progress, from now on:
     /// what a list of jobs needs to stay current. `JobChangesMissed` says some were lost (read the
     /// list again).
     async fn job_changes(&self, ctx: &Context<'_>) -> impl Stream<Item = JobChange> + use<> {
-        service(ctx)
-            .watch_jobs()
-            .filter_map(|change| std::future::ready(JobChange::from_watch(change)))
+        let counted = service(ctx).metrics().subscriber("jobChanges");
+        service(ctx).watch_jobs().filter_map(move |change| {
+            let _ = &counted;
+            std::future::ready(JobChange::from_watch(change))
+        })
     }
 
     /// The job's log: every stored line at `level` or above (default: all), then new lines as they are
@@ -255,6 +263,10 @@ impl JobsSubscription {
             .follow_job_logs(&job_id, level)
             .await
             .map_err(super::ApiError::from)?;
-        Ok(lines.map(LogLine::from))
+        let counted = service(ctx).metrics().subscriber("jobLogs");
+        Ok(lines.map(move |line| {
+            let _ = &counted;
+            LogLine::from(line)
+        }))
     }
 }

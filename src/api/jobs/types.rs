@@ -6,6 +6,7 @@ use async_graphql::{Context, ID, Object, SimpleObject};
 use super::super::datasets::Dataset;
 use super::super::loaders::{
     CheckpointsLoader, EpochsLoader, MetricsKey, MetricsLoader, ModelVersionLoader,
+    QueuePlaceLoader,
 };
 use super::super::models::ModelVersion;
 use super::super::{ApiResult, timestamp};
@@ -46,6 +47,10 @@ pub struct JobProgress {
     /// Set when the job's progress has not moved for `KILN_STALL_SECONDS` (default 600) while its
     /// worker holds it: since when. Cleared when it moves again.
     pub stalled_since: Option<String>,
+    /// When the job should end, by `etaSeconds` counted from when the progress was measured.
+    pub estimated_end_at: Option<String>,
+    /// Training throughput at the latest step.
+    pub samples_per_second: Option<f64>,
 }
 
 /// A stored checkpoint: the job goes on from its newest one after a pause, a crash or a retry.
@@ -158,6 +163,17 @@ impl From<domain::MetricPoint> for MetricPoint {
 
 pub struct Job(pub JobRecord);
 
+impl Job {
+    /// The job's place while it is queued (read once per request for every job that asks).
+    async fn queue_place(&self, ctx: &Context<'_>) -> ApiResult<Option<domain::QueuePlace>> {
+        if self.0.status != domain::JobStatus::Queued {
+            return Ok(None);
+        }
+        let loader = ctx.data_unchecked::<DataLoader<QueuePlaceLoader>>();
+        loader.load_one(self.0.id.clone()).await
+    }
+}
+
 #[Object]
 impl Job {
     async fn id(&self) -> ID {
@@ -263,6 +279,8 @@ impl Job {
             elapsed_seconds: p.elapsed_seconds,
             eta_seconds: p.eta_seconds,
             stalled_since: p.stalled_since.map(timestamp),
+            estimated_end_at: p.estimated_end_at().map(timestamp),
+            samples_per_second: p.samples_per_second,
         })
     }
     /// The job's stored checkpoints, oldest first (at most `keepCheckpoints`).
@@ -365,6 +383,26 @@ impl Job {
     }
     async fn created_at(&self) -> String {
         timestamp(self.0.created_at)
+    }
+    /// While the job is queued: its place in the queue, 1 for the next job a worker takes (jobs
+    /// waiting for an automatic retry do not count ahead of others). Null otherwise.
+    async fn queue_position(&self, ctx: &Context<'_>) -> ApiResult<Option<i64>> {
+        Ok(self.queue_place(ctx).await?.map(|p| p.position))
+    }
+    /// While the job is queued: when it should start, playing the queue forward over the live
+    /// workers with running jobs' ETAs and the usual run time of each model's jobs. Null without a
+    /// worker or a known run time.
+    async fn estimated_start_at(&self, ctx: &Context<'_>) -> ApiResult<Option<String>> {
+        Ok(self
+            .queue_place(ctx)
+            .await?
+            .and_then(|p| p.estimated_start_at)
+            .map(timestamp))
+    }
+    /// While the job is queued: why it waits, in words ("2 jobs ahead of it at HIGH priority", "no
+    /// worker is running", "waiting for its retry at …").
+    async fn pending_reason(&self, ctx: &Context<'_>) -> ApiResult<Option<String>> {
+        Ok(self.queue_place(ctx).await?.map(|p| p.reason))
     }
     async fn started_at(&self) -> Option<String> {
         self.0.started_at.map(timestamp)

@@ -89,6 +89,7 @@ impl PredictBudget {
     }
 
     /// Takes `bytes` of the budget, waiting for them at most the predict wait.
+    #[tracing::instrument(skip_all)]
     pub async fn take(&self, bytes: u64) -> ServiceResult<SemaphorePermit<'_>> {
         let units = bytes.div_ceil(UNIT).clamp(1, self.bytes / UNIT) as u32;
         match tokio::time::timeout(self.wait, self.units.acquire_many(units)).await {

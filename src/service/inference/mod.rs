@@ -144,6 +144,7 @@ impl Service {
     /// Its files are checked first, so that a version whose files are gone takes no room from others.
     async fn served(&self, version: &ModelVersionRecord) -> ServiceResult<Arc<Served>> {
         let cell = self.models.cell(&version.id);
+        self.metrics.model_cache(cell.initialized());
         let loaded = cell
             .get_or_try_init(|| async {
                 let files = self.version_objects(version).await?;
@@ -193,7 +194,28 @@ impl Service {
     }
 
     /// Answers `input` with the chosen version. `request_id` fixes a split alias's routing.
+    #[tracing::instrument(skip_all, fields(model = %model))]
     pub async fn predict(
+        &self,
+        model: &str,
+        choice: &VersionChoice,
+        input: PredictInput,
+        request_id: &str,
+    ) -> ServiceResult<Vec<Prediction>> {
+        let started = std::time::Instant::now();
+        let answered = self.answer(model, choice, input, request_id).await;
+        let outcome = answered.as_ref().map_or_else(ServiceError::kind, |_| "ok");
+        // A name that is not a model's, or a request refused before the model was looked up, is
+        // not given a label of its own: labels stay bounded by the registry.
+        let label = match &answered {
+            Err(ServiceError::NotFound(_) | ServiceError::BadInput(_)) => "(unknown)",
+            _ => model,
+        };
+        self.metrics.predict(label, outcome, started.elapsed());
+        answered
+    }
+
+    async fn answer(
         &self,
         model: &str,
         choice: &VersionChoice,
@@ -358,6 +380,7 @@ impl Service {
     }
 
     /// Loads a version into the cache ahead of requests.
+    #[tracing::instrument(skip_all, fields(model = %model))]
     pub async fn load_model(
         &self,
         model: &str,
@@ -370,6 +393,7 @@ impl Service {
     }
 
     /// Drops a version from the cache; whether it was loaded.
+    #[tracing::instrument(skip_all, fields(model = %model))]
     pub async fn unload_model(&self, model: &str, version: i64) -> ServiceResult<bool> {
         let choice = VersionChoice {
             version: Some(version),

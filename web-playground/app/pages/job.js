@@ -5,16 +5,16 @@
 import { download, gql, subscribe } from '../api.js';
 import { downsample, lineChart } from '../chart.js';
 import { ACTIVE, jobActions, jobProgress } from '../jobcommon.js';
-import { badge, bytes, duration, errorBox, fill, h, percent, showError, sig, when } from '../ui.js';
+import { badge, bytes, duration, errorBox, fill, h, percent, showError, sig, startsIn, when } from '../ui.js';
 
 /// How many points of the stored series are asked for (bucket means of a long run, every step of a
 /// short one); the chart then grows live.
 const HISTORY = 2000;
 const JOB = `query($id: ID!, $points: Int!) { job(id: $id) {
   id name status error modelName task baseModel attempts maxAttempts device createdAt startedAt finishedAt
-  nextAttemptAt logsDownloadUrl
+  nextAttemptAt logsDownloadUrl queuePosition estimatedStartAt pendingReason
   dataset { id name rowCount }
-  progress { epoch totalEpochs step totalSteps percent etaSeconds stalledSince }
+  progress { epoch totalEpochs step totalSteps percent etaSeconds stalledSince estimatedEndAt samplesPerSecond }
   analytics { samplesPerSecondMean trainingMs }
   hyperparameters { epochs batchSize learningRate validationSplit seed maxSeqLength optimizer lrSchedule
     warmupRatio weightDecay momentum gradientClipNorm gradientAccumulationSteps earlyStoppingPatience
@@ -30,7 +30,8 @@ const EVENTS = `subscription($id: ID!) { jobEvents(jobId: $id) { __typename
   ... on EpochCompleted { epoch trainLoss valLoss accuracy f1 perLabel { label precision recall f1 support }
       confusionMatrix { labels rows } }
   ... on StepProgress { step totalSteps epoch totalEpochs loss learningRate samplesPerSecond }
-  ... on JobResumed { fromStep fromEpoch } } }`;
+  ... on JobResumed { fromStep fromEpoch }
+  ... on QueueChanged { position estimatedStartAt reason } } }`;
 const LOGS = 'subscription($id: ID!) { jobLogs(jobId: $id) { seq at level message } }';
 
 export function render(main, params, id) {
@@ -76,8 +77,15 @@ export function render(main, params, id) {
     const p = job.progress;
     const eta = p && p.etaSeconds !== null && p.etaSeconds !== undefined && ACTIVE.includes(job.status) ? duration(p.etaSeconds * 1000) : null;
     const speed = live.samplesPerSecond ?? (job.analytics && job.analytics.samplesPerSecondMean);
+    const queued = job.status === 'QUEUED' && job.queuePosition
+      ? h('p', { class: 'queue-place', 'data-position': String(job.queuePosition) },
+          h('strong', {}, `#${job.queuePosition} in the queue`),
+          ` · starts ${startsIn(job.estimatedStartAt)} · ${job.pendingReason} · `,
+          h('a', { href: '#/queue' }, 'the queue'))
+      : null;
     fill(progress,
       h('h2', {}, 'Progress'),
+      queued,
       jobProgress(job),
       h('p', { class: 'facts' },
         p ? `step ${p.step} of ${p.totalSteps} · epoch ${p.epoch} of ${p.totalEpochs} · ${percent(job.status === 'COMPLETED' ? 1 : p.totalSteps ? p.step / p.totalSteps : 0)}` : 'not started',
@@ -185,6 +193,12 @@ export function render(main, params, id) {
         job.progress = { ...(job.progress || {}), step: event.step, totalSteps: event.totalSteps, epoch: event.epoch, totalEpochs: event.totalEpochs };
         drawProgress();
         drawCharts();
+        break;
+      case 'QueueChanged':
+        job.queuePosition = event.position;
+        job.estimatedStartAt = event.estimatedStartAt;
+        job.pendingReason = event.reason;
+        drawProgress();
         break;
       case 'JobResumed': {
         const keep = steps.x.findIndex((s) => s > event.fromStep);

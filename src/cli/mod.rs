@@ -12,6 +12,9 @@ use crate::app::App;
 use crate::config::Config;
 use crate::domain::{FieldError, Hyperparams, TrainingSettings};
 
+mod args;
+pub use args::{Cli, Command};
+
 /// `kiln serve` (with the API) and `kiln worker` (workers only): runs until Ctrl-C or SIGTERM.
 pub async fn serve(mut config: Config, with_api: bool) -> Result<()> {
     if !with_api && config.workers == 0 {
@@ -191,6 +194,13 @@ pub struct RunJobArgs {
 
 /// `kiln run-job`: runs one claimed job in this process.
 pub async fn run_job(args: RunJobArgs) -> Result<crate::runner::JobExit> {
+    use tracing::Instrument;
+    // Every line this process logs is about this job.
+    let span = tracing::info_span!("run-job", job_id = %args.job_id);
+    run_claimed_job(args).instrument(span).await
+}
+
+async fn run_claimed_job(args: RunJobArgs) -> Result<crate::runner::JobExit> {
     use crate::events::EventHub;
     use crate::runner::{WorkerSettings, process};
     use crate::service::{Service, Settings};

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+pub mod file;
+
 /// A value that must never be printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -131,6 +133,10 @@ pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long, env = "KILN_BIND", default_value = "127.0.0.1:8000")]
     pub bind: SocketAddr,
+    /// A second address serving only `GET /metrics`, with no token (for a Prometheus scraper kept off
+    /// the API's network); absent: `/metrics` is on the API's address, behind the admin token.
+    #[arg(long, env = "KILN_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
     /// `sqlite://path` (created if missing) or `postgres://user@host/db`.
     #[arg(
         long = "database-url",
@@ -244,7 +250,7 @@ impl Config {
     /// travel in its environment, never on its command line). `None` means the variable must be unset.
     pub fn to_env(&self) -> Vec<(&'static str, Option<String>)> {
         let s = &self.storage;
-        let vars: [(&str, Option<String>); 26] = [
+        let vars: Vec<(&'static str, Option<String>)> = vec![
             ("KILN_BIND", Some(self.bind.to_string())),
             ("KILN_DATABASE_URL", Some(self.database_url.clone())),
             ("KILN_DATABASE_MAX_CONNECTIONS", Some("2".into())),
@@ -291,10 +297,16 @@ impl Config {
             ("KILN_WORK_DIR", Some(self.work_dir.display().to_string())),
             ("KILN_WORKERS", Some("0".into())),
             ("KILN_DEVICE", Some(self.device.to_string())),
+            (
+                "KILN_LOG_FORMAT",
+                Some(crate::telemetry::format().as_str().into()),
+            ),
             // A job's process mints no tokens.
             ("KILN_ADMIN_TOKEN", None),
+            // Everything a job's process needs is in these variables: it reads no settings file.
+            (file::CONFIG_VAR, Some(String::new())),
         ];
-        vars.into()
+        vars
     }
 
     /// [`Config::max_train_memory`], or [`default_train_memory`].
@@ -308,6 +320,7 @@ impl Config {
     pub fn embedded(dir: &std::path::Path) -> Self {
         Self {
             bind: "127.0.0.1:0".parse().expect("valid address"),
+            metrics_bind: None,
             database_url: format!("sqlite://{}", dir.join("kiln.db").display()),
             database_max_connections: 10,
             storage: StorageConfig::local(dir.join("objects")),
