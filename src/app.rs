@@ -13,9 +13,8 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::events::EventHub;
 use crate::metrics::Metrics;
-use crate::objects::Objects;
 use crate::runner::{Worker, WorkerSettings};
-use crate::service::{Service, Settings};
+use crate::service::Service;
 use crate::store::Store;
 
 /// Database connections the in-process workers keep for themselves (claims, heartbeats, a job's end).
@@ -44,35 +43,28 @@ impl App {
     pub async fn build(config: Config) -> Result<Startup> {
         std::fs::create_dir_all(&config.work_dir)
             .with_context(|| format!("creating the work folder {}", config.work_dir.display()))?;
-        let store = Store::connect(&config.database_url, config.database_max_connections).await?;
-        store.migrate().await?;
-        let objects = Objects::from_config(&config.storage)?;
+        let events = EventHub::shared(config.redis_url.as_deref()).await?;
+        // One registry for the whole process: what the API and the workers count, scraped together.
+        let service = Service::connect(&config, config.database_max_connections, events)
+            .await?
+            .with_metrics(Arc::new(Metrics::new()));
+        service.store().migrate().await?;
         // Fail at start, not at the first upload, when the object store is unreachable or refuses us.
-        objects.ping().await.context("checking the object store")?;
-        let events = match &config.redis_url {
-            Some(url) => EventHub::with_redis(url).await?,
-            None => EventHub::new(),
-        };
+        service
+            .objects()
+            .ping()
+            .await
+            .context("checking the object store")?;
         let auth = Authenticator::new(
-            store.clone(),
+            service.store().clone(),
             std::time::Duration::from_secs(config.token_cache_seconds),
         );
         let new_admin_token = auth
             .bootstrap_admin(config.admin_token.as_ref().map(|s| s.expose()))
             .await
             .context("creating the admin token")?;
-        let worker_store = Store::connect(&config.database_url, WORKER_CONNECTIONS).await?;
-        // One registry for the whole process: what the API and the workers count, scraped together.
-        let metrics = Arc::new(Metrics::new());
-        let worker_service = Service::new(
-            worker_store,
-            objects.clone(),
-            events.clone(),
-            Settings::from_config(&config),
-        )
-        .with_metrics(metrics.clone());
-        let service = Service::new(store, objects, events, Settings::from_config(&config))
-            .with_metrics(metrics);
+        let worker_service =
+            service.on_pool(Store::connect(&config.database_url, WORKER_CONNECTIONS).await?);
         if let Err(e) = service.sweep_debris().await {
             tracing::warn!(
                 error = format!("{e:#}"),

@@ -203,27 +203,17 @@ pub async fn run_job(args: RunJobArgs) -> Result<crate::runner::JobExit> {
 async fn run_claimed_job(args: RunJobArgs) -> Result<crate::runner::JobExit> {
     use crate::events::EventHub;
     use crate::runner::{WorkerSettings, process};
-    use crate::service::{Service, Settings};
+    use crate::service::Service;
 
     let config = args.config;
-    let store = crate::store::Store::connect(&config.database_url, 2).await?;
-    let objects = crate::objects::Objects::from_config(&config.storage)?;
     let (events, writer) = if args.attached {
         let (events, writer) = EventHub::to_parent(tokio::io::stdout());
         (events, Some(writer))
     } else {
-        let events = match &config.redis_url {
-            Some(url) => EventHub::with_redis(url).await?,
-            None => EventHub::new(),
-        };
-        (events, None)
+        (EventHub::shared(config.redis_url.as_deref()).await?, None)
     };
-    let service = Service::new(
-        store.clone(),
-        objects,
-        events,
-        Settings::from_config(&config),
-    );
+    let service = Service::connect(&config, 2, events).await?;
+    let store = service.store().clone();
     let settings = WorkerSettings::from_config(&config);
     let exit = if args.attached {
         process::run_attached(service, settings, &args.job_id, &args.lease_owner).await

@@ -301,6 +301,8 @@ impl Config {
                 "KILN_LOG_FORMAT",
                 Some(crate::telemetry::format().as_str().into()),
             ),
+            // Its spans go where the worker's go.
+            ("KILN_OTLP_ENDPOINT", crate::telemetry::otlp_endpoint()),
             // A job's process mints no tokens.
             ("KILN_ADMIN_TOKEN", None),
             // Everything a job's process needs is in these variables: it reads no settings file.

@@ -133,6 +133,15 @@ impl EventHub {
         self.publish(&envelope.job_id, envelope.event);
     }
 
+    /// The hub a kiln process shares with the others: through Redis at `redis_url` when there is
+    /// one, in-process otherwise.
+    pub async fn shared(redis_url: Option<&str>) -> anyhow::Result<Self> {
+        match redis_url {
+            Some(url) => Self::with_redis(url).await,
+            None => Ok(Self::new()),
+        }
+    }
+
     /// A hub whose events travel through Redis at `url`. Fails when Redis cannot be reached now; later
     /// connection losses are retried in the background.
     pub async fn with_redis(url: &str) -> anyhow::Result<Self> {

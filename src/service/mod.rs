@@ -141,6 +141,32 @@ impl Service {
         }
     }
 
+    /// The use cases over `config`'s database (a pool of `connections`) and object store, publishing
+    /// on `events`: how every kiln process (the API, a worker, a job's own process) builds them.
+    pub async fn connect(
+        config: &crate::config::Config,
+        connections: u32,
+        events: EventHub,
+    ) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.database_url, connections).await?;
+        let objects = Objects::from_config(&config.storage)?;
+        Ok(Self::new(
+            store,
+            objects,
+            events,
+            Settings::from_config(config),
+        ))
+    }
+
+    /// The same use cases (object store, events, settings, caches, metrics) over another database
+    /// pool: the workers' own, so that a flood of API requests cannot starve them.
+    pub fn on_pool(&self, store: Store) -> Self {
+        Self {
+            store,
+            ..self.clone()
+        }
+    }
+
     /// Counts into `metrics` (one registry per server, shared by its API and its workers) rather
     /// than a registry of its own.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
@@ -181,6 +207,11 @@ impl Service {
     /// The store, for what reads it directly: round-trip counting in tests, DataLoader batches.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The object store (checked at start).
+    pub fn objects(&self) -> &Objects {
+        &self.objects
     }
 
     /// The event hub: workers listen for wake-ups and cancels and publish step progress on it.

@@ -1,16 +1,14 @@
-//! Jobs, the durable queue they form, their epochs and their step metrics.
-//!
-//! The queue order is `priority DESC, created_at ASC`. A worker claims a job by writing its lease in the
-//! same statement that selects it; a `RUNNING` job whose lease has expired (its worker died) is claimable
-//! again, up to `max_attempts` claims.
+//! Job records: writing a submitted job, reading and listing jobs, and what users do to them (cancel,
+//! pause, queue again). The queue as workers use it is in `queue.rs`, the epochs and step metrics in
+//! `history.rs`, the queue as users see it in `waiting.rs`; all read rows with [`decode`].
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Dialect, Store, StoreError, StoreResult, corrupt, placeholders};
+use super::{Store, StoreError, StoreResult, corrupt};
 use crate::domain::{
-    BaseModelRef, EpochMetrics, JobFilter, JobProgress, JobRecord, JobStatus, MetricPoint,
-    Priority, RETRY_CANCELLED, RETRY_PROMISE, TaskKind, TrainingSettings, now_ms,
+    BaseModelRef, JobFilter, JobRecord, JobStatus, Priority, RETRY_CANCELLED, RETRY_PROMISE,
+    TaskKind, TrainingSettings, now_ms,
 };
 
 #[derive(Debug, Clone)]
@@ -28,39 +26,11 @@ pub struct NewJob {
     pub reason: Option<String>,
 }
 
-/// What a running job has done since its last write, each part optional.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TrainingRecord<'a> {
-    pub progress: Option<&'a JobProgress>,
-    pub points: &'a [MetricPoint],
-    /// A finished epoch.
-    pub epoch: Option<&'a EpochMetrics>,
-}
-
 /// One page of a newest-first listing; `after` is the `(created_at, id)` of the previous page's last row.
 #[derive(Debug, Clone)]
 pub struct Page {
     pub first: i64,
     pub after: Option<(i64, String)>,
-}
-
-/// How a lease-fenced write treats the job's progress: keep it when none is given, or replace it
-/// (clearing it with none).
-#[derive(Debug, Clone, Copy)]
-enum ProgressWrite {
-    IfGiven,
-    Replace,
-}
-
-/// How an attempt ends, besides its new status.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AttemptEnd<'a> {
-    /// `Job.error`: why it failed, or why it is being retried.
-    pub error: Option<&'a str>,
-    /// Not counted as an attempt (a pause, a shutdown).
-    pub refund_attempt: bool,
-    /// A re-queued job is not claimed before this time (epoch ms).
-    pub next_attempt_at: Option<i64>,
 }
 
 pub(super) const COLUMNS: &str = "id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, customization, priority, \
@@ -72,14 +42,14 @@ pub(super) const COLUMNS: &str = "id, name, model_name, task, dataset_id, base_m
 /// What `job_epochs.details` holds.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct EpochDetails {
+pub(super) struct EpochDetails {
     #[serde(default)]
-    per_label: Vec<crate::domain::LabelMetrics>,
+    pub(super) per_label: Vec<crate::domain::LabelMetrics>,
     #[serde(default)]
-    confusion_matrix: Vec<Vec<u64>>,
+    pub(super) confusion_matrix: Vec<Vec<u64>>,
 }
 
-fn json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
+pub(super) fn json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(|e| corrupt(what, e))
 }
 
@@ -301,154 +271,6 @@ impl Store {
             .collect()
     }
 
-    /// Claims the next job for `worker`: the highest-priority, oldest `QUEUED` job whose backoff (if
-    /// any) has passed. Sets `RUNNING`, the lease, and counts the attempt.
-    pub async fn claim_next_job(
-        &self,
-        worker: &str,
-        lease_ms: i64,
-    ) -> StoreResult<Option<JobRecord>> {
-        self.tick()?;
-        let now = now_ms();
-        let lock = match self.dialect {
-            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
-        };
-        let sql = format!(
-            "UPDATE jobs SET status = 'RUNNING', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
-             started_at = COALESCE(started_at, $3), attempt_started_at = $3, updated_at = $3, error = NULL, \
-             pause_requested = 0, next_attempt_at = NULL \
-             WHERE id = (SELECT id FROM jobs \
-                         WHERE status = 'QUEUED' AND (next_attempt_at IS NULL OR next_attempt_at <= $3) \
-                         ORDER BY priority DESC, created_at ASC, id ASC LIMIT 1 {lock}) \
-             RETURNING {COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(worker)
-            .bind(now + lease_ms)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.note(e))?;
-        row.as_ref().map(decode).transpose()
-    }
-
-    /// `RUNNING` jobs whose lease expired (their worker stopped responding).
-    pub async fn expired_jobs(&self) -> StoreResult<Vec<JobRecord>> {
-        self.tick()?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < $1 \
-             ORDER BY priority DESC, created_at ASC LIMIT 100"
-        )))
-        .bind(now_ms())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
-        rows.iter().map(decode).collect()
-    }
-
-    /// Ends an attempt whose worker stopped responding, if its lease is still expired: back to the
-    /// queue, not to be claimed before `next_attempt_at` (`Some`), or `FAILED` with `error` when it
-    /// has no attempts left (`None`). The attempt's time counts towards the job's time limit up to
-    /// its lease's expiry.
-    pub async fn end_expired_attempt(
-        &self,
-        id: &str,
-        next_attempt_at: Option<i64>,
-        error: &str,
-    ) -> StoreResult<Option<JobRecord>> {
-        self.tick()?;
-        let now = now_ms();
-        let (status, finished) = match next_attempt_at {
-            Some(_) => (JobStatus::Queued, None),
-            None => (JobStatus::Failed, Some(now)),
-        };
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE jobs SET status = $1, error = $2, next_attempt_at = $3, finished_at = $4, updated_at = $5, \
-             run_ms = run_ms + COALESCE(lease_expires_at - attempt_started_at, 0), attempt_started_at = NULL, \
-             lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $6 AND status = 'RUNNING' AND lease_expires_at < $5 RETURNING {COLUMNS}"
-        )))
-        .bind(status.as_str())
-        .bind(error)
-        .bind(next_attempt_at)
-        .bind(finished)
-        .bind(now)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
-        row.as_ref().map(decode).transpose()
-    }
-
-    /// Extends `worker`'s lease. Returns whether a cancel and a pause were asked for, or `None` when the
-    /// worker no longer holds the job (its lease expired and another worker took it, or it was
-    /// cancelled).
-    pub async fn heartbeat_job(
-        &self,
-        id: &str,
-        worker: &str,
-        lease_ms: i64,
-    ) -> StoreResult<Option<(bool, bool)>> {
-        self.tick()?;
-        let now = now_ms();
-        let row = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = $1, updated_at = $2 \
-             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING' \
-             RETURNING cancel_requested, pause_requested",
-        )
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(id)
-        .bind(worker)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
-        let Some(row) = row else { return Ok(None) };
-        let cancel: i64 = row.try_get("cancel_requested")?;
-        let pause: i64 = row.try_get("pause_requested")?;
-        Ok(Some((cancel != 0, pause != 0)))
-    }
-
-    /// Moves a job held by `worker` to `to`, which must be a legal transition from `RUNNING`, and adds
-    /// the attempt's time to the job's running time. `end.refund_attempt` does not count the attempt
-    /// (a pause or a shutdown is not a failure); `end.next_attempt_at` holds a re-queued job back.
-    /// Returns the updated job, or `None` if the worker no longer holds it.
-    pub async fn finish_job(
-        &self,
-        id: &str,
-        worker: &str,
-        to: JobStatus,
-        end: AttemptEnd<'_>,
-    ) -> StoreResult<Option<JobRecord>> {
-        if !JobStatus::Running.can_become(to) {
-            return Err(StoreError::Conflict(format!(
-                "a running job cannot become {}",
-                to.as_str()
-            )));
-        }
-        self.tick()?;
-        let now = now_ms();
-        let finished = if to.is_terminal() { Some(now) } else { None };
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE jobs SET status = $1, error = $2, finished_at = $3, updated_at = $4, lease_owner = NULL, \
-             lease_expires_at = NULL, pause_requested = 0, next_attempt_at = $7, attempts = attempts - $8, \
-             run_ms = run_ms + COALESCE($4 - attempt_started_at, 0), attempt_started_at = NULL \
-             WHERE id = $5 AND lease_owner = $6 AND status = 'RUNNING' RETURNING {COLUMNS}"
-        )))
-        .bind(to.as_str())
-        .bind(end.error)
-        .bind(finished)
-        .bind(now)
-        .bind(id)
-        .bind(worker)
-        .bind(end.next_attempt_at)
-        .bind(i64::from(end.refund_attempt))
-        .fetch_optional(&self.pool)
-        .await.map_err(|e| self.note(e))?;
-        row.as_ref().map(decode).transpose()
-    }
-
     /// Cancels a job: a queued (or paused) one at once, a running one by asking its worker to stop.
     /// Returns the job as it is now; a `Conflict` when it has already finished.
     pub async fn cancel_job(&self, id: &str) -> StoreResult<JobRecord> {
@@ -488,130 +310,6 @@ impl Store {
             )));
         }
         Ok(job)
-    }
-
-    /// Opens a transaction whose first statement re-checks `worker`'s lease on a running job, locking its
-    /// row, and writes its progress. `None` (rolled back) when the lease is gone.
-    async fn lease_transaction(
-        &self,
-        id: &str,
-        worker: &str,
-        progress: Option<&JobProgress>,
-        write: ProgressWrite,
-    ) -> StoreResult<Option<sqlx::Transaction<'static, sqlx::Any>>> {
-        let progress = progress
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(anyhow::Error::from)?;
-        let sql = match write {
-            ProgressWrite::IfGiven => {
-                "UPDATE jobs SET progress = COALESCE($1, progress), updated_at = $2 \
-                 WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'"
-            }
-            ProgressWrite::Replace => {
-                "UPDATE jobs SET progress = $1, updated_at = $2 \
-                 WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'"
-            }
-        };
-        let mut tx = self.pool.begin().await.map_err(|e| self.note(e))?;
-        self.tick()?;
-        let held = sqlx::query(sql)
-            .bind(progress)
-            .bind(now_ms())
-            .bind(id)
-            .bind(worker)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.note(e))?
-            .rows_affected()
-            == 1;
-        if !held {
-            tx.rollback().await.map_err(|e| self.note(e))?;
-            return Ok(None);
-        }
-        Ok(Some(tx))
-    }
-
-    /// Rewinds a job's recorded history to a checkpoint, while `worker` holds its lease: step metrics
-    /// after `step` and epochs after `epoch` are removed and the progress is set to `progress` (none
-    /// from the start). Returns `false`, writing nothing, when the lease is gone.
-    pub async fn rewind_job(
-        &self,
-        id: &str,
-        worker: &str,
-        step: u64,
-        epoch: u32,
-        progress: Option<&JobProgress>,
-    ) -> StoreResult<bool> {
-        let Some(mut tx) = self
-            .lease_transaction(id, worker, progress, ProgressWrite::Replace)
-            .await?
-        else {
-            return Ok(false);
-        };
-        for (sql, after) in [
-            (
-                "DELETE FROM job_metrics WHERE job_id = $1 AND step > $2",
-                step as i64,
-            ),
-            (
-                "DELETE FROM job_epochs WHERE job_id = $1 AND epoch > $2",
-                epoch as i64,
-            ),
-        ] {
-            self.tick()?;
-            sqlx::query(sql)
-                .bind(id)
-                .bind(after)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.note(e))?;
-        }
-        tx.commit().await.map_err(|e| self.note(e))?;
-        Ok(true)
-    }
-
-    /// Marks a running job held by `worker` as stalled since `since` (in its progress). Returns `false`
-    /// when the lease is gone.
-    pub async fn mark_stalled(&self, id: &str, worker: &str, since: i64) -> StoreResult<bool> {
-        let Some(job) = self.get_job(id).await? else {
-            return Ok(false);
-        };
-        let mut progress = job.progress.unwrap_or_default();
-        progress.stalled_since = Some(since);
-        let progress = serde_json::to_string(&progress).map_err(anyhow::Error::from)?;
-        self.set_while_running(id, worker, "progress", progress)
-            .await
-    }
-
-    /// Records where the attempt `worker` holds trains. Returns `false` when the lease is gone.
-    pub async fn set_job_device(&self, id: &str, worker: &str, device: &str) -> StoreResult<bool> {
-        self.set_while_running(id, worker, "device", device.to_string())
-            .await
-    }
-
-    /// Sets one column of a running job that `worker` holds. Returns `false` when the lease is gone.
-    async fn set_while_running(
-        &self,
-        id: &str,
-        worker: &str,
-        column: &'static str,
-        value: String,
-    ) -> StoreResult<bool> {
-        self.tick()?;
-        // `column` is one of this file's constants, never input.
-        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE jobs SET {column} = $1, updated_at = $2 \
-             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'"
-        )))
-        .bind(value)
-        .bind(now_ms())
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
-        Ok(done.rows_affected() == 1)
     }
 
     /// Pauses a job: a queued one at once (`PAUSED`), a running one by asking its worker (it
@@ -678,243 +376,5 @@ impl Store {
                 )))
             }
         }
-    }
-
-    /// Writes what a running job has done since the last write — its progress, step metrics and a
-    /// finished epoch's metrics — in one transaction, and only while `worker` holds the job's lease: the
-    /// first statement re-checks the lease and locks the job's row, so a worker whose lease was taken
-    /// over writes nothing. Returns `false` then. A point or epoch stored again (a job started again)
-    /// replaces the earlier one.
-    pub async fn record_training(
-        &self,
-        job_id: &str,
-        worker: &str,
-        record: TrainingRecord<'_>,
-    ) -> StoreResult<bool> {
-        let TrainingRecord {
-            progress,
-            points,
-            epoch,
-        } = record;
-        let Some(mut tx) = self
-            .lease_transaction(job_id, worker, progress, ProgressWrite::IfGiven)
-            .await?
-        else {
-            return Ok(false);
-        };
-        if !points.is_empty() {
-            self.tick()?;
-            let values: Vec<String> = (0..points.len())
-                .map(|i| format!("({})", placeholders(i * 6 + 1, 6)))
-                .collect();
-            let sql = format!(
-                "INSERT INTO job_metrics (job_id, name, step, epoch, value, created_at) VALUES {} \
-                 ON CONFLICT (job_id, name, step) DO UPDATE SET value = excluded.value, epoch = excluded.epoch, \
-                 created_at = excluded.created_at",
-                values.join(", ")
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for p in points {
-                query = query
-                    .bind(job_id)
-                    .bind(p.name.clone())
-                    .bind(p.step)
-                    .bind(p.epoch)
-                    .bind(p.value)
-                    .bind(p.created_at);
-            }
-            query.execute(&mut *tx).await.map_err(|e| self.note(e))?;
-        }
-        if let Some(m) = epoch {
-            self.tick()?;
-            sqlx::query(
-                "INSERT INTO job_epochs (job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1, created_at, details) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (job_id, epoch) DO UPDATE SET train_loss = excluded.train_loss, \
-                 val_loss = excluded.val_loss, accuracy = excluded.accuracy, prec = excluded.prec, \
-                 recall = excluded.recall, f1 = excluded.f1, created_at = excluded.created_at, \
-                 details = excluded.details",
-            )
-            .bind(job_id)
-            .bind(m.epoch as i64)
-            .bind(m.train_loss)
-            .bind(m.val_loss)
-            .bind(m.accuracy)
-            .bind(m.precision)
-            .bind(m.recall)
-            .bind(m.f1)
-            .bind(now_ms())
-            .bind(
-                serde_json::to_string(&EpochDetails {
-                    per_label: m.per_label.clone(),
-                    confusion_matrix: m.confusion_matrix.clone(),
-                })
-                .expect("epoch details serialise"),
-            )
-            .execute(&mut *tx)
-            .await.map_err(|e| self.note(e))?;
-        }
-        tx.commit().await.map_err(|e| self.note(e))?;
-        Ok(true)
-    }
-
-    /// Epochs of many jobs in one round trip, ordered by job then epoch.
-    pub async fn epochs_of(&self, job_ids: &[String]) -> StoreResult<Vec<(String, EpochMetrics)>> {
-        self.epochs_where(
-            "SELECT job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1, details FROM job_epochs \
-             WHERE job_id IN ({in}) ORDER BY job_id, epoch",
-            job_ids,
-        )
-        .await
-    }
-
-    /// The last finished epoch of each of many jobs (those that have one), in one round trip.
-    pub async fn last_epochs_of(
-        &self,
-        job_ids: &[String],
-    ) -> StoreResult<Vec<(String, EpochMetrics)>> {
-        self.epochs_where(
-            "SELECT job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1, details FROM job_epochs e \
-             WHERE job_id IN ({in}) \
-             AND epoch = (SELECT MAX(epoch) FROM job_epochs m WHERE m.job_id = e.job_id)",
-            job_ids,
-        )
-        .await
-    }
-
-    async fn epochs_where(
-        &self,
-        sql: &'static str,
-        job_ids: &[String],
-    ) -> StoreResult<Vec<(String, EpochMetrics)>> {
-        let rows = self
-            .fetch_in(sql, job_ids)
-            .await
-            .map_err(|e| self.note(e))?;
-        rows.iter()
-            .map(|r| {
-                let details: EpochDetails = match r.try_get::<Option<String>, _>("details")? {
-                    Some(text) => json("epoch details", &text)?,
-                    None => EpochDetails::default(),
-                };
-                Ok((
-                    r.try_get("job_id")?,
-                    EpochMetrics {
-                        epoch: r.try_get::<i64, _>("epoch")? as u32,
-                        train_loss: r.try_get("train_loss")?,
-                        val_loss: r.try_get("val_loss")?,
-                        accuracy: r.try_get("accuracy")?,
-                        precision: r.try_get("prec")?,
-                        recall: r.try_get("recall")?,
-                        f1: r.try_get("f1")?,
-                        per_label: details.per_label,
-                        confusion_matrix: details.confusion_matrix,
-                    },
-                ))
-            })
-            .collect()
-    }
-
-    /// The last `last` points of one metric (all metrics when `name` is `None`) of each of many jobs,
-    /// in one round trip: by job, oldest first.
-    pub async fn metrics_of(
-        &self,
-        job_ids: &[String],
-        name: Option<&str>,
-        last: i64,
-    ) -> StoreResult<Vec<(String, MetricPoint)>> {
-        if job_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.tick()?;
-        let n = job_ids.len();
-        let name_clause = match name {
-            Some(_) => format!("AND name = ${}", n + 1),
-            None => String::new(),
-        };
-        let last_at = if name.is_some() { n + 2 } else { n + 1 };
-        let sql = format!(
-            "SELECT job_id, name, step, epoch, value, created_at FROM ( \
-               SELECT job_id, name, step, epoch, value, created_at, \
-                      ROW_NUMBER() OVER (PARTITION BY job_id ORDER BY step DESC, name) AS rn \
-               FROM job_metrics WHERE job_id IN ({}) {name_clause}) ranked \
-             WHERE rn <= ${last_at} ORDER BY job_id, step, name DESC",
-            placeholders(1, n)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in job_ids {
-            query = query.bind(id);
-        }
-        if let Some(name) = name {
-            query = query.bind(name);
-        }
-        let rows = query
-            .bind(last)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.note(e))?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("job_id")?,
-                    MetricPoint {
-                        name: r.try_get("name")?,
-                        step: r.try_get("step")?,
-                        epoch: r.try_get("epoch")?,
-                        value: r.try_get("value")?,
-                        created_at: r.try_get("created_at")?,
-                    },
-                ))
-            })
-            .collect()
-    }
-
-    /// Every step of one metric of a job reduced to at most `points` points, oldest first: the steps
-    /// cut into runs of equal width, each run answered as the mean of its values at its last step
-    /// (with its last epoch and time). A series of at most `points` steps comes back as it is.
-    pub async fn metric_series(
-        &self,
-        job_id: &str,
-        name: &str,
-        points: i64,
-    ) -> StoreResult<Vec<MetricPoint>> {
-        self.tick()?;
-        // The width from the highest step, so that steps 1..=max fall in at most `points` runs.
-        let rows = sqlx::query(
-            "WITH s AS (SELECT step, epoch, value, created_at FROM job_metrics \
-                        WHERE job_id = $1 AND name = $2), \
-                  w AS (SELECT (MAX(step) + $3 - 1) / $3 AS width FROM s) \
-             SELECT MAX(step) AS step, MAX(epoch) AS epoch, AVG(value) AS value, \
-                    MAX(created_at) AS created_at \
-             FROM s, w WHERE width > 0 GROUP BY (step - 1) / width ORDER BY 1",
-        )
-        .bind(job_id)
-        .bind(name)
-        .bind(points)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
-        rows.iter()
-            .map(|r| {
-                Ok(MetricPoint {
-                    name: name.to_string(),
-                    step: r.try_get("step")?,
-                    epoch: r.try_get("epoch")?,
-                    value: r.try_get("value")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
-    }
-
-    /// The last `last` points of one metric (all metrics when `name` is `None`), oldest first.
-    pub async fn job_metrics(
-        &self,
-        job_id: &str,
-        name: Option<&str>,
-        last: i64,
-    ) -> StoreResult<Vec<MetricPoint>> {
-        let rows = self.metrics_of(&[job_id.to_string()], name, last).await?;
-        Ok(rows.into_iter().map(|(_, point)| point).collect())
     }
 }

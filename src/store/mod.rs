@@ -17,12 +17,14 @@ mod analytics;
 mod checkpoints;
 mod datasets;
 mod deletion;
+mod history;
 mod jobs;
 mod logs;
 mod models;
 mod queue;
 mod registry;
 mod tokens;
+mod waiting;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -35,9 +37,10 @@ use sqlx::{AnyPool, Executor};
 
 pub use analytics::JobCounts;
 pub use datasets::NewDataset;
-pub use jobs::{AttemptEnd, NewJob, Page, TrainingRecord};
-pub use queue::{SNAPSHOT_QUEUED, WORKER_ALIVE_MS};
+pub use jobs::{NewJob, Page};
+pub use queue::{AttemptEnd, TrainingRecord};
 pub use tokens::TokenRecord;
+pub use waiting::{SNAPSHOT_QUEUED, WORKER_ALIVE_MS};
 
 /// How long statements are refused at once after one found the database unreachable.
 pub const UNAVAILABLE_FOR: Duration = Duration::from_secs(2);

@@ -1,213 +1,392 @@
-//! The queue as its users see it: the workers serving it (each registered with a heartbeat, on every
-//! replica), the snapshot that queue positions, estimated starts and reasons are worked out from
-//! (`domain::QueueSnapshot`), and the queue's figures.
-
-use std::collections::HashMap;
+//! The durable queue as workers use it: claim a job, keep its lease, record what training does, end
+//! the attempt.
+//!
+//! The queue order is `priority DESC, created_at ASC`. A worker claims a job by writing its lease in the
+//! same statement that selects it; a `RUNNING` job whose lease has expired (its worker died) is claimable
+//! again, up to `max_attempts` claims. Every write about a running job is fenced by its lease.
 
 use sqlx::Row;
 
-use super::jobs::{COLUMNS, decode};
-use super::{Store, StoreResult, corrupt};
-use crate::domain::{
-    JobProgress, JobRecord, LiveWorker, Priority, QueueSnapshot, QueuedJob, RunningJob, now_ms,
-};
+use super::jobs::{COLUMNS, EpochDetails, decode};
+use super::{Dialect, Store, StoreError, StoreResult, placeholders};
+use crate::domain::{EpochMetrics, JobProgress, JobRecord, JobStatus, MetricPoint, now_ms};
 
-/// A worker whose heartbeat is older than this is not counted.
-pub const WORKER_ALIVE_MS: i64 = 15_000;
-/// Rows of workers silent for this long are removed.
-const WORKER_FORGOTTEN_MS: i64 = 3_600_000;
-/// The most queued jobs one snapshot reads (those after them have no place worked out).
-pub const SNAPSHOT_QUEUED: i64 = 10_000;
-/// Completed jobs of this age or younger give the usual run times.
-const RUN_TIMES_OVER_MS: i64 = 7 * 24 * 3_600_000;
+/// What a running job has done since its last write, each part optional.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrainingRecord<'a> {
+    pub progress: Option<&'a JobProgress>,
+    pub points: &'a [MetricPoint],
+    /// A finished epoch.
+    pub epoch: Option<&'a EpochMetrics>,
+}
+
+/// How a lease-fenced write treats the job's progress: keep it when none is given, or replace it
+/// (clearing it with none).
+#[derive(Debug, Clone, Copy)]
+enum ProgressWrite {
+    IfGiven,
+    Replace,
+}
+
+/// How an attempt ends, besides its new status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttemptEnd<'a> {
+    /// `Job.error`: why it failed, or why it is being retried.
+    pub error: Option<&'a str>,
+    /// Not counted as an attempt (a pause, a shutdown).
+    pub refund_attempt: bool,
+    /// A re-queued job is not claimed before this time (epoch ms).
+    pub next_attempt_at: Option<i64>,
+}
 
 impl Store {
-    /// Registers a worker, or renews its heartbeat (and puts its row back if it was removed).
-    pub async fn worker_heartbeat(&self, id: &str, host: &str, pid: i64) -> StoreResult<()> {
+    /// Opens a transaction whose first statement re-checks `worker`'s lease on a running job, locking its
+    /// row, and writes its progress. `None` (rolled back) when the lease is gone.
+    async fn lease_transaction(
+        &self,
+        id: &str,
+        worker: &str,
+        progress: Option<&JobProgress>,
+        write: ProgressWrite,
+    ) -> StoreResult<Option<sqlx::Transaction<'static, sqlx::Any>>> {
+        let progress = progress
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(anyhow::Error::from)?;
+        let sql = match write {
+            ProgressWrite::IfGiven => {
+                "UPDATE jobs SET progress = COALESCE($1, progress), updated_at = $2 \
+                 WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'"
+            }
+            ProgressWrite::Replace => {
+                "UPDATE jobs SET progress = $1, updated_at = $2 \
+                 WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'"
+            }
+        };
+        let mut tx = self.pool.begin().await.map_err(|e| self.note(e))?;
+        self.tick()?;
+        let held = sqlx::query(sql)
+            .bind(progress)
+            .bind(now_ms())
+            .bind(id)
+            .bind(worker)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.note(e))?
+            .rows_affected()
+            == 1;
+        if !held {
+            tx.rollback().await.map_err(|e| self.note(e))?;
+            return Ok(None);
+        }
+        Ok(Some(tx))
+    }
+
+    /// Claims the next job for `worker`: the highest-priority, oldest `QUEUED` job whose backoff (if
+    /// any) has passed. Sets `RUNNING`, the lease, and counts the attempt.
+    pub async fn claim_next_job(
+        &self,
+        worker: &str,
+        lease_ms: i64,
+    ) -> StoreResult<Option<JobRecord>> {
         self.tick()?;
         let now = now_ms();
-        sqlx::query(
-            "INSERT INTO workers (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4) \
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = $4",
-        )
-        .bind(id)
-        .bind(host)
-        .bind(pid)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
-        Ok(())
-    }
-
-    /// A worker that stops removes itself, and with it the rows of workers long dead.
-    pub async fn remove_worker(&self, id: &str) -> StoreResult<()> {
-        self.tick()?;
-        sqlx::query("DELETE FROM workers WHERE id = $1 OR heartbeat_at < $2")
-            .bind(id)
-            .bind(now_ms() - WORKER_FORGOTTEN_MS)
-            .execute(&self.pool)
+        let lock = match self.dialect {
+            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET status = 'RUNNING', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
+             started_at = COALESCE(started_at, $3), attempt_started_at = $3, updated_at = $3, error = NULL, \
+             pause_requested = 0, next_attempt_at = NULL \
+             WHERE id = (SELECT id FROM jobs \
+                         WHERE status = 'QUEUED' AND (next_attempt_at IS NULL OR next_attempt_at <= $3) \
+                         ORDER BY priority DESC, created_at ASC, id ASC LIMIT 1 {lock}) \
+             RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(now + lease_ms)
+            .bind(now)
+            .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.note(e))?;
-        Ok(())
+        row.as_ref().map(decode).transpose()
     }
 
-    /// The workers whose heartbeat is recent, by replica.
-    pub async fn live_workers(&self) -> StoreResult<Vec<LiveWorker>> {
-        self.tick()?;
-        let rows = sqlx::query(
-            "SELECT id, host, pid, started_at, heartbeat_at FROM workers WHERE heartbeat_at >= $1 \
-             ORDER BY host, pid, started_at, id",
-        )
-        .bind(now_ms() - WORKER_ALIVE_MS)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
-        rows.iter()
-            .map(|r| {
-                Ok(LiveWorker {
-                    id: r.try_get("id")?,
-                    host: r.try_get("host")?,
-                    pid: r.try_get("pid")?,
-                    started_at: r.try_get("started_at")?,
-                    heartbeat_at: r.try_get("heartbeat_at")?,
-                })
-            })
-            .collect()
-    }
-
-    /// The first `limit` queued jobs, in the order workers take them.
-    pub async fn queued_in_order(&self, limit: i64) -> StoreResult<Vec<JobRecord>> {
+    /// `RUNNING` jobs whose lease expired (their worker stopped responding).
+    pub async fn expired_jobs(&self) -> StoreResult<Vec<JobRecord>> {
         self.tick()?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM jobs WHERE status = 'QUEUED' \
-             ORDER BY priority DESC, created_at ASC, id ASC LIMIT $1"
+            "SELECT {COLUMNS} FROM jobs WHERE status = 'RUNNING' AND lease_expires_at < $1 \
+             ORDER BY priority DESC, created_at ASC LIMIT 100"
         )))
-        .bind(limit)
+        .bind(now_ms())
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.note(e))?;
         rows.iter().map(decode).collect()
     }
 
-    /// The workers that hold a running job's lease.
-    pub async fn running_leases(&self) -> StoreResult<Vec<String>> {
+    /// Ends an attempt whose worker stopped responding, if its lease is still expired: back to the
+    /// queue, not to be claimed before `next_attempt_at` (`Some`), or `FAILED` with `error` when it
+    /// has no attempts left (`None`). The attempt's time counts towards the job's time limit up to
+    /// its lease's expiry.
+    pub async fn end_expired_attempt(
+        &self,
+        id: &str,
+        next_attempt_at: Option<i64>,
+        error: &str,
+    ) -> StoreResult<Option<JobRecord>> {
         self.tick()?;
-        let rows = sqlx::query(
-            "SELECT lease_owner FROM jobs WHERE status = 'RUNNING' AND lease_owner IS NOT NULL",
-        )
-        .fetch_all(&self.pool)
+        let now = now_ms();
+        let (status, finished) = match next_attempt_at {
+            Some(_) => (JobStatus::Queued, None),
+            None => (JobStatus::Failed, Some(now)),
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET status = $1, error = $2, next_attempt_at = $3, finished_at = $4, updated_at = $5, \
+             run_ms = run_ms + COALESCE(lease_expires_at - attempt_started_at, 0), attempt_started_at = NULL, \
+             lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $6 AND status = 'RUNNING' AND lease_expires_at < $5 RETURNING {COLUMNS}"
+        )))
+        .bind(status.as_str())
+        .bind(error)
+        .bind(next_attempt_at)
+        .bind(finished)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
         .await
         .map_err(|e| self.note(e))?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>("lease_owner")?))
-            .collect()
+        row.as_ref().map(decode).transpose()
     }
 
-    /// The queue, the running jobs, the live workers and the usual run times, in four reads.
-    pub async fn queue_snapshot(&self) -> StoreResult<QueueSnapshot> {
+    /// Extends `worker`'s lease. Returns whether a cancel and a pause were asked for, or `None` when the
+    /// worker no longer holds the job (its lease expired and another worker took it, or it was
+    /// cancelled).
+    pub async fn heartbeat_job(
+        &self,
+        id: &str,
+        worker: &str,
+        lease_ms: i64,
+    ) -> StoreResult<Option<(bool, bool)>> {
         self.tick()?;
-        let queued = sqlx::query(
-            "SELECT id, model_name, priority, created_at, next_attempt_at FROM jobs \
-             WHERE status = 'QUEUED' ORDER BY priority DESC, created_at ASC, id ASC LIMIT $1",
-        )
-        .bind(SNAPSHOT_QUEUED)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
-        let queued = queued
-            .iter()
-            .map(|r| {
-                Ok(QueuedJob {
-                    id: r.try_get("id")?,
-                    model_name: r.try_get("model_name")?,
-                    priority: Priority::from_rank(r.try_get::<i64, _>("priority")? as i32),
-                    created_at: r.try_get("created_at")?,
-                    next_attempt_at: r.try_get("next_attempt_at")?,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        self.tick()?;
-        let running = sqlx::query(
-            "SELECT id, model_name, lease_owner, attempt_started_at, progress FROM jobs \
-             WHERE status = 'RUNNING'",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
-        let running = running
-            .iter()
-            .map(|r| {
-                let progress: Option<String> = r.try_get("progress")?;
-                let progress: Option<JobProgress> = progress
-                    .map(|p| serde_json::from_str(&p).map_err(|e| corrupt("job progress", e)))
-                    .transpose()?;
-                Ok(RunningJob {
-                    id: r.try_get("id")?,
-                    model_name: r.try_get("model_name")?,
-                    lease_owner: r.try_get("lease_owner")?,
-                    attempt_started_at: r.try_get("attempt_started_at")?,
-                    eta_seconds: progress.and_then(|p| p.eta_seconds),
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        let workers = self.live_workers().await?;
-        self.tick()?;
-        let times = sqlx::query(
-            "SELECT model_name, COUNT(*) AS n, CAST(AVG(run_ms) AS DOUBLE PRECISION) AS mean FROM jobs \
-             WHERE status = 'COMPLETED' AND finished_at >= $1 GROUP BY model_name",
-        )
-        .bind(now_ms() - RUN_TIMES_OVER_MS)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.note(e))?;
-        let mut mean_run_ms = HashMap::new();
-        let (mut total, mut count) = (0.0, 0i64);
-        for row in &times {
-            let n: i64 = row.try_get("n")?;
-            let mean: f64 = row.try_get("mean")?;
-            total += mean * n as f64;
-            count += n;
-            mean_run_ms.insert(row.try_get::<String, _>("model_name")?, mean);
-        }
-        Ok(QueueSnapshot {
-            queued,
-            running,
-            workers,
-            mean_run_ms,
-            overall_run_ms: (count > 0).then(|| total / count as f64),
-        })
-    }
-
-    /// The mean wait from submission to the first start of the jobs first started at or after
-    /// `since` (epoch ms), in ms, and how many there were.
-    pub async fn mean_queue_wait(&self, since: i64) -> StoreResult<(Option<f64>, i64)> {
-        self.tick()?;
+        let now = now_ms();
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n, CAST(AVG(started_at - created_at) AS DOUBLE PRECISION) AS mean \
-             FROM jobs WHERE started_at >= $1",
+            "UPDATE jobs SET lease_expires_at = $1, updated_at = $2 \
+             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING' \
+             RETURNING cancel_requested, pause_requested",
         )
-        .bind(since)
-        .fetch_one(&self.pool)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .fetch_optional(&self.pool)
         .await
         .map_err(|e| self.note(e))?;
-        let n: i64 = row.try_get("n")?;
-        let mean: Option<f64> = row.try_get("mean")?;
-        Ok((mean.filter(|_| n > 0), n))
+        let Some(row) = row else { return Ok(None) };
+        let cancel: i64 = row.try_get("cancel_requested")?;
+        let pause: i64 = row.try_get("pause_requested")?;
+        Ok(Some((cancel != 0, pause != 0)))
     }
 
-    /// Sets a queued job's priority; false when the job is not queued (or not there).
-    pub async fn set_queued_priority(&self, id: &str, priority: Priority) -> StoreResult<bool> {
+    /// Moves a job held by `worker` to `to`, which must be a legal transition from `RUNNING`, and adds
+    /// the attempt's time to the job's running time. `end.refund_attempt` does not count the attempt
+    /// (a pause or a shutdown is not a failure); `end.next_attempt_at` holds a re-queued job back.
+    /// Returns the updated job, or `None` if the worker no longer holds it.
+    pub async fn finish_job(
+        &self,
+        id: &str,
+        worker: &str,
+        to: JobStatus,
+        end: AttemptEnd<'_>,
+    ) -> StoreResult<Option<JobRecord>> {
+        if !JobStatus::Running.can_become(to) {
+            return Err(StoreError::Conflict(format!(
+                "a running job cannot become {}",
+                to.as_str()
+            )));
+        }
         self.tick()?;
-        let done = sqlx::query(
-            "UPDATE jobs SET priority = $1, updated_at = $2 WHERE id = $3 AND status = 'QUEUED'",
-        )
-        .bind(priority.rank() as i64)
+        let now = now_ms();
+        let finished = if to.is_terminal() { Some(now) } else { None };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET status = $1, error = $2, finished_at = $3, updated_at = $4, lease_owner = NULL, \
+             lease_expires_at = NULL, pause_requested = 0, next_attempt_at = $7, attempts = attempts - $8, \
+             run_ms = run_ms + COALESCE($4 - attempt_started_at, 0), attempt_started_at = NULL \
+             WHERE id = $5 AND lease_owner = $6 AND status = 'RUNNING' RETURNING {COLUMNS}"
+        )))
+        .bind(to.as_str())
+        .bind(end.error)
+        .bind(finished)
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .bind(end.next_attempt_at)
+        .bind(i64::from(end.refund_attempt))
+        .fetch_optional(&self.pool)
+        .await.map_err(|e| self.note(e))?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Rewinds a job's recorded history to a checkpoint, while `worker` holds its lease: step metrics
+    /// after `step` and epochs after `epoch` are removed and the progress is set to `progress` (none
+    /// from the start). Returns `false`, writing nothing, when the lease is gone.
+    pub async fn rewind_job(
+        &self,
+        id: &str,
+        worker: &str,
+        step: u64,
+        epoch: u32,
+        progress: Option<&JobProgress>,
+    ) -> StoreResult<bool> {
+        let Some(mut tx) = self
+            .lease_transaction(id, worker, progress, ProgressWrite::Replace)
+            .await?
+        else {
+            return Ok(false);
+        };
+        for (sql, after) in [
+            (
+                "DELETE FROM job_metrics WHERE job_id = $1 AND step > $2",
+                step as i64,
+            ),
+            (
+                "DELETE FROM job_epochs WHERE job_id = $1 AND epoch > $2",
+                epoch as i64,
+            ),
+        ] {
+            self.tick()?;
+            sqlx::query(sql)
+                .bind(id)
+                .bind(after)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.note(e))?;
+        }
+        tx.commit().await.map_err(|e| self.note(e))?;
+        Ok(true)
+    }
+
+    /// Marks a running job held by `worker` as stalled since `since` (in its progress). Returns `false`
+    /// when the lease is gone.
+    pub async fn mark_stalled(&self, id: &str, worker: &str, since: i64) -> StoreResult<bool> {
+        let Some(job) = self.get_job(id).await? else {
+            return Ok(false);
+        };
+        let mut progress = job.progress.unwrap_or_default();
+        progress.stalled_since = Some(since);
+        let progress = serde_json::to_string(&progress).map_err(anyhow::Error::from)?;
+        self.set_while_running(id, worker, "progress", progress)
+            .await
+    }
+
+    /// Records where the attempt `worker` holds trains. Returns `false` when the lease is gone.
+    pub async fn set_job_device(&self, id: &str, worker: &str, device: &str) -> StoreResult<bool> {
+        self.set_while_running(id, worker, "device", device.to_string())
+            .await
+    }
+
+    /// Sets one column of a running job that `worker` holds. Returns `false` when the lease is gone.
+    async fn set_while_running(
+        &self,
+        id: &str,
+        worker: &str,
+        column: &'static str,
+        value: String,
+    ) -> StoreResult<bool> {
+        self.tick()?;
+        // `column` is one of this file's constants, never input.
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET {column} = $1, updated_at = $2 \
+             WHERE id = $3 AND lease_owner = $4 AND status = 'RUNNING'"
+        )))
+        .bind(value)
         .bind(now_ms())
         .bind(id)
+        .bind(worker)
         .execute(&self.pool)
         .await
         .map_err(|e| self.note(e))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Writes what a running job has done since the last write — its progress, step metrics and a
+    /// finished epoch's metrics — in one transaction, and only while `worker` holds the job's lease: the
+    /// first statement re-checks the lease and locks the job's row, so a worker whose lease was taken
+    /// over writes nothing. Returns `false` then. A point or epoch stored again (a job started again)
+    /// replaces the earlier one.
+    pub async fn record_training(
+        &self,
+        job_id: &str,
+        worker: &str,
+        record: TrainingRecord<'_>,
+    ) -> StoreResult<bool> {
+        let TrainingRecord {
+            progress,
+            points,
+            epoch,
+        } = record;
+        let Some(mut tx) = self
+            .lease_transaction(job_id, worker, progress, ProgressWrite::IfGiven)
+            .await?
+        else {
+            return Ok(false);
+        };
+        if !points.is_empty() {
+            self.tick()?;
+            let values: Vec<String> = (0..points.len())
+                .map(|i| format!("({})", placeholders(i * 6 + 1, 6)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO job_metrics (job_id, name, step, epoch, value, created_at) VALUES {} \
+                 ON CONFLICT (job_id, name, step) DO UPDATE SET value = excluded.value, epoch = excluded.epoch, \
+                 created_at = excluded.created_at",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for p in points {
+                query = query
+                    .bind(job_id)
+                    .bind(p.name.clone())
+                    .bind(p.step)
+                    .bind(p.epoch)
+                    .bind(p.value)
+                    .bind(p.created_at);
+            }
+            query.execute(&mut *tx).await.map_err(|e| self.note(e))?;
+        }
+        if let Some(m) = epoch {
+            self.tick()?;
+            sqlx::query(
+                "INSERT INTO job_epochs (job_id, epoch, train_loss, val_loss, accuracy, prec, recall, f1, created_at, details) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (job_id, epoch) DO UPDATE SET train_loss = excluded.train_loss, \
+                 val_loss = excluded.val_loss, accuracy = excluded.accuracy, prec = excluded.prec, \
+                 recall = excluded.recall, f1 = excluded.f1, created_at = excluded.created_at, \
+                 details = excluded.details",
+            )
+            .bind(job_id)
+            .bind(m.epoch as i64)
+            .bind(m.train_loss)
+            .bind(m.val_loss)
+            .bind(m.accuracy)
+            .bind(m.precision)
+            .bind(m.recall)
+            .bind(m.f1)
+            .bind(now_ms())
+            .bind(
+                serde_json::to_string(&EpochDetails {
+                    per_label: m.per_label.clone(),
+                    confusion_matrix: m.confusion_matrix.clone(),
+                })
+                .expect("epoch details serialise"),
+            )
+            .execute(&mut *tx)
+            .await.map_err(|e| self.note(e))?;
+        }
+        tx.commit().await.map_err(|e| self.note(e))?;
+        Ok(true)
     }
 }
