@@ -245,8 +245,7 @@ async fn the_queue_page_says_why_each_job_waits_and_moves_one_ahead() {
     // A finished job gives model `q` a usual run time, so every waiting job has an estimate.
     app.queued_job(job(&small, "first", "NORMAL", 1)).await;
     app.run_next_job().await;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let worker = tokio::spawn(app.worker().with_shutdown(stop.clone()).run_until_stopped());
+    let worker = app.serving_worker();
     let long = app.queued_job(job(&big, "long", "NORMAL", 1000)).await;
     app.wait_until_training(&long).await;
     let normal = app.queued_job(job(&small, "normal", "NORMAL", 1)).await;
@@ -255,13 +254,6 @@ async fn the_queue_page_says_why_each_job_waits_and_moves_one_ahead() {
     let vars = [("KILN_URL", app.url("")), ("KILN_TOKEN", app.token.clone())];
     run_script("queue.mjs", &chromium, &vars, |_| {}).await;
 
-    for id in [&long, &normal, &high] {
-        app.data(
-            "mutation($id: ID!) { cancelJob(id: $id) { id } }",
-            json!({ "id": id }),
-        )
-        .await;
-    }
-    stop.cancel();
-    worker.await.unwrap();
+    app.cancel_jobs(&[&long, &normal, &high]).await;
+    worker.stop().await;
 }

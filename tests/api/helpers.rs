@@ -293,6 +293,20 @@ pub enum WsMessage {
     Complete,
 }
 
+/// A worker running in the background (see [`TestApp::serving_worker`]).
+pub struct ServingWorker {
+    stop: tokio_util::sync::CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+impl ServingWorker {
+    /// Stops it (a running job goes back to the queue) and waits until it has left.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.handle.await.unwrap();
+    }
+}
+
 pub struct Subscription {
     socket: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
@@ -547,6 +561,29 @@ impl TestApp {
     pub fn run_next_job_in_background(&self) -> JoinHandle<Outcome> {
         let worker = self.worker();
         tokio::spawn(async move { worker.try_run_next().await.expect("the worker runs") })
+    }
+
+    /// A worker serving the queue as `kiln serve`'s do (registered, heartbeating, taking each job
+    /// as it comes) until [`ServingWorker::stop`].
+    pub fn serving_worker(&self) -> ServingWorker {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(
+            self.worker()
+                .with_shutdown(stop.clone())
+                .run_until_stopped(),
+        );
+        ServingWorker { stop, handle }
+    }
+
+    /// Cancels each of `jobs`.
+    pub async fn cancel_jobs(&self, jobs: &[&String]) {
+        for id in jobs {
+            self.data(
+                "mutation($id: ID!) { cancelJob(id: $id) { id } }",
+                json!({ "id": id }),
+            )
+            .await;
+        }
     }
 
     /// A worker of this kiln, for tests that choose when it takes a job.

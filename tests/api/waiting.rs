@@ -62,8 +62,7 @@ async fn a_queued_job_says_where_it_stands_and_why(db: Db, objects: Objects) {
     app.run_next_job().await;
 
     // A real worker, registered like every replica's, busy with a long job.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let worker = tokio::spawn(app.worker().with_shutdown(stop.clone()).run_until_stopped());
+    let worker = app.serving_worker();
     let big = app
         .ready_dataset("big.jsonl", separable_text_jsonl(400, 4))
         .await;
@@ -152,15 +151,8 @@ async fn a_queued_job_says_where_it_stands_and_why(db: Db, objects: Objects) {
     );
 
     // The worker stops: it leaves the registry, and the followers are told.
-    for id in [&long, &normal, &high, &high2] {
-        app.data(
-            "mutation($id: ID!) { cancelJob(id: $id) { id } }",
-            json!({ "id": id }),
-        )
-        .await;
-    }
-    stop.cancel();
-    worker.await.unwrap();
+    app.cancel_jobs(&[&long, &normal, &high, &high2]).await;
+    worker.stop().await;
     eventually(
         Duration::from_secs(10),
         "the worker to leave the registry",
