@@ -186,20 +186,19 @@ impl Service {
     /// Moves a queued job to `priority`; a job that is not queued is a conflict.
     #[tracing::instrument(skip_all, fields(job_id = %id))]
     pub async fn set_job_priority(&self, id: &str, priority: Priority) -> ServiceResult<JobRecord> {
-        let job = self
-            .job(id)
-            .await?
-            .ok_or_else(|| super::jobs::not_found(id))?;
-        if !self.store.set_queued_priority(id, priority).await? {
+        let Some(moved) = self.store.set_queued_priority(id, priority).await? else {
+            // Not queued, or not there: say which.
+            let job = self
+                .job(id)
+                .await?
+                .ok_or_else(|| super::jobs::not_found(id))?;
             return Err(ServiceError::Conflict(format!(
                 "only a queued job's priority can change; this one is {}",
                 job.status.as_str()
             )));
-        }
+        };
         self.events.publish(id, JobEvent::QueueMoved);
-        self.job(id)
-            .await?
-            .ok_or_else(|| super::jobs::not_found(id))
+        Ok(moved)
     }
 
     /// A worker starts serving the queue: its row, and a word to those following queued jobs.

@@ -40,7 +40,7 @@ pub use datasets::NewDataset;
 pub use jobs::{NewJob, Page};
 pub use queue::{AttemptEnd, TrainingRecord};
 pub use tokens::TokenRecord;
-pub use waiting::{SNAPSHOT_QUEUED, WORKER_ALIVE_MS};
+pub use waiting::SNAPSHOT_QUEUED;
 
 /// How long statements are refused at once after one found the database unreachable.
 pub const UNAVAILABLE_FOR: Duration = Duration::from_secs(2);

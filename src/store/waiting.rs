@@ -13,7 +13,7 @@ use crate::domain::{
 };
 
 /// A worker whose heartbeat is older than this is not counted.
-pub const WORKER_ALIVE_MS: i64 = 15_000;
+const WORKER_ALIVE_MS: i64 = 15_000;
 /// Rows of workers silent for this long are removed.
 const WORKER_FORGOTTEN_MS: i64 = 3_600_000;
 /// The most queued jobs one snapshot reads (those after them have no place worked out).
@@ -196,18 +196,23 @@ impl Store {
         Ok((mean.filter(|_| n > 0), n))
     }
 
-    /// Sets a queued job's priority; false when the job is not queued (or not there).
-    pub async fn set_queued_priority(&self, id: &str, priority: Priority) -> StoreResult<bool> {
+    /// Sets a queued job's priority and returns the job; `None` when it is not queued (or not there).
+    pub async fn set_queued_priority(
+        &self,
+        id: &str,
+        priority: Priority,
+    ) -> StoreResult<Option<JobRecord>> {
         self.tick()?;
-        let done = sqlx::query(
-            "UPDATE jobs SET priority = $1, updated_at = $2 WHERE id = $3 AND status = 'QUEUED'",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET priority = $1, updated_at = $2 WHERE id = $3 AND status = 'QUEUED' \
+             RETURNING {COLUMNS}"
+        )))
         .bind(priority.rank() as i64)
         .bind(now_ms())
         .bind(id)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(|e| self.note(e))?;
-        Ok(done.rows_affected() == 1)
+        row.as_ref().map(decode).transpose()
     }
 }
