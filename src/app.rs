@@ -13,7 +13,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::events::EventHub;
 use crate::metrics::Metrics;
-use crate::runner::{Worker, WorkerSettings};
+use crate::runner::{Runner, Worker, WorkerSettings};
 use crate::service::Service;
 use crate::store::Store;
 
@@ -29,6 +29,8 @@ pub struct App {
     /// cannot keep a worker from claiming jobs or renewing its leases.
     pub worker_service: Service,
     pub auth: Arc<Authenticator>,
+    /// Where the workers run jobs.
+    pub runner: Runner,
 }
 
 /// What [`App::build`] found worth telling the operator.
@@ -43,6 +45,7 @@ impl App {
     pub async fn build(config: Config) -> Result<Startup> {
         std::fs::create_dir_all(&config.work_dir)
             .with_context(|| format!("creating the work folder {}", config.work_dir.display()))?;
+        let runner = runner(&config).await?;
         let events = EventHub::shared(config.redis_url.as_deref()).await?;
         // One registry for the whole process: what the API and the workers count, scraped together.
         let service = Service::connect(&config, config.database_max_connections, events)
@@ -77,6 +80,7 @@ impl App {
                 service,
                 worker_service,
                 auth: Arc::new(auth),
+                runner,
             },
             new_admin_token,
         })
@@ -86,7 +90,7 @@ impl App {
     pub fn worker(&self) -> Worker {
         Worker::new(
             self.worker_service.clone(),
-            WorkerSettings::from_config(&self.config),
+            WorkerSettings::from_config(&self.config).with_runner(self.runner.clone()),
         )
     }
 
@@ -162,5 +166,26 @@ impl App {
         self.service.store().close().await;
         self.worker_service.store().close().await;
         served.context("serving HTTP")
+    }
+}
+
+/// Where this process's workers run jobs (`KILN_RUNNER`); the Kubernetes runner connects to its cluster
+/// here, so that a missing cluster or image is an error at start.
+async fn runner(config: &Config) -> Result<Runner> {
+    use crate::config::RunnerKind;
+    use crate::runner::kubernetes::{Kube, KubeSettings};
+    match config.runner.runner {
+        RunnerKind::Process => Ok(Runner::Process),
+        RunnerKind::Kubernetes if config.workers == 0 => Ok(Runner::Process),
+        RunnerKind::Kubernetes => {
+            if config.redis_url.is_none() {
+                anyhow::bail!(
+                    "KILN_RUNNER=kubernetes needs KILN_REDIS_URL: job pods report their progress \
+                     and hear cancels through Redis"
+                );
+            }
+            let settings = KubeSettings::from_config(&config.runner)?;
+            Ok(Runner::Kubernetes(Kube::connect(settings).await?))
+        }
     }
 }

@@ -155,6 +155,30 @@ pub fn current_trace_id() -> Option<String> {
     (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
 }
 
+/// The W3C `traceparent` of the current span when traces are sent: handed to a process this one
+/// starts for the same work (a job's process, a job's pod) as `TRACEPARENT`, so that its spans join
+/// this trace.
+pub fn traceparent() -> Option<String> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    TRACES.get()?;
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .inject_context(&tracing::Span::current().context(), &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` part of the trace a `traceparent` names (from [`traceparent`] in the process that
+/// started this one); an unreadable one is ignored.
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let carrier =
+        std::collections::HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    let context = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(context);
+}
+
 /// A span's fields as JSON, kept in the span's extensions by [`SpanFields`].
 struct SpanJson(Map<String, Value>);
 

@@ -127,7 +127,15 @@ mod tests {
     fn a_job_process_is_handed_every_setting_it_reads() {
         // What `serve` knows and its job processes do not need: where it listens and how it serves,
         // its own workers, the token it mints, how jobs are started and stopped, predictions.
-        const SERVER_ONLY: [&str; 10] = [
+        const SERVER_ONLY: [&str; 18] = [
+            "KILN_RUNNER",
+            "KILN_WORKER_GPUS",
+            "KILN_K8S_IMAGE",
+            "KILN_K8S_NAMESPACE",
+            "KILN_K8S_NODE_SELECTOR",
+            "KILN_K8S_TOLERATIONS",
+            "KILN_K8S_SECRET",
+            "KILN_K8S_TTL_SECONDS",
             "KILN_METRICS_BIND",
             "KILN_TOKEN_CACHE_SECONDS",
             "KILN_MAX_CONNECTIONS",

@@ -197,6 +197,10 @@ pub async fn run_job(args: RunJobArgs) -> Result<crate::runner::JobExit> {
     use tracing::Instrument;
     // Every line this process logs is about this job.
     let span = tracing::info_span!("run-job", job_id = %args.job_id);
+    // Part of the trace of the worker's run that started this process.
+    if let Ok(parent) = std::env::var("TRACEPARENT") {
+        crate::telemetry::continue_trace(&span, &parent);
+    }
     run_claimed_job(args).instrument(span).await
 }
 

@@ -127,6 +127,66 @@ impl StorageConfig {
     }
 }
 
+/// How a worker runs each job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RunnerKind {
+    /// A child process on the worker's machine (`kiln run-job --attached`).
+    #[default]
+    Process,
+    /// One `batch/v1` Job per kiln job, in the cluster the worker runs in (or its kubeconfig names).
+    Kubernetes,
+}
+
+/// Where and how workers run jobs.
+#[derive(Debug, Clone, Args)]
+pub struct RunnerConfig {
+    /// How a worker runs each job: `process` (a child process on its machine) or `kubernetes` (one
+    /// batch/v1 Job per kiln job, in the worker's cluster or the one its kubeconfig names).
+    #[arg(long, env = "KILN_RUNNER", value_enum, default_value = "process")]
+    pub runner: RunnerKind,
+    /// GPUs this worker gives one job: a job asking for more waits for another worker. Default: 1
+    /// when jobs here train on a GPU (`KILN_DEVICE`), otherwise 0; with the Kubernetes runner, 8.
+    #[arg(long, env = "KILN_WORKER_GPUS", value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub worker_gpus: Option<u32>,
+    /// Kubernetes: the namespace job pods run in; default: the worker's own (in a pod), else `default`.
+    #[arg(long, env = "KILN_K8S_NAMESPACE")]
+    pub k8s_namespace: Option<String>,
+    /// Kubernetes: the image job pods run (the same kiln as the worker's); required with
+    /// `KILN_RUNNER=kubernetes`.
+    #[arg(long, env = "KILN_K8S_IMAGE")]
+    pub k8s_image: Option<String>,
+    /// Kubernetes: the node selector of job pods, `key=value,key=value`.
+    #[arg(long, env = "KILN_K8S_NODE_SELECTOR", default_value = "")]
+    pub k8s_node_selector: String,
+    /// Kubernetes: the tolerations of job pods, `key=value:Effect,key:Effect` (as `kubectl taint`
+    /// writes taints; no effect tolerates every effect of that taint).
+    #[arg(long, env = "KILN_K8S_TOLERATIONS", default_value = "")]
+    pub k8s_tolerations: String,
+    /// Kubernetes: the Secret job pods read the secret settings from (its keys are variable names:
+    /// `KILN_DATABASE_URL`, `KILN_REDIS_URL`, `KILN_S3_SECRET_ACCESS_KEY`, `KILN_HF_TOKEN`); they
+    /// never appear in the Job itself.
+    #[arg(long, env = "KILN_K8S_SECRET", default_value = "kiln-secrets")]
+    pub k8s_secret: String,
+    /// Kubernetes: seconds a finished Job (and its pod's log) is kept before the cluster removes it.
+    #[arg(long, env = "KILN_K8S_TTL_SECONDS", default_value_t = 3600)]
+    pub k8s_ttl_seconds: u32,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            runner: RunnerKind::Process,
+            worker_gpus: None,
+            k8s_namespace: None,
+            k8s_image: None,
+            k8s_node_selector: String::new(),
+            k8s_tolerations: String::new(),
+            k8s_secret: "kiln-secrets".into(),
+            k8s_ttl_seconds: 3600,
+        }
+    }
+}
+
 /// Everything `kiln serve` and `kiln worker` need.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -148,6 +208,8 @@ pub struct Config {
     pub database_max_connections: u32,
     #[command(flatten)]
     pub storage: StorageConfig,
+    #[command(flatten)]
+    pub runner: RunnerConfig,
     /// Redis for job events shared by several kiln processes (`redis://host:6379`); absent: in-process.
     #[arg(long = "redis-url", env = "KILN_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -311,6 +373,14 @@ impl Config {
         vars
     }
 
+    /// The GPUs a worker gives one job (`KILN_WORKER_GPUS`, or what it has).
+    pub fn worker_gpus(&self) -> u32 {
+        self.runner.worker_gpus.unwrap_or(match self.runner.runner {
+            RunnerKind::Kubernetes => 8,
+            RunnerKind::Process => self.device.gpus_visible().min(1),
+        })
+    }
+
     /// [`Config::max_train_memory`], or [`default_train_memory`].
     pub fn train_memory_limit(&self) -> u64 {
         self.max_train_memory
@@ -326,6 +396,7 @@ impl Config {
             database_url: format!("sqlite://{}", dir.join("kiln.db").display()),
             database_max_connections: 10,
             storage: StorageConfig::local(dir.join("objects")),
+            runner: RunnerConfig::default(),
             redis_url: None,
             hf_endpoint: "https://huggingface.co".into(),
             model_roots: dir.join("base-models").display().to_string(),

@@ -275,6 +275,8 @@ pub struct JobRecord {
     pub reason: Option<String>,
     /// Where its latest attempt trained (`cpu`, `cuda:N`); `None` before one starts.
     pub device: Option<String>,
+    /// What it asked of the machine it runs on.
+    pub resources: super::Resources,
 }
 
 /// Where a running job is, as last written by its worker (`Job.progress`).

@@ -18,6 +18,7 @@ mod model;
 mod names;
 mod queue;
 mod registry;
+mod resources;
 mod spec;
 mod stats;
 mod time;
@@ -45,6 +46,7 @@ pub use registry::{
     AliasChange, AliasName, AliasRequests, AliasTarget, Comparison, ModelAlias, PromotionPolicy,
     Rule, RuleMetric, SplitArm, Threshold, Verdict, metric_table,
 };
+pub use resources::{Resources, ResourcesInput, gpus_phrase};
 pub use spec::{
     BaseModelRef, HubModel, RegisteredModel, TrainingInput, TrainingSettings, VersionSelector,
 };

@@ -23,6 +23,8 @@ pub struct QueuedJob {
     pub created_at: i64,
     /// Not claimable before this time (an automatic retry's wait), epoch ms.
     pub next_attempt_at: Option<i64>,
+    /// The GPUs it asks for: only a worker with as many takes it.
+    pub gpus: u32,
 }
 
 /// A running job as the queue sees it.
@@ -46,6 +48,8 @@ pub struct LiveWorker {
     pub pid: i64,
     pub started_at: i64,
     pub heartbeat_at: i64,
+    /// The GPUs it gives a job.
+    pub gpus: u32,
 }
 
 /// Everything a queued job's place is worked out from.
@@ -135,6 +139,25 @@ impl QueueSnapshot {
         let mut ahead: Vec<(Priority, i64)> = Vec::new();
         let mut ready_before = 0i64;
         for job in &self.queued {
+            // No live worker has the GPUs it asks for: it waits for one, and blocks no one.
+            if job.gpus > 0
+                && !self.workers.is_empty()
+                && self.workers.iter().all(|w| w.gpus < job.gpus)
+            {
+                let most = self.workers.iter().map(|w| w.gpus).max().unwrap_or(0);
+                places.insert(
+                    job.id.clone(),
+                    QueuePlace {
+                        position: ready_before + 1,
+                        estimated_start_at: None,
+                        reason: format!(
+                            "no worker has the {} it asks for (the most any live worker has is {most})",
+                            super::gpus_phrase(job.gpus)
+                        ),
+                    },
+                );
+                continue;
+            }
             let waiting_until = job.next_attempt_at.filter(|t| *t > now);
             if let Some(until) = waiting_until {
                 places.insert(
@@ -224,6 +247,7 @@ mod tests {
             priority,
             created_at: 0,
             next_attempt_at: None,
+            gpus: 0,
         }
     }
 
@@ -234,6 +258,7 @@ mod tests {
             pid: 1,
             started_at: 0,
             heartbeat_at: NOW,
+            gpus: 0,
         }
     }
 
@@ -334,5 +359,39 @@ mod tests {
         assert_eq!(places["a"].estimated_start_at, Some(NOW));
         assert_eq!(places["b"].estimated_start_at, None);
         assert_eq!(places["b"].reason, "1 job ahead of it at LOW priority");
+    }
+
+    #[test]
+    fn a_job_no_worker_has_the_gpus_for_says_so_and_blocks_no_one() {
+        let mut gpu = queued("g", Priority::Urgent);
+        gpu.gpus = 1;
+        let snapshot = QueueSnapshot {
+            queued: vec![gpu, queued("a", Priority::Normal)],
+            workers: vec![worker("w1")],
+            overall_run_ms: Some(1000.0),
+            ..Default::default()
+        };
+        let places = snapshot.places(NOW);
+        assert_eq!(
+            places["g"].reason,
+            "no worker has the 1 GPU it asks for (the most any live worker has is 0)"
+        );
+        assert_eq!(places["g"].estimated_start_at, None);
+        assert_eq!(places["a"].position, 1);
+        assert_eq!(
+            places["a"].reason,
+            "next in line: an idle worker takes it within seconds"
+        );
+        // A worker with two GPUs takes it.
+        let mut big = worker("w2");
+        big.gpus = 2;
+        let snapshot = QueueSnapshot {
+            workers: vec![worker("w1"), big],
+            ..snapshot
+        };
+        assert_eq!(
+            snapshot.places(NOW)["g"].reason,
+            "next in line: an idle worker takes it within seconds"
+        );
     }
 }

@@ -287,8 +287,8 @@ const TIMED_OUT: &str = "the job ran past its time limit (maxDurationMinutes) an
 /// Writes how a job ended from how its run came out and returns its status (`RUNNING` when another
 /// worker holds it now): a cancelled job is `CANCELLED`, a paused one `PAUSED`, one stopped for
 /// shutdown goes back to the queue, one past its time limit is `FAILED` saying so; a failed one is
-/// retried later when the failure was the infrastructure's (and attempts are left), otherwise `FAILED`
-/// with a message for the user.
+/// ended by [`Service::end_failed_attempt`] (retried when the infrastructure failed, otherwise `FAILED`
+/// with a message for the user).
 pub async fn conclude(
     service: &Service,
     job: &JobRecord,
@@ -319,11 +319,7 @@ pub async fn conclude(
         },
         RunResult::Failed(error, fallback) => {
             let fallback = fallback.as_deref().unwrap_or(FAILED);
-            if is_infrastructure(&error) {
-                while_unavailable(|| service.retry_job_later(job, worker, &error, fallback)).await
-            } else {
-                while_unavailable(|| service.fail_job(job_id, worker, &error, fallback)).await
-            }
+            while_unavailable(|| service.end_failed_attempt(job, worker, &error, fallback)).await
         }
     };
     match ended {
@@ -334,20 +330,6 @@ pub async fn conclude(
             JobStatus::Running
         }
     }
-}
-
-/// Whether a failure was the infrastructure's rather than the job's own: the database or the object
-/// store could not be reached, a download failed on the network, or the job's process was killed from
-/// outside. Such a job is retried; one that failed on its data, its loss or its memory is not.
-pub fn is_infrastructure(error: &anyhow::Error) -> bool {
-    error.is_transient()
-        || error.chain().any(|cause| {
-            cause.downcast_ref::<object_store::Error>().is_some()
-                || cause.downcast_ref::<reqwest::Error>().is_some()
-                || cause
-                    .downcast_ref::<super::process::KilledFromOutside>()
-                    .is_some()
-        })
 }
 
 /// The [`RunResult`] of a run of the job in this process.
@@ -362,28 +344,6 @@ pub fn result_of(run: anyhow::Result<Option<JobStatus>>) -> RunResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::UserError;
-    use crate::service::ServiceError;
-
-    #[test]
-    fn infrastructure_failures_are_told_from_the_jobs_own() {
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let unreachable = anyhow::Error::new(object_store::Error::Generic {
-            store: "S3",
-            source: Box::new(refused),
-        })
-        .context("storing model.safetensors");
-        let wrapped = UserError::wrap("the trained model could not be stored", unreachable);
-        assert!(is_infrastructure(&wrapped));
-        let outage = anyhow::Error::new(ServiceError::Unavailable)
-            .context("the database stayed unreachable");
-        assert!(is_infrastructure(&outage));
-        let nan = anyhow::Error::new(UserError::new("the loss became NaN at step 3"));
-        assert!(!is_infrastructure(&nan));
-        assert!(!is_infrastructure(&anyhow::anyhow!(
-            "a label index is out of range"
-        )));
-    }
 
     #[test]
     fn stop_reasons_travel_by_name() {

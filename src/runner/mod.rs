@@ -5,7 +5,8 @@
 //! - [`process`]: the job's own process, from the worker's side and from its own;
 //! - [`job`]: the job itself — dataset to registered model — wherever it runs;
 //! - [`control`]: the stop flag, the supervisor (lease, cancel, shutdown), and writing a job's end;
-//! - [`spawner`]: the one lasting thread job processes are forked from.
+//! - [`spawner`]: the one lasting thread job processes are forked from;
+//! - [`kubernetes`]: the other way to run a job: one Kubernetes Job per attempt.
 //!
 //! A worker holds what it uses: the [`Service`] handle, its [`WorkerSettings`] and a shutdown token.
 //! [`Worker::try_run_next`] runs exactly one job (or finds none) and is what tests drive by hand;
@@ -13,6 +14,7 @@
 
 mod control;
 mod job;
+pub mod kubernetes;
 pub mod process;
 mod spawner;
 
@@ -46,6 +48,20 @@ pub struct WorkerSettings {
     pub stop_grace: Duration,
     /// A running job whose progress has not moved for this long is logged and marked stalled.
     pub stall_after: Duration,
+    /// The GPUs this worker gives one job: it claims no job asking for more.
+    pub gpus: u32,
+    /// Where jobs run: a child process, or a Kubernetes Job.
+    pub runner: Runner,
+}
+
+/// Where a worker runs the jobs it claims.
+#[derive(Debug, Clone, Default)]
+pub enum Runner {
+    /// A child process on this machine.
+    #[default]
+    Process,
+    /// A Kubernetes Job per attempt.
+    Kubernetes(kubernetes::Kube),
 }
 
 impl WorkerSettings {
@@ -62,7 +78,15 @@ impl WorkerSettings {
             memory_limit: config.job_memory_limit.map(|b| b.0),
             stop_grace: Duration::from_secs(config.job_stop_grace_seconds),
             stall_after: Duration::from_secs(config.stall_seconds),
+            gpus: config.worker_gpus(),
+            runner: Runner::Process,
         }
+    }
+
+    /// Runs jobs with `runner`.
+    pub fn with_runner(mut self, runner: Runner) -> Self {
+        self.runner = runner;
+        self
     }
 
     fn lease_ms(&self) -> i64 {
@@ -110,7 +134,7 @@ impl Worker {
     pub async fn try_run_next(&self) -> anyhow::Result<Outcome> {
         let Some(job) = self
             .service
-            .claim_next_job(&self.id, self.settings.lease_ms())
+            .claim_next_job(&self.id, self.settings.lease_ms(), self.settings.gpus)
             .await?
         else {
             return Ok(Outcome::Empty);
@@ -124,7 +148,10 @@ impl Worker {
         });
         metrics.run_started(waited);
         let started = std::time::Instant::now();
-        let status = process::run(self, job).await;
+        let status = match &self.settings.runner {
+            Runner::Process => process::run(self, job).await,
+            Runner::Kubernetes(kube) => kubernetes::run(self, kube, job).await,
+        };
         metrics.run_ended(&job_id, status.as_str(), started.elapsed());
         Ok(Outcome::Ran { job_id, status })
     }
@@ -135,17 +162,21 @@ impl Worker {
         let _counted = self.service.metrics().worker_running();
         // Registered in the database, so that every replica counts this worker and the queue can
         // say why a job waits; the heartbeat runs beside the jobs.
-        if let Err(e) = self.service.worker_started(&self.id).await {
+        if let Err(e) = self
+            .service
+            .worker_started(&self.id, self.settings.gpus)
+            .await
+        {
             tracing::warn!(error = format!("{e:#}"), worker = %self.id, "registering the worker failed");
         }
         let heartbeat = {
-            let (service, id) = (self.service.clone(), self.id.clone());
+            let (service, id, gpus) = (self.service.clone(), self.id.clone(), self.settings.gpus);
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(crate::service::waiting::WORKER_HEARTBEAT);
                 every.tick().await;
                 loop {
                     every.tick().await;
-                    if let Err(e) = service.worker_heartbeat(&id).await {
+                    if let Err(e) = service.worker_heartbeat(&id, gpus).await {
                         tracing::warn!(error = format!("{e:#}"), worker = %id, "the worker's heartbeat failed");
                     }
                 }

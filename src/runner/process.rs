@@ -30,7 +30,7 @@ use super::control::{self, RunResult, StopFlag, StopReason};
 use super::{Worker, WorkerSettings, job};
 use crate::domain::{JobRecord, JobStatus};
 use crate::events::Envelope;
-use crate::service::Service;
+use crate::service::{KilledFromOutside, Service};
 use crate::train::memory::human;
 
 /// How a job's own process ends: its exit code.
@@ -76,7 +76,7 @@ pub(super) async fn run(worker: &Worker, job: JobRecord) -> JobStatus {
         .in_current_span(),
     );
     let oom_kills = OomKills::read();
-    let result = match spawn(&worker.settings, &job.id, &worker.id).await {
+    let result = match spawn(&worker.settings, &job, &worker.id).await {
         Ok(child) => drive(worker, &job, child, &flag, oom_kills).await,
         Err(e) => RunResult::Failed(
             e,
@@ -94,7 +94,7 @@ pub(super) async fn run(worker: &Worker, job: JobRecord) -> JobStatus {
 }
 
 /// The stop flag of a claimed job, already set when a cancel or pause was asked for before the claim.
-fn stop_flag_for(job: &JobRecord) -> Arc<StopFlag> {
+pub(super) fn stop_flag_for(job: &JobRecord) -> Arc<StopFlag> {
     let flag = Arc::new(StopFlag::default());
     if job.cancel_requested {
         flag.stop(StopReason::Cancel);
@@ -104,11 +104,14 @@ fn stop_flag_for(job: &JobRecord) -> Arc<StopFlag> {
     flag
 }
 
+/// Starts a job's process, bounded by the worker's memory limit and the job's own `resources`: an
+/// address-space limit of the lower of the two, and `ceil(cpus)` threads for its matrix products.
 async fn spawn(
     settings: &WorkerSettings,
-    job_id: &str,
+    job: &JobRecord,
     worker: &str,
 ) -> Result<tokio::process::Child> {
+    let job_id = job.id.as_str();
     let mut command = tokio::process::Command::new(&settings.executable);
     command
         .args(["run-job", job_id, "--lease-owner", worker, "--attached"])
@@ -122,8 +125,16 @@ async fn spawn(
             None => command.env_remove(name),
         };
     }
+    if let Some(threads) = job.resources.threads() {
+        command.env("RAYON_NUM_THREADS", threads.to_string());
+    }
+    // The job's process continues the worker's trace of this run.
+    match crate::telemetry::traceparent() {
+        Some(parent) => command.env("TRACEPARENT", parent),
+        None => command.env_remove("TRACEPARENT"),
+    };
     let parent = std::process::id();
-    let memory_limit = settings.memory_limit;
+    let memory_limit = memory_limit(settings, job);
     // SAFETY: only async-signal-safe calls (setpgid, prctl, getppid, setrlimit) run between fork and
     // exec.
     unsafe {
@@ -158,6 +169,15 @@ async fn spawn(
             settings.executable.display()
         )
     })
+}
+
+/// The address-space limit of a job's process: the lower of the worker's (`KILN_JOB_MEMORY_LIMIT`)
+/// and the job's own (`resources.memoryGb`).
+fn memory_limit(settings: &WorkerSettings, job: &JobRecord) -> Option<u64> {
+    match (settings.memory_limit, job.resources.memory_bytes()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Relays the process's events, passes on a request to stop (killing it after the grace period), and
@@ -224,7 +244,7 @@ async fn drive(
     let end = ProcessEnd {
         peak_memory,
         out_of_memory_kill: oom_kills.is_some_and(|before| before.moved()),
-        memory_limit: worker.settings.memory_limit,
+        memory_limit: memory_limit(&worker.settings, job),
     };
     match status {
         Ok(status) => interpret(
@@ -285,8 +305,9 @@ fn interpret(status: ExitStatus, stop: StopReason, end: &ProcessEnd, batch_size:
              (signal 9){used}; {smaller}"
         ),
         Some(libc::SIGABRT) if end.memory_limit.is_some() => format!(
-            "the job ran out of memory: its process could not allocate more within \
-             KILN_JOB_MEMORY_LIMIT ({}) and aborted{used}; {smaller}",
+            "the job ran out of memory: its process could not allocate more within its memory \
+             limit ({}: KILN_JOB_MEMORY_LIMIT, or the job's resources.memoryGb when lower) and \
+             aborted{used}; {smaller}",
             human(end.memory_limit.unwrap_or_default())
         ),
         Some(signal)
@@ -312,12 +333,6 @@ fn interpret(status: ExitStatus, stop: StopReason, end: &ProcessEnd, batch_size:
     };
     RunResult::Failed(error, Some(message))
 }
-
-/// A job's process killed by a signal that neither kiln nor a lack of memory sent: an infrastructure
-/// failure, retried like a worker that died.
-#[derive(Debug, thiserror::Error)]
-#[error("the job's process was killed by signal {0} from outside kiln")]
-pub struct KilledFromOutside(pub i32);
 
 fn signal_name(signal: i32) -> &'static str {
     match signal {
@@ -494,7 +509,7 @@ mod tests {
     fn message(result: RunResult) -> (String, bool) {
         match result {
             RunResult::Failed(error, Some(message)) => {
-                (message, control::is_infrastructure(&error))
+                (message, crate::service::queue::is_infrastructure(&error))
             }
             _ => panic!("a failure with a message"),
         }
@@ -535,7 +550,7 @@ mod tests {
         };
         let (said, retried) = message(interpret(killed_by(6), StopReason::None, &limited, 8));
         assert!(
-            said.contains("within KILN_JOB_MEMORY_LIMIT (1.0 GiB)"),
+            said.contains("within its memory limit (1.0 GiB: KILN_JOB_MEMORY_LIMIT"),
             "{said}"
         );
         assert!(!retried);

@@ -6,8 +6,8 @@ use tokio::sync::broadcast::error::RecvError;
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{
     AliasName, BaseModelRef, DatasetStatus, DisplayName, EpochMetrics, FieldError,
-    HyperparamsInput, JobFilter, JobRecord, JobStatus, MetricPoint, ModelName, Priority,
-    TrainingInput, TrainingSettings, abbreviate, is_plausible_id,
+    HyperparamsInput, JobFilter, JobRecord, JobStatus, MetricPoint, ModelName, Priority, Resources,
+    ResourcesInput, TrainingInput, TrainingSettings, abbreviate, is_plausible_id,
 };
 use crate::events::JobEvent;
 use crate::store::{NewJob, Page};
@@ -29,6 +29,8 @@ pub struct Submission {
     pub auto_promote: Option<String>,
     /// Why the job is submitted (up to 1000 characters), kept on the job.
     pub reason: Option<String>,
+    /// What it asks of the machine it runs on (checked by [`Resources::parse`]).
+    pub resources: ResourcesInput,
 }
 
 /// A refusal of a hyperparameter the submission left out and the model's training defaults gave says
@@ -144,6 +146,7 @@ impl Service {
             )
             .into());
         }
+        let resources = Resources::parse(&submission.resources)?;
         let dataset = self.dataset(&submission.dataset_id).await?.ok_or_else(|| {
             FieldError::new(
                 "datasetId",
@@ -195,7 +198,8 @@ impl Service {
             let roots = Some(&self.settings.model_roots);
             super::training::check_base_model("baseModel", base, roots).await?;
         }
-        self.check_training_memory(&settings, &dataset).await?;
+        self.check_training_memory(&settings, &dataset, &resources)
+            .await?;
         Ok(NewJob {
             id: uuid::Uuid::new_v4().to_string(),
             name: name.into_string(),
@@ -210,6 +214,7 @@ impl Service {
                 .or(self.settings.default_max_duration_ms),
             auto_promote: auto_promote.map(|a| a.as_str().to_string()),
             reason,
+            resources,
         })
     }
 

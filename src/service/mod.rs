@@ -49,7 +49,7 @@ pub use crate::store::TrainingRecord;
 
 pub use datasets::UploadRequest;
 pub use jobs::{MAX_METRIC_POINTS, Submission};
-pub use queue::Lease;
+pub use queue::{ClusterUnavailable, KilledFromOutside, Lease};
 pub use training::{HubSettings, ModelRoots};
 pub use waiting::{QueueStats, QueueView, ReplicaWorkers};
 

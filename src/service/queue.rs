@@ -9,6 +9,32 @@ use crate::domain::{
 use crate::events::JobEvent;
 use crate::store::{AttemptEnd, TrainingRecord};
 
+/// The cluster a job runs in (Kubernetes) could not be reached, or lost the job's pod: an
+/// infrastructure failure, retried.
+#[derive(Debug, thiserror::Error)]
+#[error("the cluster lost or could not run the job's pod: {0}")]
+pub struct ClusterUnavailable(pub String);
+
+/// A job's process killed by a signal that neither kiln nor a lack of memory sent: an infrastructure
+/// failure, retried like a worker that died.
+#[derive(Debug, thiserror::Error)]
+#[error("the job's process was killed by signal {0} from outside kiln")]
+pub struct KilledFromOutside(pub i32);
+
+/// Whether a failure was the infrastructure's rather than the job's own: the database or the object
+/// store could not be reached, a download failed on the network, the job's process was killed from
+/// outside, or its cluster lost its pod. Such a job is retried; one that failed on its data, its loss
+/// or its memory is not.
+pub fn is_infrastructure(error: &anyhow::Error) -> bool {
+    super::is_unavailable(error)
+        || error.chain().any(|cause| {
+            cause.downcast_ref::<object_store::Error>().is_some()
+                || cause.downcast_ref::<reqwest::Error>().is_some()
+                || cause.downcast_ref::<KilledFromOutside>().is_some()
+                || cause.downcast_ref::<ClusterUnavailable>().is_some()
+        })
+}
+
 /// What a heartbeat found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lease {
@@ -31,13 +57,15 @@ impl Lease {
 
 impl Service {
     /// Ends the attempts of jobs whose workers stopped responding (back to the queue after a backoff,
-    /// or `FAILED` with no attempts left), then claims the next job for `worker`: the highest-priority
-    /// oldest queued job whose backoff has passed.
+    /// or `FAILED` with no attempts left), then claims the next job for `worker`, which gives a job up
+    /// to `gpus` GPUs: the highest-priority oldest queued job whose backoff has passed and which asks
+    /// for no more GPUs.
     #[tracing::instrument(skip_all, fields(worker = %worker))]
     pub async fn claim_next_job(
         &self,
         worker: &str,
         lease_ms: i64,
+        gpus: u32,
     ) -> ServiceResult<Option<JobRecord>> {
         for job in self.store.expired_jobs().await? {
             let ended = if job.attempts < job.max_attempts {
@@ -67,7 +95,7 @@ impl Service {
                 self.publish_status(&job);
             }
         }
-        let claimed = self.store.claim_next_job(worker, lease_ms).await?;
+        let claimed = self.store.claim_next_job(worker, lease_ms, gpus).await?;
         if let Some(job) = &claimed {
             let message = format!(
                 "claimed by worker {worker} (attempt {} of {})",
@@ -233,6 +261,24 @@ impl Service {
         self.end_job(&job.id, worker, JobStatus::Queued, end).await
     }
 
+    /// Ends an attempt that failed with `error`: back to the queue for a later attempt when the failure
+    /// was the infrastructure's ([`is_infrastructure`]) and attempts are left, otherwise `FAILED` with
+    /// the error's message for the user (or `fallback`). `None` when `worker` no longer holds the job.
+    #[tracing::instrument(skip_all, fields(job_id = %job.id, worker = %worker))]
+    pub async fn end_failed_attempt(
+        &self,
+        job: &JobRecord,
+        worker: &str,
+        error: &anyhow::Error,
+        fallback: &str,
+    ) -> ServiceResult<Option<JobRecord>> {
+        if is_infrastructure(error) {
+            self.retry_job_later(job, worker, error, fallback).await
+        } else {
+            self.fail_job(&job.id, worker, error, fallback).await
+        }
+    }
+
     /// Fails a job `worker` holds. `Job.error` gets a message written for the user: the most specific
     /// [`UserError`] in the chain, or `fallback` (what failed and what to do), followed by a reference;
     /// the whole chain goes to the server log under that reference.
@@ -297,7 +343,31 @@ pub fn retry_delay_ms(base: i64, cap: i64, attempts: i64, share: f64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::retry_delay_ms;
+    use super::{is_infrastructure, retry_delay_ms};
+    use crate::domain::UserError;
+    use crate::service::ServiceError;
+
+    #[test]
+    fn infrastructure_failures_are_told_from_the_jobs_own() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let unreachable = anyhow::Error::new(object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(refused),
+        })
+        .context("storing model.safetensors");
+        let wrapped = UserError::wrap("the trained model could not be stored", unreachable);
+        assert!(is_infrastructure(&wrapped));
+        let outage = anyhow::Error::new(ServiceError::Unavailable)
+            .context("the database stayed unreachable");
+        assert!(is_infrastructure(&outage));
+        let lost = anyhow::Error::new(super::ClusterUnavailable("evicted".into()));
+        assert!(is_infrastructure(&lost));
+        let nan = anyhow::Error::new(UserError::new("the loss became NaN at step 3"));
+        assert!(!is_infrastructure(&nan));
+        assert!(!is_infrastructure(&anyhow::anyhow!(
+            "a label index is out of range"
+        )));
+    }
 
     #[test]
     fn retries_back_off_exponentially_up_to_the_cap_with_jitter() {

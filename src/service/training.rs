@@ -209,6 +209,7 @@ impl Service {
         &self,
         settings: &TrainingSettings,
         dataset: &DatasetRecord,
+        resources: &crate::domain::Resources,
     ) -> Result<(), FieldError> {
         let labels = dataset.summary.labels.len();
         let h = &settings.hyperparameters;
@@ -262,9 +263,30 @@ impl Service {
             // Known once the worker has the weights, and checked there.
             (TaskKind::TextClassification, Some(BaseModelRef::Hub(_))) => return Ok(()),
         };
-        match memory::refusal(&estimate, self.settings.max_train_memory, model_field) {
-            Some((field, message)) => Err(FieldError::new(field, message)),
-            None => Ok(()),
+        if let Some((field, message)) =
+            memory::refusal(&estimate, self.settings.max_train_memory, model_field)
+        {
+            return Err(FieldError::new(field, message));
+        }
+        // The job's own memory bound (`resources.memoryGb`) must hold what training needs.
+        match resources.memory_bytes() {
+            Some(asked) if estimate.bytes() > asked => {
+                let fits = estimate.max_batch_within(asked);
+                let lower = if fits > 0 {
+                    format!(", or lower batchSize to {fits} or less")
+                } else {
+                    String::new()
+                };
+                Err(FieldError::new(
+                    "resources.memoryGb",
+                    format!(
+                        "training would need about {}, more than the {} asked for; raise memoryGb{lower}",
+                        memory::human(estimate.bytes()),
+                        memory::human(asked)
+                    ),
+                ))
+            }
+            _ => Ok(()),
         }
     }
 

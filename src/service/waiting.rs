@@ -203,19 +203,19 @@ impl Service {
 
     /// A worker starts serving the queue: its row, and a word to those following queued jobs.
     #[tracing::instrument(skip_all, fields(worker = %worker))]
-    pub async fn worker_started(&self, worker: &str) -> ServiceResult<()> {
-        self.worker_heartbeat(worker).await?;
+    pub async fn worker_started(&self, worker: &str, gpus: u32) -> ServiceResult<()> {
+        self.worker_heartbeat(worker, gpus).await?;
         self.events.publish(worker, JobEvent::QueueMoved);
         Ok(())
     }
 
-    /// A worker is still there.
+    /// A worker, which gives a job up to `gpus` GPUs, is still there.
     #[tracing::instrument(skip_all, fields(worker = %worker))]
-    pub async fn worker_heartbeat(&self, worker: &str) -> ServiceResult<()> {
+    pub async fn worker_heartbeat(&self, worker: &str, gpus: u32) -> ServiceResult<()> {
         static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let host = HOST.get_or_init(host_name);
         self.store
-            .worker_heartbeat(worker, host, std::process::id().into())
+            .worker_heartbeat(worker, host, std::process::id().into(), gpus)
             .await?;
         Ok(())
     }

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use super::{Store, StoreError, StoreResult, corrupt};
 use crate::domain::{
     BaseModelRef, JobFilter, JobRecord, JobStatus, Priority, RETRY_CANCELLED, RETRY_PROMISE,
-    TaskKind, TrainingSettings, now_ms,
+    Resources, TaskKind, TrainingSettings, now_ms,
 };
 
 #[derive(Debug, Clone)]
@@ -24,6 +24,7 @@ pub struct NewJob {
     pub auto_promote: Option<String>,
     /// Why the job was submitted (a retrain's reason, say).
     pub reason: Option<String>,
+    pub resources: Resources,
 }
 
 /// One page of a newest-first listing; `after` is the `(created_at, id)` of the previous page's last row.
@@ -37,7 +38,7 @@ pub(super) const COLUMNS: &str = "id, name, model_name, task, dataset_id, base_m
                        status, error, progress, attempts, max_attempts, lease_owner, lease_expires_at, \
                        cancel_requested, pause_requested, next_attempt_at, max_duration_ms, run_ms, \
                        attempt_started_at, model_version_id, created_at, started_at, finished_at, auto_promote, \
-                       reset_head, reason, device";
+                       reset_head, reason, device, resources";
 
 /// What `job_epochs.details` holds.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -107,6 +108,11 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<JobRecord> {
         auto_promote: row.try_get("auto_promote")?,
         reason: row.try_get("reason")?,
         device: row.try_get("device")?,
+        resources: row
+            .try_get::<Option<String>, _>("resources")?
+            .map(|r| json("job resources", &r))
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 
@@ -148,8 +154,8 @@ impl Store {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, \
              priority, status, attempts, max_attempts, cancel_requested, max_duration_ms, created_at, updated_at, \
-             customization, auto_promote, reset_head, reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'QUEUED', 0, $10, 0, $12, $11, $11, $13, $14, $15, $16) \
+             customization, auto_promote, reset_head, reason, resources, gpus) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'QUEUED', 0, $10, 0, $12, $11, $11, $13, $14, $15, $16, $17, $18) \
              RETURNING {COLUMNS}"
         )))
         .bind(&job.id)
@@ -177,6 +183,11 @@ impl Store {
         .bind(&job.auto_promote)
         .bind(job.settings.reset_head as i64)
         .bind(&job.reason)
+        .bind(
+            (job.resources != Resources::default())
+                .then(|| serde_json::to_string(&job.resources).expect("resources serialise")),
+        )
+        .bind(job.resources.gpus as i64)
         .fetch_one(&self.pool)
         .await.map_err(|e| self.note(e))?;
         decode(&row)

@@ -88,6 +88,7 @@ impl Store {
         &self,
         worker: &str,
         lease_ms: i64,
+        gpus: u32,
     ) -> StoreResult<Option<JobRecord>> {
         self.tick()?;
         let now = now_ms();
@@ -100,7 +101,7 @@ impl Store {
              started_at = COALESCE(started_at, $3), attempt_started_at = $3, updated_at = $3, error = NULL, \
              pause_requested = 0, next_attempt_at = NULL \
              WHERE id = (SELECT id FROM jobs \
-                         WHERE status = 'QUEUED' AND (next_attempt_at IS NULL OR next_attempt_at <= $3) \
+                         WHERE status = 'QUEUED' AND (next_attempt_at IS NULL OR next_attempt_at <= $3) AND gpus <= $4 \
                          ORDER BY priority DESC, created_at ASC, id ASC LIMIT 1 {lock}) \
              RETURNING {COLUMNS}"
         );
@@ -108,6 +109,7 @@ impl Store {
             .bind(worker)
             .bind(now + lease_ms)
             .bind(now)
+            .bind(gpus as i64)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.note(e))?;

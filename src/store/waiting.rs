@@ -23,17 +23,24 @@ const RUN_TIMES_OVER_MS: i64 = 7 * 24 * 3_600_000;
 
 impl Store {
     /// Registers a worker, or renews its heartbeat (and puts its row back if it was removed).
-    pub async fn worker_heartbeat(&self, id: &str, host: &str, pid: i64) -> StoreResult<()> {
+    pub async fn worker_heartbeat(
+        &self,
+        id: &str,
+        host: &str,
+        pid: i64,
+        gpus: u32,
+    ) -> StoreResult<()> {
         self.tick()?;
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO workers (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4) \
+            "INSERT INTO workers (id, host, pid, started_at, heartbeat_at, gpus) VALUES ($1, $2, $3, $4, $4, $5) \
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = $4",
         )
         .bind(id)
         .bind(host)
         .bind(pid)
         .bind(now)
+        .bind(gpus as i64)
         .execute(&self.pool)
         .await
         .map_err(|e| self.note(e))?;
@@ -56,7 +63,7 @@ impl Store {
     pub async fn live_workers(&self) -> StoreResult<Vec<LiveWorker>> {
         self.tick()?;
         let rows = sqlx::query(
-            "SELECT id, host, pid, started_at, heartbeat_at FROM workers WHERE heartbeat_at >= $1 \
+            "SELECT id, host, pid, started_at, heartbeat_at, gpus FROM workers WHERE heartbeat_at >= $1 \
              ORDER BY host, pid, started_at, id",
         )
         .bind(now_ms() - WORKER_ALIVE_MS)
@@ -71,6 +78,7 @@ impl Store {
                     pid: r.try_get("pid")?,
                     started_at: r.try_get("started_at")?,
                     heartbeat_at: r.try_get("heartbeat_at")?,
+                    gpus: r.try_get::<i64, _>("gpus")? as u32,
                 })
             })
             .collect()
@@ -108,7 +116,7 @@ impl Store {
     pub async fn queue_snapshot(&self) -> StoreResult<QueueSnapshot> {
         self.tick()?;
         let queued = sqlx::query(
-            "SELECT id, model_name, priority, created_at, next_attempt_at FROM jobs \
+            "SELECT id, model_name, priority, created_at, next_attempt_at, gpus FROM jobs \
              WHERE status = 'QUEUED' ORDER BY priority DESC, created_at ASC, id ASC LIMIT $1",
         )
         .bind(SNAPSHOT_QUEUED)
@@ -124,6 +132,7 @@ impl Store {
                     priority: Priority::from_rank(r.try_get::<i64, _>("priority")? as i32),
                     created_at: r.try_get("created_at")?,
                     next_attempt_at: r.try_get("next_attempt_at")?,
+                    gpus: r.try_get::<i64, _>("gpus")? as u32,
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;

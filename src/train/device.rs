@@ -49,6 +49,22 @@ impl fmt::Display for DeviceChoice {
     }
 }
 
+impl DeviceChoice {
+    /// How many GPUs jobs placed by this choice may train on, without opening a driver: a named GPU
+    /// is one; `auto` counts the GPUs the NVIDIA driver lists (`/proc/driver/nvidia/gpus`) in a
+    /// `cuda` build, none in a build without it; `cpu` none.
+    pub fn gpus_visible(self) -> u32 {
+        match self {
+            Self::Cpu => 0,
+            Self::Cuda(_) => 1,
+            Self::Auto if cfg!(feature = "cuda") => std::fs::read_dir("/proc/driver/nvidia/gpus")
+                .map(|entries| entries.count() as u32)
+                .unwrap_or(0),
+            Self::Auto => 0,
+        }
+    }
+}
+
 /// An opened device, with how to name it to a user.
 #[derive(Debug, Clone)]
 pub struct Placement {

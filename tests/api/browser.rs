@@ -254,6 +254,19 @@ async fn the_queue_page_says_why_each_job_waits_and_moves_one_ahead() {
     let vars = [("KILN_URL", app.url("")), ("KILN_TOKEN", app.token.clone())];
     run_script("queue.mjs", &chromium, &vars, |_| {}).await;
 
-    app.cancel_jobs(&[&long, &normal, &high]).await;
+    // The page submitted a job asking for a GPU, which no worker here has: it still waits.
+    let waiting = app
+        .data("{ queue(first: 10) { id name pendingReason } }", json!({}))
+        .await;
+    let gpu = waiting["queue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "gpu")
+        .expect("the GPU job waits")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.cancel_jobs(&[&long, &normal, &high, &gpu]).await;
     worker.stop().await;
 }

@@ -257,3 +257,161 @@ fn the_dockerfile_builds_in_one_stage_and_runs_unprivileged_in_another() {
         }
     }
 }
+
+/// Checks Kubernetes objects (YAML or JSON files) against the Kubernetes 1.33 OpenAPI schemas with
+/// PyPI's `kubernetes-validate`, strictly (an unknown field is an error). `None` when the tool is
+/// missing and the tests may skip.
+pub(crate) fn kubernetes_validate(paths: &[std::path::PathBuf]) -> Option<()> {
+    let python = std::env::var_os("KILN_TEST_PYTHON")
+        .map_or_else(|| "python3".into(), std::path::PathBuf::from);
+    let present = std::process::Command::new(&python)
+        .args(["-c", "import kubernetes_validate"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        assert!(
+            std::env::var_os("KILN_TEST_REQUIRE_TOOLS").is_none(),
+            "KILN_TEST_REQUIRE_TOOLS is set and {} has no kubernetes_validate (scripts/test installs it)",
+            python.display()
+        );
+        eprintln!("SKIPPED: kubernetes-validate is not installed (scripts/test installs it)");
+        return None;
+    }
+    let output = std::process::Command::new(&python)
+        .args(["-m", "kubernetes_validate", "-k", "1.33.0", "--strict"])
+        .args(paths)
+        .output()
+        .expect("python runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "kubernetes-validate refused:\n{said}"
+    );
+    // Every object was checked (a file of no objects would pass silently).
+    assert!(
+        said.matches(" passed for resource ").count() >= paths.len(),
+        "{said}"
+    );
+    Some(())
+}
+
+#[test]
+fn the_kubernetes_manifests_validate_and_set_real_settings() {
+    let dir = repository().join("deploy/kubernetes");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "api.yaml",
+            "configmap.yaml",
+            "rbac.yaml",
+            "secret.example.yaml",
+            "worker.yaml"
+        ]
+    );
+    kubernetes_validate(&files);
+
+    // Every KILN_* variable the ConfigMap, the Secret template and the containers set is a setting.
+    let known = settings();
+    let read = |name: &str| -> Vec<Value> {
+        let python = std::env::var_os("KILN_TEST_PYTHON")
+            .map_or_else(|| "python3".into(), std::path::PathBuf::from);
+        let output = std::process::Command::new(python)
+            .args([
+                "-c",
+                "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+            ])
+            .arg(dir.join(name))
+            .output()
+            .expect("python runs");
+        assert!(output.status.success(), "{name} does not parse");
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let mut set = BTreeSet::new();
+    for doc in read("configmap.yaml") {
+        set.extend(doc["data"].as_object().unwrap().keys().cloned());
+    }
+    for doc in read("secret.example.yaml") {
+        set.extend(doc["stringData"].as_object().unwrap().keys().cloned());
+    }
+    for file in ["api.yaml", "worker.yaml"] {
+        for doc in read(file) {
+            for container in doc["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                for env in container["env"].as_array().into_iter().flatten() {
+                    set.insert(env["name"].as_str().unwrap().to_string());
+                }
+            }
+        }
+    }
+    let unknown: Vec<&String> = set.iter().filter(|v| !known.contains(*v)).collect();
+    assert!(unknown.is_empty(), "not kiln settings: {unknown:?}");
+    assert!(set.contains("KILN_RUNNER") && set.contains("KILN_K8S_IMAGE"));
+    // The secret settings job pods read by name are in the Secret.
+    let secret: BTreeSet<String> = read("secret.example.yaml")[0]["stringData"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    for name in kiln::runner::kubernetes::SECRET_SETTINGS {
+        assert!(secret.contains(name), "the Secret template lacks {name}");
+    }
+
+    // The workers' ServiceAccount may do what the runner does with Jobs and pods, and no more.
+    let rbac = read("rbac.yaml");
+    let role = rbac.iter().find(|d| d["kind"] == "Role").expect("a Role");
+    let rules = role["rules"].as_array().unwrap();
+    let verbs = |group: &str, resource: &str| -> BTreeSet<String> {
+        rules
+            .iter()
+            .filter(|r| {
+                r["apiGroups"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|g| g == group)
+                    && r["resources"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|x| x == resource)
+            })
+            .flat_map(|r| r["verbs"].as_array().unwrap().iter())
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    for verb in ["create", "get", "list", "delete"] {
+        assert!(verbs("batch", "jobs").contains(verb), "Jobs: {verb}");
+    }
+    for verb in ["get", "list"] {
+        assert!(verbs("", "pods").contains(verb), "pods: {verb}");
+    }
+    assert!(
+        !rules
+            .iter()
+            .any(|r| r["verbs"].as_array().unwrap().iter().any(|v| v == "*"))
+    );
+    let worker = &read("worker.yaml")[0];
+    assert_eq!(
+        worker["spec"]["template"]["spec"]["serviceAccountName"],
+        "kiln-worker"
+    );
+}

@@ -498,6 +498,15 @@ async fn traces_of_a_request_and_of_a_job_run_reach_an_otlp_collector() {
         .into_iter()
         .find(|s| s.attributes.get("job_id") == Some(&job))
         .unwrap();
+    // …which continues the worker's trace of the run that started it.
+    let worker_run = named("run")
+        .into_iter()
+        .find(|s| s.attributes.get("job_id") == Some(&job))
+        .expect("the worker's run span");
+    assert_eq!(
+        run.trace, worker_run.trace,
+        "the job's process did not continue the worker's trace"
+    );
     for inside in ["record_training", "register_model_version"] {
         assert!(
             named(inside).iter().any(|s| s.trace == run.trace),

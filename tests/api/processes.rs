@@ -76,7 +76,9 @@ async fn a_job_out_of_memory_fails_alone_says_so_and_is_not_run_again() {
 
     let error = app.failure_of(outcome, &job_id).await;
     assert!(
-        error.starts_with("the job ran out of memory: its process could not allocate more within KILN_JOB_MEMORY_LIMIT"),
+        error.starts_with(
+            "the job ran out of memory: its process could not allocate more within its memory limit"
+        ),
         "{error}"
     );
     assert!(error.contains("try batchSize ≤ 32"), "{error}");

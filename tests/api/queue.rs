@@ -59,7 +59,7 @@ async fn a_job_whose_worker_died_is_run_again_after_a_restart(db: Db, objects: O
     // A worker claims the job and dies without a word: its lease is all that is left.
     let claimed = app
         .store()
-        .claim_next_job("worker-that-dies", 300)
+        .claim_next_job("worker-that-dies", 300, 0)
         .await
         .unwrap()
         .unwrap();
@@ -138,7 +138,7 @@ async fn a_job_that_keeps_losing_its_worker_fails_after_its_attempts() {
         assert!(
             app.kiln
                 .service
-                .claim_next_job("dies", 1)
+                .claim_next_job("dies", 1, 0)
                 .await
                 .unwrap()
                 .is_some()
@@ -329,6 +329,7 @@ async fn queue(store: &Store, dataset: &str, id: &str, priority: Priority) {
             max_duration_ms: None,
             auto_promote: None,
             reason: None,
+            resources: Default::default(),
         })
         .await
         .unwrap();
@@ -344,7 +345,7 @@ async fn the_queue_hands_out_jobs_by_priority_then_age(db: Db, _: Objects) {
     queue(&store, &dataset, "urgent", Priority::Urgent).await;
 
     let mut order = Vec::new();
-    while let Some(job) = store.claim_next_job("w", 60_000).await.unwrap() {
+    while let Some(job) = store.claim_next_job("w", 60_000, 0).await.unwrap() {
         assert_eq!(job.status, JobStatus::Running);
         assert_eq!(job.lease_owner.as_deref(), Some("w"));
         assert_eq!(job.attempts, 1);
@@ -359,9 +360,17 @@ on_storage!(the_queue_hands_out_jobs_by_priority_then_age: sqlite_local, postgre
 async fn an_expired_lease_lets_another_worker_claim_the_job_after_its_backoff(db: Db, _: Objects) {
     let (store, _dir, dataset) = store_with_dataset(db).await;
     queue(&store, &dataset, "job", Priority::Normal).await;
-    let first = store.claim_next_job("first", 300).await.unwrap().unwrap();
+    let first = store
+        .claim_next_job("first", 300, 0)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
-        store.claim_next_job("second", 300).await.unwrap().is_none(),
+        store
+            .claim_next_job("second", 300, 0)
+            .await
+            .unwrap()
+            .is_none(),
         "a live lease is respected"
     );
     assert!(store.expired_jobs().await.unwrap().is_empty());
@@ -378,7 +387,11 @@ async fn an_expired_lease_lets_another_worker_claim_the_job_after_its_backoff(db
     assert_eq!(queued.status, JobStatus::Queued);
     assert_eq!(queued.next_attempt_at, Some(later));
     assert!(
-        store.claim_next_job("second", 50).await.unwrap().is_none(),
+        store
+            .claim_next_job("second", 50, 0)
+            .await
+            .unwrap()
+            .is_none(),
         "not before its backoff has passed"
     );
     // Pausing and resuming a queued job clears its backoff.
@@ -386,13 +399,23 @@ async fn an_expired_lease_lets_another_worker_claim_the_job_after_its_backoff(db
         store.pause_job("job").await.unwrap().status,
         JobStatus::Paused
     );
-    assert!(store.claim_next_job("second", 50).await.unwrap().is_none());
+    assert!(
+        store
+            .claim_next_job("second", 50, 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let resumed = store
         .requeue_job("job", &[JobStatus::Paused])
         .await
         .unwrap();
     assert_eq!((resumed.status, resumed.attempts), (JobStatus::Queued, 1));
-    let second = store.claim_next_job("second", 50).await.unwrap().unwrap();
+    let second = store
+        .claim_next_job("second", 50, 0)
+        .await
+        .unwrap()
+        .unwrap();
 
     assert_eq!(second.id, first.id);
     assert_eq!(second.lease_owner.as_deref(), Some("second"));
@@ -411,7 +434,13 @@ async fn an_expired_lease_lets_another_worker_claim_the_job_after_its_backoff(db
         .unwrap();
     assert_eq!(failed.status, JobStatus::Failed);
     assert_eq!(failed.error.as_deref(), Some("no attempts left"));
-    assert!(store.claim_next_job("third", 50).await.unwrap().is_none());
+    assert!(
+        store
+            .claim_next_job("third", 50, 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 on_storage!(an_expired_lease_lets_another_worker_claim_the_job_after_its_backoff: sqlite_local, postgres_local);
@@ -419,7 +448,7 @@ on_storage!(an_expired_lease_lets_another_worker_claim_the_job_after_its_backoff
 async fn a_heartbeat_keeps_the_lease_and_reports_a_cancel(db: Db, _: Objects) {
     let (store, _dir, dataset) = store_with_dataset(db).await;
     queue(&store, &dataset, "job", Priority::Normal).await;
-    store.claim_next_job("w", 200).await.unwrap().unwrap();
+    store.claim_next_job("w", 200, 0).await.unwrap().unwrap();
 
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -429,7 +458,11 @@ async fn a_heartbeat_keeps_the_lease_and_reports_a_cancel(db: Db, _: Objects) {
         );
     }
     assert!(
-        store.claim_next_job("other", 200).await.unwrap().is_none(),
+        store
+            .claim_next_job("other", 200, 0)
+            .await
+            .unwrap()
+            .is_none(),
         "300 ms after a 200 ms claim, the heartbeats have kept the lease"
     );
     let cancelling = store.cancel_job("job").await.unwrap();

@@ -91,7 +91,11 @@ async fn a_follower_that_falls_behind_the_event_channel_still_gets_every_epoch_e
         .queued_job(json!({ "name": "flood", "modelName": "w", "task": "TEXT_CLASSIFICATION", "datasetId": dataset }))
         .await;
     let service = &app.kiln.service;
-    service.claim_next_job("w", 60_000).await.unwrap().unwrap();
+    service
+        .claim_next_job("w", 60_000, 0)
+        .await
+        .unwrap()
+        .unwrap();
     // A follower that subscribes now and reads nothing until the job has ended.
     let follower = service.follow_job(&job_id).await.unwrap();
     let steps_per_epoch = CHANNEL_CAPACITY / 2;

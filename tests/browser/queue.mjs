@@ -63,6 +63,31 @@ try {
   const placeText = await page.textContent('.queue-place');
   if (!placeText.includes('#2 in the queue') || !placeText.includes('1 job ahead of it at URGENT priority')) problems.push(`the job's page says: ${placeText}`);
   await screenshot('queued-job');
+
+  // A job asking for a GPU, submitted from the form: a count out of range is refused under its field;
+  // then it waits saying that no worker has the GPU, and its page says what it asked for.
+  await page.goto(url + '/#/submit');
+  await page.waitForSelector('#field-resources-gpus', { timeout: 15000 });
+  await page.waitForFunction(() => document.querySelector('#field-datasetId')?.value, null, { timeout: 15000 });
+  await page.fill('#field-name', 'gpu');
+  await page.fill('#field-modelName', 'q');
+  await page.fill('#field-hyperparameters-epochs', '1');
+  await page.fill('#field-hyperparameters-maxSeqLength', '16');
+  await page.fill('#field-resources-gpus', '17');
+  await page.click('button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('label[for="field-resources-gpus"]').textContent.includes('must be between'), null, { timeout: 15000 });
+  const refused = await page.textContent('label[for="field-resources-gpus"]');
+  if (!refused.includes('must be between 0 and 16 (got 17)')) problems.push(`the GPUs field says: ${refused}`);
+  await screenshot('submit-resources-refused');
+  await page.fill('#field-resources-gpus', '1');
+  await page.fill('#field-resources-memoryGb', '2');
+  await page.click('button[type=submit]');
+  await page.waitForSelector('.queue-place', { timeout: 15000 });
+  const gpuPlace = await page.textContent('.queue-place');
+  if (!gpuPlace.includes('no worker has the 1 GPU it asks for')) problems.push(`the GPU job's page says: ${gpuPlace}`);
+  const gpuHeader = await page.textContent('.job-header');
+  if (!gpuHeader.includes('asks for 2 GiB, 1 GPU')) problems.push(`the GPU job's header: ${gpuHeader}`);
+  await screenshot('gpu-job');
   console.log('checked');
 } catch (e) {
   problems.push(`the queue test stopped: ${e.stack || e}`);

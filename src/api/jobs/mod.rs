@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 
 use super::paging::{Count, Page, PageRequest, page};
 use super::{ApiResult, service};
-use crate::domain::{JobFilter, ModelConfigInput, TrainingInput};
+use crate::domain::{JobFilter, ModelConfigInput, ResourcesInput, TrainingInput};
 use crate::service::Submission;
 
 pub use events::{EpochCompleted, JobChange, JobEvent, JobStatusChanged, StepProgress};
@@ -31,6 +31,20 @@ pub struct ModelConfigInputGql {
     pub num_layers: Option<i32>,
     pub num_heads: Option<i32>,
     pub intermediate_size: Option<i32>,
+}
+
+/// What a job asks of the machine it runs on. On Kubernetes (`KILN_RUNNER=kubernetes`) they are its
+/// pod's requests and limits (GPUs as `nvidia.com/gpu`); a local job process gets an address-space
+/// limit of `memoryGb` and `ceil(cpus)` threads for its matrix products. Only a worker with at least
+/// `gpus` GPUs takes the job.
+#[derive(InputObject, Default)]
+pub struct ResourcesInputGql {
+    /// CPU cores, fractions allowed (0.01–512).
+    pub cpus: Option<f64>,
+    /// Memory in GiB (greater than 0, at most 4096); refused when training is estimated to need more.
+    pub memory_gb: Option<f64>,
+    /// Whole GPUs, 0–16 (default 0).
+    pub gpus: Option<i32>,
 }
 
 #[derive(InputObject)]
@@ -70,6 +84,8 @@ pub struct SubmitJobInput {
     /// passes the alias's promotion policy (a refusal leaves the alias where it was; the alias's history
     /// records a move).
     pub auto_promote: Option<String>,
+    /// CPUs, memory and GPUs the job asks for; absent: the worker's own bounds.
+    pub resources: Option<ResourcesInputGql>,
 }
 
 impl From<SubmitJobInput> for Submission {
@@ -96,6 +112,14 @@ impl From<SubmitJobInput> for Submission {
             max_duration_minutes: input.max_duration_minutes,
             auto_promote: input.auto_promote,
             reason: input.reason,
+            resources: input
+                .resources
+                .map(|r| ResourcesInput {
+                    cpus: r.cpus,
+                    memory_gb: r.memory_gb,
+                    gpus: r.gpus.map(Into::into),
+                })
+                .unwrap_or_default(),
         }
     }
 }

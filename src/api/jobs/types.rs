@@ -373,6 +373,10 @@ impl Job {
     async fn next_attempt_at(&self) -> Option<String> {
         self.0.next_attempt_at.map(timestamp)
     }
+    /// What the job asked of the machine it runs on.
+    async fn resources(&self) -> JobResources {
+        JobResources(self.0.resources)
+    }
     /// The job's time limit over all its attempts, in minutes.
     async fn max_duration_minutes(&self) -> Option<f64> {
         self.0.max_duration_ms.map(|ms| ms as f64 / 60_000.0)
@@ -409,5 +413,21 @@ impl Job {
     }
     async fn finished_at(&self) -> Option<String> {
         self.0.finished_at.map(timestamp)
+    }
+}
+
+/// CPUs, memory and GPUs a job asked for (`submitJob`'s `resources`); null: no bound asked for.
+pub struct JobResources(crate::domain::Resources);
+
+#[Object]
+impl JobResources {
+    async fn cpus(&self) -> Option<f64> {
+        self.0.cpus
+    }
+    async fn memory_gb(&self) -> Option<f64> {
+        self.0.memory_gb
+    }
+    async fn gpus(&self) -> i32 {
+        self.0.gpus as i32
     }
 }

@@ -12,7 +12,7 @@ import { badge, bytes, duration, errorBox, fill, h, percent, showError, sig, sta
 const HISTORY = 2000;
 const JOB = `query($id: ID!, $points: Int!) { job(id: $id) {
   id name status error modelName task baseModel attempts maxAttempts device createdAt startedAt finishedAt
-  nextAttemptAt logsDownloadUrl queuePosition estimatedStartAt pendingReason
+  nextAttemptAt logsDownloadUrl queuePosition estimatedStartAt pendingReason resources { cpus memoryGb gpus }
   dataset { id name rowCount }
   progress { epoch totalEpochs step totalSteps percent etaSeconds stalledSince estimatedEndAt samplesPerSecond }
   analytics { samplesPerSecondMean trainingMs }
@@ -59,7 +59,8 @@ export function render(main, params, id) {
         job.dataset ? `${job.dataset.name} (${job.dataset.rowCount} rows)` : '–',
         job.baseModel ? ` · from ${job.baseModel}` : '',
         ` · attempt ${job.attempts} of ${job.maxAttempts}`,
-        job.device ? ` · on ${job.device === 'cpu' ? 'the CPU' : `GPU ${job.device}`}` : ''),
+        job.device ? ` · on ${job.device === 'cpu' ? 'the CPU' : `GPU ${job.device}`}` : '',
+        asked(job.resources) ? ` · asks for ${asked(job.resources)}` : ''),
       job.error ? errorBox({ message: job.error }) : null,
       h('div', { class: 'toolbar' },
         jobActions(job.id, job.status, errorSlot, (changed) => { job.status = changed.status; drawAll(); }),
@@ -279,4 +280,14 @@ export function render(main, params, id) {
     stops.splice(0).forEach((stop) => stop());
     charts.splice(0).forEach((c) => c.destroy());
   };
+}
+
+/// "1.5 CPUs, 2 GiB, 1 GPU": what a job asked for (empty when nothing).
+function asked(r) {
+  if (!r) return '';
+  const parts = [];
+  if (r.cpus !== null && r.cpus !== undefined) parts.push(`${r.cpus} CPU${r.cpus === 1 ? '' : 's'}`);
+  if (r.memoryGb !== null && r.memoryGb !== undefined) parts.push(`${r.memoryGb} GiB`);
+  if (r.gpus) parts.push(`${r.gpus} GPU${r.gpus === 1 ? '' : 's'}`);
+  return parts.join(', ');
 }

@@ -11,6 +11,13 @@ const MOST_DATASETS = 2000;
 const FILTER_FROM = 15;
 const SUBMIT = 'mutation($input: SubmitJobInput!) { submitJob(input: $input) { id } }';
 
+/// The resources a job asks for: [path in the input, label, placeholder, hint].
+const RESOURCES = [
+  ['resources.cpus', 'CPUs', 'no bound', 'cores, fractions allowed; a job process gets this many threads'],
+  ['resources.memoryGb', 'Memory (GiB)', 'no bound', "the job's memory limit; refused if training needs more"],
+  ['resources.gpus', 'GPUs', '0', 'only a worker with this many GPUs takes the job'],
+];
+
 /// The options: [path in the input, label, input type, placeholder, hint with the default and limits].
 const OPTIONS = [
   ['hyperparameters.epochs', 'Epochs', 'number', '3', 'default 3; 1–1000'],
@@ -40,6 +47,8 @@ export function render(main) {
   const pooling = h('select', {}, h('option', { value: '' }, 'MEAN (default)'), h('option', { value: 'CLS' }, 'CLS'));
   const lora = h('input', { type: 'checkbox' });
   const rank = h('input', { type: 'number', placeholder: '8', min: 1, max: 256 });
+  // What the job asks of the machine it runs on.
+  const resources = RESOURCES.map(([path, label, placeholder, hint]) => [path, h('input', { type: 'number', step: 'any', min: 0, placeholder }), label, hint]);
   const options = OPTIONS.map(([path, label, type, placeholder, hint]) => [path, h('input', { type, step: 'any', placeholder }), label, hint]);
 
   const datasetFilter = h('input', { type: 'search', id: 'dataset-filter', placeholder: 'part of a name', hidden: true, 'aria-label': 'filter the datasets by name' });
@@ -78,6 +87,11 @@ export function render(main) {
       hyperparameters,
     };
     if (baseModel.value.trim()) input.baseModel = baseModel.value.trim();
+    for (const [path, field] of resources) {
+      if (field.value.trim() === '') continue;
+      input.resources = input.resources || {};
+      input.resources[path.split('.')[1]] = Number(field.value);
+    }
     if (lora.checked) {
       input.customization = { method: 'LORA' };
       if (rank.value.trim()) input.customization.rank = Number(rank.value);
@@ -106,6 +120,9 @@ export function render(main) {
     h('h2', {}, 'Training options'),
     h('div', { class: 'form-grid' },
       options.map(([path, input, label, hint]) => field(path, label, input, hint))),
+    h('h2', {}, 'Resources'),
+    h('div', { class: 'form-grid' },
+      resources.map(([path, input, label, hint]) => field(path, label, input, hint))),
     h('h2', {}, 'LoRA'),
     h('div', { class: 'form-grid' },
       h('label', { class: 'check' }, lora, ' Train LoRA adapters over a frozen base model (needs a base model)'),
