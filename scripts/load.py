@@ -10,6 +10,11 @@
       That many WebSocket subscribers on one job's `jobEvents`; the job trains; for each epoch, how
       long after the first subscriber each of the others heard it (p50, p99, max), and whether all did.
 
+  load.py restart --url URL --token T
+      Restarts the machine's Postgres (pg_ctlcluster, as root) while a job trains on the kiln at URL,
+      which must use that Postgres (scripts/stack): what clients get while it is down, how soon kiln
+      answers again without being restarted, and whether the running job keeps its progress.
+
 Needs `requests` and `websockets` (scripts/test installs both into ~/.cache/kiln-python).
 """
 
@@ -189,9 +194,13 @@ def mixed(args):
 def fanout(args):
     dataset = upload(args.url, args.token)
     session = requests.Session()
-    # Queued first (paused workers aside, it waits behind nothing at URGENT), followed, then trained.
+    # The only worker is kept busy by a blocker until every subscriber follows the measured job.
+    body, ok, error, _ = gql(session, args.url, args.token, SUBMIT, submit_input(dataset, 1000, "URGENT"))
+    if not ok:
+        raise SystemExit(f"submitJob failed: {error}")
+    blocker = body["data"]["submitJob"]["id"]
     body, ok, error, _ = gql(session, args.url, args.token, SUBMIT,
-                             submit_input(dataset, args.epochs, "URGENT"))
+                             submit_input(dataset, args.epochs, "HIGH"))
     if not ok:
         raise SystemExit(f"submitJob failed: {error}")
     job_id = body["data"]["submitJob"]["id"]
@@ -206,9 +215,11 @@ def fanout(args):
                                           "payload": {"Authorization": f"Bearer {args.token}"}}))
                 await ws.recv()
                 await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-                    "query": "subscription($id: ID!) { jobEvents(jobId: $id) { ... on EpochCompleted { metrics { epoch } } } }",
+                    "query": "subscription($id: ID!) { jobEvents(jobId: $id) { __typename ... on EpochCompleted { epoch } } }",
                     "variables": {"id": job_id}}}))
                 connected["n"] += 1
+                if connected["n"] == args.subscribers:
+                    all_in.set()
                 while True:
                     message = json.loads(await ws.recv())
                     if message.get("type") == "complete":
@@ -217,14 +228,26 @@ def fanout(args):
                     if message.get("type") == "error":
                         connected["errors"] += 1
                         return
-                    epoch = (((message.get("payload") or {}).get("data") or {}).get("jobEvents") or {}).get("metrics", {}).get("epoch")
+                    event = ((message.get("payload") or {}).get("data") or {}).get("jobEvents") or {}
+                    if message.get("payload", {}).get("errors"):
+                        connected["errors"] += 1
+                        return
+                    epoch = event.get("epoch") if event.get("__typename") == "EpochCompleted" else None
                     if epoch is not None:
                         heard.setdefault(epoch, []).append(time.perf_counter())
         except Exception:
             connected["errors"] += 1
 
+    all_in = None
+
     async def run():
+        nonlocal all_in
+        all_in = asyncio.Event()
         tasks = [asyncio.create_task(subscriber()) for _ in range(args.subscribers)]
+        await asyncio.wait_for(all_in.wait(), timeout=args.timeout)
+        print(f"  {args.subscribers} subscribers follow job {job_id}; freeing the worker")
+        await asyncio.get_running_loop().run_in_executor(None, lambda: gql(
+            session, args.url, args.token, "mutation($id: ID!) { cancelJob(id: $id) { id } }", {"id": blocker}))
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=args.timeout)
 
     started = time.time()
@@ -244,9 +267,73 @@ def fanout(args):
     return 0 if reached_all and connected["errors"] == 0 else 1
 
 
+def restart(args):
+    import glob
+    import subprocess
+    dataset = upload(args.url, args.token)
+    session = requests.Session()
+    body, ok, error, _ = gql(session, args.url, args.token, SUBMIT, submit_input(dataset, 400, "URGENT"))
+    if not ok:
+        raise SystemExit(f"submitJob failed: {error}")
+    job_id = body["data"]["submitJob"]["id"]
+    JOB = "query($id: ID!) { job(id: $id) { status attempts error progress { step } } }"
+
+    def job():
+        body, ok, error, _ = gql(session, args.url, args.token, JOB, {"id": job_id})
+        return (body["data"]["job"] if ok else None), error
+
+    for _ in range(600):
+        current, _ = job()
+        if current and (current.get("progress") or {}).get("step", 0) >= 20:
+            break
+        time.sleep(0.1)
+    else:
+        raise SystemExit("the job did not start training")
+    before = current["progress"]["step"]
+    version = sorted(glob.glob("/etc/postgresql/*"))[-1].rsplit("/", 1)[1]
+    control = lambda action: subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action], check=True)
+    print(f"job {job_id} RUNNING at step {before}; stopping Postgres {version}")
+    control("stop")
+    down_at = time.time()
+    codes, polls = {}, 0
+    while time.time() - down_at < args.down:
+        for query in ("query Jobs { jobs(first: 50) { edges { node { id } } } }",
+                      "{ queueStats { running } }"):
+            _, ok, error, took = gql(session, args.url, args.token, query)
+            polls += 1
+            key = "ok" if ok else ((error or {}).get("extensions") or {}).get("code", (error or {}).get("message", "?")[:60])
+            codes[key] = codes.get(key, 0) + 1
+        time.sleep(0.2)
+    control("start")
+    up_at = time.time()
+    print(f"Postgres down {up_at - down_at:.1f} s: {polls} queries answered {codes}")
+    recovered = None
+    while time.time() - up_at < 120:
+        _, ok, _, _ = gql(session, args.url, args.token, "{ queueStats { running } }")
+        if ok:
+            recovered = time.time() - up_at
+            break
+        time.sleep(0.1)
+    print(f"kiln answered again {recovered:.1f} s after Postgres was back (no kiln process restarted)"
+          if recovered is not None else "kiln did NOT answer within 120 s of Postgres coming back")
+    after, seen = None, None
+    while time.time() - up_at < 120:
+        seen, _ = job()
+        after = (seen or {}).get("progress", {}) or {}
+        if seen and after.get("step", 0) > before + 20:
+            break
+        time.sleep(0.5)
+    print(f"the job after the outage: {seen['status'] if seen else '?'}, attempt {seen and seen['attempts']}, "
+          f"step {after.get('step')} (was {before} before the outage), error {seen and seen['error']}")
+    gql(session, args.url, args.token, "mutation($id: ID!) { cancelJob(id: $id) { id } }", {"id": job_id})
+    kept = bool(seen) and seen["status"] == "RUNNING" and after.get("step", 0) > before
+    return 0 if recovered is not None and kept and "ok" not in codes else 1
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["mixed", "fanout"])
+    parser.add_argument("mode", choices=["mixed", "fanout", "restart"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--clients", type=int, default=200)
@@ -254,8 +341,9 @@ def main():
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--timeout", type=int, default=600)
+    parser.add_argument("--down", type=float, default=8.0, help="seconds Postgres stays down")
     args = parser.parse_args()
-    raise SystemExit(mixed(args) if args.mode == "mixed" else fanout(args))
+    raise SystemExit({"mixed": mixed, "fanout": fanout, "restart": restart}[args.mode](args))
 
 
 if __name__ == "__main__":

@@ -86,6 +86,24 @@ pub struct Store {
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+/// Whether a database error means the server cannot be reached (or just dropped the connection):
+/// no connection in time, a socket or TLS failure, or the server ending the session — it is shutting
+/// down or restarting (SQLSTATE 57P01, 57P02), not accepting connections yet (57P03), or a connection
+/// failure of class 08. Trying again later may work.
+fn disconnected(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| matches!(&*code, "57P01" | "57P02" | "57P03") || code.starts_with("08")),
+        _ => false,
+    }
+}
+
 impl Store {
     /// Connects to `sqlite://path` (the file and its folder are created) or `postgres://…`.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
@@ -184,16 +202,7 @@ impl Store {
     fn note(&self, error: impl Into<StoreError>) -> StoreError {
         let error = error.into();
         let unreachable = match &error {
-            StoreError::Other(e) => e.downcast_ref::<sqlx::Error>().is_some_and(|e| {
-                matches!(
-                    e,
-                    sqlx::Error::PoolTimedOut
-                        | sqlx::Error::PoolClosed
-                        | sqlx::Error::Io(_)
-                        | sqlx::Error::Tls(_)
-                        | sqlx::Error::WorkerCrashed
-                )
-            }),
+            StoreError::Other(e) => e.downcast_ref::<sqlx::Error>().is_some_and(disconnected),
             StoreError::Unavailable => true,
             _ => false,
         };
@@ -251,4 +260,60 @@ fn placeholders(first: usize, n: usize) -> String {
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Other(anyhow::anyhow!("stored {what} is unreadable: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::disconnected;
+
+    /// A server's error with a SQLSTATE, as the Postgres driver reports one.
+    #[derive(Debug)]
+    struct ServerError(&'static str);
+
+    impl std::fmt::Display for ServerError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "server error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for ServerError {}
+
+    impl sqlx::error::DatabaseError for ServerError {
+        fn message(&self) -> &str {
+            "terminating connection due to administrator command"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    #[test]
+    fn a_server_ending_the_session_is_the_database_being_away() {
+        let code = |c: &'static str| sqlx::Error::Database(Box::new(ServerError(c)));
+        // A restart or shutdown ends every session (57P01, 57P02), a server starting up refuses
+        // connections (57P03), and class 08 is a lost connection.
+        for away in ["57P01", "57P02", "57P03", "08006", "08003"] {
+            assert!(disconnected(&code(away)), "{away}");
+        }
+        assert!(disconnected(&sqlx::Error::PoolTimedOut));
+        // A constraint or a syntax error is the statement's own fault.
+        for own in ["23505", "42601", "40001"] {
+            assert!(!disconnected(&code(own)), "{own}");
+        }
+        assert!(!disconnected(&sqlx::Error::RowNotFound));
+    }
 }

@@ -142,6 +142,8 @@ pub struct Options {
     pub stall_seconds: u64,
     /// `KILN_MODEL_CACHE_SIZE`.
     pub model_cache_size: u16,
+    /// A Postgres database of the test's own instead of a fresh one on the shared server.
+    pub database_url: Option<String>,
 }
 
 impl Options {
@@ -163,6 +165,7 @@ impl Options {
             retry_base_seconds: 0,
             stall_seconds: 600,
             model_cache_size: 4,
+            database_url: None,
         }
     }
 }
@@ -195,7 +198,10 @@ pub async fn spawn_with(options: Options) -> TestApp {
     config.admin_token = Some(Secret::new(ADMIN_TOKEN));
     let mut proxy = None;
     if options.db == Db::Postgres {
-        config.database_url = fresh_postgres_database().await;
+        config.database_url = match &options.database_url {
+            Some(url) => url.clone(),
+            None => fresh_postgres_database().await,
+        };
         if options.db_proxy {
             let (url, through) = Proxy::in_front_of(&config.database_url).await;
             config.database_url = url;
