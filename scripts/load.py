@@ -76,6 +76,14 @@ def submit_input(dataset, epochs, priority="LOW"):
                       "hyperparameters": {"epochs": epochs, "batchSize": 8, "maxSeqLength": 16}}}
 
 
+def submitted(session, args, dataset, epochs, priority):
+    """Submits a load job and returns its id, or stops the script saying why not."""
+    body, ok, error, _ = gql(session, args.url, args.token, SUBMIT, submit_input(dataset, epochs, priority))
+    if not ok:
+        raise SystemExit(f"submitJob failed: {error}")
+    return body["data"]["submitJob"]["id"]
+
+
 def percentiles(values):
     if not values:
         return "n=0"
@@ -89,17 +97,24 @@ def ws_url(url):
     return url.replace("http://", "ws://").replace("https://", "wss://") + "/graphql"
 
 
+def connect(url):
+    return websockets.connect(ws_url(url), subprotocols=["graphql-transport-ws"], open_timeout=60,
+                              max_queue=None)
+
+
+async def subscribe(ws, token, query, job_id):
+    """Signs in on an open graphql-transport-ws socket and subscribes to `query` for the job."""
+    await ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}))
+    await ws.recv()
+    await ws.send(json.dumps({"id": "1", "type": "subscribe",
+                              "payload": {"query": query, "variables": {"id": job_id}}}))
+
+
 async def follow(url, token, job_id, seconds, counts, stop_at):
     """One WebSocket follower of a job's events, until stop_at."""
     try:
-        async with websockets.connect(ws_url(url), subprotocols=["graphql-transport-ws"],
-                                      open_timeout=30) as ws:
-            await ws.send(json.dumps({"type": "connection_init",
-                                      "payload": {"Authorization": f"Bearer {token}"}}))
-            await ws.recv()
-            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-                "query": "subscription($id: ID!) { jobEvents(jobId: $id) { __typename } }",
-                "variables": {"id": job_id}}}))
+        async with connect(url) as ws:
+            await subscribe(ws, token, "subscription($id: ID!) { jobEvents(jobId: $id) { __typename } }", job_id)
             while time.time() < stop_at:
                 try:
                     message = json.loads(await asyncio.wait_for(ws.recv(), timeout=1))
@@ -195,28 +210,16 @@ def fanout(args):
     dataset = upload(args.url, args.token)
     session = requests.Session()
     # The only worker is kept busy by a blocker until every subscriber follows the measured job.
-    body, ok, error, _ = gql(session, args.url, args.token, SUBMIT, submit_input(dataset, 1000, "URGENT"))
-    if not ok:
-        raise SystemExit(f"submitJob failed: {error}")
-    blocker = body["data"]["submitJob"]["id"]
-    body, ok, error, _ = gql(session, args.url, args.token, SUBMIT,
-                             submit_input(dataset, args.epochs, "HIGH"))
-    if not ok:
-        raise SystemExit(f"submitJob failed: {error}")
-    job_id = body["data"]["submitJob"]["id"]
+    blocker = submitted(session, args, dataset, 1000, "URGENT")
+    job_id = submitted(session, args, dataset, args.epochs, "HIGH")
     heard = {}  # epoch -> list of arrival times
     connected = {"n": 0, "errors": 0, "complete": 0}
 
     async def subscriber():
         try:
-            async with websockets.connect(ws_url(args.url), subprotocols=["graphql-transport-ws"],
-                                          open_timeout=60, max_queue=None) as ws:
-                await ws.send(json.dumps({"type": "connection_init",
-                                          "payload": {"Authorization": f"Bearer {args.token}"}}))
-                await ws.recv()
-                await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-                    "query": "subscription($id: ID!) { jobEvents(jobId: $id) { __typename ... on EpochCompleted { epoch } } }",
-                    "variables": {"id": job_id}}}))
+            async with connect(args.url) as ws:
+                await subscribe(ws, args.token, "subscription($id: ID!) { jobEvents(jobId: $id) "
+                                "{ __typename ... on EpochCompleted { epoch } } }", job_id)
                 connected["n"] += 1
                 if connected["n"] == args.subscribers:
                     all_in.set()
@@ -272,10 +275,7 @@ def restart(args):
     import subprocess
     dataset = upload(args.url, args.token)
     session = requests.Session()
-    body, ok, error, _ = gql(session, args.url, args.token, SUBMIT, submit_input(dataset, 400, "URGENT"))
-    if not ok:
-        raise SystemExit(f"submitJob failed: {error}")
-    job_id = body["data"]["submitJob"]["id"]
+    job_id = submitted(session, args, dataset, 400, "URGENT")
     JOB = "query($id: ID!) { job(id: $id) { status attempts error progress { step } } }"
 
     def job():

@@ -97,9 +97,9 @@ fn disconnected(error: &sqlx::Error) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| matches!(&*code, "57P01" | "57P02" | "57P03") || code.starts_with("08")),
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            matches!(&*code, "57P01" | "57P02" | "57P03") || code.starts_with("08")
+        }),
         _ => false,
     }
 }

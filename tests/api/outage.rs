@@ -164,7 +164,9 @@ impl PrivatePostgres {
         let log = self.dir.path().join("server.log");
         let log = log.to_str().unwrap();
         match action {
-            "start" => self.as_postgres(&["pg_ctl", "-D", "data", "-l", log, "-o", &options, "-w", "start"]),
+            "start" => self.as_postgres(&[
+                "pg_ctl", "-D", "data", "-l", log, "-o", &options, "-w", "start",
+            ]),
             _ => self.as_postgres(&["pg_ctl", "-D", "data", "-m", "fast", "-w", "stop"]),
         }
     }
@@ -207,14 +209,21 @@ async fn a_postgres_restart_fails_requests_meanwhile_and_loses_no_training() {
     let before = app.job(&job_id).await["progress"]["step"].as_i64().unwrap();
 
     postgres.control("stop");
-    let answer = app.graphql("{ jobs(first: 5) { totalCount } }", json!({})).await;
-    assert_eq!(answer["errors"][0]["extensions"]["code"], "UNAVAILABLE", "{answer}");
+    let answer = app
+        .graphql("{ jobs(first: 5) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "UNAVAILABLE",
+        "{answer}"
+    );
     // Long enough for the job to record and checkpoint while it is away.
     tokio::time::sleep(Duration::from_secs(8)).await;
     postgres.control("start");
 
     eventually(Duration::from_secs(30), "kiln to answer again", || async {
-        app.graphql("{ jobs(first: 5) { totalCount } }", json!({})).await["errors"].is_null()
+        app.graphql("{ jobs(first: 5) { totalCount } }", json!({}))
+            .await["errors"]
+            .is_null()
     })
     .await;
     let outcome = tokio::time::timeout(Duration::from_secs(240), worker)
