@@ -218,7 +218,6 @@ async fn run_claimed_job(args: RunJobArgs) -> Result<crate::runner::JobExit> {
     };
     let service = Service::connect(&config, 2, events).await?;
     let store = service.store().clone();
-    let service = service.work_queue();
     let settings = WorkerSettings::from_config(&config);
     let exit = if args.attached {
         process::run_attached(service, settings, &args.job_id, &args.lease_owner).await

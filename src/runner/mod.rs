@@ -8,8 +8,7 @@
 //! - [`spawner`]: the one lasting thread job processes are forked from;
 //! - [`kubernetes`]: the other way to run a job: one Kubernetes Job per attempt.
 //!
-//! A worker holds what it uses: the [`WorkQueue`] (the use cases a worker may call, not the whole
-//! `Service`), its [`WorkerSettings`] and a shutdown token.
+//! A worker holds what it uses: the [`Service`] handle, its [`WorkerSettings`] and a shutdown token.
 //! [`Worker::try_run_next`] runs exactly one job (or finds none) and is what tests drive by hand;
 //! [`Worker::run_until_stopped`] is the loop with waiting around it.
 
@@ -27,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::JobStatus;
 use crate::events::JobEvent;
-use crate::service::WorkQueue;
+use crate::service::Service;
 
 pub use control::{StopFlag, StopReason};
 pub use process::JobExit;
@@ -105,14 +104,14 @@ pub enum Outcome {
 }
 
 pub struct Worker {
-    service: WorkQueue,
+    service: Service,
     settings: WorkerSettings,
     id: String,
     shutdown: CancellationToken,
 }
 
 impl Worker {
-    pub fn new(service: WorkQueue, settings: WorkerSettings) -> Self {
+    pub fn new(service: Service, settings: WorkerSettings) -> Self {
         Self {
             service,
             settings,
@@ -129,29 +128,6 @@ impl Worker {
 
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    /// Starts the supervisor of a job this worker claimed (its lease, its stops, its time limit; see
-    /// [`control::supervise`]), in the current span; `shutdown` stops the job when cancelled.
-    fn supervise(
-        &self,
-        job: &crate::domain::JobRecord,
-        flag: &std::sync::Arc<StopFlag>,
-        shutdown: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        use tracing::Instrument;
-        let watch = control::Watch::of(job, self.settings.lease_ms(), self.settings.stall_after);
-        tokio::spawn(
-            control::supervise(
-                self.service.clone(),
-                watch,
-                job.id.clone(),
-                self.id.clone(),
-                flag.clone(),
-                shutdown,
-            )
-            .in_current_span(),
-        )
     }
 
     /// Claims and runs one job, if any is ready.
