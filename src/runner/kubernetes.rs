@@ -27,7 +27,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use tracing::Instrument;
 
 use super::control::{self, RunResult, StopFlag, StopReason};
 use super::{Worker, WorkerSettings};
@@ -476,21 +475,7 @@ pub(super) async fn run(worker: &Worker, kube: &Kube, job: JobRecord) -> JobStat
     );
     let flag = super::process::stop_flag_for(&job);
     // The worker's shutdown does not stop a running pod: the supervisor hears only the job's stops.
-    let supervisor = tokio::spawn(
-        control::supervise(
-            service.clone(),
-            control::Watch::of(
-                &job,
-                worker.settings.lease_ms(),
-                worker.settings.stall_after,
-            ),
-            job.id.clone(),
-            worker.id.clone(),
-            flag.clone(),
-            tokio_util::sync::CancellationToken::new(),
-        )
-        .in_current_span(),
-    );
+    let supervisor = worker.supervise(&job, &flag, tokio_util::sync::CancellationToken::new());
     let result = drive(worker, kube, &job, &flag).await;
     let status = match result {
         Some(result) => control::conclude(service, &job, &worker.id, result, &flag).await,

@@ -130,6 +130,29 @@ impl Worker {
         &self.id
     }
 
+    /// Starts the supervisor of a job this worker claimed (its lease, its stops, its time limit; see
+    /// [`control::supervise`]), in the current span; `shutdown` stops the job when cancelled.
+    fn supervise(
+        &self,
+        job: &crate::domain::JobRecord,
+        flag: &std::sync::Arc<StopFlag>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        use tracing::Instrument;
+        let watch = control::Watch::of(job, self.settings.lease_ms(), self.settings.stall_after);
+        tokio::spawn(
+            control::supervise(
+                self.service.clone(),
+                watch,
+                job.id.clone(),
+                self.id.clone(),
+                flag.clone(),
+                shutdown,
+            )
+            .in_current_span(),
+        )
+    }
+
     /// Claims and runs one job, if any is ready.
     pub async fn try_run_next(&self) -> anyhow::Result<Outcome> {
         let Some(job) = self

@@ -60,21 +60,7 @@ pub(super) async fn run(worker: &Worker, job: JobRecord) -> JobStatus {
         "claimed; starting the job's process"
     );
     let flag = stop_flag_for(&job);
-    let supervisor = tokio::spawn(
-        control::supervise(
-            service.clone(),
-            control::Watch::of(
-                &job,
-                worker.settings.lease_ms(),
-                worker.settings.stall_after,
-            ),
-            job.id.clone(),
-            worker.id.clone(),
-            flag.clone(),
-            worker.shutdown.clone(),
-        )
-        .in_current_span(),
-    );
+    let supervisor = worker.supervise(&job, &flag, worker.shutdown.clone());
     let oom_kills = OomKills::read();
     let result = match spawn(&worker.settings, &job, &worker.id).await {
         Ok(child) => drive(worker, &job, child, &flag, oom_kills).await,
