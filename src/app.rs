@@ -89,7 +89,7 @@ impl App {
     /// A worker of this app, for running the queue by hand (tests) or in the pool.
     pub fn worker(&self) -> Worker {
         Worker::new(
-            self.worker_service.clone(),
+            self.worker_service.work_queue(),
             WorkerSettings::from_config(&self.config).with_runner(self.runner.clone()),
         )
     }

@@ -218,6 +218,9 @@ async fn run_claimed_job(args: RunJobArgs) -> Result<crate::runner::JobExit> {
     };
     let service = Service::connect(&config, 2, events).await?;
     let store = service.store().clone();
+    // Moved, not cloned: the run holds the only handle on the hub, so the writer of its events ends
+    // with the run.
+    let service = crate::service::WorkQueue::from(service);
     let settings = WorkerSettings::from_config(&config);
     let exit = if args.attached {
         process::run_attached(service, settings, &args.job_id, &args.lease_owner).await

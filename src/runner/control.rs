@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::{JobRecord, JobStatus, LogLevel, now_ms};
 use crate::events::JobEvent;
-use crate::service::{Lease, Service};
+use crate::service::{Lease, WorkQueue};
 
 /// How long a job waits for an unreachable database to return before its progress or end is given up.
 pub const OUTAGE_PATIENCE: Duration = Duration::from_secs(600);
@@ -186,7 +186,7 @@ impl Watch {
 /// the lease gone stops it too. Progress events that stop coming for `watch.stall_after` mark the job
 /// stalled. Runs until aborted.
 pub async fn supervise(
-    service: Service,
+    service: WorkQueue,
     watch: Watch,
     job_id: String,
     worker: String,
@@ -287,10 +287,10 @@ const TIMED_OUT: &str = "the job ran past its time limit (maxDurationMinutes) an
 /// Writes how a job ended from how its run came out and returns its status (`RUNNING` when another
 /// worker holds it now): a cancelled job is `CANCELLED`, a paused one `PAUSED`, one stopped for
 /// shutdown goes back to the queue, one past its time limit is `FAILED` saying so; a failed one is
-/// ended by [`Service::end_failed_attempt`] (retried when the infrastructure failed, otherwise `FAILED`
+/// ended by [`WorkQueue::end_failed_attempt`] (retried when the infrastructure failed, otherwise `FAILED`
 /// with a message for the user).
 pub async fn conclude(
-    service: &Service,
+    service: &WorkQueue,
     job: &JobRecord,
     worker: &str,
     result: RunResult,

@@ -14,7 +14,7 @@ use crate::domain::{
 };
 use crate::events::JobEvent;
 use crate::service::logs::JobLog;
-use crate::service::{Lease, Service, ServiceError, TrainingRecord};
+use crate::service::{Lease, ServiceError, TrainingRecord, WorkQueue};
 use crate::train::{self, ProgressSink, StepReport, TrainOutcome, TrainSpec};
 
 /// Step events are published at most this often.
@@ -54,7 +54,7 @@ impl ProgressSink for ChannelSink {
 /// `Ok(Some(status))` when the job reached a final status here, `Ok(None)` when training was
 /// interrupted (the flag says why). Errors carry a `UserError` for `Job.error` where one applies.
 pub(super) async fn train_and_register(
-    service: &Service,
+    service: &WorkQueue,
     settings: &WorkerSettings,
     job: &JobRecord,
     worker: &str,
@@ -67,7 +67,7 @@ pub(super) async fn train_and_register(
 }
 
 async fn run_logged(
-    service: &Service,
+    service: &WorkQueue,
     settings: &WorkerSettings,
     job: &JobRecord,
     worker: &str,
@@ -224,7 +224,7 @@ type Resume = Option<(crate::domain::CheckpointRecord, train::Checkpoint)>;
 /// The job's examples (its dataset copied into `dir`, indexed), its base model's local folder, and its
 /// newest checkpoint (downloaded into `dir`), if it has one.
 async fn prepare(
-    service: &Service,
+    service: &WorkQueue,
     job: &JobRecord,
     dir: &std::path::Path,
     log: &JobLog,
@@ -280,7 +280,7 @@ const MAX_DEFERRED_POINTS: usize = 100_000;
 /// fenced by the lease: once it reports [`Lease::Lost`], nothing more is written. While the database
 /// cannot be reached, what is not written yet is kept and written when it comes back; training goes on.
 struct Recorder {
-    service: Service,
+    service: WorkQueue,
     job_id: String,
     worker: String,
     /// Checkpoints kept in the object store.
@@ -298,7 +298,7 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn new(service: Service, job_id: String, worker: String, keep: usize) -> Self {
+    fn new(service: WorkQueue, job_id: String, worker: String, keep: usize) -> Self {
         Self {
             service,
             job_id,

@@ -8,7 +8,8 @@
 //! - [`spawner`]: the one lasting thread job processes are forked from;
 //! - [`kubernetes`]: the other way to run a job: one Kubernetes Job per attempt.
 //!
-//! A worker holds what it uses: the [`Service`] handle, its [`WorkerSettings`] and a shutdown token.
+//! A worker holds what it uses: the [`WorkQueue`] (the use cases a worker may call, not the whole
+//! `Service`), its [`WorkerSettings`] and a shutdown token.
 //! [`Worker::try_run_next`] runs exactly one job (or finds none) and is what tests drive by hand;
 //! [`Worker::run_until_stopped`] is the loop with waiting around it.
 
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::JobStatus;
 use crate::events::JobEvent;
-use crate::service::Service;
+use crate::service::WorkQueue;
 
 pub use control::{StopFlag, StopReason};
 pub use process::JobExit;
@@ -104,14 +105,14 @@ pub enum Outcome {
 }
 
 pub struct Worker {
-    service: Service,
+    service: WorkQueue,
     settings: WorkerSettings,
     id: String,
     shutdown: CancellationToken,
 }
 
 impl Worker {
-    pub fn new(service: Service, settings: WorkerSettings) -> Self {
+    pub fn new(service: WorkQueue, settings: WorkerSettings) -> Self {
         Self {
             service,
             settings,

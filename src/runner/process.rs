@@ -30,7 +30,7 @@ use super::control::{self, RunResult, StopFlag, StopReason};
 use super::{Worker, WorkerSettings, job};
 use crate::domain::{JobRecord, JobStatus};
 use crate::events::Envelope;
-use crate::service::{KilledFromOutside, Service};
+use crate::service::{KilledFromOutside, WorkQueue};
 use crate::train::memory::human;
 
 /// How a job's own process ends: its exit code.
@@ -392,7 +392,7 @@ fn peak_rss(pid: u32) -> Option<u64> {
 /// The job's own process (`kiln run-job --attached`): follows its parent's `stop` lines, exits at once
 /// when the parent is gone, runs the job, and says how it ended by its exit code.
 pub async fn run_attached(
-    service: Service,
+    service: WorkQueue,
     settings: WorkerSettings,
     job_id: &str,
     worker: &str,
@@ -430,7 +430,7 @@ pub async fn run_attached(
 /// Runs a claimed job in this process on its own (what a Kubernetes pod runs): keeps its lease, hears
 /// cancels through the event hub, stops at `shutdown`, and writes how it ended.
 pub async fn run_standalone(
-    service: Service,
+    service: WorkQueue,
     settings: WorkerSettings,
     job_id: &str,
     worker: &str,
@@ -460,7 +460,7 @@ pub async fn run_standalone(
 }
 
 /// The job, if `worker` holds it and it is running.
-async fn claimed_job(service: &Service, job_id: &str, worker: &str) -> Option<JobRecord> {
+async fn claimed_job(service: &WorkQueue, job_id: &str, worker: &str) -> Option<JobRecord> {
     match control::while_unavailable(|| service.job(job_id)).await {
         Ok(Some(job))
             if job.status == JobStatus::Running && job.lease_owner.as_deref() == Some(worker) =>

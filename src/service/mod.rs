@@ -15,7 +15,8 @@
 //! - [`tokens`]: API tokens;
 //! - [`waiting`]: the queue as users see it: each queued job's place, the figures, priorities, and
 //!   the workers' registry;
-//! - [`debris`]: cleaning up after interrupted uploads and jobs.
+//! - [`debris`]: cleaning up after interrupted uploads and jobs;
+//! - [`work`]: the narrow handle workers hold ([`WorkQueue`]).
 //!
 //! Every state change is written to the store before its event is published. Quotas, audit and webhooks
 //! hook in here.
@@ -35,6 +36,7 @@ pub mod registry;
 pub mod tokens;
 pub mod training;
 pub mod waiting;
+pub mod work;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +54,7 @@ pub use jobs::{MAX_METRIC_POINTS, Submission};
 pub use queue::{ClusterUnavailable, KilledFromOutside, Lease};
 pub use training::{HubSettings, ModelRoots};
 pub use waiting::{QueueStats, QueueView, ReplicaWorkers};
+pub use work::WorkQueue;
 
 /// The settings the use cases read.
 #[derive(Debug, Clone)]

@@ -387,7 +387,7 @@ async fn kiln_with_cluster() -> (TestApp, Cluster, Worker) {
     let mut worker_settings = WorkerSettings::from_config(&app.config);
     worker_settings.gpus = 8;
     let worker = Worker::new(
-        app.kiln.worker_service.clone(),
+        app.kiln.worker_service.work_queue(),
         worker_settings.with_runner(Runner::Kubernetes(kube)),
     );
     (app, cluster, worker)
