@@ -1,7 +1,7 @@
 //! The one mapping of kiln's errors to GraphQL errors with an `extensions.code`.
 //!
 //! Codes: `BAD_USER_INPUT` (with `extensions.field`), `NOT_FOUND`, `CONFLICT`, `UNAUTHENTICATED`,
-//! `FORBIDDEN`, `FAILED_PRECONDITION` (a rule the user set refuses it, with `extensions.failedRules`;
+//! `FORBIDDEN`, `PAYLOAD_TOO_LARGE` (a size limit, with `extensions.field`), `FAILED_PRECONDITION` (a rule the user set refuses it, with `extensions.failedRules`;
 //! or a registered version whose stored files are gone), `RESOURCE_EXHAUSTED` (the server's memory
 //! for predictions stayed taken for the wait allowed; try again), `UNAVAILABLE` (the database cannot be
 //! reached; try again), `INTERNAL_SERVER_ERROR`. Internal errors are logged with their whole chain and
@@ -27,6 +27,11 @@ pub enum ApiError {
     FailedPrecondition {
         message: String,
         failed: Vec<String>,
+    },
+    /// Larger than a limit allows (`PAYLOAD_TOO_LARGE`, with the field).
+    TooLarge {
+        field: String,
+        message: String,
     },
     /// The server is too busy right now (its memory for predictions).
     Busy(String),
@@ -72,6 +77,10 @@ impl From<ServiceError> for ApiError {
                 failed: vec![],
             },
             ServiceError::Busy(m) => Self::Busy(m),
+            ServiceError::TooLarge(e) => Self::TooLarge {
+                field: e.field,
+                message: e.message,
+            },
             ServiceError::Unavailable => Self::Unavailable,
             ServiceError::Internal(e) => Self::Internal(Arc::new(e)),
         }
@@ -105,6 +114,11 @@ impl From<ApiError> for async_graphql::Error {
                 failed_rules = (!failed.is_empty()).then_some(failed);
                 ("FAILED_PRECONDITION", message, None)
             }
+            ApiError::TooLarge { field, message } => (
+                "PAYLOAD_TOO_LARGE",
+                format!("{field}: {message}"),
+                Some(field),
+            ),
             ApiError::Busy(m) => ("RESOURCE_EXHAUSTED", m, None),
             ApiError::Unavailable => (
                 "UNAVAILABLE",

@@ -35,6 +35,7 @@ mod observe;
 mod order;
 pub mod paging;
 mod suggest;
+pub mod uploads;
 
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
@@ -50,6 +51,7 @@ pub struct QueryRoot(
     jobs::QueueQuery,
     jobs::AnalyticsQuery,
     datasets::DatasetsQuery,
+    uploads::UploadsQuery,
     models::ModelsQuery,
     inference::InferenceQuery,
     admin::AdminQuery,
@@ -66,7 +68,7 @@ pub struct MutationRoot(
 );
 
 #[derive(MergedSubscription, Default)]
-pub struct SubscriptionRoot(jobs::JobsSubscription);
+pub struct SubscriptionRoot(jobs::JobsSubscription, uploads::UploadsSubscription);
 
 pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 

@@ -267,6 +267,11 @@ pub struct Config {
     /// e.g. `6GiB`; default: half of this machine's memory.
     #[arg(long, env = "KILN_MAX_TRAIN_MEMORY")]
     pub max_train_memory: Option<ByteSize>,
+    /// Hours a resumable upload (`/uploads`) may stay unfinished after its last bytes arrived; then its
+    /// bytes are removed and it answers 410 Gone.
+    #[arg(long, env = "KILN_UPLOAD_EXPIRY_HOURS", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(1..=8760))]
+    pub upload_expiry_hours: u64,
     /// Longest line of a dataset file, in bytes; a longer line is an error naming it.
     #[arg(long, env = "KILN_MAX_LINE_BYTES", default_value_t = 1 << 20)]
     pub max_line_bytes: usize,
@@ -413,6 +418,7 @@ impl Config {
             max_upload_bytes: 1 << 30,
             max_train_memory: None,
             max_line_bytes: 1 << 20,
+            upload_expiry_hours: 24,
             work_dir: dir.join("work"),
             max_connections: 1024,
             http_timeout_seconds: 30,

@@ -22,6 +22,7 @@ mod resources;
 mod spec;
 mod stats;
 mod time;
+mod upload;
 
 pub use dataset::{
     DatasetFormat, DatasetKind, DatasetRecord, DatasetStatus, DatasetSummary, ExampleKind,
@@ -52,6 +53,9 @@ pub use spec::{
 };
 pub use stats::{JobGroup, MetricSummary};
 pub use time::{parse_timestamp, timestamp};
+pub use upload::{
+    MAX_METADATA_BYTES, UploadProgress, UploadRecord, UploadStatus, parse_upload_metadata,
+};
 
 /// One input field that failed to parse: `field` is the path of the field in the API's input
 /// (`hyperparameters.epochs`), `message` says what is wrong with it.

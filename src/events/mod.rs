@@ -1,4 +1,4 @@
-//! Job events fan-out.
+//! Job events fan-out (and resumable uploads' progress, under the upload's id).
 //!
 //! Subscribers always read from one in-process broadcast channel and filter by job. Where events enter it
 //! depends on the profile:
@@ -69,6 +69,9 @@ pub enum JobEvent {
     /// Something moved the queue besides a job's status: a queued job's priority changed, a worker
     /// started or stopped. Those following a queued job work out its place again.
     QueueMoved,
+    /// A resumable upload moved (bytes arrived, its file was checked, it expired): published under
+    /// the upload's id, what `uploadEvents` tells its followers.
+    UploadChanged(crate::domain::UploadProgress),
     /// A queued job's place changed: what `jobEvents` tells its followers (worked out by each
     /// follower's stream, never published).
     QueueChanged(crate::domain::QueuePlace),

@@ -6,7 +6,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{HttpState, authenticate, refuse};
@@ -59,15 +59,7 @@ fn attachment(download: Download) -> Response {
     response
 }
 
+/// A use case's error as an HTTP response: its status, and the GraphQL-shaped error body.
 fn failure(error: ServiceError) -> Response {
-    let status = match &error {
-        ServiceError::BadInput(_) => StatusCode::BAD_REQUEST,
-        ServiceError::NotFound(_) | ServiceError::Lost(_) => StatusCode::NOT_FOUND,
-        ServiceError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-        ServiceError::Conflict(_) | ServiceError::FailedPrecondition { .. } => StatusCode::CONFLICT,
-        ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
-        ServiceError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    refuse(status, ApiError::from(error))
+    refuse(super::status_of(&error), ApiError::from(error))
 }

@@ -1,6 +1,6 @@
 //! axum only: the router, GraphQL over POST (JSON, and multipart uploads read by [`upload`]) and
 //! WebSocket ([`ws`]: `graphql-transport-ws` and `graphql-ws`, same path), health checks, and the embedded
-//! playground, model downloads ([`download`]), served with connection limits and timeouts ([`serve`]).
+//! playground, model downloads ([`download`]), resumable uploads over the tus protocol ([`tus`]), served with connection limits and timeouts ([`serve`]).
 //!
 //! Authentication happens here, before a request body is read: `Authorization: Bearer <token>` on HTTP
 //! (the scheme in any case), `{"Authorization": "Bearer <token>"}` in the WebSocket `connection_init`
@@ -14,6 +14,7 @@
 mod download;
 mod executor;
 mod serve;
+mod tus;
 mod upload;
 mod ws;
 
@@ -27,7 +28,7 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, head, post};
 use futures::{AsyncReadExt, Stream, StreamExt, TryStreamExt};
 use rust_embed::RustEmbed;
 use tokio::sync::Semaphore;
@@ -80,6 +81,8 @@ pub struct HttpState {
     limits: Arc<HttpLimits>,
     /// One permit per open WebSocket.
     websockets: Arc<Semaphore>,
+    /// One permit per request sending a resumable upload's bytes ([`tus::MAX_APPENDS_IN_FLIGHT`]).
+    uploads_in_flight: Arc<Semaphore>,
 }
 
 impl HttpState {
@@ -89,6 +92,7 @@ impl HttpState {
             service,
             auth,
             websockets: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            uploads_in_flight: Arc::new(Semaphore::new(tus::MAX_APPENDS_IN_FLIGHT)),
             limits: Arc::new(limits),
         }
     }
@@ -124,10 +128,29 @@ pub fn router(state: HttpState) -> Router {
             get(download::model_version),
         )
         .route("/jobs/{id}/logs/download", get(download::job_logs))
+        .route("/uploads", post(tus::create).options(tus::options))
+        .route(
+            "/uploads/{id}",
+            head(tus::head).patch(tus::patch).delete(tus::terminate),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_for_admins))
         .with_state(state)
+}
+
+/// The HTTP status of a use case's error.
+fn status_of(error: &crate::service::ServiceError) -> StatusCode {
+    use crate::service::ServiceError;
+    match error {
+        ServiceError::BadInput(_) => StatusCode::BAD_REQUEST,
+        ServiceError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        ServiceError::NotFound(_) | ServiceError::Lost(_) => StatusCode::NOT_FOUND,
+        ServiceError::Busy(_) | ServiceError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::Conflict(_) | ServiceError::FailedPrecondition { .. } => StatusCode::CONFLICT,
+        ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+        ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 fn auth_error(error: AuthError) -> ApiError {
@@ -201,6 +224,9 @@ async fn graphql_post(
         .await;
         match received {
             Ok(request) => Ok(request),
+            Err(error @ ApiError::TooLarge { .. }) => {
+                return refuse(StatusCode::PAYLOAD_TOO_LARGE, error);
+            }
             Err(error) => return refuse(StatusCode::BAD_REQUEST, error),
         }
     } else {

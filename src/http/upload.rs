@@ -127,17 +127,24 @@ pub async fn receive(
 
 fn multipart_error(e: multer::Error) -> ApiError {
     match e {
-        multer::Error::FieldSizeExceeded { limit, field_name } => ApiError::bad(
-            if field_name.as_deref() == Some("operations") || field_name.as_deref() == Some("map") {
-                "request"
-            } else {
-                "file"
-            },
-            format!(
-                "part {:?} is larger than the limit of {limit} bytes",
-                field_name.unwrap_or_default()
+        multer::Error::FieldSizeExceeded { limit, field_name }
+            if field_name.as_deref() == Some("operations")
+                || field_name.as_deref() == Some("map") =>
+        {
+            ApiError::bad(
+                "request",
+                format!(
+                    "part {:?} is larger than the limit of {limit} bytes",
+                    field_name.unwrap_or_default()
+                ),
+            )
+        }
+        multer::Error::FieldSizeExceeded { limit, .. } => ApiError::TooLarge {
+            field: "file".into(),
+            message: format!(
+                "the file is larger than the limit of {limit} bytes (KILN_MAX_UPLOAD_BYTES)"
             ),
-        ),
+        },
         multer::Error::StreamSizeExceeded { limit } => ApiError::bad(
             "request",
             format!("the body is larger than the limit of {limit} bytes"),

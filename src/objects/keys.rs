@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! datasets/<dataset id>/data.<jsonl|csv>     an uploaded dataset, as uploaded
+//! datasets/<upload id>/data.<ext>.parts/<n>  a resumable upload's parts (local files; S3 keeps its own)
+//! datasets/<upload id>/tail-<offset>          the bytes of a resumable upload past its last whole part
 //! models/<model name>/runs/<job id>/<file>   the files of the model version a job trained
 //! checkpoints/<job id>/<step>/<file>         a job's checkpoint (step zero-padded to 10 digits);
 //!                                            checkpoint.json is written last
@@ -21,6 +23,12 @@ pub fn dataset(dataset_id: &str, format: DatasetFormat) -> Result<ObjectKey, Fie
 /// The folder of a dataset: its file, and whatever an interrupted upload left beside it.
 pub fn dataset_folder(dataset_id: &str) -> Result<ObjectKey, FieldError> {
     ObjectKey::parse(&format!("datasets/{dataset_id}"))
+}
+
+/// The bytes of a resumable upload past its last whole part, when it holds `offset` bytes (offset
+/// zero-padded to 20 digits).
+pub fn upload_tail(upload_id: &str, offset: i64) -> Result<ObjectKey, FieldError> {
+    ObjectKey::parse(&format!("datasets/{upload_id}/tail-{offset:020}"))
 }
 
 /// The folder of the model files a job produced.

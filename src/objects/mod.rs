@@ -6,6 +6,9 @@
 
 pub mod archive;
 pub mod keys;
+mod staging;
+
+pub use staging::STAGED_PART_SIZE;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
@@ -36,6 +40,9 @@ pub struct Objects {
     base_uri: String,
     /// The folder of a local store.
     local_root: Option<PathBuf>,
+    /// S3's multipart upload API, for writes assembled over many requests (staging.rs); local files
+    /// have none.
+    multipart: Option<Arc<dyn MultipartStore>>,
 }
 
 /// Why a write failed: too large for the limit the caller set (the caller's to report), or anything else.
@@ -78,7 +85,7 @@ impl Objects {
                     .with_access_key_id(key.clone())
                     .with_secret_access_key(secret.expose().to_string());
             }
-            let store = builder.build().context("configuring the S3 object store")?;
+            let store = Arc::new(builder.build().context("configuring the S3 object store")?);
             let prefix = prefix.trim_matches('/').to_string();
             let base_uri = if prefix.is_empty() {
                 format!("s3://{bucket}")
@@ -86,10 +93,11 @@ impl Objects {
                 format!("s3://{bucket}/{prefix}")
             };
             Ok(Self {
-                store: Arc::new(store),
+                store: store.clone(),
                 prefix,
                 base_uri,
                 local_root: None,
+                multipart: Some(store),
             })
         } else {
             let dir = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
@@ -105,6 +113,7 @@ impl Objects {
                 prefix: String::new(),
                 base_uri: format!("file://{}", dir.display()),
                 local_root: Some(dir),
+                multipart: None,
             })
         }
     }
@@ -171,6 +180,15 @@ impl Objects {
             size_bytes: size,
             sha256: hex::encode(hasher.finalize()),
         })
+    }
+
+    /// Writes a small object whole (an upload's tail, under one staged part).
+    pub async fn put_bytes(&self, key: &ObjectKey, bytes: Bytes) -> Result<()> {
+        self.store
+            .put(&self.path(key), object_store::PutPayload::from(bytes))
+            .await
+            .with_context(|| format!("writing {key}"))?;
+        Ok(())
     }
 
     /// Uploads a local file, streaming.

@@ -1,4 +1,5 @@
-//! Datasets: upload and validate, look up, list.
+//! Datasets: upload and validate (the same bytes with the same field names make one dataset), look
+//! up, list.
 
 use std::io::{BufReader, Seek, SeekFrom};
 
@@ -38,47 +39,34 @@ impl Service {
     }
 
     async fn store_upload(&self, upload: UploadRequest) -> ServiceResult<DatasetRecord> {
-        let name = DisplayName::parse("name", &upload.name)?;
-        let names = FieldNames {
-            text: field_name("textField", upload.text_field, "text")?,
-            label: field_name("labelField", upload.label_field, "label")?,
-        };
-        if names.text == names.label {
-            return Err(FieldError::new("labelField", "must differ from textField").into());
-        }
-        let format = match upload.format {
-            Some(f) => f,
-            None => DatasetFormat::from_file_name(&upload.file_name).ok_or_else(|| {
-                FieldError::new(
-                    "format",
-                    format!(
-                        "cannot be told from the file name {:?}; pass JSONL or CSV",
-                        abbreviate(&upload.file_name, 100)
-                    ),
-                )
-            })?,
-        };
-
+        let declared = Declared::parse(
+            "",
+            &upload.name,
+            &upload.file_name,
+            upload.format,
+            upload.text_field,
+            upload.label_field,
+        )?;
         let id = uuid::Uuid::new_v4().to_string();
-        let key = keys::dataset(&id, format)?;
+        let key = keys::dataset(&id, declared.format)?;
         // The row comes first, so that bytes are never stored without one; an upload that fails on the
         // way takes its row and whatever was stored with it.
         self.store
             .insert_dataset(
                 &NewDataset {
                     id: id.clone(),
-                    name: name.into_string(),
-                    format,
+                    name: declared.name.clone(),
+                    format: declared.format,
                     object_key: key.clone(),
                     size_bytes: 0,
                     sha256: String::new(),
-                    text_field: names.text.clone(),
-                    label_field: names.label.clone(),
+                    text_field: declared.names.text.clone(),
+                    label_field: declared.names.label.clone(),
                 },
                 now_ms(),
             )
             .await?;
-        let mut local = upload.content;
+        let local = upload.content;
         let for_store = local.try_clone().map_err(anyhow::Error::from)?;
         let stored = self
             .objects
@@ -93,21 +81,44 @@ impl Service {
             Err(e) => {
                 self.discard_dataset(&id, &key).await;
                 return Err(match e {
-                    too_large @ ObjectError::TooLarge { .. } => {
-                        FieldError::new("file", too_large.to_string()).into()
-                    }
+                    too_large @ ObjectError::TooLarge { .. } => super::ServiceError::TooLarge(
+                        FieldError::new("file", format!("{too_large} (KILN_MAX_UPLOAD_BYTES)")),
+                    ),
                     ObjectError::Other(e) => super::ServiceError::Internal(e),
                 });
             }
         };
+        if let Some(existing) = self
+            .store
+            .dataset_with_content(
+                &stored.sha256,
+                declared.format,
+                &declared.names.text,
+                &declared.names.label,
+            )
+            .await?
+        {
+            tracing::info!(dataset = %existing.id, "the same bytes were uploaded before");
+            self.discard_dataset(&id, &key).await;
+            return Ok(existing);
+        }
         self.store
             .record_dataset_bytes(&id, stored.size_bytes as i64, &stored.sha256)
             .await?;
+        self.check_dataset(&id, &declared, local).await
+    }
 
-        // One streaming pass over the local copy the upload was spooled to.
+    /// One streaming pass over a local copy of a dataset's file (from its start): the dataset becomes
+    /// `READY` or `INVALID` with what was found.
+    pub(super) async fn check_dataset(
+        &self,
+        id: &str,
+        declared: &Declared,
+        mut local: std::fs::File,
+    ) -> ServiceResult<DatasetRecord> {
         let options = ReadOptions {
             max_line_bytes: self.settings.max_line_bytes,
-            ..ReadOptions::new(format, names)
+            ..ReadOptions::new(declared.format, declared.names.clone())
         };
         let scanned = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
             local.seek(SeekFrom::Start(0))?;
@@ -118,7 +129,7 @@ impl Service {
         .map_err(anyhow::Error::from)?;
         Ok(self
             .store
-            .finish_dataset_validation(&id, &scanned.summary)
+            .finish_dataset_validation(id, &scanned.summary)
             .await?)
     }
 
@@ -168,6 +179,57 @@ impl Service {
     #[tracing::instrument(skip_all)]
     pub async fn count_datasets(&self) -> ServiceResult<i64> {
         Ok(self.store.count_datasets().await?)
+    }
+}
+
+/// What an upload declares about its file, checked: the dataset's name, its format (from the file
+/// name when not given) and its field names.
+#[derive(Debug, Clone)]
+pub struct Declared {
+    pub name: String,
+    pub format: DatasetFormat,
+    pub names: FieldNames,
+}
+
+impl Declared {
+    /// `prefix` goes before the field names in errors (`Upload-Metadata.` for a resumable upload).
+    pub fn parse(
+        prefix: &str,
+        name: &str,
+        file_name: &str,
+        format: Option<DatasetFormat>,
+        text_field: Option<String>,
+        label_field: Option<String>,
+    ) -> Result<Self, FieldError> {
+        let field = |f: &str| format!("{prefix}{f}");
+        let name = DisplayName::parse(&field("name"), name)?.into_string();
+        let names = FieldNames {
+            text: field_name(&field("textField"), text_field, "text")?,
+            label: field_name(&field("labelField"), label_field, "label")?,
+        };
+        if names.text == names.label {
+            return Err(FieldError::new(
+                field("labelField"),
+                "must differ from textField",
+            ));
+        }
+        let format = match format {
+            Some(f) => f,
+            None => DatasetFormat::from_file_name(file_name).ok_or_else(|| {
+                FieldError::new(
+                    field("format"),
+                    format!(
+                        "cannot be told from the file name {:?}; pass JSONL or CSV",
+                        abbreviate(file_name, 100)
+                    ),
+                )
+            })?,
+        };
+        Ok(Self {
+            name,
+            format,
+            names,
+        })
     }
 }
 

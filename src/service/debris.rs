@@ -1,6 +1,6 @@
 //! Cleaning up after what was interrupted: an upload whose process died before it was checked (its row
 //! stuck `UPLOADED`, its bytes, partial or whole, in the object store) and a job folder whose job's
-//! process died without removing it. Run at start and then every [`SWEEP_EVERY`].
+//! process died without removing it; resumable uploads past their expiry (service/uploads.rs). Run at start and then every [`SWEEP_EVERY`].
 
 use std::time::Duration;
 
@@ -17,6 +17,8 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
     pub uploads: usize,
+    /// Resumable uploads past their expiry, their bytes removed.
+    pub expired_uploads: usize,
     pub job_folders: usize,
 }
 
@@ -49,6 +51,7 @@ impl Service {
                 .await?;
             swept.uploads += 1;
         }
+        swept.expired_uploads = self.sweep_uploads().await?;
         let jobs = self.settings.work_dir.join("jobs");
         let mut found = Vec::new();
         if let Ok(mut entries) = tokio::fs::read_dir(&jobs).await {

@@ -522,7 +522,8 @@ impl Service {
                     JobEvent::CancelRequested
                     | JobEvent::PauseRequested
                     | JobEvent::Logs(_)
-                    | JobEvent::QueueChanged(_) => {}
+                    | JobEvent::QueueChanged(_)
+                    | JobEvent::UploadChanged(_) => {}
                 }
             }
         })

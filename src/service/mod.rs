@@ -15,6 +15,7 @@
 //! - [`tokens`]: API tokens;
 //! - [`waiting`]: the queue as users see it: each queued job's place, the figures, priorities, and
 //!   the workers' registry;
+//! - [`uploads`]: resumable uploads (the tus protocol's use cases);
 //! - [`debris`]: cleaning up after interrupted uploads and jobs;
 //! - [`work`]: the narrow handle workers hold ([`WorkQueue`]).
 //!
@@ -35,6 +36,7 @@ pub mod queue;
 pub mod registry;
 pub mod tokens;
 pub mod training;
+pub mod uploads;
 pub mod waiting;
 pub mod work;
 
@@ -74,6 +76,8 @@ pub struct Settings {
     pub work_dir: PathBuf,
     /// The longest line a dataset may have, in bytes.
     pub max_line_bytes: usize,
+    /// How long a resumable upload may stay unfinished after its last bytes arrived.
+    pub upload_expiry: std::time::Duration,
     /// The most memory one training job may need, in bytes.
     pub max_train_memory: u64,
     /// Where local base models may come from.
@@ -103,6 +107,7 @@ impl Settings {
             },
             work_dir: config.work_dir.clone(),
             max_line_bytes: config.max_line_bytes,
+            upload_expiry: std::time::Duration::from_secs(config.upload_expiry_hours * 3600),
             max_train_memory: config.train_memory_limit(),
             model_roots: ModelRoots::parse(&config.model_roots),
             model_cache_size: config.model_cache_size.into(),
@@ -280,6 +285,7 @@ impl ServiceError {
             Self::Forbidden(_) => "forbidden",
             Self::FailedPrecondition { .. } => "failed_precondition",
             Self::Lost(_) => "lost",
+            Self::TooLarge(_) => "too_large",
             Self::Busy(_) => "busy",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",
@@ -309,6 +315,9 @@ pub enum ServiceError {
     /// A registered thing whose stored files are gone from the object store: what is missing.
     #[error("{0}")]
     Lost(String),
+    /// Larger than a limit allows (an upload past `KILN_MAX_UPLOAD_BYTES`): the field and the limit.
+    #[error(transparent)]
+    TooLarge(FieldError),
     /// Too much is asked of this server at once (its memory for predictions); trying again later works.
     #[error("{0}")]
     Busy(String),

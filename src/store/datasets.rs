@@ -101,6 +101,30 @@ impl Store {
         rows.iter().map(decode).collect()
     }
 
+    /// A checked dataset (`READY` or `INVALID`) with these bytes (their SHA-256) read with this format
+    /// and these field names: the newest, if any.
+    pub async fn dataset_with_content(
+        &self,
+        sha256: &str,
+        format: DatasetFormat,
+        text_field: &str,
+        label_field: &str,
+    ) -> StoreResult<Option<DatasetRecord>> {
+        self.tick()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM datasets WHERE sha256 = $1 AND format = $2 AND text_field = $3 \
+             AND label_field = $4 AND status IN ('READY', 'INVALID') ORDER BY created_at DESC LIMIT 1"
+        )))
+        .bind(sha256)
+        .bind(format.as_str())
+        .bind(text_field)
+        .bind(label_field)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.note(e))?;
+        row.as_ref().map(decode).transpose()
+    }
+
     /// Records the size and SHA-256 of an upload's stored bytes.
     pub async fn record_dataset_bytes(&self, id: &str, size: i64, sha256: &str) -> StoreResult<()> {
         self.tick()?;

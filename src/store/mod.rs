@@ -24,6 +24,7 @@ mod models;
 mod queue;
 mod registry;
 mod tokens;
+mod uploads;
 mod waiting;
 
 use std::str::FromStr;
@@ -40,6 +41,7 @@ pub use datasets::NewDataset;
 pub use jobs::{NewJob, Page};
 pub use queue::{AttemptEnd, TrainingRecord};
 pub use tokens::TokenRecord;
+pub use uploads::LockRefused;
 pub use waiting::SNAPSHOT_QUEUED;
 
 /// How long statements are refused at once after one found the database unreachable.

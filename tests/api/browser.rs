@@ -270,3 +270,54 @@ async fn the_queue_page_says_why_each_job_waits_and_moves_one_ahead() {
     app.cancel_jobs(&[&long, &normal, &high, &gpu]).await;
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn the_datasets_page_resumes_an_upload_after_its_tab_was_closed() {
+    let Some(chromium) = browser() else {
+        return;
+    };
+    let app = spawn_app(Db::Sqlite, Objects::Local).await;
+    let (file, rows) = crate::tus::text_file(12 * 1024 * 1024);
+    let path = app.dir.path().join("prompts.jsonl");
+    std::fs::write(&path, &file).unwrap();
+    let vars = [
+        ("KILN_URL", app.url("")),
+        ("KILN_TOKEN", app.token.clone()),
+        ("FILE", path.display().to_string()),
+        ("ROWS", rows.to_string()),
+    ];
+    let mut ids = Vec::new();
+    run_script("datasets.mjs", &chromium, &vars, |line| {
+        if let Some(id) = line
+            .strip_prefix("upload ")
+            .or(line.strip_prefix("discarded "))
+        {
+            ids.push(id.trim().to_string());
+        }
+    })
+    .await;
+    let [resumed, discarded] = &ids[..] else {
+        panic!("the script named the two uploads: {ids:?}");
+    };
+    let query =
+        "query($id: ID!) { upload(id: $id) { status dataset { name status rowCount sha256 } } }";
+    let seen = app.data(query, json!({ "id": resumed })).await;
+    let dataset = &seen["upload"]["dataset"];
+    assert_eq!(seen["upload"]["status"], "DONE", "{seen}");
+    assert_eq!(dataset["name"], "big prompts");
+    assert_eq!(dataset["rowCount"], rows);
+    assert_eq!(
+        dataset["sha256"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&file))
+    );
+    let gone = app.data(query, json!({ "id": discarded })).await;
+    assert_eq!(
+        gone["upload"],
+        serde_json::Value::Null,
+        "the discarded upload is removed"
+    );
+    assert_eq!(
+        crate::tus::files_under(&app.object_root().join("datasets").join(discarded)),
+        Vec::<String>::new()
+    );
+}

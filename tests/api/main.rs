@@ -35,5 +35,6 @@ mod serving;
 mod stack;
 mod subscriptions;
 mod training;
+mod tus;
 mod waiting;
 mod walkthrough;

@@ -142,7 +142,12 @@ impl JobEvent {
                 estimated_start_at: place.estimated_start_at.map(crate::domain::timestamp),
                 reason: place.reason.clone(),
             }),
-            E::CancelRequested | E::PauseRequested | E::Logs(_) | E::Resync | E::QueueMoved => {
+            E::CancelRequested
+            | E::PauseRequested
+            | E::Logs(_)
+            | E::Resync
+            | E::QueueMoved
+            | E::UploadChanged(_) => {
                 return None;
             }
         })

@@ -1,7 +1,9 @@
-// Datasets: the list (rows, labels, and what is wrong with an INVALID one) and an upload with a progress
-// bar (the GraphQL multipart request, sent with XMLHttpRequest for its progress events).
+// Datasets: the list (rows, labels, and what is wrong with an INVALID one) and a resumable upload with
+// a progress bar: the tus protocol at /uploads, with the vendored tus-js-client. The client remembers
+// each unfinished upload in localStorage, so after the tab was closed (or the network dropped) choosing
+// the same file again goes on from the bytes kiln already has; the page lists those uploads.
 
-import { gql, token, ApiError } from '../api.js';
+import { gql, subscribe, token, ApiError } from '../api.js';
 import { badge, bytes, errorBox, fill, h, pager, percent, progressBar, showError, when } from '../ui.js';
 
 const PAGE = 20;
@@ -9,41 +11,111 @@ const LIST = `query($first: Int, $after: String) { datasets(first: $first, after
   totalCount pageInfo { hasNextPage endCursor }
   nodes { id name format kind status rowCount sizeBytes textField labelField features
           labels { label count } errors { line message } errorCount createdAt } } }`;
-const UPLOAD = `mutation($file: Upload!, $name: String!, $textField: String, $labelField: String) {
-  uploadDataset(file: $file, name: $name, textField: $textField, labelField: $labelField) {
-    id name status rowCount errorCount errors { line message } } }`;
+const UPLOAD_STATE = 'query($id: ID!) { upload(id: $id) { id offset length status createdAt expiresAt } }';
+const UPLOAD_EVENTS = `subscription($id: ID!) { uploadEvents(id: $id) { offset length status error
+  dataset { id name status rowCount errorCount errors { line message } } } }`;
+/// Bytes per request: kiln keeps what arrived of a cut-off request too, so this only bounds what a
+/// proxy in front of kiln must let through.
+const CHUNK_BYTES = 8 * 1024 * 1024;
 
-/// Sends the multipart request; `onProgress(fraction)` as the file goes out.
-function upload(file, variables, onProgress) {
+/// The vendored tus-js-client (`window.tus`), loaded the first time this page needs it.
+let tusLoaded = null;
+function tusClient() {
+  if (!tusLoaded) {
+    tusLoaded = new Promise((resolve, reject) => {
+      const script = h('script', { src: '/playground/vendor/tus.min.js' });
+      script.addEventListener('load', () => resolve(window.tus));
+      script.addEventListener('error', () => reject(new ApiError('the upload client could not be loaded', 'NETWORK')));
+      document.head.append(script);
+    });
+  }
+  return tusLoaded;
+}
+
+/// A tus-js-client error as the page shows errors: kiln's own message when it answered one.
+function tusError(error) {
+  const response = error && error.originalResponse;
+  const said = response && response.getBody && response.getBody();
+  if (said) return new ApiError(said.trim(), `HTTP ${response.getStatus()}`);
+  return new ApiError(`the upload could not reach kiln${error && error.message ? `: ${error.message}` : ''}`, 'NETWORK');
+}
+
+/// The upload's id: the last segment of its URL.
+const uploadId = (url) => url.split('/').pop();
+
+/// Waits for kiln to check the uploaded file: the upload's last event (DONE with its dataset, or FAILED).
+function checked(id) {
   return new Promise((resolve, reject) => {
-    const form = new FormData();
-    form.append('operations', JSON.stringify({ query: UPLOAD, variables: { ...variables, file: null } }));
-    form.append('map', JSON.stringify({ 0: ['variables.file'] }));
-    form.append('0', file, file.name);
-    const request = new XMLHttpRequest();
-    request.open('POST', '/graphql');
-    request.setRequestHeader('Authorization', `Bearer ${token.get()}`);
-    request.upload.addEventListener('progress', (e) => {
-      if (e.lengthComputable) onProgress(e.loaded / e.total);
-    });
-    request.addEventListener('load', () => {
-      let body;
-      try {
-        body = JSON.parse(request.responseText);
-      } catch {
-        reject(new ApiError(`kiln answered HTTP ${request.status} without a GraphQL answer`, 'HTTP'));
-        return;
+    const stop = subscribe(UPLOAD_EVENTS, { id }, (data) => {
+      const event = data.uploadEvents;
+      if (event.status === 'DONE' || event.status === 'FAILED' || event.status === 'EXPIRED') {
+        stop();
+        if (event.status === 'DONE') resolve(event.dataset);
+        else reject(new ApiError(event.error || 'the upload expired before it was finished', event.status));
       }
-      if (body.errors && body.errors.length) {
-        const e = body.errors[0];
-        reject(new ApiError(e.message, (e.extensions || {}).code, (e.extensions || {}).field));
-      } else {
-        resolve(body.data.uploadDataset);
-      }
-    });
-    request.addEventListener('error', () => reject(new ApiError('the upload could not reach kiln', 'NETWORK')));
-    request.send(form);
+    }, (e) => reject(e));
   });
+}
+
+/// Sends `file` over tus, going on from an earlier unfinished upload of the same file; `onProgress(sent,
+/// total, resumedFrom)` as bytes are acknowledged. Resolves with the dataset once kiln has checked it.
+async function upload(file, fields, onProgress) {
+  const tus = await tusClient();
+  const metadata = { name: fields.name, filename: file.name };
+  if (fields.textField) metadata.textField = fields.textField;
+  if (fields.labelField) metadata.labelField = fields.labelField;
+  let resumedFrom = 0;
+  const url = await new Promise((resolve, reject) => {
+    const transfer = new tus.Upload(file, {
+      endpoint: '/uploads',
+      headers: { Authorization: `Bearer ${token.get()}` },
+      chunkSize: CHUNK_BYTES,
+      retryDelays: [0, 1000, 3000, 5000],
+      removeFingerprintOnSuccess: true,
+      metadata,
+      onProgress: (sent, total) => onProgress(sent, total, resumedFrom),
+      onChunkComplete: (_chunk, accepted, total) => onProgress(accepted, total, resumedFrom),
+      onError: (error) => reject(tusError(error)),
+      onSuccess: () => resolve(transfer.url),
+    });
+    transfer.findPreviousUploads().then(async (previous) => {
+      const earlier = previous.find((p) => p.metadata && p.metadata.name === fields.name) || previous[0];
+      if (earlier) {
+        try {
+          const { upload: state } = await gql(UPLOAD_STATE, { id: uploadId(earlier.uploadUrl) });
+          if (state && state.status === 'RECEIVING') {
+            resumedFrom = state.offset;
+            transfer.resumeFromPreviousUpload(earlier);
+          }
+        } catch {
+          // Not resumable: a new upload starts.
+        }
+      }
+      onProgress(resumedFrom, file.size, resumedFrom);
+      transfer.start();
+    }, () => transfer.start());
+  });
+  return checked(uploadId(url));
+}
+
+/// The unfinished uploads this browser remembers, with how far kiln has them (those kiln no longer
+/// takes bytes for are forgotten).
+async function unfinished() {
+  const tus = await tusClient();
+  const storage = tus.defaultOptions.urlStorage;
+  const remembered = storage && storage.findAllUploads ? await storage.findAllUploads() : [];
+  const out = [];
+  for (const entry of remembered) {
+    let state = null;
+    try {
+      state = (await gql(UPLOAD_STATE, { id: uploadId(entry.uploadUrl) })).upload;
+    } catch {
+      continue;
+    }
+    if (state && state.status === 'RECEIVING') out.push({ entry, state });
+    else await storage.removeUpload(entry.urlStorageKey);
+  }
+  return { out, storage, tus };
 }
 
 function problems(dataset) {
@@ -76,15 +148,19 @@ export function render(main) {
     submit.disabled = true;
     bar.hidden = false;
     fill(result);
-    const show = (fraction) => fill(bar, progressBar(fraction, 'upload progress'), h('span', { class: 'muted' }, `${percent(fraction)} of ${bytes(file.size)}`));
-    show(0);
+    const show = (sent, total, resumedFrom) => fill(bar,
+      progressBar(sent / total, 'upload progress'),
+      h('span', { class: 'muted' }, `${percent(sent / total)} of ${bytes(total)}`,
+        resumedFrom > 0 ? ` · went on from ${percent(resumedFrom / total)} stored before` : ''));
     try {
       const dataset = await upload(file, {
         name: nameInput.value.trim(),
         textField: textField.value.trim() || null,
         labelField: labelField.value.trim() || null,
-      }, show);
-      show(1);
+      }, (sent, total, resumedFrom) => {
+        show(sent, total, resumedFrom);
+        if (sent === total) fill(result, h('p', { class: 'muted' }, 'Stored; checking the file…'));
+      });
       fill(result, h('p', {}, `${dataset.name}: `, badge(dataset.status), ` ${dataset.rowCount} rows`), problems(dataset));
       form.reset();
       load();
@@ -92,16 +168,47 @@ export function render(main) {
       fill(result, errorBox(error));
     } finally {
       submit.disabled = false;
+      showUnfinished();
     }
   } },
     h('h2', {}, 'Upload a dataset'),
-    h('p', { class: 'muted' }, 'JSONL or CSV: a text and a label field for text classification, or numeric columns and a label for tabular data.'),
+    h('p', { class: 'muted' }, 'JSONL or CSV: a text and a label field for text classification, or numeric columns and a label for tabular data. An interrupted upload goes on where it stopped when you choose the same file again, also after closing this tab.'),
     h('div', { class: 'fields' },
       h('label', {}, 'File', fileInput),
       h('label', {}, 'Name', nameInput),
       h('label', {}, 'Text field', textField),
       h('label', {}, 'Label field', labelField)),
     submit, bar, result);
+
+  // Uploads this browser started and did not finish.
+  const pending = h('div', { class: 'unfinished' });
+  async function showUnfinished() {
+    let found;
+    try {
+      found = await unfinished();
+    } catch (e) {
+      fill(pending, errorBox(e));
+      return;
+    }
+    const { out, storage, tus } = found;
+    fill(pending, out.length ? h('div', { class: 'card' },
+      h('h2', {}, 'Unfinished uploads'),
+      h('p', { class: 'muted' }, 'Choose the same file above and upload it to go on from what kiln has stored.'),
+      h('ul', { class: 'unfinished-list' }, out.map(({ entry, state }) => h('li', { 'data-upload': state.id },
+        h('span', { class: 'what' },
+          h('strong', {}, (entry.metadata && (entry.metadata.filename || entry.metadata.name)) || state.id),
+          h('span', { class: 'muted' }, ` ${percent(state.offset / state.length)} of ${bytes(state.length)} stored · started ${when(state.createdAt)} · kept until ${when(state.expiresAt)}`)),
+        progressBar(state.offset / state.length, `${(entry.metadata && entry.metadata.filename) || 'upload'} stored`),
+        h('button', { type: 'button', 'aria-label': `Discard ${(entry.metadata && entry.metadata.filename) || 'the upload'}`, onclick: async () => {
+          try {
+            await tus.Upload.terminate(entry.uploadUrl, { headers: { Authorization: `Bearer ${token.get()}` } });
+          } catch {
+            // Already gone on the server: forgetting it is all that is left.
+          }
+          await storage.removeUpload(entry.urlStorageKey);
+          showUnfinished();
+        } }, 'Discard'))))) : null);
+  }
 
   async function load() {
     showError(errorSlot, null);
@@ -129,7 +236,8 @@ export function render(main) {
       pager('dataset', totalCount, PAGE, cursors, pageInfo, load));
   }
 
-  fill(main, h('h1', {}, 'Datasets'), form, errorSlot, list);
+  fill(main, h('h1', {}, 'Datasets'), form, pending, errorSlot, list);
   load();
+  showUnfinished();
   return () => {};
 }
