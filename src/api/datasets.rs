@@ -1,4 +1,4 @@
-//! Datasets: upload (GraphQL multipart request), look up, list.
+//! Datasets: upload (GraphQL multipart request), look up, list; archive, restore, delete, clean up.
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, Object, SimpleObject, Upload};
@@ -20,6 +20,11 @@ mirror_enum!(
 mirror_enum!(
     /// UPLOADED while being checked, then READY or INVALID.
     DatasetStatus => domain::DatasetStatus { Uploaded, Ready, Invalid }
+);
+mirror_enum!(
+    /// FRESH until a job trains on it, then USED; ARCHIVED while put away (no new job may train on it;
+    /// `restoreDataset` brings it back).
+    DatasetLifecycle => domain::DatasetLifecycle { Fresh, Used, Archived }
 );
 
 #[derive(SimpleObject)]
@@ -116,6 +121,50 @@ impl Dataset {
     async fn created_at(&self) -> String {
         timestamp(self.0.created_at)
     }
+    async fn lifecycle(&self) -> DatasetLifecycle {
+        self.0.lifecycle().into()
+    }
+    /// When a job first trained on it.
+    async fn used_at(&self) -> Option<String> {
+        self.0.used_at.map(timestamp)
+    }
+    async fn archived_at(&self) -> Option<String> {
+        self.0.archived_at.map(timestamp)
+    }
+    /// The jobs that train or trained on it, newest first. `first`: 1–100 (default 20).
+    #[graphql(complexity = "super::paging::complexity(first, child_complexity)")]
+    async fn jobs(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Page<(i64, String), super::jobs::Job>> {
+        let filter = domain::JobFilter {
+            dataset_id: Some(self.0.id.clone()),
+            ..Default::default()
+        };
+        super::jobs::job_page(ctx, filter, first, after).await
+    }
+    /// `GET` it with the API token: the file as uploaded.
+    async fn download_url(&self) -> String {
+        format!("/datasets/{}/download", self.0.id)
+    }
+}
+
+/// A dataset `cleanupDatasets` kept, and why.
+#[derive(SimpleObject)]
+pub struct KeptDataset {
+    pub dataset: Dataset,
+    /// What still refers to it.
+    pub reason: String,
+}
+
+/// What `cleanupDatasets` removed, or on a dry run would remove.
+#[derive(SimpleObject)]
+pub struct DatasetCleanup {
+    pub dry_run: bool,
+    pub removed: Vec<Dataset>,
+    pub kept: Vec<KeptDataset>,
 }
 
 #[derive(Default)]
@@ -179,5 +228,56 @@ impl DatasetsMutation {
             content: upload.content,
         };
         Ok(Dataset(service(ctx).upload_dataset(request).await?))
+    }
+
+    /// Puts a dataset away: it keeps its jobs and lineage, but `submitJob` refuses it until
+    /// `restoreDataset`.
+    async fn archive_dataset(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Dataset> {
+        Ok(Dataset(service(ctx).archive_dataset(&id).await?))
+    }
+
+    async fn restore_dataset(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Dataset> {
+        Ok(Dataset(service(ctx).restore_dataset(&id).await?))
+    }
+
+    /// Deletes a dataset and its file; answers its id. `CONFLICT` while a model version's lineage
+    /// names it (delete those versions first) or a job uses it (cancel and delete the jobs first),
+    /// naming them.
+    async fn delete_dataset(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ID> {
+        Ok(ID(service(ctx).delete_dataset(&id).await?.id))
+    }
+
+    /// Admins only: deletes the datasets created more than `olderThanDays` ago (in `lifecycle`, when
+    /// given) that nothing refers to, oldest first, at most 500 a call. With `dryRun` (true unless
+    /// false is given) nothing is deleted: the answer lists what would be, and what would be kept and
+    /// why.
+    async fn cleanup_datasets(
+        &self,
+        ctx: &Context<'_>,
+        older_than_days: i32,
+        lifecycle: Option<DatasetLifecycle>,
+        dry_run: Option<bool>,
+    ) -> ApiResult<DatasetCleanup> {
+        let dry_run = dry_run.unwrap_or(true);
+        let cleanup = service(ctx)
+            .cleanup_datasets(
+                super::caller(ctx)?,
+                older_than_days.into(),
+                lifecycle.map(Into::into),
+                dry_run,
+            )
+            .await?;
+        Ok(DatasetCleanup {
+            dry_run: cleanup.dry_run,
+            removed: cleanup.removed.into_iter().map(Dataset).collect(),
+            kept: cleanup
+                .kept
+                .into_iter()
+                .map(|(dataset, reason)| KeptDataset {
+                    dataset: Dataset(dataset),
+                    reason,
+                })
+                .collect(),
+        })
     }
 }

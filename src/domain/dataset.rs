@@ -109,6 +109,25 @@ impl DatasetStatus {
     }
 }
 
+/// Where a dataset is in its life: `Fresh` until a job trains on it, `Used` after, `Archived` while an
+/// operator has put it away (no new job may train on it; it can be restored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatasetLifecycle {
+    Fresh,
+    Used,
+    Archived,
+}
+
+impl DatasetLifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fresh => "FRESH",
+            Self::Used => "USED",
+            Self::Archived => "ARCHIVED",
+        }
+    }
+}
+
 /// One problem in a file. `line` is the 1-based line of the file (for CSV the header is line 1); `None`
 /// for problems of the whole file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +182,21 @@ pub struct DatasetRecord {
     /// Empty until validation has finished.
     pub summary: DatasetSummary,
     pub created_at: i64,
+    /// When a job first trained on it.
+    pub used_at: Option<i64>,
+    pub archived_at: Option<i64>,
+}
+
+impl DatasetRecord {
+    pub fn lifecycle(&self) -> DatasetLifecycle {
+        if self.archived_at.is_some() {
+            DatasetLifecycle::Archived
+        } else if self.used_at.is_some() {
+            DatasetLifecycle::Used
+        } else {
+            DatasetLifecycle::Fresh
+        }
+    }
 }
 
 /// What the rows of a training run hold.

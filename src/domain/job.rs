@@ -411,6 +411,8 @@ pub struct MetricPoint {
 pub struct JobFilter {
     pub status: Option<JobStatus>,
     pub model_name: Option<String>,
+    /// The jobs training (or that trained) on this dataset.
+    pub dataset_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -25,8 +25,8 @@ mod time;
 mod upload;
 
 pub use dataset::{
-    DatasetFormat, DatasetKind, DatasetRecord, DatasetStatus, DatasetSummary, ExampleKind,
-    Examples, RowError, TrainData,
+    DatasetFormat, DatasetKind, DatasetLifecycle, DatasetRecord, DatasetStatus, DatasetSummary,
+    ExampleKind, Examples, RowError, TrainData,
 };
 pub use hyper::{
     ClassWeights, ClassWeightsInput, CustomizationInput, CustomizationMethod, EarlyStopping,

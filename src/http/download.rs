@@ -1,5 +1,5 @@
-//! File downloads over HTTP with the API token: a model version's ZIP, a job's log as a ZIP. The body is
-//! streamed as the archive is written, by the response itself (no thread per download); a client that
+//! File downloads over HTTP with the API token: a model version's ZIP, a job's log as a ZIP, a
+//! dataset's file as uploaded (with its length). The body is streamed as the archive is written, by the response itself (no thread per download); a client that
 //! takes nothing for `KILN_HTTP_TIMEOUT_SECONDS` is disconnected. The archive is made as it is sent, so
 //! its length is not known ahead and ranges are not served (`Accept-Ranges: none`; a `Range` header is
 //! ignored and the whole archive sent).
@@ -29,6 +29,21 @@ pub async fn model_version(
     }
 }
 
+/// `GET /datasets/{id}/download`: the file as uploaded.
+pub async fn dataset(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(refused) = authenticate(&s, &headers).await {
+        return refused;
+    }
+    match s.service.download_dataset(&id).await {
+        Ok(download) => attachment(download),
+        Err(e) => failure(e),
+    }
+}
+
 /// `GET /jobs/{id}/logs/download`.
 pub async fn job_logs(
     State(s): State<HttpState>,
@@ -50,9 +65,12 @@ fn attachment(download: Download) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/zip"),
+        HeaderValue::from_static(download.content_type),
     );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("none"));
+    if let Some(size) = download.size {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
     if let Ok(value) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }

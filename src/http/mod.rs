@@ -128,6 +128,7 @@ pub fn router(state: HttpState) -> Router {
             get(download::model_version),
         )
         .route("/jobs/{id}/logs/download", get(download::job_logs))
+        .route("/datasets/{id}/download", get(download::dataset))
         .route("/uploads", post(tus::create).options(tus::options))
         .route(
             "/uploads/{id}",

@@ -88,7 +88,7 @@ impl Service {
             .await;
     }
 
-    async fn remove_objects(&self, prefix: Result<ObjectKey, FieldError>) {
+    pub(super) async fn remove_objects(&self, prefix: Result<ObjectKey, FieldError>) {
         let Ok(prefix) = prefix else { return };
         if let Err(e) = self.objects.delete_prefix(&prefix).await {
             tracing::warn!(prefix = %prefix, error = format!("{e:#}"), "removing deleted files failed; remove them by hand");

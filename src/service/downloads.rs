@@ -12,6 +12,9 @@ use crate::objects::archive;
 /// A file to send: its name for the client and its bytes as they are read.
 pub struct Download {
     pub file_name: String,
+    pub content_type: &'static str,
+    /// The length, when known before the body is sent (an archive is made as it is sent).
+    pub size: Option<u64>,
     pub body: Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>,
 }
 
@@ -54,6 +57,8 @@ impl Service {
             .collect();
         Ok(Download {
             file_name: format!("{}-v{number}.zip", name.as_str()),
+            content_type: "application/zip",
+            size: None,
             body: Box::pin(archive::zip(&self.objects, entries)),
         })
     }

@@ -167,6 +167,17 @@ impl Service {
             )
             .into());
         }
+        if let Some(at) = dataset.archived_at {
+            return Err(FieldError::new(
+                "datasetId",
+                format!(
+                    "dataset {} was archived at {}; restore it (restoreDataset) to train on it",
+                    dataset.id,
+                    crate::domain::timestamp(at)
+                ),
+            )
+            .into());
+        }
         let wanted = settings.task.dataset_kind();
         if dataset.summary.kind != Some(wanted) {
             return Err(FieldError::new(

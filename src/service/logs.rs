@@ -265,6 +265,8 @@ impl Service {
         )];
         Ok(Download {
             file_name: format!("job-{}-logs.zip", job.id),
+            content_type: "application/zip",
+            size: None,
             body: Box::pin(archive::zip(&self.objects, entries)),
         })
     }

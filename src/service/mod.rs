@@ -16,6 +16,8 @@
 //! - [`waiting`]: the queue as users see it: each queued job's place, the figures, priorities, and
 //!   the workers' registry;
 //! - [`uploads`]: resumable uploads (the tus protocol's use cases);
+//! - [`lifecycle`]: a dataset's life after its upload: used, archived, deleted, cleaned up,
+//!   downloaded;
 //! - [`debris`]: cleaning up after interrupted uploads and jobs;
 //! - [`work`]: the narrow handle workers hold ([`WorkQueue`]).
 //!
@@ -30,6 +32,7 @@ pub mod deletion;
 pub mod downloads;
 pub mod inference;
 pub mod jobs;
+pub mod lifecycle;
 pub mod logs;
 pub mod models;
 pub mod queue;

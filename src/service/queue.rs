@@ -97,6 +97,12 @@ impl Service {
         }
         let claimed = self.store.claim_next_job(worker, lease_ms, gpus).await?;
         if let Some(job) = &claimed {
+            // Its dataset is USED from the first claim of a job on it.
+            if job.attempts == 1 {
+                self.store
+                    .mark_dataset_used(&job.dataset_id, now_ms())
+                    .await?;
+            }
             let message = format!(
                 "claimed by worker {worker} (attempt {} of {})",
                 job.attempts, job.max_attempts

@@ -21,7 +21,7 @@ pub struct NewDataset {
 }
 
 const COLUMNS: &str = "id, name, format, kind, status, object_key, size_bytes, sha256, row_count, text_field, \
-                       label_field, features, labels, errors, error_count, created_at";
+                       label_field, features, labels, errors, error_count, created_at, used_at, archived_at";
 
 fn decode(row: &AnyRow) -> StoreResult<DatasetRecord> {
     let kind: Option<String> = row.try_get("kind")?;
@@ -61,6 +61,8 @@ fn decode(row: &AnyRow) -> StoreResult<DatasetRecord> {
             error_count: row.try_get::<i64, _>("error_count")? as u64,
         },
         created_at: row.try_get("created_at")?,
+        used_at: row.try_get("used_at")?,
+        archived_at: row.try_get("archived_at")?,
     })
 }
 
@@ -123,6 +125,163 @@ impl Store {
         .await
         .map_err(|e| self.note(e))?;
         row.as_ref().map(decode).transpose()
+    }
+
+    /// Deletes a dataset's row in one transaction that first checks nothing refers to it (see
+    /// [`Store::dataset_references`]: `Conflict` saying what does). Returns the row deleted.
+    pub async fn delete_unreferenced_dataset(&self, id: &str) -> StoreResult<DatasetRecord> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.note(e))?;
+        self.tick()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM datasets WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| self.note(e))?
+        .ok_or(StoreError::NotFound("dataset"))?;
+        let dataset = decode(&row)?;
+        if let Some(why) = self.references_in(&mut tx, id).await? {
+            return Err(StoreError::Conflict(why));
+        }
+        self.tick()?;
+        sqlx::query("DELETE FROM datasets WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.note(e))?;
+        tx.commit().await.map_err(|e| self.note(e))?;
+        Ok(dataset)
+    }
+
+    /// What refers to a dataset, in words, or `None`: model versions whose lineage it is (named), or
+    /// jobs that train or trained on it (named; waiting and running ones first).
+    pub async fn dataset_references(&self, id: &str) -> StoreResult<Option<String>> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.note(e))?;
+        let found = self.references_in(&mut tx, id).await;
+        tx.rollback().await.map_err(|e| self.note(e))?;
+        found
+    }
+
+    async fn references_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        id: &str,
+    ) -> StoreResult<Option<String>> {
+        let versions = self
+            .named_references(
+                tx,
+                "SELECT model_name || ' v' || CAST(version AS TEXT) AS name FROM model_versions \
+                 WHERE dataset_id = $1 ORDER BY model_name, version LIMIT $2",
+                id,
+            )
+            .await?;
+        if let Some(versions) = versions {
+            return Ok(Some(format!(
+                "dataset {id} is in the lineage of model versions {versions}: delete those versions \
+                 first (or archive the dataset instead)"
+            )));
+        }
+        let jobs = self
+            .named_references(
+                tx,
+                "SELECT id || ' (' || status || ')' AS name FROM jobs WHERE dataset_id = $1 ORDER BY \
+                 CASE WHEN status IN ('QUEUED', 'RUNNING', 'PAUSED') THEN 0 ELSE 1 END, created_at \
+                 LIMIT $2",
+                id,
+            )
+            .await?;
+        Ok(jobs.map(|jobs| {
+            format!(
+                "jobs {jobs} train or trained on dataset {id}: cancel and delete them first (or \
+                 archive the dataset instead)"
+            )
+        }))
+    }
+
+    /// The `name` column of `sql` (binding the dataset's id and a limit), the first 10 joined with
+    /// commas (and "more" when there are more), or `None` when it finds nothing.
+    async fn named_references(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        sql: &'static str,
+        id: &str,
+    ) -> StoreResult<Option<String>> {
+        const SHOWN: usize = 10;
+        self.tick()?;
+        let rows = sqlx::query(sql)
+            .bind(id)
+            .bind(SHOWN as i64 + 1)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| self.note(e))?;
+        let mut names = rows
+            .iter()
+            .map(|r| Ok(r.try_get::<String, _>("name")?))
+            .collect::<StoreResult<Vec<_>>>()?;
+        if names.len() > SHOWN {
+            names.truncate(SHOWN);
+            names.push("more".into());
+        }
+        Ok((!names.is_empty()).then(|| names.join(", ")))
+    }
+
+    /// Marks a dataset used by a job from `at` on (the first time only).
+    pub async fn mark_dataset_used(&self, id: &str, at: i64) -> StoreResult<()> {
+        self.tick()?;
+        sqlx::query("UPDATE datasets SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.note(e))?;
+        Ok(())
+    }
+
+    /// Archives a dataset (`Some(at)`) or restores it (`None`).
+    pub async fn set_dataset_archived(
+        &self,
+        id: &str,
+        at: Option<i64>,
+    ) -> StoreResult<Option<DatasetRecord>> {
+        self.tick()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE datasets SET archived_at = $1 WHERE id = $2 RETURNING {COLUMNS}"
+        )))
+        .bind(at)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.note(e))?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Checked datasets created before `before`, oldest first, at most `limit`: those in `lifecycle`
+    /// when given.
+    pub async fn datasets_created_before(
+        &self,
+        before: i64,
+        lifecycle: Option<crate::domain::DatasetLifecycle>,
+        limit: i64,
+    ) -> StoreResult<Vec<DatasetRecord>> {
+        use crate::domain::DatasetLifecycle;
+        self.tick()?;
+        let filter = match lifecycle {
+            None => "",
+            Some(DatasetLifecycle::Fresh) => " AND archived_at IS NULL AND used_at IS NULL",
+            Some(DatasetLifecycle::Used) => " AND archived_at IS NULL AND used_at IS NOT NULL",
+            Some(DatasetLifecycle::Archived) => " AND archived_at IS NOT NULL",
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM datasets WHERE created_at < $1 AND status <> 'UPLOADED'{filter} \
+             ORDER BY created_at, id LIMIT $2"
+        )))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.note(e))?;
+        rows.iter().map(decode).collect()
     }
 
     /// Records the size and SHA-256 of an upload's stored bytes.

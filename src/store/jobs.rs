@@ -128,6 +128,10 @@ fn filter_clauses(filter: &JobFilter) -> (Vec<String>, Vec<String>) {
         values.push(model.clone());
         clauses.push(format!("model_name = ${}", values.len()));
     }
+    if let Some(dataset) = &filter.dataset_id {
+        values.push(dataset.clone());
+        clauses.push(format!("dataset_id = ${}", values.len()));
+    }
     (clauses, values)
 }
 

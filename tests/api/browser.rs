@@ -287,6 +287,7 @@ async fn the_datasets_page_resumes_an_upload_after_its_tab_was_closed() {
         ("ROWS", rows.to_string()),
     ];
     let mut ids = Vec::new();
+    let mut downloaded = String::new();
     run_script("datasets.mjs", &chromium, &vars, |line| {
         if let Some(id) = line
             .strip_prefix("upload ")
@@ -294,22 +295,27 @@ async fn the_datasets_page_resumes_an_upload_after_its_tab_was_closed() {
         {
             ids.push(id.trim().to_string());
         }
+        if let Some(what) = line.strip_prefix("downloaded ") {
+            downloaded = what.trim().to_string();
+        }
     })
     .await;
     let [resumed, discarded] = &ids[..] else {
         panic!("the script named the two uploads: {ids:?}");
     };
-    let query =
-        "query($id: ID!) { upload(id: $id) { status dataset { name status rowCount sha256 } } }";
-    let seen = app.data(query, json!({ "id": resumed })).await;
-    let dataset = &seen["upload"]["dataset"];
-    assert_eq!(seen["upload"]["status"], "DONE", "{seen}");
-    assert_eq!(dataset["name"], "big prompts");
-    assert_eq!(dataset["rowCount"], rows);
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&file));
     assert_eq!(
-        dataset["sha256"],
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&file))
+        downloaded,
+        format!("big prompts.jsonl {} {sha256}", file.len()),
+        "the page downloads the file as uploaded"
     );
+    let query = "query($id: ID!) { upload(id: $id) { status dataset { id } } }";
+    let seen = app.data(query, json!({ "id": resumed })).await;
+    assert_eq!(seen["upload"]["status"], "DONE", "{seen}");
+    // The page deleted the dataset at the end.
+    assert_eq!(seen["upload"]["dataset"], serde_json::Value::Null, "{seen}");
+    let count = app.data("{ datasets { totalCount } }", json!({})).await;
+    assert_eq!(count["datasets"]["totalCount"], 0);
     let gone = app.data(query, json!({ "id": discarded })).await;
     assert_eq!(
         gone["upload"],

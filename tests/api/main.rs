@@ -16,6 +16,7 @@ mod helpers;
 mod job_control;
 mod jobs;
 mod kubernetes;
+mod lifecycle;
 mod limits;
 mod logs;
 mod models;

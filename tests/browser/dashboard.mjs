@@ -138,8 +138,11 @@ try {
     return into >= 5 && into <= perEpoch / 2 ? last : false;
   }, pausedAt, { timeout: 60000 });
   const drawn = await crashAt.jsonValue();
+  const rewindsBefore = await page.evaluate(() => Number(document.querySelector('.charts').dataset.rewinds || 0));
   console.log(`crash ${jobId}`);
-  await page.waitForFunction((drawnBefore) => Number(document.querySelector('.charts').dataset.last) < drawnBefore, drawn, { timeout: 60000, polling: 'raf' });
+  // The next attempt's JobResumed rewinds the chart (it may redraw past the crash within one frame, so
+  // the rewind is counted rather than watched for).
+  await page.waitForFunction((before) => Number(document.querySelector('.charts').dataset.rewinds || 0) > before, rewindsBefore, { timeout: 60000 });
   const rewoundTo = await page.evaluate(() => Number(document.querySelector('.charts').dataset.rewoundTo));
   if (!(rewoundTo < drawn)) problems.push(`after the crash at step ${drawn} the job went on from step ${rewoundTo}`);
   await page.waitForFunction(

@@ -1,14 +1,16 @@
 // The datasets page's resumable upload, in Debian's chromium: a large file is uploaded over a slowed
 // network and the tab is closed part-way; a new tab lists the unfinished upload with what kiln has
-// stored, and choosing the same file again goes on from there (not from zero) to a READY dataset. A
-// second unfinished upload is discarded from the list.
+// stored, and choosing the same file again goes on from there (not from zero) to a READY dataset. The
+// dataset is downloaded, archived and restored from its row; a second unfinished upload is discarded
+// from the list; the dataset is deleted (after a confirmation).
 //
 // Run by tests/api/browser.rs. Environment: KILN_URL, KILN_TOKEN, KILN_SCREENSHOTS, KILN_CHROMIUM,
 // FILE (a JSONL file of several MiB on disk, so the browser gives it the same modification time each
-// time it is chosen), ROWS (its rows). Prints `upload <id>` once the upload exists. Exits 1 saying what
-// went wrong.
+// time it is chosen), ROWS (its rows). Prints `upload <id>`, `downloaded <file name> <bytes> <sha256>`
+// and `discarded <id>`. Exits 1 saying what went wrong.
 
-import { statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
 
 import { env, start } from './harness.mjs';
 
@@ -80,6 +82,24 @@ try {
   if (left !== 0) problems.push(`a finished upload is still remembered (${left})`);
   if (await page.$('.unfinished-list li')) problems.push('the finished upload is still listed as unfinished');
 
+  // The dataset's actions: download (the file as uploaded), archive and restore, delete.
+  const row = 'table.datasets tr:has(td:has-text("big prompts"))';
+  const [saved] = await Promise.all([
+    page.waitForEvent('download'),
+    page.click(`${row} button:has-text("Download")`),
+  ]);
+  const got = readFileSync(await saved.path());
+  console.log(`downloaded ${saved.suggestedFilename()} ${got.length} ${createHash('sha256').update(got).digest('hex')}`);
+  await page.click(`${row} button:has-text("Archive")`);
+  await page.waitForSelector(`${row} .status-archived`);
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.screenshot({ path: `${process.env.KILN_SCREENSHOTS}/datasets-actions-1280.png` });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.screenshot({ path: `${process.env.KILN_SCREENSHOTS}/datasets-actions-phone.png`, fullPage: true });
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.click(`${row} button:has-text("Restore")`);
+  await page.waitForSelector(`${row} .status-fresh`);
+
   // Another upload left unfinished is discarded from the list: kiln drops its bytes.
   await throttle(page, 1024 * 1024);
   await page.setInputFiles('#dataset-file', file);
@@ -92,6 +112,11 @@ try {
   console.log(`discarded ${discarded}`);
   await page.click('.unfinished-list li button:has-text("Discard")');
   await page.waitForFunction(() => !document.querySelector('.unfinished-list li'), null, { timeout: 15000 });
+
+  // Deleting asks first; then the dataset is gone from the list.
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.click(`${row} button:has-text("Delete")`);
+  await page.waitForSelector(row, { state: 'detached', timeout: 15000 });
 } catch (e) {
   problems.push(`the datasets test stopped: ${e.stack || e}`);
 }

@@ -133,32 +133,45 @@ impl JobsQuery {
         Ok(service(ctx).job(&id).await?.map(Job))
     }
 
-    /// Newest first. `first`: 1–100 (default 20).
+    /// Newest first. `first`: 1–100 (default 20). `datasetId`: the jobs that train or trained on
+    /// that dataset.
     #[graphql(complexity = "super::paging::complexity(first, child_complexity)")]
     async fn jobs(
         &self,
         ctx: &Context<'_>,
         status: Option<JobStatus>,
         model_name: Option<String>,
+        dataset_id: Option<ID>,
         first: Option<i32>,
         after: Option<String>,
     ) -> ApiResult<Page<(i64, String), Job>> {
-        let request = PageRequest::parse(first, after)?;
         let filter = JobFilter {
             status: status.map(Into::into),
             model_name,
+            dataset_id: dataset_id.map(|id| id.0),
         };
-        let rows = service(ctx)
-            .jobs(&filter, request.fetch(), request.after.clone())
-            .await?;
-        Ok(page(
-            &request,
-            rows,
-            Count::Jobs(filter),
-            |j| (j.created_at, j.id.clone()),
-            Job,
-        ))
+        job_page(ctx, filter, first, after).await
     }
+}
+
+/// A page of the jobs `filter` selects, newest first.
+pub async fn job_page(
+    ctx: &Context<'_>,
+    filter: JobFilter,
+    first: Option<i32>,
+    after: Option<String>,
+) -> ApiResult<Page<(i64, String), Job>> {
+    let request = PageRequest::parse(first, after)?;
+    let rows = service(ctx)
+        .jobs(&filter, request.fetch(), request.after.clone())
+        .await?;
+    Ok(page(
+        &request,
+        rows,
+        Count::Jobs(filter),
+        |j| (j.created_at, j.id.clone()),
+        Job,
+    ))
 }
 
 #[derive(Default)]

@@ -3,14 +3,17 @@
 // each unfinished upload in localStorage, so after the tab was closed (or the network dropped) choosing
 // the same file again goes on from the bytes kiln already has; the page lists those uploads.
 
-import { gql, subscribe, token, ApiError } from '../api.js';
-import { badge, bytes, errorBox, fill, h, pager, percent, progressBar, showError, when } from '../ui.js';
+import { download, gql, subscribe, token, ApiError } from '../api.js';
+import { actionButton, badge, bytes, errorBox, fill, h, pager, percent, progressBar, showError, when } from '../ui.js';
 
 const PAGE = 20;
 const LIST = `query($first: Int, $after: String) { datasets(first: $first, after: $after) {
   totalCount pageInfo { hasNextPage endCursor }
-  nodes { id name format kind status rowCount sizeBytes textField labelField features
+  nodes { id name format kind status lifecycle downloadUrl rowCount sizeBytes textField labelField features
           labels { label count } errors { line message } errorCount createdAt } } }`;
+const ARCHIVE = 'mutation($id: ID!) { archiveDataset(id: $id) { id lifecycle } }';
+const RESTORE = 'mutation($id: ID!) { restoreDataset(id: $id) { id lifecycle } }';
+const DELETE = 'mutation($id: ID!) { deleteDataset(id: $id) }';
 const UPLOAD_STATE = 'query($id: ID!) { upload(id: $id) { id offset length status createdAt expiresAt } }';
 const UPLOAD_EVENTS = `subscription($id: ID!) { uploadEvents(id: $id) { offset length status error
   dataset { id name status rowCount errorCount errors { line message } } } }`;
@@ -210,6 +213,28 @@ export function render(main) {
         } }, 'Discard'))))) : null);
   }
 
+  /// A dataset's buttons: download, archive or restore, delete (after a confirmation); kiln's refusal
+  /// (a job or a model version still needs it) shows above the list.
+  function actions(d) {
+    const withLabel = (verb, action) => {
+      const b = actionButton(verb, action, errorSlot);
+      b.setAttribute('aria-label', `${verb} ${d.name}`);
+      return b;
+    };
+    const fileName = `${d.name}.${d.format.toLowerCase()}`;
+    return [
+      withLabel('Download', () => download(d.downloadUrl, fileName)),
+      d.lifecycle === 'ARCHIVED'
+        ? withLabel('Restore', async () => { await gql(RESTORE, { id: d.id }); await load(); })
+        : withLabel('Archive', async () => { await gql(ARCHIVE, { id: d.id }); await load(); }),
+      withLabel('Delete', async () => {
+        if (!window.confirm(`Delete dataset ${d.name} and its file? This cannot be undone.`)) return;
+        await gql(DELETE, { id: d.id });
+        await load();
+      }),
+    ];
+  }
+
   async function load() {
     showError(errorSlot, null);
     let data;
@@ -223,15 +248,16 @@ export function render(main) {
     fill(list,
       nodes.length
         ? h('div', { class: 'table-wrap' }, h('table', { class: 'datasets' },
-            h('thead', {}, h('tr', {}, ['Dataset', 'Status', 'Kind', 'Rows', 'Size', 'Labels', 'Uploaded'].map((t) => h('th', { scope: 'col' }, t)))),
+            h('thead', {}, h('tr', {}, ['Dataset', 'Status', 'Kind', 'Rows', 'Size', 'Labels', 'Uploaded', 'Actions'].map((t) => h('th', { scope: 'col' }, t)))),
             h('tbody', {}, nodes.map((d) => h('tr', { 'data-dataset': d.id },
               h('td', {}, d.name, problems(d)),
-              h('td', {}, badge(d.status)),
+              h('td', {}, badge(d.status), ' ', badge(d.lifecycle)),
               h('td', {}, d.kind ? d.kind.toLowerCase() : '–'),
               h('td', { class: 'num' }, d.rowCount),
               h('td', { class: 'num' }, bytes(d.sizeBytes)),
               h('td', { class: 'labels' }, d.labels.slice(0, 6).map((l) => `${l.label} ${l.count}`).join(' · '), d.labels.length > 6 ? ` · ${d.labels.length - 6} more` : ''),
-              h('td', {}, when(d.createdAt)))))))
+              h('td', {}, when(d.createdAt)),
+              h('td', { class: 'actions' }, h('div', { class: 'row-actions' }, actions(d))))))))
         : h('p', { class: 'empty' }, 'No datasets yet: upload one above.'),
       pager('dataset', totalCount, PAGE, cursors, pageInfo, load));
   }

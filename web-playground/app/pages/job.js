@@ -214,6 +214,7 @@ export function render(main, params, id) {
         }
         job.epochs = job.epochs.filter((e) => e.epoch <= event.fromEpoch);
         chartsBox.dataset.rewoundTo = String(event.fromStep);
+        chartsBox.dataset.rewinds = String(Number(chartsBox.dataset.rewinds || 0) + 1);
         drawCharts();
         drawLatest();
         break;
