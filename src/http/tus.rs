@@ -111,10 +111,6 @@ fn http_date(epoch_ms: i64) -> HeaderValue {
     HeaderValue::from_str(&httpdate::fmt_http_date(at)).unwrap_or(HeaderValue::from_static(""))
 }
 
-fn number_value(n: i64) -> HeaderValue {
-    HeaderValue::from(n)
-}
-
 /// `OPTIONS /uploads`: what this server supports.
 pub async fn options(State(s): State<HttpState>) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -165,7 +161,7 @@ pub async fn create(State(s): State<HttpState>, headers: HeaderMap) -> Response 
             if let Ok(location) = HeaderValue::from_str(&format!("/uploads/{}", upload.id)) {
                 headers.insert(header::LOCATION, location);
             }
-            headers.insert(tus_header("upload-offset"), number_value(0));
+            headers.insert(tus_header("upload-offset"), HeaderValue::from(0));
             headers.insert(tus_header("upload-expires"), http_date(upload.expires_at));
             with_version(response)
         }
@@ -200,8 +196,14 @@ pub async fn head(
     }
     let mut response = StatusCode::OK.into_response();
     let headers = response.headers_mut();
-    headers.insert(tus_header("upload-offset"), number_value(upload.offset));
-    headers.insert(tus_header("upload-length"), number_value(upload.length));
+    headers.insert(
+        tus_header("upload-offset"),
+        HeaderValue::from(upload.offset),
+    );
+    headers.insert(
+        tus_header("upload-length"),
+        HeaderValue::from(upload.length),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if upload.status == UploadStatus::Receiving {
         headers.insert(tus_header("upload-expires"), http_date(upload.expires_at));
@@ -274,7 +276,10 @@ pub async fn patch(
         Ok(Ok(upload)) => {
             let mut response = StatusCode::NO_CONTENT.into_response();
             let headers = response.headers_mut();
-            headers.insert(tus_header("upload-offset"), number_value(upload.offset));
+            headers.insert(
+                tus_header("upload-offset"),
+                HeaderValue::from(upload.offset),
+            );
             if upload.status == UploadStatus::Receiving {
                 headers.insert(tus_header("upload-expires"), http_date(upload.expires_at));
             }

@@ -214,8 +214,31 @@ impl Objects {
         Ok(Bytes::from(out))
     }
 
-    /// Streams an object into a local file (created or replaced), never whole in memory.
+    /// Streams an object into a local file (created or replaced), never whole in memory; its size.
     pub async fn get_to_file(&self, key: &ObjectKey, path: &std::path::Path) -> Result<u64> {
+        self.fetch_to_file(key, path, None).await
+    }
+
+    /// [`Objects::get_to_file`], computing the SHA-256 of the bytes as they pass.
+    pub async fn get_to_file_hashed(
+        &self,
+        key: &ObjectKey,
+        path: &std::path::Path,
+    ) -> Result<Stored> {
+        let mut hasher = Sha256::new();
+        let size = self.fetch_to_file(key, path, Some(&mut hasher)).await?;
+        Ok(Stored {
+            size_bytes: size,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    async fn fetch_to_file(
+        &self,
+        key: &ObjectKey,
+        path: &std::path::Path,
+        mut hasher: Option<&mut Sha256>,
+    ) -> Result<u64> {
         use tokio::io::AsyncWriteExt;
         let result = self
             .store
@@ -230,6 +253,9 @@ impl Objects {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.with_context(|| format!("reading {key}"))?;
             size += chunk.len() as u64;
+            if let Some(hasher) = hasher.as_mut() {
+                hasher.update(&chunk);
+            }
             file.write_all(&chunk)
                 .await
                 .with_context(|| format!("writing {}", path.display()))?;

@@ -15,7 +15,6 @@
 //! Every change is published as an `UploadChanged` event under the upload's id (`uploadEvents`).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -459,12 +458,9 @@ impl Service {
             .await
             .map_err(anyhow::Error::from)?;
         let local = tempfile::NamedTempFile::new_in(&spool).map_err(anyhow::Error::from)?;
-        let size = self.objects.get_to_file(&key, local.path()).await?;
+        let stored = self.objects.get_to_file_hashed(&key, local.path()).await?;
+        let (size, sha256) = (stored.size_bytes, stored.sha256);
         let file = local.reopen().map_err(anyhow::Error::from)?;
-        let (sha256, file) = tokio::task::spawn_blocking(move || sha256_of(file))
-            .await
-            .map_err(anyhow::Error::from)?
-            .map_err(anyhow::Error::from)?;
         let declared = super::datasets::Declared {
             name: upload.name.clone(),
             format: upload.format,
@@ -647,20 +643,4 @@ impl Service {
             tracing::warn!(error = format!("{e:#}"), %key, "removing an upload's leftover");
         }
     }
-}
-
-/// The SHA-256 of a file, read from its start, and the file.
-fn sha256_of(mut file: std::fs::File) -> std::io::Result<(String, std::fs::File)> {
-    use std::io::{Seek, SeekFrom};
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    file.seek(SeekFrom::Start(0))?;
-    Ok((hex::encode(hasher.finalize()), file))
 }
