@@ -127,8 +127,9 @@ mod tests {
     fn a_job_process_is_handed_every_setting_it_reads() {
         // What `serve` knows and its job processes do not need: where it listens and how it serves,
         // its own workers, the token it mints, how jobs are started and stopped, predictions.
-        const SERVER_ONLY: [&str; 19] = [
+        const SERVER_ONLY: [&str; 20] = [
             "KILN_UPLOAD_EXPIRY_HOURS",
+            "KILN_ALLOW_PII",
             "KILN_RUNNER",
             "KILN_WORKER_GPUS",
             "KILN_K8S_IMAGE",

@@ -244,16 +244,20 @@ async fn run_claimed_job(args: RunJobArgs) -> Result<crate::runner::JobExit> {
 /// `kiln train`: one training run from a local file.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// The dataset: JSONL or CSV, as for uploads.
+    /// The dataset: JSONL, CSV or Parquet, as for uploads.
     #[arg(long)]
     pub data: PathBuf,
-    /// JSONL or CSV; default: from the file's extension.
+    /// jsonl, csv or parquet; default: from the file's extension.
     #[arg(long)]
     pub format: Option<String>,
     #[arg(long, default_value = "text")]
     pub text_field: String,
     #[arg(long, default_value = "label")]
     pub label_field: String,
+    /// A table's feature columns, comma-separated, in this order; default: every column but the label
+    /// (when the file has no text field).
+    #[arg(long, value_delimiter = ',')]
+    pub feature_fields: Option<Vec<String>>,
     /// A HuggingFace-format directory or `hf:org/name[@revision]` to fine-tune (text only); default: a
     /// small random-initialised BERT.
     #[arg(long)]
@@ -440,12 +444,18 @@ pub async fn train(args: TrainArgs) -> Result<()> {
     let format = match &args.format {
         Some(f) => DatasetFormat::parse(&f.to_ascii_uppercase()).map_err(as_flag)?,
         None => DatasetFormat::from_file_name(&args.data.display().to_string())
-            .context("--format: cannot be told from the file name; pass jsonl or csv")?,
+            .context("--format: cannot be told from the file name; pass jsonl, csv or parquet")?,
     };
-    let names = FieldNames {
-        text: args.text_field.clone(),
-        label: args.label_field.clone(),
-    };
+    let names = crate::domain::MappingInput {
+        text_field: args
+            .feature_fields
+            .is_none()
+            .then(|| args.text_field.clone()),
+        label_field: Some(args.label_field.clone()),
+        feature_fields: args.feature_fields.clone(),
+    }
+    .apply("", &FieldNames::default())
+    .map_err(as_flag)?;
     let path = args.data.clone();
     let options = crate::data::ReadOptions::new(format, names);
     let loaded =
@@ -799,7 +809,10 @@ fn check_output(output: &Path, force: bool) -> Result<()> {
 
 /// A settings error in the CLI's terms: `hyperparameters.maxSeqLength` is the flag `--max-seq-length`.
 fn as_flag(e: FieldError) -> anyhow::Error {
-    const FLAGS: [&str; 9] = [
+    const FLAGS: [&str; 12] = [
+        "textField",
+        "labelField",
+        "featureFields",
         "epochs",
         "batchSize",
         "learningRate",

@@ -272,6 +272,10 @@ pub struct Config {
     #[arg(long, env = "KILN_UPLOAD_EXPIRY_HOURS", default_value_t = 24,
           value_parser = clap::value_parser!(u64).range(1..=8760))]
     pub upload_expiry_hours: u64,
+    /// Whether `submitJob` trains on a dataset whose texts hold personal data or secrets when the job
+    /// does not say (`allowPii`); by default such a job is refused.
+    #[arg(long, env = "KILN_ALLOW_PII", default_value_t = false)]
+    pub allow_pii: bool,
     /// Longest line of a dataset file, in bytes; a longer line is an error naming it.
     #[arg(long, env = "KILN_MAX_LINE_BYTES", default_value_t = 1 << 20)]
     pub max_line_bytes: usize,
@@ -419,6 +423,7 @@ impl Config {
             max_train_memory: None,
             max_line_bytes: 1 << 20,
             upload_expiry_hours: 24,
+            allow_pii: false,
             work_dir: dir.join("work"),
             max_connections: 1024,
             http_timeout_seconds: 30,

@@ -2,7 +2,7 @@
 //! for reading rows back.
 
 use super::{FieldNames, MAX_FEATURES, MAX_TEXT_CHARS};
-use crate::domain::DatasetKind;
+use crate::domain::{DatasetKind, ValidationRules, abbreviate};
 
 /// One cell of a record.
 pub(super) enum Cell<'a> {
@@ -44,6 +44,8 @@ pub(super) trait Cells {
     fn text(&self) -> Cell<'_>;
     /// The `j`-th feature column.
     fn feature(&self, j: usize) -> Cell<'_>;
+    /// The `j`-th of the rules' required fields.
+    fn required(&self, j: usize) -> Cell<'_>;
 }
 
 /// A JSONL record: an object whose keys are the field names.
@@ -51,6 +53,7 @@ pub(super) struct JsonCells<'a> {
     pub object: &'a serde_json::Map<String, serde_json::Value>,
     pub names: &'a FieldNames,
     pub features: &'a [String],
+    pub required: &'a [String],
 }
 
 impl Cells for JsonCells<'_> {
@@ -63,14 +66,20 @@ impl Cells for JsonCells<'_> {
     fn feature(&self, j: usize) -> Cell<'_> {
         Cell::from_json(self.object.get(&self.features[j]))
     }
+    fn required(&self, j: usize) -> Cell<'_> {
+        Cell::from_json(self.object.get(&self.required[j]))
+    }
 }
 
 /// Where the columns a CSV file is read by are, found once from its header.
 #[derive(Debug, Clone)]
 pub(super) struct CsvLayout {
+    pub delimiter: u8,
     pub label: usize,
     pub text: Option<usize>,
     pub features: Vec<usize>,
+    /// The rules' required fields; `None` for a field the file has no column for (reported once).
+    pub required: Vec<Option<usize>>,
 }
 
 pub(super) struct CsvCells<'a> {
@@ -96,6 +105,9 @@ impl Cells for CsvCells<'_> {
     }
     fn feature(&self, j: usize) -> Cell<'_> {
         self.at(self.layout.features.get(j).copied())
+    }
+    fn required(&self, j: usize) -> Cell<'_> {
+        self.at(self.layout.required.get(j).copied().flatten())
     }
 }
 
@@ -188,6 +200,48 @@ pub(super) fn check<'a>(
         text,
         features,
     })
+}
+
+/// Checks a valid row against `rules` (the per-row ones: allowed labels, text length, required
+/// fields), pushing what it breaks to `problems`. The count rules (`minRows`, `minRowsPerLabel`) apply
+/// to the whole file, after the pass.
+pub(super) fn check_rules(
+    cells: &impl Cells,
+    row: &Row<'_>,
+    rules: &ValidationRules,
+    names: &FieldNames,
+    problems: &mut Vec<String>,
+) {
+    if let Some(allowed) = &rules.allowed_labels
+        && !allowed.contains(&row.label)
+    {
+        problems.push(format!(
+            "label {:?} is not one of allowedLabels ({})",
+            abbreviate(&row.label, 100),
+            abbreviate(&allowed.join(", "), 200)
+        ));
+    }
+    if let (Some(max), Some(text)) = (rules.max_text_length, row.text) {
+        let chars = text.chars().count() as u64;
+        if chars > max {
+            problems.push(format!(
+                "field {:?} is {chars} characters, more than maxTextLength {max}",
+                names.text
+            ));
+        }
+    }
+    for (j, name) in rules.required_fields.iter().enumerate() {
+        let present = match cells.required(j) {
+            Cell::Missing | Cell::Null => false,
+            Cell::Str(s) => !s.trim().is_empty(),
+            _ => true,
+        };
+        if !present {
+            problems.push(format!(
+                "field {name:?} is missing or blank (requiredFields)"
+            ));
+        }
+    }
 }
 
 /// Integral numbers as labels read `1`, not `1.0`.

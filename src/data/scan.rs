@@ -1,13 +1,22 @@
 //! The one pass over a file: validation, statistics and, when asked, the index of valid rows.
 
-use std::collections::HashMap;
-use std::io::BufRead;
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::Path;
 
 use super::lines::{Line, LineLimit, LineTooLong, read_line};
-use super::record::{Cells, CsvCells, CsvLayout, JsonCells, check};
+use super::parquet::{self, Flow, Item, Object};
+use super::pii::PiiCollector;
+use super::record::{Cell, Cells, CsvCells, CsvLayout, JsonCells, check, check_rules};
 use super::rows::{IndexedRows, Layout, RowSource};
-use super::{MAX_LABELS, MAX_REPORTED_ERRORS, ReadOptions};
-use crate::domain::{DatasetFormat, DatasetKind, DatasetSummary, ExampleKind, RowError};
+use super::stats::Collector;
+use super::{MAX_FEATURES, MAX_LABELS, MAX_REPORTED_ERRORS, ReadOptions, sniff};
+use crate::domain::{
+    DatasetFormat, DatasetKind, DatasetSummary, ExampleKind, RowError, abbreviate,
+};
+
+/// The most columns a file's layout lists.
+pub const MAX_COLUMNS: usize = MAX_FEATURES + 2;
 
 /// What one pass over a file found.
 #[derive(Debug, Default)]
@@ -16,6 +25,11 @@ pub struct Scan {
     /// Built only by [`index`].
     rows: Option<RowIndex>,
     csv: Option<CsvLayout>,
+    /// The columns listed so far (JSONL rows may each have other keys).
+    columns: HashSet<String>,
+    /// Gather the statistics and the personal data found; only [`scan`] keeps them.
+    stats: Option<Collector>,
+    pii: Option<PiiCollector>,
 }
 
 /// Where each valid row is, and its label.
@@ -43,8 +57,14 @@ impl Scan {
         }
     }
 
-    /// Counts one valid row and, when indexing, records where it is.
-    fn accept(&mut self, line: u64, label: String, offset: u64, len: usize) {
+    /// The keys of the distinct rows read (see `data::overlap`), when statistics were gathered.
+    pub fn row_keys(&self) -> Option<Vec<u8>> {
+        self.stats.as_ref().map(Collector::encoded_keys)
+    }
+
+    /// Counts one valid row and, when indexing, records where it is; false when the row is one label
+    /// too many.
+    fn accept(&mut self, line: u64, label: String, offset: u64, len: usize) -> bool {
         if !self.summary.labels.contains_key(&label) && self.summary.labels.len() >= MAX_LABELS {
             self.error(
                 Some(line),
@@ -53,7 +73,7 @@ impl Scan {
                     MAX_LABELS + 1
                 ),
             );
-            return;
+            return false;
         }
         self.summary.row_count += 1;
         if let Some(index) = &mut self.rows {
@@ -63,31 +83,83 @@ impl Scan {
             index.spans.push((offset, len as u32));
         }
         *self.summary.labels.entry(label).or_default() += 1;
+        true
+    }
+
+    /// Lists columns not seen before, up to [`MAX_COLUMNS`].
+    fn note_columns<'a>(&mut self, names: impl Iterator<Item = &'a String>) {
+        for name in names {
+            if self.columns.len() >= MAX_COLUMNS {
+                return;
+            }
+            if !self.columns.contains(name) {
+                self.columns.insert(name.clone());
+                self.summary.layout.columns.push(name.clone());
+            }
+        }
     }
 }
 
 /// Reads a whole file once and reports what is wrong with it, by line, in constant memory.
-pub fn scan(reader: impl BufRead, options: &ReadOptions) -> Scan {
-    run(reader, options, Scan::default())
+/// Statistics and the personal data in valid rows' texts are gathered in the same pass
+/// (`summary.stats`, `summary.pii`, and [`Scan::row_keys`]).
+pub fn scan(source: &RowSource, options: &ReadOptions) -> Scan {
+    let mut scan = Scan {
+        stats: Some(Collector::default()),
+        pii: Some(PiiCollector::default()),
+        ..Scan::default()
+    };
+    run(source, options, &mut scan, None);
+    scan.summary.stats = scan
+        .stats
+        .as_ref()
+        .map(|c| c.finish(&scan.summary.labels, &scan.summary.features));
+    scan.summary.pii = scan.pii.as_ref().map(PiiCollector::finish);
+    scan
 }
 
 /// Validates a file as [`scan`] does and indexes its valid rows; a file with any problem is refused with
-/// what was found. The rows are read back from `source`, which must hold the same bytes.
+/// what was found. Rows are read back from `source`; a Parquet file's rows are first written to
+/// `scratch` as JSONL lines and read back from there (the caller removes it).
 pub fn index(
-    reader: impl BufRead,
-    options: &ReadOptions,
     source: RowSource,
-) -> Result<IndexedRows, DatasetSummary> {
-    let scan = run(
-        reader,
-        options,
-        Scan {
-            rows: Some(RowIndex::default()),
-            ..Scan::default()
-        },
-    );
+    options: &ReadOptions,
+    scratch: &Path,
+) -> Result<IndexedRows, Box<DatasetSummary>> {
+    let mut scan = Scan {
+        rows: Some(RowIndex::default()),
+        ..Scan::default()
+    };
+    let (source, options) = if options.format == DatasetFormat::Parquet {
+        let mut sink = match Sink::create(scratch) {
+            Ok(sink) => sink,
+            Err(e) => {
+                scan.error(
+                    None,
+                    format!("cannot be written out at {}: {e}", scratch.display()),
+                );
+                return Err(Box::new(scan.summary));
+            }
+        };
+        run(&source, options, &mut scan, Some(&mut sink));
+        let file = match sink.finish() {
+            Ok(file) => file,
+            Err(e) => {
+                scan.error(None, format!("cannot be written out: {e}"));
+                return Err(Box::new(scan.summary));
+            }
+        };
+        let as_lines = ReadOptions {
+            format: DatasetFormat::Jsonl,
+            ..options.clone()
+        };
+        (RowSource::File(file), as_lines)
+    } else {
+        run(&source, options, &mut scan, None);
+        (source, options.clone())
+    };
     if !scan.is_valid() {
-        return Err(scan.summary);
+        return Err(Box::new(scan.summary));
     }
     let index = scan.rows.unwrap_or_default();
     // Label numbers follow the sorted label names.
@@ -111,7 +183,7 @@ pub fn index(
     Ok(IndexedRows::new(
         source,
         Layout {
-            options: options.clone(),
+            options,
             kind,
             csv: scan.csv,
         },
@@ -121,16 +193,94 @@ pub fn index(
     ))
 }
 
-fn run(reader: impl BufRead, options: &ReadOptions, mut scan: Scan) -> Scan {
-    match options.format {
-        DatasetFormat::Jsonl => scan_jsonl(reader, options, &mut scan),
-        DatasetFormat::Csv => scan_csv(reader, options, &mut scan),
+/// Where a Parquet file's rows are written as JSONL lines while it is indexed.
+struct Sink {
+    out: std::io::BufWriter<std::fs::File>,
+    offset: u64,
+    line: Vec<u8>,
+}
+
+impl Sink {
+    fn create(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Self {
+            out: std::io::BufWriter::with_capacity(256 * 1024, file),
+            offset: 0,
+            line: Vec::new(),
+        })
     }
-    if scan.summary.row_count == 0 && scan.summary.error_count == 0 {
+
+    /// Writes one row as a line; answers where it is.
+    fn write(&mut self, object: &Object) -> std::io::Result<(u64, usize)> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, object)?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)?;
+        let at = (self.offset, self.line.len() - 1);
+        self.offset += self.line.len() as u64;
+        Ok(at)
+    }
+
+    fn finish(self) -> std::io::Result<std::fs::File> {
+        self.out.into_inner().map_err(|e| e.into_error())
+    }
+}
+
+fn run(source: &RowSource, options: &ReadOptions, scan: &mut Scan, sink: Option<&mut Sink>) {
+    match options.format {
+        DatasetFormat::Parquet => scan_parquet(source, options, scan, sink),
+        text_format => match source.reader() {
+            Ok(reader) if text_format == DatasetFormat::Jsonl => scan_jsonl(reader, options, scan),
+            Ok(reader) => scan_csv(reader, options, scan),
+            Err(e) => scan.error(None, format!("cannot be read: {e}")),
+        },
+    }
+    finish(scan, options);
+}
+
+/// The checks of the whole file, after its rows: that it has rows, the count rules, and two labels.
+fn finish(scan: &mut Scan, options: &ReadOptions) {
+    let rules = &options.rules;
+    let rows = scan.summary.row_count;
+    if rows == 0 && scan.summary.error_count == 0 {
         scan.error(None, "the file holds no rows");
     }
-    if scan.summary.row_count > 0 && scan.summary.error_count == 0 && scan.summary.labels.len() < 2
+    if let Some(min) = rules.min_rows
+        && rows < min
     {
+        scan.error(None, format!("has {rows} valid rows; minRows is {min}"));
+    }
+    if let Some(min) = rules.min_rows_per_label {
+        // Allowed labels that never occur have 0 rows.
+        let mut counts: Vec<(String, u64)> = scan
+            .summary
+            .labels
+            .iter()
+            .map(|(l, c)| (l.clone(), *c))
+            .collect();
+        for allowed in rules.allowed_labels.iter().flatten() {
+            if !scan.summary.labels.contains_key(allowed) {
+                counts.push((allowed.clone(), 0));
+            }
+        }
+        for (label, count) in counts {
+            if count < min {
+                scan.error(
+                    None,
+                    format!(
+                        "label {:?} has {count} rows; minRowsPerLabel is {min}",
+                        abbreviate(&label, 100)
+                    ),
+                );
+            }
+        }
+    }
+    if rows > 0 && scan.summary.error_count == 0 && scan.summary.labels.len() < 2 {
         let only = scan
             .summary
             .labels
@@ -143,11 +293,11 @@ fn run(reader: impl BufRead, options: &ReadOptions, mut scan: Scan) -> Scan {
             format!("every row has the label {only:?}; classification needs at least 2 labels"),
         );
     }
-    scan
 }
 
-/// Checks `cells` and counts the row, or records its problems against `line`. `features` are the
-/// summary's feature names, taken out by the caller while `cells` may borrow them.
+/// Checks `cells` and the rules' per-row checks and counts the row, or records its problems against
+/// `line`. `features` are the summary's feature names, taken out by the caller while `cells` may
+/// borrow them.
 fn record(
     scan: &mut Scan,
     cells: &impl Cells,
@@ -157,21 +307,114 @@ fn record(
     features: &[String],
 ) {
     let kind = scan.summary.kind.unwrap_or(DatasetKind::Text);
+    if let Some(stats) = &mut scan.stats {
+        match kind {
+            DatasetKind::Text => {
+                if matches!(cells.text(), Cell::Null)
+                    || matches!(cells.text(), Cell::Str(s) if s.trim().is_empty())
+                {
+                    stats.empty_text();
+                }
+            }
+            DatasetKind::Tabular => {
+                for j in 0..features.len() {
+                    let missing = match cells.feature(j) {
+                        Cell::Missing | Cell::Null => true,
+                        Cell::Str(s) => s.trim().is_empty(),
+                        _ => false,
+                    };
+                    if missing {
+                        stats.missing_feature(j, features.len());
+                    }
+                }
+            }
+        }
+    }
     let mut problems = Vec::new();
-    let label = check(cells, kind, &options.names, features, &mut problems).map(|r| r.label);
+    let row = check(cells, kind, &options.names, features, &mut problems);
+    if let Some(row) = &row {
+        check_rules(cells, row, &options.rules, &options.names, &mut problems);
+    }
+    let broke = !problems.is_empty();
     for problem in problems {
         scan.error(Some(line), problem);
     }
-    if let Some(label) = label {
-        scan.accept(line, label, offset, len);
+    let Some(row) = row.filter(|_| !broke) else {
+        return;
+    };
+    if !scan.accept(line, row.label.clone(), offset, len) {
+        return;
+    }
+    if let Some(stats) = &mut scan.stats {
+        stats.row(line, &row.label, row.text, &row.features);
+    }
+    if let (Some(pii), Some(text)) = (&mut scan.pii, row.text) {
+        pii.text(line, text);
     }
 }
 
-fn scan_jsonl(mut reader: impl BufRead, options: &ReadOptions, scan: &mut Scan) {
+/// Checks one JSON object: a JSONL line or a Parquet row. The first one decides the dataset's kind;
+/// [`Flow::Stop`] when the file cannot be a dataset under its mapping.
+fn json_row(
+    scan: &mut Scan,
+    object: &Object,
+    options: &ReadOptions,
+    number: u64,
+    span: (u64, usize),
+) -> Flow {
     let names = &options.names;
+    scan.note_columns(object.keys());
+    if scan.summary.kind.is_none() {
+        let kind = match &names.features {
+            Some(_) => DatasetKind::Tabular,
+            None if object.contains_key(&names.text) => DatasetKind::Text,
+            None => DatasetKind::Tabular,
+        };
+        if kind == DatasetKind::Tabular {
+            scan.summary.features = match &names.features {
+                Some(mapped) => mapped.clone(),
+                None => {
+                    let words = object.iter().find(|(k, v)| {
+                        **k != names.label && v.as_str().is_some_and(|s| !is_number(s))
+                    });
+                    if let Some((likely, _)) = words {
+                        let fields: Vec<&str> = object.keys().map(String::as_str).collect();
+                        scan.error(Some(number), no_text_field(names, &fields, likely));
+                        return Flow::Stop;
+                    }
+                    object
+                        .keys()
+                        .filter(|k| **k != names.label)
+                        .cloned()
+                        .collect()
+                }
+            };
+        }
+        scan.summary.kind = Some(kind);
+    }
+    let features = std::mem::take(&mut scan.summary.features);
+    let cells = JsonCells {
+        object,
+        names,
+        features: &features,
+        required: &options.rules.required_fields,
+    };
+    record(scan, &cells, options, number, span, &features);
+    scan.summary.features = features;
+    Flow::Next
+}
+
+/// The UTF-8 byte order mark some tools write at a file's start.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+fn scan_jsonl(mut reader: impl BufRead, options: &ReadOptions, scan: &mut Scan) {
     let mut line = Vec::new();
     let mut number = 0u64;
     let mut offset = 0u64;
+    if reader.fill_buf().is_ok_and(|b| b.starts_with(BOM)) {
+        reader.consume(BOM.len());
+        offset = BOM.len() as u64;
+    }
     loop {
         number += 1;
         let start = offset;
@@ -209,84 +452,87 @@ fn scan_jsonl(mut reader: impl BufRead, options: &ReadOptions, scan: &mut Scan) 
                 continue;
             }
         };
-        if scan.summary.kind.is_none() {
-            let kind = if object.contains_key(&names.text) {
-                DatasetKind::Text
-            } else {
-                DatasetKind::Tabular
-            };
-            if kind == DatasetKind::Tabular {
-                let words = object
-                    .iter()
-                    .find(|(k, v)| **k != names.label && v.as_str().is_some_and(|s| !is_number(s)));
-                if let Some((likely, _)) = words {
-                    let fields: Vec<&str> = object.keys().map(String::as_str).collect();
-                    scan.error(Some(number), no_text_field(names, &fields, likely));
-                    return;
-                }
-                scan.summary.features = object
-                    .keys()
-                    .filter(|k| **k != names.label)
-                    .cloned()
-                    .collect();
-            }
-            scan.summary.kind = Some(kind);
-        }
-        let features = std::mem::take(&mut scan.summary.features);
-        let cells = JsonCells {
-            object: &object,
-            names,
-            features: &features,
-        };
         // The row's span excludes its line break.
-        let span = (start, line.len());
-        record(scan, &cells, options, number, span, &features);
-        scan.summary.features = features;
+        if json_row(scan, &object, options, number, (start, line.len())) == Flow::Stop {
+            return;
+        }
+    }
+}
+
+/// A Parquet file's rows, numbered from 1, checked as JSON objects; written to `sink` when indexing.
+fn scan_parquet(
+    source: &RowSource,
+    options: &ReadOptions,
+    scan: &mut Scan,
+    mut sink: Option<&mut Sink>,
+) {
+    let mut number = 0u64;
+    let read = parquet::for_each_row(source, &mut |item| match item {
+        Item::Columns(columns) => {
+            scan.note_columns(columns.iter());
+            Flow::Next
+        }
+        Item::Row(object) => {
+            number += 1;
+            let span = match sink.as_deref_mut().map(|s| s.write(&object)) {
+                None => (0, 0),
+                Some(Ok(span)) => span,
+                Some(Err(e)) => {
+                    scan.error(None, format!("cannot be written out: {e}"));
+                    return Flow::Stop;
+                }
+            };
+            json_row(scan, &object, options, number, span)
+        }
+    });
+    if let Err(problem) = read {
+        let line = (number > 0).then_some(number + 1);
+        scan.error(line, format!("is not a readable Parquet file: {problem}"));
     }
 }
 
 fn scan_csv(reader: impl BufRead, options: &ReadOptions, scan: &mut Scan) {
     let names = &options.names;
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .from_reader(LineLimit::new(reader, options.max_line_bytes));
-    let headers = match csv.headers() {
-        Ok(h) => h.clone(),
+    let (dialect, reader) = match sniff::dialect(reader, names) {
+        Ok(found) => found,
         Err(e) => {
-            scan.error(
-                Some(1),
-                format!("the header cannot be read: {}", csv_problem(&e)),
-            );
+            scan.error(Some(1), format!("cannot be read: {e}"));
             return;
         }
     };
-    if headers.is_empty() {
-        return;
+    scan.summary.layout.csv = Some(dialect);
+    let mut csv = csv::ReaderBuilder::new()
+        .delimiter(dialect.delimiter)
+        .has_headers(false)
+        .flexible(false)
+        .from_reader(LineLimit::new(reader, options.max_line_bytes));
+    let mut row = csv::StringRecord::new();
+    match csv.read_record(&mut row) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            let what = if dialect.header {
+                "the header"
+            } else {
+                "the first row"
+            };
+            scan.error(
+                Some(1),
+                format!("{what} cannot be read: {}", csv_problem(&e)),
+            );
+            return;
+        }
     }
-    let columns: Vec<&str> = headers.iter().map(str::trim).collect();
-    let position = |name: &str| columns.iter().position(|c| *c == name);
-    let Some(label) = position(&names.label) else {
-        scan.error(
-            Some(1),
-            format!(
-                "there is no column {:?} (columns: {})",
-                names.label,
-                columns.join(", ")
-            ),
-        );
+    let columns: Vec<String> = if dialect.header {
+        row.iter().map(|c| c.trim().to_string()).collect()
+    } else {
+        sniff::column_names(row.len())
+    };
+    scan.note_columns(columns.iter());
+    let Some(layout) = csv_layout(scan, &columns, dialect, options) else {
         return;
     };
-    let text = position(&names.text);
-    let layout = CsvLayout {
-        label,
-        text,
-        features: match text {
-            Some(_) => Vec::new(),
-            None => (0..columns.len()).filter(|&i| i != label).collect(),
-        },
-    };
-    scan.summary.kind = Some(if text.is_some() {
+    scan.summary.kind = Some(if layout.text.is_some() {
         DatasetKind::Text
     } else {
         DatasetKind::Tabular
@@ -294,53 +540,122 @@ fn scan_csv(reader: impl BufRead, options: &ReadOptions, scan: &mut Scan) {
     scan.summary.features = layout
         .features
         .iter()
-        .map(|&i| columns[i].to_string())
+        .map(|&i| columns[i].clone())
         .collect();
-    let mut row = csv::StringRecord::new();
+    // Without a header the first record is the first row.
+    let mut pending = !dialect.header;
     let mut first = true;
     loop {
-        match csv.read_record(&mut row) {
-            Ok(false) => break,
-            Ok(true) => {
-                if std::mem::take(&mut first) && text.is_none() {
-                    let words = layout
-                        .features
-                        .iter()
-                        .find(|&&i| row.get(i).is_some_and(|s| !is_number(s)));
-                    if let Some(&likely) = words {
-                        let line = row.position().map_or(2, csv::Position::line);
-                        scan.error(Some(line), no_text_field(names, &columns, columns[likely]));
-                        break;
+        if !pending {
+            match csv.read_record(&mut row) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => {
+                    let line = e
+                        .position()
+                        .map(|p| p.line())
+                        .or_else(|| too_long(&e).map(|t| t.line));
+                    scan.error(line, format!("is not valid CSV: {}", csv_problem(&e)));
+                    if matches!(
+                        e.kind(),
+                        csv::ErrorKind::UnequalLengths { .. } | csv::ErrorKind::Utf8 { .. }
+                    ) {
+                        continue;
                     }
-                }
-                let position = row.position().cloned().unwrap_or_else(csv::Position::new);
-                // The reader now stands where the next record starts.
-                let len = (csv.position().byte() - position.byte()) as usize;
-                let cells = CsvCells {
-                    record: &row,
-                    layout: &layout,
-                };
-                let features = std::mem::take(&mut scan.summary.features);
-                let span = (position.byte(), len);
-                record(scan, &cells, options, position.line(), span, &features);
-                scan.summary.features = features;
-            }
-            Err(e) => {
-                let line = e
-                    .position()
-                    .map(|p| p.line())
-                    .or_else(|| too_long(&e).map(|t| t.line));
-                scan.error(line, format!("is not valid CSV: {}", csv_problem(&e)));
-                if !matches!(
-                    e.kind(),
-                    csv::ErrorKind::UnequalLengths { .. } | csv::ErrorKind::Utf8 { .. }
-                ) {
                     break;
                 }
             }
         }
+        pending = false;
+        let guess_words =
+            std::mem::take(&mut first) && layout.text.is_none() && names.features.is_none();
+        if guess_words {
+            let words = layout
+                .features
+                .iter()
+                .find(|&&i| row.get(i).is_some_and(|s| !is_number(s)));
+            if let Some(&likely) = words {
+                let line = row.position().map_or(2, csv::Position::line);
+                let fields: Vec<&str> = columns.iter().map(String::as_str).collect();
+                scan.error(Some(line), no_text_field(names, &fields, &columns[likely]));
+                break;
+            }
+        }
+        let position = row.position().cloned().unwrap_or_else(csv::Position::new);
+        // The reader now stands where the next record starts.
+        let len = (csv.position().byte() - position.byte()) as usize;
+        let cells = CsvCells {
+            record: &row,
+            layout: &layout,
+        };
+        let features = std::mem::take(&mut scan.summary.features);
+        let span = (position.byte(), len);
+        record(scan, &cells, options, position.line(), span, &features);
+        scan.summary.features = features;
     }
     scan.csv = Some(layout);
+}
+
+/// Where the mapped fields are among a CSV file's columns; a missing one is reported against line 1.
+fn csv_layout(
+    scan: &mut Scan,
+    columns: &[String],
+    dialect: crate::domain::CsvDialect,
+    options: &ReadOptions,
+) -> Option<CsvLayout> {
+    let names = &options.names;
+    let position = |name: &str| columns.iter().position(|c| c == name);
+    let listed = abbreviate(&columns.join(", "), 300);
+    let headerless = if dialect.header {
+        String::new()
+    } else {
+        "; the file has no header row (its first row holds numbers), so its columns are named \
+         column1, column2, …"
+            .to_string()
+    };
+    let missing = |what: &str, name: &str| {
+        format!("there is no {what} {name:?} (columns: {listed}){headerless}")
+    };
+    let Some(label) = position(&names.label) else {
+        scan.error(Some(1), missing("column", &names.label));
+        return None;
+    };
+    let (text, features) = match &names.features {
+        Some(mapped) => {
+            let mut at = Vec::with_capacity(mapped.len());
+            for name in mapped {
+                match position(name) {
+                    Some(i) => at.push(i),
+                    None => {
+                        scan.error(Some(1), missing("feature column", name));
+                        return None;
+                    }
+                }
+            }
+            (None, at)
+        }
+        None => match position(&names.text) {
+            Some(t) => (Some(t), Vec::new()),
+            None => (None, (0..columns.len()).filter(|&i| i != label).collect()),
+        },
+    };
+    let mut required = Vec::with_capacity(options.rules.required_fields.len());
+    for name in &options.rules.required_fields {
+        match position(name) {
+            Some(i) => required.push(Some(i)),
+            None => {
+                scan.error(Some(1), missing("column", name) + " (requiredFields)");
+                return None;
+            }
+        }
+    }
+    Some(CsvLayout {
+        delimiter: dialect.delimiter,
+        label,
+        text,
+        features,
+        required,
+    })
 }
 
 /// Whether a cell reads as a number (an empty one counts: it is reported as missing later).
@@ -358,7 +673,7 @@ fn no_text_field(names: &super::FieldNames, fields: &[&str], likely: &str) -> St
          the text is in {likely:?}, name it: textField: {likely:?} on upload (kiln train: \
          --text-field {likely})",
         names.text,
-        crate::domain::abbreviate(&fields.join(", "), 300)
+        abbreviate(&fields.join(", "), 300)
     )
 }
 
@@ -387,17 +702,16 @@ mod tests {
         ReadOptions::new(format, FieldNames::default())
     }
 
+    fn bytes(text: &str) -> RowSource {
+        RowSource::Bytes(text.as_bytes().to_vec())
+    }
+
     fn jsonl(text: &str) -> Scan {
-        scan(text.as_bytes(), &options(DatasetFormat::Jsonl))
+        scan(&bytes(text), &options(DatasetFormat::Jsonl))
     }
 
     fn indexed(text: &str, format: DatasetFormat) -> IndexedRows {
-        index(
-            text.as_bytes(),
-            &options(format),
-            RowSource::Bytes(text.as_bytes().to_vec()),
-        )
-        .unwrap()
+        index(bytes(text), &options(format), Path::new("/nonexistent")).unwrap()
     }
 
     #[test]
@@ -449,7 +763,7 @@ mod tests {
     #[test]
     fn csv_features_must_be_finite_numbers() {
         let csv = "a,b,label\n1,2,x\n3,oops,y\n1e300,1,z\n";
-        let s = scan(csv.as_bytes(), &options(DatasetFormat::Csv));
+        let s = scan(&bytes(csv), &options(DatasetFormat::Csv));
         assert_eq!(s.summary.kind, Some(DatasetKind::Tabular));
         assert_eq!(s.summary.features, vec!["a", "b"]);
         assert_eq!(s.summary.errors.len(), 2);
@@ -479,7 +793,7 @@ mod tests {
             "{{\"text\":\"a\",\"label\":\"x\"}}\n{{\"text\":\"{}\",\"label\":\"y\"}}\n{{\"text\":\"b\",\"label\":\"y\"}}\n",
             "z".repeat(200)
         );
-        let s = scan(file.as_bytes(), &options);
+        let s = scan(&bytes(&file), &options);
         assert_eq!(s.summary.error_count, 1);
         assert_eq!(s.summary.errors[0].line, Some(2));
         assert!(s.summary.errors[0].message.contains("longer than 64 bytes"));
@@ -487,7 +801,7 @@ mod tests {
         let mut options = options.clone();
         options.format = DatasetFormat::Csv;
         let csv = format!("text,label\na,x\n{},y\n", "z".repeat(200));
-        let s = scan(csv.as_bytes(), &options);
+        let s = scan(&bytes(&csv), &options);
         assert_eq!(s.summary.errors[0].line, Some(3), "{:?}", s.summary.errors);
         assert!(
             s.summary.errors[0]
@@ -513,7 +827,7 @@ mod tests {
         assert!(message.contains("textField: \"sentence\""), "{message}");
         assert!(message.contains("--text-field sentence"), "{message}");
         let csv = "sentence,label\nhello there,x\nbye,y\n";
-        let s = scan(csv.as_bytes(), &options(DatasetFormat::Csv));
+        let s = scan(&bytes(csv), &options(DatasetFormat::Csv));
         assert_eq!(s.summary.error_count, 1, "{:?}", s.summary.errors);
         assert_eq!(s.summary.errors[0].line, Some(2));
         assert!(
@@ -544,12 +858,250 @@ mod tests {
         let mut options = options(DatasetFormat::Csv);
         options.max_line_bytes = 1 << 20;
         let started = std::time::Instant::now();
-        let s = scan(csv.as_bytes(), &options);
+        let s = scan(&bytes(&csv), &options);
         assert!(s.is_valid(), "{:?}", s.summary.errors);
         assert!(
             started.elapsed() < std::time::Duration::from_secs(5),
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_in_jsonl_and_csv() {
+        let file = "\u{feff}{\"text\":\"a\",\"label\":\"x\"}\n{\"text\":\"b\",\"label\":\"y\"}\n";
+        let rows = indexed(file, DatasetFormat::Jsonl);
+        assert_eq!(rows.text(0).unwrap(), "a");
+        let csv = "\u{feff}text;label\nfirst;x\nsecond;y\n";
+        let s = scan(&bytes(csv), &options(DatasetFormat::Csv));
+        assert!(s.is_valid(), "{:?}", s.summary.errors);
+        assert_eq!(s.summary.layout.columns, ["text", "label"]);
+        let rows = indexed(csv, DatasetFormat::Csv);
+        assert_eq!(rows.text(0).unwrap(), "first");
+        assert_eq!(rows.text(1).unwrap(), "second");
+    }
+
+    #[test]
+    fn a_tab_separated_file_is_read_with_its_quoting() {
+        let tsv = "label\ttext\nx\t\"says \"\"hi\"\", then\tleaves\"\ny\tplain, with a comma\n";
+        let s = scan(&bytes(tsv), &options(DatasetFormat::Csv));
+        assert!(s.is_valid(), "{:?}", s.summary.errors);
+        assert_eq!(s.summary.layout.csv.unwrap().delimiter, b'\t');
+        let rows = indexed(tsv, DatasetFormat::Csv);
+        assert_eq!(rows.text(0).unwrap(), "says \"hi\", then\tleaves");
+        assert_eq!(rows.text(1).unwrap(), "plain, with a comma");
+    }
+
+    #[test]
+    fn a_headerless_table_names_its_columns_and_says_so() {
+        let csv = "0.5,1.5,0\n0.25,2.5,1\n";
+        let s = scan(&bytes(csv), &options(DatasetFormat::Csv));
+        assert!(!s.is_valid());
+        let message = &s.summary.errors[0].message;
+        assert!(
+            message.contains("there is no column \"label\"") && message.contains("column1"),
+            "{message}"
+        );
+        let mut options = options(DatasetFormat::Csv);
+        options.names.label = "column3".into();
+        let s = scan(&bytes(csv), &options);
+        assert!(s.is_valid(), "{:?}", s.summary.errors);
+        assert!(!s.summary.layout.csv.unwrap().header);
+        assert_eq!(s.summary.row_count, 2, "the first line is a row");
+        assert_eq!(s.summary.features, ["column1", "column2"]);
+        let rows = index(bytes(csv), &options, Path::new("/nonexistent")).unwrap();
+        assert_eq!(rows.features(0).unwrap(), [0.5, 1.5]);
+    }
+
+    #[test]
+    fn mapped_feature_columns_are_read_in_their_order_and_the_rest_ignored() {
+        let csv = "id,b,a,label,note\n1,2,3,x,hello\n4,5,6,y,bye\n";
+        let mut options = options(DatasetFormat::Csv);
+        options.names.features = Some(vec!["a".into(), "b".into()]);
+        let rows = index(bytes(csv), &options, Path::new("/nonexistent")).unwrap();
+        assert_eq!(
+            rows.kind(),
+            &ExampleKind::Tabular {
+                feature_names: vec!["a".into(), "b".into()]
+            }
+        );
+        assert_eq!(rows.features(1).unwrap(), [6.0, 5.0]);
+        let jsonl = "{\"a\":1,\"b\":2,\"note\":\"hi\",\"label\":\"x\"}\n{\"a\":3,\"b\":4,\"label\":\"y\"}\n";
+        let mut options = options.clone();
+        options.format = DatasetFormat::Jsonl;
+        let s = scan(&bytes(jsonl), &options);
+        assert!(s.is_valid(), "{:?}", s.summary.errors);
+        assert_eq!(s.summary.layout.columns, ["a", "b", "label", "note"]);
+        options.names.features = Some(vec!["a".into(), "missing".into()]);
+        let s = scan(
+            &bytes(csv),
+            &ReadOptions {
+                format: DatasetFormat::Csv,
+                ..options
+            },
+        );
+        assert!(
+            s.summary.errors[0]
+                .message
+                .starts_with("there is no feature column \"missing\""),
+            "{:?}",
+            s.summary.errors
+        );
+    }
+
+    #[test]
+    fn rules_report_each_row_and_the_counts_of_the_file() {
+        let mut file = String::new();
+        for i in 0..6 {
+            file.push_str(&format!(
+                "{{\"text\":\"row {i}\",\"label\":\"a\",\"source\":\"s\"}}\n"
+            ));
+        }
+        file.push_str("{\"text\":\"a much longer text\",\"label\":\"b\"}\n");
+        file.push_str("{\"text\":\"c\",\"label\":\"c\",\"source\":\" \"}\n");
+        let mut options = options(DatasetFormat::Jsonl);
+        options.rules = crate::domain::ValidationRules {
+            min_rows: Some(20),
+            allowed_labels: Some(vec!["a".into(), "b".into(), "d".into()]),
+            max_text_length: Some(10),
+            required_fields: vec!["source".into()],
+            min_rows_per_label: Some(2),
+        };
+        let s = scan(&bytes(&file), &options);
+        let found: Vec<(Option<u64>, &str)> = s
+            .summary
+            .errors
+            .iter()
+            .map(|e| (e.line, e.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    Some(7),
+                    "field \"text\" is 18 characters, more than maxTextLength 10"
+                ),
+                (
+                    Some(7),
+                    "field \"source\" is missing or blank (requiredFields)"
+                ),
+                (Some(8), "label \"c\" is not one of allowedLabels (a, b, d)"),
+                (
+                    Some(8),
+                    "field \"source\" is missing or blank (requiredFields)"
+                ),
+                (None, "has 6 valid rows; minRows is 20"),
+                (None, "label \"b\" has 0 rows; minRowsPerLabel is 2"),
+                (None, "label \"d\" has 0 rows; minRowsPerLabel is 2"),
+            ]
+        );
+        assert_eq!(
+            s.summary.row_count, 6,
+            "rows that break a rule are not counted"
+        );
+    }
+
+    #[test]
+    fn csv_required_fields_must_be_columns() {
+        let mut options = options(DatasetFormat::Csv);
+        options.rules.required_fields = vec!["source".into()];
+        let s = scan(&bytes("text,label\na,x\nb,y\n"), &options);
+        assert_eq!(s.summary.error_count, 1);
+        assert!(
+            s.summary.errors[0]
+                .message
+                .contains("there is no column \"source\""),
+            "{:?}",
+            s.summary.errors
+        );
+    }
+
+    fn parquet(rows: &[Vec<Option<&str>>], group: usize) -> RowSource {
+        RowSource::Bytes(super::parquet::write_strings(
+            &["text", "label", "note"],
+            rows,
+            group,
+        ))
+    }
+
+    #[test]
+    fn parquet_rows_are_checked_by_row_number_and_read_back() {
+        let rows: Vec<Vec<Option<&str>>> = vec![
+            vec![Some("first"), Some("x"), None],
+            vec![Some("second"), Some("y"), Some("n")],
+            vec![Some(""), Some("y"), None],
+            vec![Some("fourth"), None, None],
+            vec![Some("fifth"), Some("x"), None],
+        ];
+        let s = scan(&parquet(&rows, 2), &options(DatasetFormat::Parquet));
+        assert_eq!(s.summary.layout.columns, ["text", "label", "note"]);
+        let lines: Vec<Option<u64>> = s.summary.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [Some(3), Some(4)], "{:?}", s.summary.errors);
+        assert!(s.summary.errors[1].message.contains("\"label\" is null"));
+        let good: Vec<Vec<Option<&str>>> = vec![
+            vec![Some("first"), Some("x"), None],
+            vec![Some("second"), Some("y"), Some("n")],
+            vec![Some("third"), Some("x"), None],
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let rows = index(
+            parquet(&good, 2),
+            &options(DatasetFormat::Parquet),
+            &dir.path().join("rows.jsonl"),
+        )
+        .unwrap();
+        assert_eq!(rows.label_names(), ["x", "y"]);
+        assert_eq!(rows.labels(), &[0, 1, 0]);
+        assert_eq!(rows.text(2).unwrap(), "third");
+        assert_eq!(rows.text(1).unwrap(), "second");
+    }
+
+    #[test]
+    fn a_damaged_parquet_file_is_refused_with_what_is_wrong() {
+        let s = scan(
+            &bytes("{\"text\":\"a\",\"label\":\"x\"}\n"),
+            &options(DatasetFormat::Parquet),
+        );
+        assert_eq!(s.summary.error_count, 1);
+        assert!(
+            s.summary.errors[0]
+                .message
+                .starts_with("is not a readable Parquet file"),
+            "{:?}",
+            s.summary.errors
+        );
+        let rows: Vec<Vec<Option<&str>>> = (0..100)
+            .map(|i| {
+                vec![
+                    Some(if i % 2 == 0 { "even" } else { "odd" }),
+                    Some("x"),
+                    None,
+                ]
+            })
+            .collect();
+        let RowSource::Bytes(mut file) = parquet(&rows, 10) else {
+            unreachable!()
+        };
+        // Overwrite the middle of the data pages; the footer still reads.
+        let middle = file.len() / 2;
+        for b in &mut file[middle - 40..middle + 40] {
+            *b = 0xAB;
+        }
+        let s = scan(&RowSource::Bytes(file), &options(DatasetFormat::Parquet));
+        assert!(!s.is_valid());
+    }
+
+    #[test]
+    fn a_byte_order_mark_starting_a_later_row_reads_back_as_it_was_checked() {
+        // Two files joined end to end, the second with its own mark.
+        let csv = "text,label\na,x\n\u{feff}\"b, c\",y\n";
+        let s = scan(&bytes(csv), &options(DatasetFormat::Csv));
+        assert!(
+            !s.is_valid(),
+            "a quote inside an unquoted field is not valid CSV here"
+        );
+        let csv = "text,label\na,x\n\u{feff}b,y\n";
+        let rows = indexed(csv, DatasetFormat::Csv);
+        assert_eq!(rows.text(1).unwrap(), "\u{feff}b");
     }
 }

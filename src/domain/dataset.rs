@@ -3,13 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use super::{FieldError, ObjectKey};
+use super::{
+    DatasetStats, FieldError, FieldNames, FileLayout, ObjectKey, PiiReport, ValidationRules,
+};
 
 /// The file format of an uploaded dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatasetFormat {
     Jsonl,
     Csv,
+    Parquet,
 }
 
 impl DatasetFormat {
@@ -17,6 +20,7 @@ impl DatasetFormat {
         match self {
             Self::Jsonl => "JSONL",
             Self::Csv => "CSV",
+            Self::Parquet => "PARQUET",
         }
     }
 
@@ -24,6 +28,7 @@ impl DatasetFormat {
         match raw {
             "JSONL" => Ok(Self::Jsonl),
             "CSV" => Ok(Self::Csv),
+            "PARQUET" => Ok(Self::Parquet),
             other => Err(FieldError::new(
                 "format",
                 format!("unknown format {other:?}"),
@@ -36,8 +41,10 @@ impl DatasetFormat {
         let lower = name.to_ascii_lowercase();
         if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") || lower.ends_with(".json") {
             Some(Self::Jsonl)
-        } else if lower.ends_with(".csv") {
+        } else if lower.ends_with(".csv") || lower.ends_with(".tsv") {
             Some(Self::Csv)
+        } else if lower.ends_with(".parquet") || lower.ends_with(".pq") {
+            Some(Self::Parquet)
         } else {
             None
         }
@@ -47,6 +54,7 @@ impl DatasetFormat {
         match self {
             Self::Jsonl => "jsonl",
             Self::Csv => "csv",
+            Self::Parquet => "parquet",
         }
     }
 }
@@ -128,8 +136,8 @@ impl DatasetLifecycle {
     }
 }
 
-/// One problem in a file. `line` is the 1-based line of the file (for CSV the header is line 1); `None`
-/// for problems of the whole file.
+/// One problem in a file. `line` is the 1-based line of the file (for CSV the header, when there is one,
+/// is line 1; for Parquet it is the 1-based row); `None` for problems of the whole file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowError {
     pub line: Option<u64>,
@@ -150,6 +158,13 @@ pub struct DatasetSummary {
     pub errors: Vec<RowError>,
     /// Every problem found.
     pub error_count: u64,
+    /// The file's columns and, for CSV, its delimiter and header.
+    pub layout: FileLayout,
+    /// What is in it; `None` until it has been read (or for a dataset checked before kiln kept
+    /// statistics).
+    pub stats: Option<DatasetStats>,
+    /// Personal data and secrets in its texts; `None` until read (and for a table).
+    pub pii: Option<PiiReport>,
 }
 
 impl DatasetSummary {
@@ -177,14 +192,56 @@ pub struct DatasetRecord {
     pub object_key: ObjectKey,
     pub size_bytes: i64,
     pub sha256: String,
-    pub text_field: String,
-    pub label_field: String,
+    /// The fields it is read by: the text, the label and, for a table, the features.
+    pub fields: FieldNames,
+    /// The rules its rows were checked against.
+    pub rules: ValidationRules,
     /// Empty until validation has finished.
     pub summary: DatasetSummary,
     pub created_at: i64,
     /// When a job first trained on it.
     pub used_at: Option<i64>,
     pub archived_at: Option<i64>,
+    /// How it was made from another dataset (a redacted copy, …); `None` for an upload.
+    pub derivation: Option<Derivation>,
+}
+
+/// What made a derived dataset: the operation, its parent, and the spec it ran with (and the spec's
+/// SHA-256, so that the same operation on the same parent is recognisable).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Derivation {
+    pub operation: DerivationKind,
+    /// `None` for a dataset generated from templates.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    pub spec: serde_json::Value,
+    pub spec_hash: String,
+}
+
+impl Derivation {
+    pub fn new(
+        operation: DerivationKind,
+        parent_id: Option<String>,
+        spec: serde_json::Value,
+    ) -> Self {
+        use sha2::Digest;
+        // serde_json writes object keys sorted, so the hash does not depend on their order.
+        let spec_hash = hex::encode(sha2::Sha256::digest(spec.to_string().as_bytes()));
+        Self {
+            operation,
+            parent_id,
+            spec,
+            spec_hash,
+        }
+    }
+}
+
+/// How a derived dataset was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DerivationKind {
+    Redact,
 }
 
 impl DatasetRecord {

@@ -277,6 +277,9 @@ pub struct JobRecord {
     pub device: Option<String>,
     /// What it asked of the machine it runs on.
     pub resources: super::Resources,
+    /// The fields it reads from its dataset, chosen at submit; `None` for a job from before kiln kept
+    /// them: the dataset's own.
+    pub fields: Option<super::FieldNames>,
 }
 
 /// Where a running job is, as last written by its worker (`Job.progress`).

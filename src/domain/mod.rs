@@ -16,7 +16,9 @@ mod logs;
 mod manifest;
 mod model;
 mod names;
+mod profile;
 mod queue;
+mod reading;
 mod registry;
 mod resources;
 mod spec;
@@ -26,7 +28,7 @@ mod upload;
 
 pub use dataset::{
     DatasetFormat, DatasetKind, DatasetLifecycle, DatasetRecord, DatasetStatus, DatasetSummary,
-    ExampleKind, Examples, RowError, TrainData,
+    Derivation, DerivationKind, ExampleKind, Examples, RowError, TrainData,
 };
 pub use hyper::{
     ClassWeights, ClassWeightsInput, CustomizationInput, CustomizationMethod, EarlyStopping,
@@ -42,7 +44,16 @@ pub use logs::{LogLevel, LogLine, MAX_LOG_LINE_CHARS, MAX_LOG_LINES};
 pub use manifest::{ModelArchitecture, ModelManifest, Pooling, Standardization};
 pub use model::{ModelRecord, ModelVersionRecord, version_number};
 pub use names::{DisplayName, ModelName, ObjectKey, abbreviate, closest, is_plausible_id};
+pub use profile::{
+    Bucket, DatasetStats, FeatureSummary, LabelConflict, LengthSummary, MAX_CONFLICT_LINES,
+    MAX_LISTED_CONFLICTS, MAX_PII_SAMPLES, MAX_TRACKED_ROWS, PiiFindings, PiiKind, PiiReport,
+    PiiSample,
+};
 pub use queue::{LiveWorker, QueuePlace, QueueSnapshot, QueuedJob, RunningJob, WorkerCounts};
+pub use reading::{
+    CsvDialect, FieldNames, FileLayout, MAX_ALLOWED_LABELS, MAX_MAPPED_FEATURES,
+    MAX_REQUIRED_FIELDS, MAX_TEXT_CHARS, MappingInput, RulesInput, ValidationRules,
+};
 pub use registry::{
     AliasChange, AliasName, AliasRequests, AliasTarget, Comparison, ModelAlias, PromotionPolicy,
     Rule, RuleMetric, SplitArm, Threshold, Verdict, metric_table,

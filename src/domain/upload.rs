@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 
-use super::{DatasetFormat, FieldError};
+use super::{DatasetFormat, FieldError, FieldNames};
 
 /// Where a resumable upload stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -61,8 +61,8 @@ pub struct UploadRecord {
     pub name: String,
     pub file_name: String,
     pub format: DatasetFormat,
-    pub text_field: String,
-    pub label_field: String,
+    /// The fields the dataset will be read by.
+    pub fields: FieldNames,
     /// `Upload-Length`: the bytes the whole file has.
     pub length: i64,
     /// `Upload-Offset`: the bytes stored so far.

@@ -1,7 +1,8 @@
 //! Where things live in the object store, in one place; the code and the tests build keys only here.
 //!
 //! ```text
-//! datasets/<dataset id>/data.<jsonl|csv>     an uploaded dataset, as uploaded
+//! datasets/<dataset id>/data.<jsonl|csv|parquet>  an uploaded dataset, as uploaded
+//! datasets/<dataset id>/row-keys              the keys of its distinct rows, for overlapWith
 //! datasets/<upload id>/data.<ext>.parts/<n>  a resumable upload's parts (local files; S3 keeps its own)
 //! datasets/<upload id>/tail-<offset>          the bytes of a resumable upload past its last whole part
 //! models/<model name>/runs/<job id>/<file>   the files of the model version a job trained
@@ -18,6 +19,11 @@ pub fn dataset(dataset_id: &str, format: DatasetFormat) -> Result<ObjectKey, Fie
         "datasets/{dataset_id}/data.{}",
         format.extension()
     ))
+}
+
+/// The keys of a dataset's distinct rows (see `data::overlap`), written by its validation pass.
+pub fn dataset_row_keys(dataset_id: &str) -> Result<ObjectKey, FieldError> {
+    ObjectKey::parse(&format!("datasets/{dataset_id}/row-keys"))
 }
 
 /// The folder of a dataset: its file, and whatever an interrupted upload left beside it.

@@ -230,7 +230,7 @@ async fn prepare(
     log: &JobLog,
 ) -> Result<(crate::domain::TrainData, Option<std::path::PathBuf>, Resume)> {
     let examples = service
-        .training_examples(&job.dataset_id, &dir.join("data"))
+        .training_examples(&job.dataset_id, job.fields.as_ref(), &dir.join("data"))
         .await?;
     let base_dir = match &job.settings.base_model {
         Some(base) => Some(

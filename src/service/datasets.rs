@@ -1,12 +1,11 @@
 //! Datasets: upload and validate (the same bytes with the same field names make one dataset), look
 //! up, list.
 
-use std::io::{BufReader, Seek, SeekFrom};
-
-use super::{Service, ServiceResult};
-use crate::data::{FieldNames, ReadOptions, scan};
+use super::{Service, ServiceError, ServiceResult};
+use crate::data::{FieldNames, ReadOptions, RowSource, scan};
 use crate::domain::{
-    DatasetFormat, DatasetRecord, DisplayName, FieldError, abbreviate, is_plausible_id, now_ms,
+    DatasetFormat, DatasetRecord, DatasetStatus, DisplayName, FieldError, MappingInput, RulesInput,
+    ValidationRules, abbreviate, is_plausible_id, now_ms,
 };
 use crate::objects::{ObjectError, keys};
 use crate::store::NewDataset;
@@ -18,10 +17,10 @@ pub struct UploadRequest {
     /// The file's name on the user's side, which tells the format when `format` is absent.
     pub file_name: String,
     pub format: Option<DatasetFormat>,
-    /// Default `text`.
-    pub text_field: Option<String>,
-    /// Default `label`.
-    pub label_field: Option<String>,
+    /// The fields to read: text `text`, label `label` unless given.
+    pub mapping: MappingInput,
+    /// Rules the rows must meet.
+    pub rules: Option<RulesInput>,
     /// The bytes, in a local file (the multipart parser spools uploads to one).
     pub content: std::fs::File,
 }
@@ -44,9 +43,9 @@ impl Service {
             &upload.name,
             &upload.file_name,
             upload.format,
-            upload.text_field,
-            upload.label_field,
-        )?;
+            &upload.mapping,
+        )?
+        .with_rules(upload.rules.as_ref())?;
         let id = uuid::Uuid::new_v4().to_string();
         let key = keys::dataset(&id, declared.format)?;
         // The row comes first, so that bytes are never stored without one; an upload that fails on the
@@ -60,8 +59,9 @@ impl Service {
                     object_key: key.clone(),
                     size_bytes: 0,
                     sha256: String::new(),
-                    text_field: declared.names.text.clone(),
-                    label_field: declared.names.label.clone(),
+                    fields: declared.names.clone(),
+                    rules: declared.rules.clone(),
+                    derivation: None,
                 },
                 now_ms(),
             )
@@ -93,8 +93,8 @@ impl Service {
             .dataset_with_content(
                 &stored.sha256,
                 declared.format,
-                &declared.names.text,
-                &declared.names.label,
+                &declared.names,
+                &declared.rules,
             )
             .await?
         {
@@ -114,23 +114,141 @@ impl Service {
         &self,
         id: &str,
         declared: &Declared,
-        mut local: std::fs::File,
+        local: std::fs::File,
     ) -> ServiceResult<DatasetRecord> {
-        let options = ReadOptions {
-            max_line_bytes: self.settings.max_line_bytes,
-            ..ReadOptions::new(declared.format, declared.names.clone())
-        };
-        let scanned = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            local.seek(SeekFrom::Start(0))?;
-            Ok(scan(BufReader::new(local), &options))
-        })
-        .await
-        .map_err(anyhow::Error::from)?
-        .map_err(anyhow::Error::from)?;
+        let scanned = self
+            .scan_file(local, declared.format, &declared.names, &declared.rules)
+            .await?;
+        self.keep_scan(id, &declared.names, &declared.rules, scanned)
+            .await
+    }
+
+    /// Stores what a validation pass found: the keys of its rows beside the file, then the summary
+    /// with the mapping and rules it read by.
+    async fn keep_scan(
+        &self,
+        id: &str,
+        names: &FieldNames,
+        rules: &ValidationRules,
+        (summary, row_keys): Scanned,
+    ) -> ServiceResult<DatasetRecord> {
+        if let Some(row_keys) = row_keys {
+            self.objects
+                .put_bytes(&keys::dataset_row_keys(id)?, row_keys.into())
+                .await?;
+        }
         Ok(self
             .store
-            .finish_dataset_validation(id, &scanned.summary)
+            .finish_dataset_validation(id, names, rules, &summary)
             .await?)
+    }
+
+    /// Rows of dataset `id` whose text (or feature values, for a table) also occurs in dataset
+    /// `other`: a test set's leakage from a training set. Both must have been read since kiln keeps row
+    /// keys (`CONFLICT` naming `validateDataset` otherwise).
+    #[tracing::instrument(skip_all, fields(dataset_id = %id))]
+    pub async fn dataset_overlap(
+        &self,
+        id: &str,
+        other: &str,
+    ) -> ServiceResult<(DatasetRecord, crate::data::Overlap)> {
+        let other = self.dataset(other).await?.ok_or_else(|| {
+            FieldError::new(
+                "datasetId",
+                format!("no dataset with id {}", abbreviate(other, 100)),
+            )
+        })?;
+        let this = self.dataset(id).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!("no dataset with id {}", abbreviate(id, 100)))
+        })?;
+        let mut lists = Vec::with_capacity(2);
+        for dataset in [&this, &other] {
+            if dataset.summary.stats.is_none() {
+                return Err(ServiceError::Conflict(format!(
+                    "dataset {} was read before kiln kept the keys of its rows; validateDataset(id: \
+                     \"{}\") reads it again",
+                    dataset.id, dataset.id
+                )));
+            }
+            lists.push(
+                self.objects
+                    .get_bytes(&keys::dataset_row_keys(&dataset.id)?)
+                    .await?,
+            );
+        }
+        let found = crate::data::overlap(&lists[0], &lists[1], MAX_OVERLAP_LINES)
+            .ok_or_else(|| anyhow::anyhow!("the row keys of dataset {} are damaged", this.id))?;
+        Ok((other, found))
+    }
+
+    /// One pass over a local file with this mapping and these rules, off the async threads: what it
+    /// found, and the keys of its rows.
+    pub(super) async fn scan_file(
+        &self,
+        local: std::fs::File,
+        format: DatasetFormat,
+        names: &FieldNames,
+        rules: &ValidationRules,
+    ) -> ServiceResult<Scanned> {
+        let options = ReadOptions {
+            max_line_bytes: self.settings.max_line_bytes,
+            rules: rules.clone(),
+            ..ReadOptions::new(format, names.clone())
+        };
+        let scanned = tokio::task::spawn_blocking(move || {
+            let scan = scan(&RowSource::File(local), &options);
+            let keys = scan.row_keys();
+            (scan.summary, keys)
+        })
+        .await
+        .map_err(anyhow::Error::from)?;
+        Ok(scanned)
+    }
+
+    /// A stored dataset's file in a local temporary file, to read it again.
+    pub(super) async fn local_copy(
+        &self,
+        dataset: &DatasetRecord,
+    ) -> ServiceResult<tempfile::NamedTempFile> {
+        let spool = self.settings.work_dir.join("uploads");
+        tokio::fs::create_dir_all(&spool)
+            .await
+            .map_err(anyhow::Error::from)?;
+        let local = tempfile::NamedTempFile::new_in(&spool).map_err(anyhow::Error::from)?;
+        self.objects
+            .get_to_file(&dataset.object_key, local.path())
+            .await?;
+        Ok(local)
+    }
+
+    /// Reads a dataset's stored file again with another mapping or other rules (each left out stays
+    /// as it is; `rules` replaces the rules whole) and stores what was found: the dataset becomes
+    /// `READY` or `INVALID` under them. Jobs already submitted keep the mapping they were given.
+    #[tracing::instrument(skip_all, fields(dataset_id = %id))]
+    pub async fn validate_dataset(
+        &self,
+        id: &str,
+        mapping: &MappingInput,
+        rules: Option<&RulesInput>,
+    ) -> ServiceResult<DatasetRecord> {
+        let dataset = self.dataset(id).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!("no dataset with id {}", abbreviate(id, 100)))
+        })?;
+        if dataset.status == DatasetStatus::Uploaded {
+            return Err(ServiceError::Conflict(format!(
+                "dataset {} is still being uploaded and checked",
+                dataset.id
+            )));
+        }
+        let names = mapping.apply("mapping.", &dataset.fields)?;
+        let rules = match rules {
+            Some(input) => ValidationRules::parse("rules.", input)?,
+            None => dataset.rules.clone(),
+        };
+        let local = self.local_copy(&dataset).await?;
+        let file = local.reopen().map_err(anyhow::Error::from)?;
+        let scanned = self.scan_file(file, dataset.format, &names, &rules).await?;
+        self.keep_scan(&dataset.id, &names, &rules, scanned).await
     }
 
     /// Removes a dataset whose upload did not finish: its row and its object (best effort; what is left
@@ -182,13 +300,20 @@ impl Service {
     }
 }
 
+/// What a validation pass found, and the keys of the rows it read.
+pub(super) type Scanned = (crate::domain::DatasetSummary, Option<Vec<u8>>);
+
+/// The most lines `overlapWith` lists.
+pub const MAX_OVERLAP_LINES: usize = 20;
+
 /// What an upload declares about its file, checked: the dataset's name, its format (from the file
-/// name when not given) and its field names.
+/// name when not given), its field names and the rules its rows must meet.
 #[derive(Debug, Clone)]
 pub struct Declared {
     pub name: String,
     pub format: DatasetFormat,
     pub names: FieldNames,
+    pub rules: ValidationRules,
 }
 
 impl Declared {
@@ -198,28 +323,18 @@ impl Declared {
         name: &str,
         file_name: &str,
         format: Option<DatasetFormat>,
-        text_field: Option<String>,
-        label_field: Option<String>,
+        mapping: &MappingInput,
     ) -> Result<Self, FieldError> {
         let field = |f: &str| format!("{prefix}{f}");
         let name = DisplayName::parse(&field("name"), name)?.into_string();
-        let names = FieldNames {
-            text: field_name(&field("textField"), text_field, "text")?,
-            label: field_name(&field("labelField"), label_field, "label")?,
-        };
-        if names.text == names.label {
-            return Err(FieldError::new(
-                field("labelField"),
-                "must differ from textField",
-            ));
-        }
+        let names = mapping.apply(prefix, &FieldNames::default())?;
         let format = match format {
             Some(f) => f,
             None => DatasetFormat::from_file_name(file_name).ok_or_else(|| {
                 FieldError::new(
                     field("format"),
                     format!(
-                        "cannot be told from the file name {:?}; pass JSONL or CSV",
+                        "cannot be told from the file name {:?}; pass JSONL, CSV or PARQUET",
                         abbreviate(file_name, 100)
                     ),
                 )
@@ -229,11 +344,15 @@ impl Declared {
             name,
             format,
             names,
+            rules: ValidationRules::default(),
         })
     }
-}
 
-/// A field name (`textField`, `labelField`): a display name, `default` when absent.
-fn field_name(field: &str, value: Option<String>, default: &str) -> Result<String, FieldError> {
-    Ok(DisplayName::parse(field, value.as_deref().unwrap_or(default))?.into_string())
+    /// With the rules given at upload, checked (`rules.` in errors).
+    pub fn with_rules(mut self, rules: Option<&RulesInput>) -> Result<Self, FieldError> {
+        if let Some(rules) = rules {
+            self.rules = ValidationRules::parse("rules.", rules)?;
+        }
+        Ok(self)
+    }
 }

@@ -47,7 +47,7 @@ impl Service {
                 ..Default::default()
             };
             self.store
-                .finish_dataset_validation(&dataset.id, &summary)
+                .finish_dataset_validation(&dataset.id, &dataset.fields, &dataset.rules, &summary)
                 .await?;
             swept.uploads += 1;
         }

@@ -31,6 +31,10 @@ pub struct Submission {
     pub reason: Option<String>,
     /// What it asks of the machine it runs on (checked by [`Resources::parse`]).
     pub resources: ResourcesInput,
+    /// Which fields to read from the dataset, over the dataset's own mapping.
+    pub fields: crate::domain::MappingInput,
+    /// Whether it may train on texts with personal data; `None`: the server's `KILN_ALLOW_PII`.
+    pub allow_pii: Option<bool>,
 }
 
 /// A refusal of a hyperparameter the submission left out and the model's training defaults gave says
@@ -178,15 +182,37 @@ impl Service {
             )
             .into());
         }
+        // Read with other fields, the dataset is checked again under them.
+        let fields = submission.fields.apply("fields.", &dataset.fields)?;
+        let remapped;
+        let summary = if fields == dataset.fields {
+            &dataset.summary
+        } else {
+            remapped = self.read_with(&dataset, &fields).await?;
+            &remapped
+        };
+        let allow_pii = submission.allow_pii.unwrap_or(self.settings.allow_pii);
+        if let Some(pii) = summary.pii.as_ref().filter(|p| !allow_pii && !p.is_clean()) {
+            return Err(FieldError::new(
+                "datasetId",
+                format!(
+                    "dataset {} holds personal data or secrets in {} rows of its text ({}); redact \
+                     them (redactDataset) or give allowPii: true",
+                    dataset.id,
+                    pii.rows,
+                    pii.describe()
+                ),
+            )
+            .into());
+        }
         let wanted = settings.task.dataset_kind();
-        if dataset.summary.kind != Some(wanted) {
+        if summary.kind != Some(wanted) {
             return Err(FieldError::new(
                 "datasetId",
                 format!(
                     "dataset {} is {}, which cannot train {}",
                     dataset.id,
-                    dataset
-                        .summary
+                    summary
                         .kind
                         .map(|k| k.as_str())
                         .unwrap_or("of unknown kind"),
@@ -197,19 +223,19 @@ impl Service {
         }
         if let Some(weights) = &settings.hyperparameters.class_weights {
             // Labels named in classWeights must be the dataset's.
-            let labels: Vec<String> = dataset.summary.labels.keys().cloned().collect();
-            let counts: Vec<u64> = dataset.summary.labels.values().copied().collect();
+            let labels: Vec<String> = summary.labels.keys().cloned().collect();
+            let counts: Vec<u64> = summary.labels.values().copied().collect();
             weights.resolve(&labels, &counts)?;
         }
         if let Some(manifest) = &retrain {
-            let labels: Vec<String> = dataset.summary.labels.keys().cloned().collect();
-            settings.check_retrain(manifest, &dataset.summary.features, &labels)?;
+            let labels: Vec<String> = summary.labels.keys().cloned().collect();
+            settings.check_retrain(manifest, &summary.features, &labels)?;
         }
         if let Some(base) = &settings.base_model {
             let roots = Some(&self.settings.model_roots);
             super::training::check_base_model("baseModel", base, roots).await?;
         }
-        self.check_training_memory(&settings, &dataset, &resources)
+        self.check_training_memory(&settings, summary, &resources)
             .await?;
         Ok(NewJob {
             id: uuid::Uuid::new_v4().to_string(),
@@ -226,7 +252,49 @@ impl Service {
             auto_promote: auto_promote.map(|a| a.as_str().to_string()),
             reason,
             resources,
+            fields,
         })
+    }
+
+    /// What a dataset holds when read with `fields` instead of its own mapping (and its own rules):
+    /// its file is read again. A mapping it does not read with is refused, naming the problems.
+    async fn read_with(
+        &self,
+        dataset: &crate::domain::DatasetRecord,
+        fields: &crate::domain::FieldNames,
+    ) -> ServiceResult<crate::domain::DatasetSummary> {
+        let local = self.local_copy(dataset).await?;
+        let file = local.reopen().map_err(anyhow::Error::from)?;
+        let (summary, _) = self
+            .scan_file(file, dataset.format, fields, &dataset.rules)
+            .await?;
+        if summary.is_valid() {
+            return Ok(summary);
+        }
+        let listed: Vec<String> = summary
+            .errors
+            .iter()
+            .take(3)
+            .map(|e| match e.line {
+                Some(line) => format!("line {line}: {}", e.message),
+                None => e.message.clone(),
+            })
+            .collect();
+        let more = summary.error_count.saturating_sub(listed.len() as u64);
+        Err(FieldError::new(
+            "fields",
+            format!(
+                "dataset {} does not read with these fields: {}{}",
+                dataset.id,
+                listed.join("; "),
+                if more > 0 {
+                    format!(" (and {more} more problems)")
+                } else {
+                    String::new()
+                }
+            ),
+        )
+        .into())
     }
 
     /// Cancels a job: a queued (or paused) one at once; a running one stops before its next training

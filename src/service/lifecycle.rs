@@ -179,6 +179,7 @@ impl Service {
             content_type: match dataset.format {
                 crate::domain::DatasetFormat::Jsonl => "application/jsonl",
                 crate::domain::DatasetFormat::Csv => "text/csv; charset=utf-8",
+                crate::domain::DatasetFormat::Parquet => "application/vnd.apache.parquet",
             },
             size: Some(dataset.size_bytes.max(0) as u64),
             body: Box::pin(body),

@@ -29,6 +29,7 @@ pub mod checkpoints;
 pub mod datasets;
 pub mod debris;
 pub mod deletion;
+pub mod derive;
 pub mod downloads;
 pub mod inference;
 pub mod jobs;
@@ -81,6 +82,8 @@ pub struct Settings {
     pub max_line_bytes: usize,
     /// How long a resumable upload may stay unfinished after its last bytes arrived.
     pub upload_expiry: std::time::Duration,
+    /// Whether a job may train on a dataset with personal data when it does not say.
+    pub allow_pii: bool,
     /// The most memory one training job may need, in bytes.
     pub max_train_memory: u64,
     /// Where local base models may come from.
@@ -111,6 +114,7 @@ impl Settings {
             work_dir: config.work_dir.clone(),
             max_line_bytes: config.max_line_bytes,
             upload_expiry: std::time::Duration::from_secs(config.upload_expiry_hours * 3600),
+            allow_pii: config.allow_pii,
             max_train_memory: config.train_memory_limit(),
             model_roots: ModelRoots::parse(&config.model_roots),
             model_cache_size: config.model_cache_size.into(),

@@ -11,8 +11,8 @@ use super::Service;
 use crate::config::Secret;
 use crate::data::{self, FieldNames, ReadOptions, RowSource};
 use crate::domain::{
-    BaseModelRef, DatasetRecord, DatasetSummary, FieldError, ModelVersionRecord, RegisteredModel,
-    TaskKind, TrainData, TrainingSettings, UserError, abbreviate,
+    BaseModelRef, DatasetSummary, FieldError, ModelVersionRecord, RegisteredModel, TaskKind,
+    TrainData, TrainingSettings, UserError, abbreviate,
 };
 use crate::train::bert::BertConfig;
 use crate::train::memory;
@@ -27,15 +27,19 @@ pub struct HubSettings {
 }
 
 /// Validates a local dataset file and indexes its rows for training, in one streaming pass; a file with
-/// problems is refused with what validation found, so the caller can report each problem by line.
+/// problems is refused with what validation found, so the caller can report each problem by line. A
+/// Parquet file's rows are read back from a JSONL copy beside it (`<path>.rows.jsonl`).
 pub fn index_file(
     path: &Path,
     options: &ReadOptions,
-) -> anyhow::Result<Result<TrainData, DatasetSummary>> {
-    let open = || std::fs::File::open(path).with_context(|| format!("opening {}", path.display()));
-    let reader = std::io::BufReader::new(open()?);
-    Ok(data::index(reader, options, RowSource::File(open()?))
-        .map(|rows| Arc::new(rows) as TrainData))
+) -> anyhow::Result<Result<TrainData, Box<DatasetSummary>>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut scratch = path.as_os_str().to_owned();
+    scratch.push(".rows.jsonl");
+    Ok(
+        data::index(RowSource::File(file), options, Path::new(&scratch))
+            .map(|rows| Arc::new(rows) as TrainData),
+    )
 }
 
 /// The folders local base models may come from (`KILN_MODEL_ROOTS`). A reference is resolved inside
@@ -208,17 +212,17 @@ impl Service {
     pub(super) async fn check_training_memory(
         &self,
         settings: &TrainingSettings,
-        dataset: &DatasetRecord,
+        dataset: &DatasetSummary,
         resources: &crate::domain::Resources,
     ) -> Result<(), FieldError> {
-        let labels = dataset.summary.labels.len();
+        let labels = dataset.labels.len();
         let h = &settings.hyperparameters;
         let (batch, seq) = (h.batch_size as u64, h.max_seq_length as u64);
         let trained = memory::Trained::of(settings);
         let (estimate, model_field) = match (settings.task, &settings.base_model) {
             (TaskKind::TabularClassification, _) => (
                 memory::mlp(
-                    dataset.summary.features.len(),
+                    dataset.features.len(),
                     &h.tabular_hidden_sizes(),
                     labels,
                     batch,
@@ -320,9 +324,11 @@ impl Service {
     /// The examples of a stored dataset: its file is copied from the object store into `dir` (streamed),
     /// checked again and indexed, and rows are read from that copy as training needs them.
     #[tracing::instrument(skip_all)]
+    /// `fields`: the mapping the job was submitted with (the dataset's own when `None`).
     pub async fn training_examples(
         &self,
         dataset_id: &str,
+        fields: Option<&FieldNames>,
         dir: &Path,
     ) -> anyhow::Result<TrainData> {
         let dataset = self
@@ -345,12 +351,10 @@ impl Service {
             })?;
         let options = ReadOptions {
             max_line_bytes: self.settings.max_line_bytes,
+            rules: dataset.rules.clone(),
             ..ReadOptions::new(
                 dataset.format,
-                FieldNames {
-                    text: dataset.text_field.clone(),
-                    label: dataset.label_field.clone(),
-                },
+                fields.cloned().unwrap_or_else(|| dataset.fields.clone()),
             )
         };
         tokio::task::spawn_blocking(move || index_file(&path, &options))

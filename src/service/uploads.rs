@@ -174,13 +174,20 @@ impl Service {
             ),
             None => None,
         };
+        let mapping = crate::domain::MappingInput {
+            text_field: metadata.get("textField").cloned(),
+            label_field: metadata.get("labelField").cloned(),
+            // A list in one metadata value: comma-separated.
+            feature_fields: metadata
+                .get("featureFields")
+                .map(|list| list.split(',').map(|f| f.trim().to_string()).collect()),
+        };
         let declared = super::datasets::Declared::parse(
             "Upload-Metadata.",
             name,
             &file_name,
             format,
-            metadata.get("textField").cloned(),
-            metadata.get("labelField").cloned(),
+            &mapping,
         )?;
         let id = uuid::Uuid::new_v4().to_string();
         let key = keys::dataset(&id, declared.format)?;
@@ -191,8 +198,7 @@ impl Service {
             name: declared.name,
             file_name,
             format: declared.format,
-            text_field: declared.names.text,
-            label_field: declared.names.label,
+            fields: declared.names,
             length,
             offset: 0,
             status: UploadStatus::Receiving,
@@ -464,19 +470,12 @@ impl Service {
         let declared = super::datasets::Declared {
             name: upload.name.clone(),
             format: upload.format,
-            names: crate::data::FieldNames {
-                text: upload.text_field.clone(),
-                label: upload.label_field.clone(),
-            },
+            names: upload.fields.clone(),
+            rules: crate::domain::ValidationRules::default(),
         };
         if let Some(existing) = self
             .store
-            .dataset_with_content(
-                &sha256,
-                declared.format,
-                &declared.names.text,
-                &declared.names.label,
-            )
+            .dataset_with_content(&sha256, declared.format, &declared.names, &declared.rules)
             .await?
         {
             tracing::info!(dataset = %existing.id, "the same bytes were uploaded before");
@@ -498,8 +497,9 @@ impl Service {
                         object_key: key,
                         size_bytes: size as i64,
                         sha256: sha256.clone(),
-                        text_field: declared.names.text.clone(),
-                        label_field: declared.names.label.clone(),
+                        fields: declared.names.clone(),
+                        rules: declared.rules.clone(),
+                        derivation: None,
                     },
                     now_ms(),
                 )

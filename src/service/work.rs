@@ -98,9 +98,10 @@ impl WorkQueue {
     pub async fn training_examples(
         &self,
         dataset_id: &str,
+        fields: Option<&crate::domain::FieldNames>,
         dir: &Path,
     ) -> anyhow::Result<TrainData> {
-        self.0.training_examples(dataset_id, dir).await
+        self.0.training_examples(dataset_id, fields, dir).await
     }
 
     pub async fn base_model_dir(

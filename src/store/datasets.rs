@@ -5,7 +5,8 @@ use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, StoreResult, corrupt};
 use crate::domain::{
-    DatasetFormat, DatasetKind, DatasetRecord, DatasetStatus, DatasetSummary, ObjectKey, RowError,
+    DatasetFormat, DatasetKind, DatasetRecord, DatasetStatus, DatasetSummary, FieldNames,
+    ObjectKey, RowError, ValidationRules,
 };
 
 #[derive(Debug, Clone)]
@@ -16,12 +17,30 @@ pub struct NewDataset {
     pub object_key: ObjectKey,
     pub size_bytes: i64,
     pub sha256: String,
-    pub text_field: String,
-    pub label_field: String,
+    pub fields: FieldNames,
+    pub rules: ValidationRules,
+    /// How it was made from another dataset, when it was.
+    pub derivation: Option<crate::domain::Derivation>,
+}
+
+/// How a mapping and rules are stored: the feature list as JSON (NULL for none), the rules as JSON.
+fn reading_columns(
+    fields: &FieldNames,
+    rules: &ValidationRules,
+) -> StoreResult<(Option<String>, String)> {
+    let features = fields
+        .features
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+    let rules = serde_json::to_string(rules).map_err(anyhow::Error::from)?;
+    Ok((features, rules))
 }
 
 const COLUMNS: &str = "id, name, format, kind, status, object_key, size_bytes, sha256, row_count, text_field, \
-                       label_field, features, labels, errors, error_count, created_at, used_at, archived_at";
+                       label_field, features, labels, errors, error_count, created_at, used_at, archived_at, \
+                       feature_fields, rules, layout, stats, pii, derivation";
 
 fn decode(row: &AnyRow) -> StoreResult<DatasetRecord> {
     let kind: Option<String> = row.try_get("kind")?;
@@ -43,8 +62,17 @@ fn decode(row: &AnyRow) -> StoreResult<DatasetRecord> {
             .map_err(|e| corrupt("dataset", e))?,
         size_bytes: row.try_get("size_bytes")?,
         sha256: row.try_get("sha256")?,
-        text_field: row.try_get("text_field")?,
-        label_field: row.try_get("label_field")?,
+        fields: FieldNames {
+            text: row.try_get("text_field")?,
+            label: row.try_get("label_field")?,
+            features: row
+                .try_get::<Option<String>, _>("feature_fields")?
+                .map(|f| serde_json::from_str(&f))
+                .transpose()
+                .map_err(|e| corrupt("dataset feature fields", e))?,
+        },
+        rules: serde_json::from_str(&row.try_get::<String, _>("rules")?)
+            .map_err(|e| corrupt("dataset rules", e))?,
         summary: DatasetSummary {
             kind: kind
                 .map(|k| DatasetKind::parse(&k))
@@ -59,21 +87,40 @@ fn decode(row: &AnyRow) -> StoreResult<DatasetRecord> {
                 .map(|(line, message)| RowError { line, message })
                 .collect(),
             error_count: row.try_get::<i64, _>("error_count")? as u64,
+            layout: serde_json::from_str(&row.try_get::<String, _>("layout")?)
+                .map_err(|e| corrupt("dataset layout", e))?,
+            stats: row
+                .try_get::<Option<String>, _>("stats")?
+                .map(|s| serde_json::from_str(&s))
+                .transpose()
+                .map_err(|e| corrupt("dataset statistics", e))?,
+            pii: row
+                .try_get::<Option<String>, _>("pii")?
+                .map(|s| serde_json::from_str(&s))
+                .transpose()
+                .map_err(|e| corrupt("dataset personal data report", e))?,
         },
         created_at: row.try_get("created_at")?,
         used_at: row.try_get("used_at")?,
         archived_at: row.try_get("archived_at")?,
+        derivation: row
+            .try_get::<Option<String>, _>("derivation")?
+            .map(|d| serde_json::from_str(&d))
+            .transpose()
+            .map_err(|e| corrupt("dataset derivation", e))?,
     })
 }
 
 impl Store {
     /// Records an upload whose bytes are stored but not yet validated (`UPLOADED`).
     pub async fn insert_dataset(&self, new: &NewDataset, created_at: i64) -> StoreResult<()> {
+        let (features, rules) = reading_columns(&new.fields, &new.rules)?;
         self.tick()?;
         sqlx::query(
             "INSERT INTO datasets (id, name, format, kind, status, object_key, size_bytes, sha256, row_count, \
-             text_field, label_field, features, labels, errors, error_count, created_at) \
-             VALUES ($1, $2, $3, NULL, 'UPLOADED', $4, $5, $6, 0, $7, $8, '[]', '[]', '[]', 0, $9)",
+             text_field, label_field, features, labels, errors, error_count, created_at, feature_fields, rules, \
+             parent_id, derivation) \
+             VALUES ($1, $2, $3, NULL, 'UPLOADED', $4, $5, $6, 0, $7, $8, '[]', '[]', '[]', 0, $9, $10, $11, $12, $13)",
         )
         .bind(&new.id)
         .bind(&new.name)
@@ -81,9 +128,23 @@ impl Store {
         .bind(new.object_key.as_str())
         .bind(new.size_bytes)
         .bind(&new.sha256)
-        .bind(&new.text_field)
-        .bind(&new.label_field)
+        .bind(&new.fields.text)
+        .bind(&new.fields.label)
         .bind(created_at)
+        .bind(features)
+        .bind(rules)
+        .bind(
+            new.derivation
+                .as_ref()
+                .and_then(|d| d.parent_id.clone()),
+        )
+        .bind(
+            new.derivation
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(anyhow::Error::from)?,
+        )
         .execute(&self.pool)
         .await.map_err(|e| self.note(e))?;
         Ok(())
@@ -103,24 +164,28 @@ impl Store {
         rows.iter().map(decode).collect()
     }
 
-    /// A checked dataset (`READY` or `INVALID`) with these bytes (their SHA-256) read with this format
-    /// and these field names: the newest, if any.
+    /// A checked dataset (`READY` or `INVALID`) with these bytes (their SHA-256) read with this format,
+    /// these field names and these rules: the newest, if any.
     pub async fn dataset_with_content(
         &self,
         sha256: &str,
         format: DatasetFormat,
-        text_field: &str,
-        label_field: &str,
+        fields: &FieldNames,
+        rules: &ValidationRules,
     ) -> StoreResult<Option<DatasetRecord>> {
+        let (features, rules) = reading_columns(fields, rules)?;
         self.tick()?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM datasets WHERE sha256 = $1 AND format = $2 AND text_field = $3 \
-             AND label_field = $4 AND status IN ('READY', 'INVALID') ORDER BY created_at DESC LIMIT 1"
+             AND label_field = $4 AND COALESCE(feature_fields, '') = $5 AND rules = $6 \
+             AND status IN ('READY', 'INVALID') ORDER BY created_at DESC LIMIT 1"
         )))
         .bind(sha256)
         .bind(format.as_str())
-        .bind(text_field)
-        .bind(label_field)
+        .bind(&fields.text)
+        .bind(&fields.label)
+        .bind(features.unwrap_or_default())
+        .bind(rules)
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| self.note(e))?;
@@ -309,12 +374,16 @@ impl Store {
         Ok(())
     }
 
-    /// Stores what validation found and moves the dataset to `READY` or `INVALID`.
+    /// Stores what validation found, with the mapping and rules it read the file by, and moves the
+    /// dataset to `READY` or `INVALID`.
     pub async fn finish_dataset_validation(
         &self,
         id: &str,
+        fields: &FieldNames,
+        rules: &ValidationRules,
         scan: &DatasetSummary,
     ) -> StoreResult<DatasetRecord> {
+        let (features, rules) = reading_columns(fields, rules)?;
         self.tick()?;
         let status = scan.status();
         let labels: Vec<(&String, &u64)> = scan.labels.iter().collect();
@@ -322,7 +391,8 @@ impl Store {
             scan.errors.iter().map(|e| (e.line, &e.message)).collect();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE datasets SET status = $1, kind = $2, row_count = $3, features = $4, labels = $5, errors = $6, \
-             error_count = $7 WHERE id = $8 RETURNING {COLUMNS}"
+             error_count = $7, layout = $8, text_field = $9, label_field = $10, feature_fields = $11, rules = $12, \
+             stats = $13, pii = $14 WHERE id = $15 RETURNING {COLUMNS}"
         )))
         .bind(status.as_str())
         .bind(scan.kind.map(|k| k.as_str()))
@@ -331,11 +401,47 @@ impl Store {
         .bind(serde_json::to_string(&labels).map_err(anyhow::Error::from)?)
         .bind(serde_json::to_string(&errors).map_err(anyhow::Error::from)?)
         .bind(scan.error_count as i64)
+        .bind(serde_json::to_string(&scan.layout).map_err(anyhow::Error::from)?)
+        .bind(&fields.text)
+        .bind(&fields.label)
+        .bind(features)
+        .bind(rules)
+        .bind(
+            scan.stats
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(anyhow::Error::from)?,
+        )
+        .bind(
+            scan.pii
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(anyhow::Error::from)?,
+        )
         .bind(id)
         .fetch_optional(&self.pool)
         .await.map_err(|e| self.note(e))?
         .ok_or(StoreError::NotFound("dataset"))?;
         decode(&row)
+    }
+
+    /// The datasets derived from `parent_id`, oldest first (at most `limit`).
+    pub async fn dataset_children(
+        &self,
+        parent_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<DatasetRecord>> {
+        self.tick()?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM datasets WHERE parent_id = $1 ORDER BY created_at, id LIMIT {limit}"
+        )))
+        .bind(parent_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.note(e))?;
+        rows.iter().map(decode).collect()
     }
 
     pub async fn get_dataset(&self, id: &str) -> StoreResult<Option<DatasetRecord>> {

@@ -25,6 +25,8 @@ pub struct NewJob {
     /// Why the job was submitted (a retrain's reason, say).
     pub reason: Option<String>,
     pub resources: Resources,
+    /// The fields it reads from its dataset.
+    pub fields: crate::domain::FieldNames,
 }
 
 /// One page of a newest-first listing; `after` is the `(created_at, id)` of the previous page's last row.
@@ -38,7 +40,7 @@ pub(super) const COLUMNS: &str = "id, name, model_name, task, dataset_id, base_m
                        status, error, progress, attempts, max_attempts, lease_owner, lease_expires_at, \
                        cancel_requested, pause_requested, next_attempt_at, max_duration_ms, run_ms, \
                        attempt_started_at, model_version_id, created_at, started_at, finished_at, auto_promote, \
-                       reset_head, reason, device, resources";
+                       reset_head, reason, device, resources, fields";
 
 /// What `job_epochs.details` holds.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -113,6 +115,10 @@ pub(super) fn decode(row: &AnyRow) -> StoreResult<JobRecord> {
             .map(|r| json("job resources", &r))
             .transpose()?
             .unwrap_or_default(),
+        fields: row
+            .try_get::<Option<String>, _>("fields")?
+            .map(|f| json("job fields", &f))
+            .transpose()?,
     })
 }
 
@@ -158,8 +164,8 @@ impl Store {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO jobs (id, name, model_name, task, dataset_id, base_model, model_config, hyperparameters, \
              priority, status, attempts, max_attempts, cancel_requested, max_duration_ms, created_at, updated_at, \
-             customization, auto_promote, reset_head, reason, resources, gpus) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'QUEUED', 0, $10, 0, $12, $11, $11, $13, $14, $15, $16, $17, $18) \
+             customization, auto_promote, reset_head, reason, resources, gpus, fields) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'QUEUED', 0, $10, 0, $12, $11, $11, $13, $14, $15, $16, $17, $18, $19) \
              RETURNING {COLUMNS}"
         )))
         .bind(&job.id)
@@ -192,6 +198,7 @@ impl Store {
                 .then(|| serde_json::to_string(&job.resources).expect("resources serialise")),
         )
         .bind(job.resources.gpus as i64)
+        .bind(serde_json::to_string(&job.fields).map_err(anyhow::Error::from)?)
         .fetch_one(&self.pool)
         .await.map_err(|e| self.note(e))?;
         decode(&row)

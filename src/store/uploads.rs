@@ -6,10 +6,10 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Store, StoreResult, corrupt};
-use crate::domain::{DatasetFormat, UploadRecord, UploadStatus};
+use crate::domain::{DatasetFormat, FieldNames, UploadRecord, UploadStatus};
 
 const COLUMNS: &str = "id, name, file_name, format, text_field, label_field, length, upload_offset, status, \
-                       multipart_id, parts, dataset_id, error, created_at, expires_at, updated_at";
+                       multipart_id, parts, dataset_id, error, created_at, expires_at, updated_at, feature_fields";
 
 fn decode(row: &AnyRow) -> StoreResult<UploadRecord> {
     let parts: String = row.try_get("parts")?;
@@ -19,8 +19,15 @@ fn decode(row: &AnyRow) -> StoreResult<UploadRecord> {
         file_name: row.try_get("file_name")?,
         format: DatasetFormat::parse(&row.try_get::<String, _>("format")?)
             .map_err(|e| corrupt("upload", e))?,
-        text_field: row.try_get("text_field")?,
-        label_field: row.try_get("label_field")?,
+        fields: FieldNames {
+            text: row.try_get("text_field")?,
+            label: row.try_get("label_field")?,
+            features: row
+                .try_get::<Option<String>, _>("feature_fields")?
+                .map(|f| serde_json::from_str(&f))
+                .transpose()
+                .map_err(|e| corrupt("upload feature fields", e))?,
+        },
         length: row.try_get("length")?,
         offset: row.try_get("upload_offset")?,
         status: UploadStatus::parse(&row.try_get::<String, _>("status")?)
@@ -53,15 +60,16 @@ impl Store {
         self.tick()?;
         sqlx::query(
             "INSERT INTO uploads (id, name, file_name, format, text_field, label_field, length, upload_offset, \
-             status, multipart_id, parts, dataset_id, error, locked_until, created_at, expires_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, 0, $12, $13, $14)",
+             status, multipart_id, parts, dataset_id, error, locked_until, created_at, expires_at, updated_at, \
+             feature_fields) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, 0, $12, $13, $14, $15)",
         )
         .bind(&upload.id)
         .bind(&upload.name)
         .bind(&upload.file_name)
         .bind(upload.format.as_str())
-        .bind(&upload.text_field)
-        .bind(&upload.label_field)
+        .bind(&upload.fields.text)
+        .bind(&upload.fields.label)
         .bind(upload.length)
         .bind(upload.offset)
         .bind(upload.status.as_str())
@@ -70,6 +78,15 @@ impl Store {
         .bind(upload.created_at)
         .bind(upload.expires_at)
         .bind(upload.updated_at)
+        .bind(
+            upload
+                .fields
+                .features
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(anyhow::Error::from)?,
+        )
         .execute(&self.pool)
         .await
         .map_err(|e| self.note(e))?;

@@ -300,8 +300,9 @@ async fn store_with_dataset(db: Db) -> (Store, tempfile::TempDir, String) {
                 object_key: keys::dataset(&id, DatasetFormat::Jsonl).unwrap(),
                 size_bytes: 1,
                 sha256: "00".into(),
-                text_field: "text".into(),
-                label_field: "label".into(),
+                fields: Default::default(),
+                rules: Default::default(),
+                derivation: None,
             },
             0,
         )
@@ -330,6 +331,7 @@ async fn queue(store: &Store, dataset: &str, id: &str, priority: Priority) {
             auto_promote: None,
             reason: None,
             resources: Default::default(),
+            fields: Default::default(),
         })
         .await
         .unwrap();

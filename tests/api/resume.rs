@@ -70,10 +70,7 @@ impl Interrupt for Never {
 pub fn data(dir: &Path, name: &str, bytes: Vec<u8>, format: DatasetFormat) -> TrainData {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
-    let names = FieldNames {
-        text: "text".into(),
-        label: "label".into(),
-    };
+    let names = FieldNames::default();
     index_file(&path, &ReadOptions::new(format, names))
         .unwrap()
         .unwrap_or_else(|summary| panic!("invalid test data: {:?}", summary.errors))

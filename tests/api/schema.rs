@@ -52,6 +52,7 @@ fn every_list_of_hyperparameters_names_the_same_fields() {
         "format",
         "textField",
         "labelField",
+        "featureFields",
         "baseModel",
         "hyperparameters",
         "customization",

@@ -310,9 +310,12 @@ async fn the_tus_protocol_answers_as_its_spec_says(db: Db, objects: Objects) {
     assert_eq!(dataset["id"], id, "the dataset takes the upload's id");
     let stored = app.stored_dataset(&id, kiln::domain::DatasetFormat::Jsonl);
     assert!(stored == file, "the stored file is the file sent");
-    // Nothing of the staging is left beside it.
+    // Nothing of the staging is left beside it: the file, and the keys of its rows (overlapWith).
     let folder = app.object_root().join("datasets").join(&id);
-    assert_eq!(files_under(&folder), vec!["data.jsonl".to_string()]);
+    assert_eq!(
+        files_under(&folder),
+        vec!["data.jsonl".to_string(), "row-keys".to_string()]
+    );
     // A finished upload takes no more bytes and answers its full offset.
     assert_eq!(tus.offset(&path).await, (StatusCode::OK, Some(file.len())));
     assert_eq!(

@@ -75,7 +75,7 @@ try {
   await page.waitForSelector('.upload-result .status-ready', { timeout: 15000 });
   const uploaded = await page.getAttribute('.upload-progress [role="progressbar"]', 'aria-valuenow');
   if (uploaded !== '100') problems.push(`the upload's progress bar ended at ${uploaded} %`);
-  await page.waitForSelector('table.datasets td:text-is("uploaded")');
+  await page.waitForSelector('table.datasets td a:text-is("uploaded")');
   await page.setInputFiles('#dataset-file', { name: 'broken.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(`${rows}\n{"text": "no label here"}`) });
   await page.click('form.upload button[type="submit"]');
   await page.waitForSelector('.upload-result .status-invalid', { timeout: 15000 });

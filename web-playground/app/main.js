@@ -6,6 +6,7 @@ import { errorBox, fill, h } from './ui.js';
 import * as jobs from './pages/jobs.js';
 import * as job from './pages/job.js';
 import * as datasets from './pages/datasets.js';
+import * as dataset from './pages/dataset.js';
 import * as models from './pages/models.js';
 import * as submit from './pages/submit.js';
 import * as compare from './pages/compare.js';
@@ -18,6 +19,7 @@ const ROUTES = [
   [/^\/jobs$/, jobs],
   [/^\/queue$/, queue],
   [/^\/datasets$/, datasets],
+  [/^\/datasets\/([^/]+)$/, dataset],
   [/^\/models\/([^/]+)$/, models],
   [/^\/models$/, models],
   [/^\/submit$/, submit],

@@ -86,6 +86,13 @@ pub struct SubmitJobInput {
     pub auto_promote: Option<String>,
     /// CPUs, memory and GPUs the job asks for; absent: the worker's own bounds.
     pub resources: Option<ResourcesInputGql>,
+    /// Which fields to read from the dataset, over its own mapping (each part left out stays the
+    /// dataset's). A mapping other than the dataset's reads its file again at submit, with its rules;
+    /// problems are refused under `fields`.
+    pub fields: Option<crate::api::datasets::FieldMappingInput>,
+    /// Train even if the dataset's texts hold personal data or secrets (`Dataset.pii`). Default: the
+    /// server's `KILN_ALLOW_PII` (false unless set), which refuses such a dataset.
+    pub allow_pii: Option<bool>,
 }
 
 impl From<SubmitJobInput> for Submission {
@@ -120,6 +127,8 @@ impl From<SubmitJobInput> for Submission {
                     gpus: r.gpus.map(Into::into),
                 })
                 .unwrap_or_default(),
+            fields: input.fields.map(Into::into).unwrap_or_default(),
+            allow_pii: input.allow_pii,
         }
     }
 }

@@ -204,6 +204,11 @@ impl Job {
     async fn reset_head(&self) -> bool {
         self.0.settings.reset_head
     }
+    /// The fields it reads from its dataset, fixed at submit; null for a job submitted before kiln
+    /// kept them (it reads the dataset's own).
+    async fn fields(&self) -> Option<crate::api::datasets::FieldMapping> {
+        self.0.fields.as_ref().map(Into::into)
+    }
     /// Why the job was submitted, as its submitter said.
     async fn reason(&self) -> Option<&str> {
         self.0.reason.as_deref()

@@ -134,7 +134,7 @@ export function render(main) {
   const list = h('div');
 
   // The upload form.
-  const fileInput = h('input', { id: 'dataset-file', type: 'file', accept: '.jsonl,.csv,.json', required: true });
+  const fileInput = h('input', { id: 'dataset-file', type: 'file', accept: '.jsonl,.ndjson,.json,.csv,.tsv,.parquet,.pq', required: true });
   const nameInput = h('input', { id: 'dataset-name', type: 'text', required: true, maxlength: 200 });
   const textField = h('input', { id: 'dataset-text-field', type: 'text', placeholder: 'text' });
   const labelField = h('input', { id: 'dataset-label-field', type: 'text', placeholder: 'label' });
@@ -175,7 +175,7 @@ export function render(main) {
     }
   } },
     h('h2', {}, 'Upload a dataset'),
-    h('p', { class: 'muted' }, 'JSONL or CSV: a text and a label field for text classification, or numeric columns and a label for tabular data. An interrupted upload goes on where it stopped when you choose the same file again, also after closing this tab.'),
+    h('p', { class: 'muted' }, 'JSONL, CSV (any of , ; | or tab, with or without a header row) or Parquet: a text and a label field for text classification, or numeric columns and a label for tabular data. An interrupted upload goes on where it stopped when you choose the same file again, also after closing this tab.'),
     h('div', { class: 'fields' },
       h('label', {}, 'File', fileInput),
       h('label', {}, 'Name', nameInput),
@@ -250,7 +250,7 @@ export function render(main) {
         ? h('div', { class: 'table-wrap' }, h('table', { class: 'datasets' },
             h('thead', {}, h('tr', {}, ['Dataset', 'Status', 'Kind', 'Rows', 'Size', 'Labels', 'Uploaded', 'Actions'].map((t) => h('th', { scope: 'col' }, t)))),
             h('tbody', {}, nodes.map((d) => h('tr', { 'data-dataset': d.id },
-              h('td', {}, d.name, problems(d)),
+              h('td', {}, h('a', { href: `#/datasets/${d.id}` }, d.name), problems(d)),
               h('td', {}, badge(d.status), ' ', badge(d.lifecycle)),
               h('td', {}, d.kind ? d.kind.toLowerCase() : '–'),
               h('td', { class: 'num' }, d.rowCount),

@@ -29,7 +29,9 @@ const OPTIONS = [
   ['hyperparameters.earlyStoppingPatience', 'Early stopping patience', 'number', 'off', 'epochs without improvement; off by default'],
 ];
 
-export function render(main) {
+export function render(main, params) {
+  // A dataset's page links here with ?dataset=<id>.
+  const wanted = params && params.get('dataset');
   const errorSlot = h('div', { class: 'error-slot' });
   const hints = new Map();
   const field = (path, label, input, hint) => {
@@ -46,6 +48,7 @@ export function render(main) {
   const baseModel = h('input', { type: 'text', placeholder: 'none: a small BERT from scratch', maxlength: 1024 });
   const pooling = h('select', {}, h('option', { value: '' }, 'MEAN (default)'), h('option', { value: 'CLS' }, 'CLS'));
   const lora = h('input', { type: 'checkbox' });
+  const allowPii = h('input', { type: 'checkbox', id: 'allow-pii' });
   const rank = h('input', { type: 'number', placeholder: '8', min: 1, max: 256 });
   // What the job asks of the machine it runs on.
   const resources = RESOURCES.map(([path, label, placeholder, hint]) => [path, h('input', { type: 'number', step: 'any', min: 0, placeholder }), label, hint]);
@@ -55,7 +58,7 @@ export function render(main) {
   let datasets = [];
   const fillDatasets = () => {
     const kind = task.value === 'TEXT_CLASSIFICATION' ? 'TEXT' : 'TABULAR';
-    const chosen = dataset.value;
+    const chosen = dataset.value || wanted;
     const ready = datasets.filter((d) => d.status === 'READY' && (!d.kind || d.kind === kind));
     datasetFilter.hidden = ready.length < FILTER_FROM;
     const part = datasetFilter.value.trim().toLowerCase();
@@ -86,6 +89,7 @@ export function render(main) {
       datasetId: dataset.value,
       hyperparameters,
     };
+    if (allowPii.checked) input.allowPii = true;
     if (baseModel.value.trim()) input.baseModel = baseModel.value.trim();
     for (const [path, field] of resources) {
       if (field.value.trim() === '') continue;
@@ -115,6 +119,7 @@ export function render(main) {
       field('modelName', 'Model name', modelName, 'letters, digits, . _ -'),
       field('task', 'Task', task),
       field('datasetId', 'Dataset', dataset, datasetFilter),
+      h('label', { class: 'check', for: 'allow-pii' }, allowPii, ' Train even if its texts hold personal data (its page lists what was found)'),
       field('baseModel', 'Base model', baseModel, 'a folder under KILN_MODEL_ROOTS, hf:org/name, or model:name@alias'),
       field('hyperparameters.pooling', 'Pooling', pooling)),
     h('h2', {}, 'Training options'),
@@ -138,6 +143,8 @@ export function render(main) {
       do {
         const page = (await gql(DATASETS, { after })).datasets;
         datasets = datasets.concat(page.nodes);
+        const asked = datasets.find((d) => d.id === wanted);
+        if (asked && asked.kind === 'TABULAR' && !dataset.value) task.value = 'TABULAR_CLASSIFICATION';
         after = page.pageInfo.hasNextPage ? page.pageInfo.endCursor : null;
         fillDatasets();
       } while (after && datasets.length < MOST_DATASETS);

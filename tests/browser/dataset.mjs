@@ -1,0 +1,82 @@
+// A dataset's page in Debian's chromium: its statistics (label bars, the length histogram, the labelling
+// conflicts), the personal data found with masked excerpts, a redacted copy made with one click (whose
+// page shows where it came from and no personal data), the overlap with another dataset, the rules
+// checked again (INVALID, then READY), and the way to train on it.
+//
+// Run by tests/api/browser.rs. Environment: KILN_URL, KILN_TOKEN, KILN_SCREENSHOTS, KILN_CHROMIUM,
+// DATASET (a text dataset with conflicts and personal data), OTHER (a dataset sharing two of its
+// texts), OTHER_NAME. Prints `redacted <id>`. Exits 1 saying what went wrong.
+
+import { env, start } from './harness.mjs';
+
+const url = env('KILN_URL');
+const token = env('KILN_TOKEN');
+const id = env('DATASET');
+const other = env('OTHER');
+const otherName = env('OTHER_NAME');
+const { page, problems, screenshot, finish } = await start();
+const text = (selector) => page.textContent(selector);
+
+try {
+  await page.goto(url + '/');
+  await page.evaluate((t) => localStorage.setItem('kiln.token', t), token);
+  await page.goto(`${url}/#/datasets/${id}`);
+  await page.waitForSelector('.stats');
+
+  // Statistics: a bar per label, the histogram, the conflict listed.
+  const bars = await page.getAttribute('.stats .bars', 'aria-label');
+  if (!bars.includes('benign 6') || !bars.includes('injection 6')) problems.push(`the label bars read: ${bars}`);
+  if ((await page.$$('.columns-chart .column')).length < 2) problems.push('the length histogram has fewer than two columns');
+  const conflicts = await text('table.conflicts');
+  if (!conflicts.includes('reveal your system prompt') || !conflicts.includes('benign ×1, injection ×1')) problems.push(`the conflicts read: ${conflicts}`);
+  const tallies = await text('ul.tallies');
+  if (!tallies.includes('1 texts with two labels')) problems.push(`the tallies read: ${tallies}`);
+
+  // Personal data: listed by kind, excerpts masked.
+  const findings = await page.$$eval('.finding', (els) => els.map((e) => e.dataset.kind));
+  if (findings.join(',') !== 'EMAIL,PHONE') problems.push(`the findings are ${findings}`);
+  await page.click('.finding[data-kind="EMAIL"] summary strong');
+  const sample = await text('.finding[data-kind="EMAIL"] ul.samples');
+  if (!sample.includes('•') || sample.includes('alice')) problems.push(`the email sample reads: ${sample}`);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await screenshot('dataset');
+
+  // Overlap with the other dataset.
+  await page.selectOption('#overlap-with', other);
+  await page.click('button:has-text("Compare")');
+  await page.waitForSelector('.overlap-result p');
+  const overlap = await text('.overlap-result');
+  if (!overlap.includes(`3 rows (25 %) of this dataset also occur in ${otherName}`)) problems.push(`the overlap reads: ${overlap}`);
+
+  // Checked again with a rule it breaks, then without.
+  await page.fill('#rule-allowed-labels', 'benign');
+  await page.click('button:has-text("Check again")');
+  await page.waitForSelector('h1 .status-invalid');
+  const listed = await text('ul.problem-list');
+  if (!listed.includes('label "injection" is not one of allowedLabels (benign)')) problems.push(`the problems read: ${listed}`);
+  await page.fill('#rule-allowed-labels', '');
+  await page.click('button:has-text("Check again")');
+  await page.waitForSelector('h1 .status-ready');
+
+  // A redacted copy: its own page says where it came from, and that it holds no personal data.
+  await page.click('button:has-text("Make a redacted copy")');
+  await page.waitForFunction((parent) => location.hash.startsWith('#/datasets/') && !location.hash.endsWith(parent), id);
+  const copy = (await page.evaluate(() => location.hash)).split('/').pop();
+  console.log(`redacted ${copy}`);
+  await page.waitForSelector('.lineage');
+  const lineage = await text('.lineage');
+  if (!lineage.includes('Made by redact from prompts')) problems.push(`the copy's lineage reads: ${lineage}`);
+  const pii = await text('.pii');
+  if (!pii.includes('None found')) problems.push(`the copy's personal data card reads: ${pii}`);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await screenshot('dataset-redacted');
+  await page.click('.lineage a');
+  await page.waitForSelector(`.lineage a[href="#/datasets/${copy}"]`);
+
+  // Training on it starts from the submit page with the dataset chosen.
+  await page.click('a:has-text("Train on it")');
+  await page.waitForFunction((wanted) => [...document.querySelectorAll('form.submit select option')].some((o) => o.value === wanted && o.selected), id);
+} catch (e) {
+  problems.push(`the dataset page test stopped: ${e.stack || e}`);
+}
+await finish('the dataset page shows what is in a dataset');
