@@ -11,6 +11,8 @@ ALTER TABLE datasets ADD COLUMN rules TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE datasets ADD COLUMN layout TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE datasets ADD COLUMN stats TEXT;
 ALTER TABLE datasets ADD COLUMN pii TEXT;
+-- Text lengths in tokens, per tokenizer measured (JSON array).
+ALTER TABLE datasets ADD COLUMN token_lengths TEXT NOT NULL DEFAULT '[]';
 -- A derived dataset (a redacted copy, …) names its parent and how it was made (JSON).
 ALTER TABLE datasets ADD COLUMN parent_id TEXT;
 ALTER TABLE datasets ADD COLUMN derivation TEXT;

@@ -215,6 +215,16 @@ pub struct DatasetDerivation {
     pub spec_hash: String,
 }
 
+/// A dataset's text lengths in tokens, as one base model's tokenizer counts them.
+#[derive(SimpleObject)]
+pub struct TokenLengths {
+    /// The base model, as given to `measureTokenLengths`.
+    pub tokenizer: String,
+    pub measured_at: String,
+    /// Tokens per text, special tokens included, nothing cut off.
+    pub lengths: LengthSummary,
+}
+
 /// One kind of personal data found in a dataset's texts.
 #[derive(SimpleObject)]
 pub struct PiiFinding {
@@ -415,6 +425,19 @@ impl Dataset {
                 .collect(),
             complete: s.complete,
         })
+    }
+    /// Its texts' lengths in tokens, one entry per tokenizer measured (`measureTokenLengths`), oldest
+    /// first.
+    async fn token_lengths(&self) -> Vec<TokenLengths> {
+        self.0
+            .token_lengths
+            .iter()
+            .map(|t| TokenLengths {
+                tokenizer: t.tokenizer.clone(),
+                measured_at: timestamp(t.measured_at),
+                lengths: length_summary(&t.lengths),
+            })
+            .collect()
     }
     /// How it was made from another dataset; null for an upload.
     async fn derivation(&self) -> Option<DatasetDerivation> {
@@ -662,6 +685,23 @@ impl DatasetsMutation {
     ) -> ApiResult<Dataset> {
         let kinds: Vec<domain::PiiKind> = kinds.into_iter().map(Into::into).collect();
         Ok(Dataset(service(ctx).redact_dataset(&id, &kinds).await?))
+    }
+
+    /// Counts the tokens of each valid text of a READY text dataset with the tokenizer of base model
+    /// `tokenizer` (a folder under the server's `KILN_MODEL_ROOTS`, `hf:org/name[@revision]`, or
+    /// `model:NAME/VERSION`), special tokens included and nothing cut off, and keeps the lengths in
+    /// `Dataset.tokenLengths` (the last 10 tokenizers; measuring again replaces that tokenizer's;
+    /// `validateDataset` clears them). The file is read again: this takes about as long as validating
+    /// it.
+    async fn measure_token_lengths(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        tokenizer: String,
+    ) -> ApiResult<Dataset> {
+        Ok(Dataset(
+            service(ctx).measure_token_lengths(&id, &tokenizer).await?,
+        ))
     }
 
     /// Puts a dataset away: it keeps its jobs and lineage, but `submitJob` refuses it until

@@ -27,7 +27,7 @@ mod stats;
 
 pub use rows::{IndexedRows, RowSource};
 pub use scan::{Scan, index, scan};
-pub use stats::{Overlap, overlap, text_key};
+pub use stats::{Overlap, length_summary, overlap, text_key};
 
 use crate::domain::{DatasetFormat, ValidationRules};
 pub use crate::domain::{FieldNames, MAX_TEXT_CHARS};

@@ -342,7 +342,7 @@ fn features_key(features: &[f32]) -> u64 {
 
 /// Nearest-rank percentiles, the mean and a histogram of `lengths` (rows by length); `None` when it
 /// counts no row.
-fn length_summary(lengths: &[u64]) -> Option<LengthSummary> {
+pub fn length_summary(lengths: &[u64]) -> Option<LengthSummary> {
     let total: u64 = lengths.iter().sum();
     if total == 0 {
         return None;

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    DatasetStats, FieldError, FieldNames, FileLayout, ObjectKey, PiiReport, ValidationRules,
+    DatasetStats, FieldError, FieldNames, FileLayout, ObjectKey, PiiReport, TokenLengths,
+    ValidationRules,
 };
 
 /// The file format of an uploaded dataset.
@@ -204,6 +205,8 @@ pub struct DatasetRecord {
     pub archived_at: Option<i64>,
     /// How it was made from another dataset (a redacted copy, …); `None` for an upload.
     pub derivation: Option<Derivation>,
+    /// Its texts' lengths in tokens, per tokenizer measured (`measureTokenLengths`).
+    pub token_lengths: Vec<TokenLengths>,
 }
 
 /// What made a derived dataset: the operation, its parent, and the spec it ran with (and the spec's

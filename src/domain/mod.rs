@@ -46,8 +46,8 @@ pub use model::{ModelRecord, ModelVersionRecord, version_number};
 pub use names::{DisplayName, ModelName, ObjectKey, abbreviate, closest, is_plausible_id};
 pub use profile::{
     Bucket, DatasetStats, FeatureSummary, LabelConflict, LengthSummary, MAX_CONFLICT_LINES,
-    MAX_LISTED_CONFLICTS, MAX_PII_SAMPLES, MAX_TRACKED_ROWS, PiiFindings, PiiKind, PiiReport,
-    PiiSample,
+    MAX_LISTED_CONFLICTS, MAX_PII_SAMPLES, MAX_TOKEN_MEASUREMENTS, MAX_TRACKED_ROWS, PiiFindings,
+    PiiKind, PiiReport, PiiSample, TokenLengths,
 };
 pub use queue::{LiveWorker, QueuePlace, QueueSnapshot, QueuedJob, RunningJob, WorkerCounts};
 pub use reading::{

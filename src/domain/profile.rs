@@ -170,3 +170,16 @@ pub struct PiiSample {
     pub line: u64,
     pub excerpt: String,
 }
+
+/// The most tokenizers a dataset keeps token lengths for (the oldest measurement goes first).
+pub const MAX_TOKEN_MEASUREMENTS: usize = 10;
+
+/// Text lengths in tokens of one tokenizer, special tokens included and nothing cut off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenLengths {
+    /// The base model whose tokenizer counted: as given (`hf:org/name`, `model:NAME/VERSION`, a folder).
+    pub tokenizer: String,
+    pub measured_at: i64,
+    pub lengths: LengthSummary,
+}

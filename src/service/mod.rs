@@ -35,6 +35,7 @@ pub mod inference;
 pub mod jobs;
 pub mod lifecycle;
 pub mod logs;
+pub mod measure;
 pub mod models;
 pub mod queue;
 pub mod registry;

@@ -40,7 +40,7 @@ fn reading_columns(
 
 const COLUMNS: &str = "id, name, format, kind, status, object_key, size_bytes, sha256, row_count, text_field, \
                        label_field, features, labels, errors, error_count, created_at, used_at, archived_at, \
-                       feature_fields, rules, layout, stats, pii, derivation";
+                       feature_fields, rules, layout, stats, pii, derivation, token_lengths";
 
 fn decode(row: &AnyRow) -> StoreResult<DatasetRecord> {
     let kind: Option<String> = row.try_get("kind")?;
@@ -108,6 +108,8 @@ fn decode(row: &AnyRow) -> StoreResult<DatasetRecord> {
             .map(|d| serde_json::from_str(&d))
             .transpose()
             .map_err(|e| corrupt("dataset derivation", e))?,
+        token_lengths: serde_json::from_str(&row.try_get::<String, _>("token_lengths")?)
+            .map_err(|e| corrupt("dataset token lengths", e))?,
     })
 }
 
@@ -375,7 +377,8 @@ impl Store {
     }
 
     /// Stores what validation found, with the mapping and rules it read the file by, and moves the
-    /// dataset to `READY` or `INVALID`.
+    /// dataset to `READY` or `INVALID`; token lengths measured before are dropped (the text they
+    /// counted may be another field now).
     pub async fn finish_dataset_validation(
         &self,
         id: &str,
@@ -392,7 +395,7 @@ impl Store {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE datasets SET status = $1, kind = $2, row_count = $3, features = $4, labels = $5, errors = $6, \
              error_count = $7, layout = $8, text_field = $9, label_field = $10, feature_fields = $11, rules = $12, \
-             stats = $13, pii = $14 WHERE id = $15 RETURNING {COLUMNS}"
+             stats = $13, pii = $14, token_lengths = '[]' WHERE id = $15 RETURNING {COLUMNS}"
         )))
         .bind(status.as_str())
         .bind(scan.kind.map(|k| k.as_str()))
@@ -423,6 +426,25 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await.map_err(|e| self.note(e))?
+        .ok_or(StoreError::NotFound("dataset"))?;
+        decode(&row)
+    }
+
+    /// Keeps a dataset's token lengths (every tokenizer measured).
+    pub async fn record_token_lengths(
+        &self,
+        id: &str,
+        lengths: &[crate::domain::TokenLengths],
+    ) -> StoreResult<DatasetRecord> {
+        self.tick()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE datasets SET token_lengths = $1 WHERE id = $2 RETURNING {COLUMNS}"
+        )))
+        .bind(serde_json::to_string(lengths).map_err(anyhow::Error::from)?)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.note(e))?
         .ok_or(StoreError::NotFound("dataset"))?;
         decode(&row)
     }

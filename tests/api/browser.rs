@@ -375,6 +375,10 @@ async fn the_dataset_page_shows_statistics_personal_data_lineage_and_rules() {
         ("DATASET", id.clone()),
         ("OTHER", other),
         ("OTHER_NAME", "test data".to_string()),
+        (
+            "TOKENIZER",
+            crate::helpers::minilm_dir().display().to_string(),
+        ),
     ];
     let mut copy = String::new();
     run_script("dataset.mjs", &chromium, &vars, |line| {

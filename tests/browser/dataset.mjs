@@ -5,7 +5,7 @@
 //
 // Run by tests/api/browser.rs. Environment: KILN_URL, KILN_TOKEN, KILN_SCREENSHOTS, KILN_CHROMIUM,
 // DATASET (a text dataset with conflicts and personal data), OTHER (a dataset sharing two of its
-// texts), OTHER_NAME. Prints `redacted <id>`. Exits 1 saying what went wrong.
+// texts), OTHER_NAME, TOKENIZER (a base model folder). Prints `redacted <id>`. Exits 1 saying what went wrong.
 
 import { env, start } from './harness.mjs';
 
@@ -40,6 +40,13 @@ try {
   if (!sample.includes('•') || sample.includes('alice')) problems.push(`the email sample reads: ${sample}`);
   await page.evaluate(() => window.scrollTo(0, 0));
   await screenshot('dataset');
+
+  // Lengths in tokens, counted by a base model's tokenizer.
+  await page.fill('#tokenizer', env('TOKENIZER'));
+  await page.click('button:has-text("Count tokens")');
+  await page.waitForSelector('.token-lengths li');
+  const tokens = await text('.token-lengths');
+  if (!/median \d+, 90 % under \d+/.test(tokens)) problems.push(`the token lengths read: ${tokens}`);
 
   // Overlap with the other dataset.
   await page.selectOption('#overlap-with', other);

@@ -16,11 +16,13 @@ const FACTS = `id name status lifecycle format kind rowCount sizeBytes sha256 cr
     textLength { min max mean p50 p90 p95 p99 histogram { from to count } }
     features { name count missing min max mean std } complete }
   pii { kind count rows samples { row excerpt } }
-  derivation { operation parentId spec specHash } parent { id name } children { id name status createdAt }`;
+  derivation { operation parentId spec specHash } parent { id name } children { id name status createdAt }
+  tokenLengths { tokenizer measuredAt lengths { min max mean p50 p90 p95 p99 } }`;
 const DATASET = `query($id: ID!) { dataset(id: $id) { ${FACTS} } }`;
 const OTHERS = 'query { datasets(first: 100) { nodes { id name status } } }';
 const OVERLAP = `query($id: ID!, $other: ID!) { dataset(id: $id) { overlapWith(datasetId: $other) {
   dataset { name } rows distinctTexts fraction lines complete } } }`;
+const MEASURE = 'mutation($id: ID!, $tokenizer: String!) { measureTokenLengths(id: $id, tokenizer: $tokenizer) { id } }';
 const REDACT = 'mutation($id: ID!, $kinds: [PiiKind!]!) { redactDataset(id: $id, kinds: $kinds) { id } }';
 const VALIDATE = `mutation($id: ID!, $rules: ValidationRulesInput, $mapping: FieldMappingInput) {
   validateDataset(id: $id, rules: $rules, mapping: $mapping) { id status } }`;
@@ -111,6 +113,21 @@ function statsCard(d) {
       h('thead', {}, h('tr', {}, ['Column', 'Rows', 'Missing', 'Min', 'Max', 'Mean', 'Std'].map((c, i) => h('th', { scope: 'col', class: i ? 'num' : null }, c)))),
       h('tbody', {}, s.features.map((f) => h('tr', {}, h('th', { scope: 'row' }, f.name),
         [f.count, f.missing, f.min, f.max, f.mean, f.std].map((v) => h('td', { class: 'num' }, v === null ? '–' : sig(v)))))))) : null);
+}
+
+function tokensCard(d, errorSlot, reload) {
+  if (d.kind !== 'TEXT' || d.status !== 'READY') return null;
+  const input = h('input', { id: 'tokenizer', type: 'text', placeholder: 'hf:org/name, model:NAME/VERSION or a folder', required: true });
+  const measure = actionButton('Count tokens', async () => {
+    if (!input.value.trim()) return;
+    await gql(MEASURE, { id: d.id, tokenizer: input.value.trim() });
+    await reload();
+  }, errorSlot);
+  return h('div', { class: 'card tokens' }, h('h2', {}, 'Length in tokens'),
+    h('p', { class: 'muted' }, 'A base model\'s tokenizer counts every text, special tokens included and nothing cut off: what maxSeqLength would cut.'),
+    d.tokenLengths.length ? h('ul', { class: 'plain token-lengths' }, d.tokenLengths.map((t) => h('li', {},
+      h('strong', { class: 'wrap' }, t.tokenizer), h('span', { class: 'muted' }, ` · median ${t.lengths.p50}, 90 % under ${t.lengths.p90}, 99 % under ${t.lengths.p99}, longest ${t.lengths.max} · ${when(t.measuredAt)}`)))) : null,
+    h('div', { class: 'fields' }, h('label', { class: 'grow narrow', for: 'tokenizer' }, 'Tokenizer of', input), measure));
 }
 
 function piiCard(d, errorSlot) {
@@ -210,7 +227,7 @@ export function render(main, _params, id) {
         h('ul', { class: 'problem-list' }, d.errors.map((e) => h('li', {}, e.line ? `line ${e.line}: ` : '', e.message))),
         d.errorCount > d.errors.length ? h('p', { class: 'muted' }, `and ${d.errorCount - d.errors.length} more`) : null) : null,
       h('div', { class: 'columns' }, factsCard(d), lineageCard(d)),
-      statsCard(d), piiCard(d, errorSlot), overlapCard(d, errorSlot), validateCard(d, errorSlot, load));
+      statsCard(d), tokensCard(d, errorSlot, load), piiCard(d, errorSlot), overlapCard(d, errorSlot), validateCard(d, errorSlot, load));
   }
   load();
   return () => {};
