@@ -221,6 +221,21 @@ impl Service {
         Ok(local)
     }
 
+    /// A dataset whose upload has been checked (`READY` or `INVALID`): what it can be read again for,
+    /// or made into another. `NotFound`, or `Conflict` while it is still `UPLOADED`.
+    pub(super) async fn checked_dataset(&self, id: &str) -> ServiceResult<DatasetRecord> {
+        let dataset = self.dataset(id).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!("no dataset with id {}", abbreviate(id, 100)))
+        })?;
+        if dataset.status == DatasetStatus::Uploaded {
+            return Err(ServiceError::Conflict(format!(
+                "dataset {} is still being uploaded and checked",
+                dataset.id
+            )));
+        }
+        Ok(dataset)
+    }
+
     /// Reads a dataset's stored file again with another mapping or other rules (each left out stays
     /// as it is; `rules` replaces the rules whole) and stores what was found: the dataset becomes
     /// `READY` or `INVALID` under them. Jobs already submitted keep the mapping they were given.
@@ -231,15 +246,7 @@ impl Service {
         mapping: &MappingInput,
         rules: Option<&RulesInput>,
     ) -> ServiceResult<DatasetRecord> {
-        let dataset = self.dataset(id).await?.ok_or_else(|| {
-            ServiceError::NotFound(format!("no dataset with id {}", abbreviate(id, 100)))
-        })?;
-        if dataset.status == DatasetStatus::Uploaded {
-            return Err(ServiceError::Conflict(format!(
-                "dataset {} is still being uploaded and checked",
-                dataset.id
-            )));
-        }
+        let dataset = self.checked_dataset(id).await?;
         let names = mapping.apply("mapping.", &dataset.fields)?;
         let rules = match rules {
             Some(input) => ValidationRules::parse("rules.", input)?,

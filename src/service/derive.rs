@@ -7,8 +7,8 @@ use super::{Service, ServiceError, ServiceResult};
 use crate::data::rewrite::{Row, rewrite};
 use crate::data::{ReadOptions, RowSource, pii};
 use crate::domain::{
-    DatasetFormat, DatasetRecord, DatasetStatus, Derivation, DerivationKind, DisplayName,
-    FieldError, PiiKind, abbreviate, now_ms,
+    DatasetFormat, DatasetRecord, Derivation, DerivationKind, DisplayName, FieldError, PiiKind,
+    abbreviate, now_ms,
 };
 use crate::objects::keys;
 use crate::store::NewDataset;
@@ -31,7 +31,7 @@ impl Service {
         let mut kinds = kinds.to_vec();
         kinds.sort();
         kinds.dedup();
-        let parent = self.derivable(id).await?;
+        let parent = self.checked_dataset(id).await?;
         let text_field = parent.fields.text.clone();
         let spec = serde_json::json!({
             "kinds": kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
@@ -55,20 +55,6 @@ impl Service {
     /// The datasets made from `id`, oldest first.
     pub async fn dataset_children(&self, id: &str) -> ServiceResult<Vec<DatasetRecord>> {
         Ok(self.store.dataset_children(id, MAX_CHILDREN).await?)
-    }
-
-    /// A dataset other datasets may be made from: one whose upload has finished.
-    async fn derivable(&self, id: &str) -> ServiceResult<DatasetRecord> {
-        let dataset = self.dataset(id).await?.ok_or_else(|| {
-            ServiceError::NotFound(format!("no dataset with id {}", abbreviate(id, 100)))
-        })?;
-        if dataset.status == DatasetStatus::Uploaded {
-            return Err(ServiceError::Conflict(format!(
-                "dataset {} is still being uploaded and checked",
-                dataset.id
-            )));
-        }
-        Ok(dataset)
     }
 
     /// Writes `parent`'s rows through `change` into a new JSONL dataset named `name`, stores it and

@@ -28,29 +28,9 @@ const TINY_BERT: &str =
 
 /// Uploads `bytes` as `file_name` with the upload's other arguments in `extra`; the answer's dataset.
 async fn upload(app: &TestApp, file_name: &str, bytes: Vec<u8>, extra: Value) -> Value {
-    let mut variables = json!({ "file": null, "name": file_name });
-    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-        variables[k] = v;
-    }
-    let operations = json!({ "query": UPLOAD, "variables": variables });
-    let form = reqwest::multipart::Form::new()
-        .text("operations", operations.to_string())
-        .text("map", r#"{"0": ["variables.file"]}"#)
-        .part(
-            "0",
-            reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()),
-        );
-    let body: Value = app
-        .client
-        .post(app.url("/graphql"))
-        .bearer_auth(&app.token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = app
+        .upload_with(UPLOAD, file_name, file_name, bytes, extra)
+        .await;
     assert!(body.get("errors").is_none(), "{body}");
     body["data"]["uploadDataset"].clone()
 }

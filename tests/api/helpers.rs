@@ -427,16 +427,29 @@ impl Remote {
 
     /// Uploads a dataset through the GraphQL multipart request spec.
     pub async fn upload(&self, name: &str, file_name: &str, bytes: Vec<u8>, extra: Value) -> Value {
+        const UPLOAD: &str = "mutation($file: Upload!, $name: String!, $format: DatasetFormat, $textField: String, \
+            $labelField: String) { uploadDataset(file: $file, name: $name, format: $format, textField: $textField, \
+            labelField: $labelField) { id name format kind status rowCount sizeBytes sha256 features \
+            labels { label count } errors { line message } errorCount } }";
+        self.upload_with(UPLOAD, name, file_name, bytes, extra)
+            .await
+    }
+
+    /// Sends `query` (an `uploadDataset` mutation taking `$file` and `$name`) with `bytes` as the file
+    /// and `extra` as its other variables, as a GraphQL multipart request.
+    pub async fn upload_with(
+        &self,
+        query: &str,
+        name: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+        extra: Value,
+    ) -> Value {
         let mut variables = json!({ "file": null, "name": name });
         for (k, v) in extra.as_object().cloned().unwrap_or_default() {
             variables[k] = v;
         }
-        let operations = json!({
-            "query": "mutation($file: Upload!, $name: String!, $format: DatasetFormat, $textField: String, $labelField: String) { \
-                uploadDataset(file: $file, name: $name, format: $format, textField: $textField, labelField: $labelField) { \
-                id name format kind status rowCount sizeBytes sha256 features labels { label count } errors { line message } errorCount } }",
-            "variables": variables,
-        });
+        let operations = json!({ "query": query, "variables": variables });
         let form = reqwest::multipart::Form::new()
             .text("operations", operations.to_string())
             .text("map", r#"{"0": ["variables.file"]}"#)
