@@ -780,11 +780,19 @@ fn secrets(text: &str, out: &mut Vec<(usize, usize)>) {
         }
         i = end.max(i + 1);
     }
-    // Bearer tokens: the word, one space, then at least 20 token characters.
-    let lower = text.to_ascii_lowercase();
+    // Bearer tokens: the word (any case), one space, then at least 20 token characters. Found without
+    // a lowercased copy of every text: this runs on each row of a dataset.
+    const BEARER: &[u8] = b"bearer ";
     let mut search = 0;
-    while let Some(pos) = lower[search..].find("bearer ").map(|p| p + search) {
-        search = pos + 7;
+    while let Some(pos) = bytes
+        .get(search..)
+        .and_then(|rest| {
+            rest.windows(BEARER.len())
+                .position(|w| w.eq_ignore_ascii_case(BEARER))
+        })
+        .map(|p| p + search)
+    {
+        search = pos + BEARER.len();
         if pos > 0 && is_word_byte(bytes[pos - 1]) {
             continue;
         }

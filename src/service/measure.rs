@@ -60,7 +60,9 @@ impl Service {
         let path = scratch
             .path()
             .join(format!("dataset.{}", dataset.format.extension()));
-        std::fs::rename(local.path(), &path).map_err(anyhow::Error::from)?;
+        tokio::fs::rename(local.path(), &path)
+            .await
+            .map_err(anyhow::Error::from)?;
         let options = crate::data::ReadOptions {
             max_line_bytes: self.settings.max_line_bytes,
             rules: dataset.rules.clone(),
