@@ -28,8 +28,9 @@ mirror_enum!(
     PiiKind => domain::PiiKind { Email, Phone, CreditCard, Ssn, IpAddress, Iban, Secret }
 );
 mirror_enum!(
-    /// How a derived dataset was made: REDACT (`redactDataset`).
-    DerivationKind => domain::DerivationKind { Redact }
+    /// How a derived dataset was made: REDACT (`redactDataset`), AUGMENT (`augmentDataset`), BALANCE
+    /// (`balanceDataset`), SYNTHESIZE (`generateSyntheticDataset`, no parent).
+    DerivationKind => domain::DerivationKind { Redact, Augment, Balance, Synthesize }
 );
 mirror_enum!(
     /// FRESH until a job trains on it, then USED; ARCHIVED while put away (no new job may train on it;

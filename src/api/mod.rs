@@ -24,6 +24,7 @@ macro_rules! mirror_enum {
 }
 
 pub mod admin;
+pub mod augment;
 pub mod datasets;
 pub mod error;
 pub mod inference;
@@ -51,6 +52,7 @@ pub struct QueryRoot(
     jobs::QueueQuery,
     jobs::AnalyticsQuery,
     datasets::DatasetsQuery,
+    augment::AugmentQuery,
     uploads::UploadsQuery,
     models::ModelsQuery,
     inference::InferenceQuery,
@@ -62,6 +64,7 @@ pub struct MutationRoot(
     jobs::JobsMutation,
     jobs::QueueMutation,
     datasets::DatasetsMutation,
+    augment::AugmentMutation,
     models::ModelsMutation,
     inference::InferenceMutation,
     admin::AdminMutation,

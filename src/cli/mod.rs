@@ -561,6 +561,7 @@ pub async fn train(args: TrainArgs) -> Result<()> {
     // The model is written beside the output folder and moved into place once whole: an interrupted
     // or failed run leaves the output folder as it was.
     let writing = sibling(&args.output, &format!("writing-{}", std::process::id()));
+    let examples = training::augmented(examples, &settings.hyperparameters);
     let mut spec = TrainSpec::new(settings, examples, base_dir, writing.clone());
     spec.device = placement.device;
     spec.max_memory = Some(

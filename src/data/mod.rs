@@ -15,6 +15,7 @@
 //! [`MAX_FEATURES`] feature columns; at most [`MAX_REPORTED_ERRORS`] errors are listed (the count covers
 //! all of them). Feature values must be finite as 32-bit floats.
 
+pub mod augment;
 pub(crate) mod lines;
 mod parquet;
 pub mod pii;
@@ -25,6 +26,7 @@ mod scan;
 mod sniff;
 mod stats;
 
+pub use record::row_label;
 pub use rows::{IndexedRows, RowSource};
 pub use scan::{Scan, index, scan};
 pub use stats::{Overlap, length_summary, overlap, text_key};

@@ -128,22 +128,23 @@ pub(super) fn check<'a>(
     problems: &mut Vec<String>,
 ) -> Option<Row<'a>> {
     let before = problems.len();
-    let label = match cells.label() {
-        Cell::Str(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Cell::Num(n) => Some(format_number(n)),
-        Cell::Bool(b) => Some(b.to_string()),
-        Cell::Str(_) => {
-            problems.push(format!("field {:?} is empty", names.label));
-            None
-        }
-        other => {
-            problems.push(format!(
-                "field {:?} is {}; expected a string or a number",
-                names.label,
-                other.describe()
-            ));
-            None
-        }
+    let cell = cells.label();
+    let label = match label_text(&cell) {
+        Some(label) => Some(label),
+        None => match cell {
+            Cell::Str(_) => {
+                problems.push(format!("field {:?} is empty", names.label));
+                None
+            }
+            other => {
+                problems.push(format!(
+                    "field {:?} is {}; expected a string or a number",
+                    names.label,
+                    other.describe()
+                ));
+                None
+            }
+        },
     };
     let mut text = None;
     let mut features = Vec::new();
@@ -242,6 +243,25 @@ pub(super) fn check_rules(
             ));
         }
     }
+}
+
+/// A label cell as validation reads it: a trimmed non-blank string, a number or a boolean.
+fn label_text(cell: &Cell<'_>) -> Option<String> {
+    match cell {
+        Cell::Str(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Cell::Num(n) => Some(format_number(*n)),
+        Cell::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The label of a row read as a JSON object (JSONL, or a CSV or Parquet row as rewriting reads it),
+/// as validation reads it; `None` when it has none it could read.
+pub fn row_label(
+    object: &serde_json::Map<String, serde_json::Value>,
+    names: &FieldNames,
+) -> Option<String> {
+    label_text(&Cell::from_json(object.get(&names.label)))
 }
 
 /// Integral numbers as labels read `1`, not `1.0`.

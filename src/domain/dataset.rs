@@ -245,6 +245,10 @@ impl Derivation {
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DerivationKind {
     Redact,
+    Augment,
+    Balance,
+    /// Generated from templates (`parent_id` is `None`).
+    Synthesize,
 }
 
 impl DatasetRecord {
@@ -279,6 +283,13 @@ pub trait Examples: Send + Sync + std::fmt::Debug {
     fn text(&self, row: usize) -> anyhow::Result<String>;
     /// The features of a row of a tabular dataset, in the order of its `feature_names`.
     fn features(&self, row: usize) -> anyhow::Result<Vec<f32>>;
+
+    /// The text a run trains on for `row` in `epoch` (from 1): the row's text, or an augmented draw
+    /// of it when the run augments on the fly. Validation reads [`Examples::text`].
+    fn training_text(&self, row: usize, epoch: u32) -> anyhow::Result<String> {
+        let _ = epoch;
+        self.text(row)
+    }
 
     fn len(&self) -> usize {
         self.labels().len()

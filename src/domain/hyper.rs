@@ -185,6 +185,7 @@ pub struct HyperparamsInput {
     pub dropout: Option<f64>,
     pub pooling: Option<Pooling>,
     pub hidden_sizes: Option<Vec<i64>>,
+    pub augmentation: Option<super::AugmentationInput>,
 }
 
 impl HyperparamsInput {
@@ -268,6 +269,10 @@ pub struct Hyperparams {
     /// Widths of a tabular model's hidden layers; `None`: [`Hyperparams::DEFAULT_HIDDEN_SIZES`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden_sizes: Option<Vec<u32>>,
+    /// Text tasks: every training example is augmented afresh each epoch, from the run's seed, the
+    /// epoch and the row (validation examples never are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augmentation: Option<super::Augmentation>,
 }
 
 fn default_keep_checkpoints() -> u32 {
@@ -528,6 +533,11 @@ impl Hyperparams {
             dropout,
             pooling: input.pooling.unwrap_or_default(),
             hidden_sizes,
+            augmentation: input
+                .augmentation
+                .as_ref()
+                .map(|a| super::Augmentation::parse(&field("augmentation"), a))
+                .transpose()?,
         })
     }
 

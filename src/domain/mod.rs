@@ -9,6 +9,7 @@
 //! `BAD_USER_INPUT` with a message a user can act on. A failure deeper down whose message is safe and
 //! useful to show is a [`UserError`].
 
+mod augment;
 mod dataset;
 mod hyper;
 mod job;
@@ -26,6 +27,13 @@ mod stats;
 mod time;
 mod upload;
 
+pub use augment::{
+    AugmentPlan, AugmentPlanInput, Augmentation, AugmentationInput, BalancePlan, BalanceStrategy,
+    DEFAULT_AUGMENT_SEED, DEFAULT_BALANCE_TECHNIQUES, DEFAULT_PROBABILITY, LabelShareInput,
+    MAX_AUGMENTATION_FACTOR, MAX_DERIVED_ROWS, MAX_SLOT_VALUE_CHARS, MAX_SLOT_VALUES, MAX_SLOTS,
+    MAX_SYNTHETIC_ROWS, MAX_TEMPLATE_CHARS, MAX_TEMPLATES, Piece, SlotInput, SyntheticInput,
+    SyntheticSpec, Technique, TechniqueInput, TechniqueSetting, TemplateInput,
+};
 pub use dataset::{
     DatasetFormat, DatasetKind, DatasetLifecycle, DatasetRecord, DatasetStatus, DatasetSummary,
     Derivation, DerivationKind, ExampleKind, Examples, RowError, TrainData,

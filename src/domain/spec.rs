@@ -440,6 +440,7 @@ impl TrainingSettings {
         let text_only = [
             ("pooling", h.pooling.is_some_and(|p| p != Pooling::Mean)),
             ("freezeLayers", h.freeze_layers.is_some()),
+            ("augmentation", h.augmentation.is_some()),
         ];
         let tabular_only = [("hiddenSizes", h.hidden_sizes.is_some())];
         let misplaced = match task {

@@ -136,6 +136,7 @@ async fn run_logged(
         return Ok(None);
     }
     let output_dir = job_dir.join("model");
+    let examples = crate::service::training::augmented(examples, &job.settings.hyperparameters);
     let mut spec = TrainSpec::new(job.settings.clone(), examples, base_dir, output_dir.clone());
     spec.device = placement.device;
     spec.max_memory = Some(service.settings().max_train_memory);

@@ -210,15 +210,21 @@ impl Service {
         &self,
         dataset: &DatasetRecord,
     ) -> ServiceResult<tempfile::NamedTempFile> {
-        let spool = self.settings.work_dir.join("uploads");
-        tokio::fs::create_dir_all(&spool)
-            .await
-            .map_err(anyhow::Error::from)?;
-        let local = tempfile::NamedTempFile::new_in(&spool).map_err(anyhow::Error::from)?;
+        let local = self.spool_file().await?;
         self.objects
             .get_to_file(&dataset.object_key, local.path())
             .await?;
         Ok(local)
+    }
+
+    /// A new empty file in the work folder's spool (`uploads/`), removed when dropped: a dataset's
+    /// bytes on their way in or out.
+    pub(super) async fn spool_file(&self) -> ServiceResult<tempfile::NamedTempFile> {
+        let spool = self.settings.work_dir.join("uploads");
+        tokio::fs::create_dir_all(&spool)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(tempfile::NamedTempFile::new_in(&spool).map_err(anyhow::Error::from)?)
     }
 
     /// A dataset whose upload has been checked (`READY` or `INVALID`): what it can be read again for,

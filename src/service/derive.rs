@@ -1,4 +1,5 @@
-//! Datasets made from other datasets: a redacted copy (`redactDataset`). A derived dataset is a JSONL
+//! Datasets made from other datasets: a redacted copy (`redactDataset`); augmented, balanced and
+//! generated ones are in `augment`. A derived dataset is a JSONL
 //! file written from its parent's rows, stored and validated like an upload with the parent's mapping
 //! and rules, and names its parent and how it was made (`Dataset.derivation`). The same operation on
 //! the same parent gives back the dataset it made before.
@@ -7,8 +8,8 @@ use super::{Service, ServiceError, ServiceResult};
 use crate::data::rewrite::{Row, rewrite};
 use crate::data::{ReadOptions, RowSource, pii};
 use crate::domain::{
-    DatasetFormat, DatasetRecord, Derivation, DerivationKind, DisplayName, FieldError, PiiKind,
-    abbreviate, now_ms,
+    DatasetFormat, DatasetRecord, Derivation, DerivationKind, DisplayName, FieldError, FieldNames,
+    PiiKind, ValidationRules, abbreviate, now_ms,
 };
 use crate::objects::keys;
 use crate::store::NewDataset;
@@ -60,7 +61,7 @@ impl Service {
     /// Writes `parent`'s rows through `change` into a new JSONL dataset named `name`, stores it and
     /// validates it with the parent's mapping and rules. The same bytes made the same way before give
     /// back that dataset.
-    async fn derive(
+    pub(super) async fn derive(
         &self,
         parent: &DatasetRecord,
         name: String,
@@ -70,39 +71,66 @@ impl Service {
         let name = DisplayName::parse("name", &name)?.into_string();
         let local = self.local_copy(parent).await?;
         let file = local.reopen().map_err(anyhow::Error::from)?;
-        let spool = self.settings.work_dir.join("uploads");
-        let written = tempfile::NamedTempFile::new_in(&spool).map_err(anyhow::Error::from)?;
-        let out = written.reopen().map_err(anyhow::Error::from)?;
         let options = ReadOptions {
             max_line_bytes: self.settings.max_line_bytes,
             ..ReadOptions::new(parent.format, parent.fields.clone())
         };
-        tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        let parent_id = parent.id.clone();
+        let written = self
+            .write_rows(move |mut out| {
+                rewrite(&RowSource::File(file), &options, &mut out, change).map_err(|e| {
+                    ServiceError::Conflict(format!(
+                        "dataset {parent_id} could not be read to the end: {e}"
+                    ))
+                })
+            })
+            .await?;
+        self.store_derived(
+            name,
+            parent.fields.clone(),
+            parent.rules.clone(),
+            derivation,
+            written,
+        )
+        .await
+    }
+
+    /// Runs `write` off the async threads into a new file in the work folder, and returns the file.
+    pub(super) async fn write_rows(
+        &self,
+        write: impl FnOnce(&mut dyn std::io::Write) -> ServiceResult<u64> + Send + 'static,
+    ) -> ServiceResult<tempfile::NamedTempFile> {
+        let written = self.spool_file().await?;
+        let out = written.reopen().map_err(anyhow::Error::from)?;
+        tokio::task::spawn_blocking(move || -> ServiceResult<u64> {
             let mut out = std::io::BufWriter::new(out);
-            let rows = rewrite(&RowSource::File(file), &options, &mut out, change)?;
+            let rows = write(&mut out)?;
             use std::io::Write;
-            out.flush().map_err(|e| e.to_string())?;
+            out.flush().map_err(anyhow::Error::from)?;
             Ok(rows)
         })
         .await
-        .map_err(anyhow::Error::from)?
-        .map_err(|e| {
-            ServiceError::Conflict(format!(
-                "dataset {} could not be read to the end: {e}",
-                parent.id
-            ))
-        })?;
+        .map_err(anyhow::Error::from)??;
+        Ok(written)
+    }
+
+    /// Stores the JSONL file `written` as a dataset named `name`, read with `fields` and checked with
+    /// `rules`, made as `derivation` says, and validates it. A dataset made before from the same
+    /// bytes the same way is given back instead.
+    pub(super) async fn store_derived(
+        &self,
+        name: String,
+        fields: FieldNames,
+        rules: ValidationRules,
+        derivation: Derivation,
+        written: tempfile::NamedTempFile,
+    ) -> ServiceResult<DatasetRecord> {
         let id = uuid::Uuid::new_v4().to_string();
         let key = keys::dataset(&id, DatasetFormat::Jsonl)?;
         let stored = self.objects.put_file(&key, written.path()).await?;
         if let Some(existing) = self
             .store
-            .dataset_with_content(
-                &stored.sha256,
-                DatasetFormat::Jsonl,
-                &parent.fields,
-                &parent.rules,
-            )
+            .dataset_with_content(&stored.sha256, DatasetFormat::Jsonl, &fields, &rules)
             .await?
             .filter(|d| d.derivation.as_ref().map(|x| &x.spec_hash) == Some(&derivation.spec_hash))
         {
@@ -118,8 +146,8 @@ impl Service {
                     object_key: key,
                     size_bytes: stored.size_bytes as i64,
                     sha256: stored.sha256.clone(),
-                    fields: parent.fields.clone(),
-                    rules: parent.rules.clone(),
+                    fields: fields.clone(),
+                    rules: rules.clone(),
                     derivation: Some(derivation),
                 },
                 now_ms(),
@@ -128,8 +156,8 @@ impl Service {
         let declared = super::datasets::Declared {
             name: String::new(),
             format: DatasetFormat::Jsonl,
-            names: parent.fields.clone(),
-            rules: parent.rules.clone(),
+            names: fields,
+            rules,
         };
         let file = written.reopen().map_err(anyhow::Error::from)?;
         self.check_dataset(&id, &declared, file).await

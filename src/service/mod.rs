@@ -25,6 +25,7 @@
 //! hook in here.
 
 pub mod analytics;
+pub mod augment;
 pub mod checkpoints;
 pub mod datasets;
 pub mod debris;

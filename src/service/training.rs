@@ -42,6 +42,12 @@ pub fn index_file(
     )
 }
 
+/// A run's examples as it trains on them: augmented afresh each epoch when its hyperparameters ask
+/// for it (`hyperparameters.augmentation`), from the run's seed.
+pub fn augmented(examples: TrainData, hyper: &crate::domain::Hyperparams) -> TrainData {
+    data::augment::augmented(examples, hyper.augmentation.as_ref(), hyper.seed)
+}
+
 /// The folders local base models may come from (`KILN_MODEL_ROOTS`). A reference is resolved inside
 /// them without following links out of them, and a refusal never says what exists outside them.
 #[derive(Debug, Clone, Default)]

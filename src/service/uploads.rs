@@ -459,11 +459,7 @@ impl Service {
             }
         }
         // A local copy to hash and check, removed when this ends.
-        let spool = self.settings.work_dir.join("uploads");
-        tokio::fs::create_dir_all(&spool)
-            .await
-            .map_err(anyhow::Error::from)?;
-        let local = tempfile::NamedTempFile::new_in(&spool).map_err(anyhow::Error::from)?;
+        let local = self.spool_file().await?;
         let stored = self.objects.get_to_file_hashed(&key, local.path()).await?;
         let (size, sha256) = (stored.size_bytes, stored.sha256);
         let file = local.reopen().map_err(anyhow::Error::from)?;

@@ -118,7 +118,7 @@ pub fn run(
             let mut grads: Option<GradStore> = None;
             let mut step_loss = 0.0;
             for batch in group {
-                let logits = net.logits(data, batch, Some(&mut rng), device)?;
+                let logits = net.logits(data, batch, Some(epoch), Some(&mut rng), device)?;
                 let targets = label_tensor(labels, batch, device)?;
                 let loss = loss_of(&logits, &targets, class_weights.as_ref())?;
                 // The step's gradient is that of the mean loss over all its examples.
@@ -494,7 +494,7 @@ fn evaluate(
     let mut predicted = Vec::with_capacity(val_idx.len());
     let mut actual = Vec::with_capacity(val_idx.len());
     for batch in val_idx.chunks(batch_size) {
-        let logits = net.logits(data, batch, None, device)?;
+        let logits = net.logits(data, batch, None, None, device)?;
         let targets = label_tensor(labels, batch, device)?;
         let loss = loss_of(&logits, &targets, class_weights)?.to_scalar::<f32>()? as f64;
         // Batches combine as the loss over the whole split would: weighted by their total weight.

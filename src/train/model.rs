@@ -42,10 +42,13 @@ impl Net {
         }
     }
 
+    /// Logits of `batch`'s rows; with `epoch`, a text row is read as that epoch trains on it
+    /// ([`Examples::training_text`]).
     pub(super) fn logits(
         &self,
         data: &dyn Examples,
         batch: &[usize],
+        epoch: Option<u32>,
         rng: Option<&mut StdRng>,
         device: &Device,
     ) -> Result<Tensor> {
@@ -53,7 +56,10 @@ impl Net {
             Net::Text { .. } => {
                 let texts = batch
                     .iter()
-                    .map(|&i| data.text(i))
+                    .map(|&i| match epoch {
+                        Some(epoch) => data.training_text(i, epoch),
+                        None => data.text(i),
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 self.text_logits(texts, rng, device)
             }

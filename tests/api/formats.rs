@@ -23,7 +23,7 @@ const VALIDATE: &str = "mutation($id: ID!, $rules: ValidationRulesInput, $mappin
     rules { minRows allowedLabels maxTextLength requiredFields minRowsPerLabel } \
     errors { line message } errorCount labels { label count } } }";
 
-const TINY_BERT: &str =
+pub(crate) const TINY_BERT: &str =
     r#"{ "hiddenSize": 32, "numLayers": 1, "numHeads": 2, "intermediateSize": 64 }"#;
 
 /// Uploads `bytes` as `file_name` with the upload's other arguments in `extra`; the answer's dataset.
@@ -124,13 +124,7 @@ async fn a_parquet_file_from_pyarrow_is_read_trained_on_and_its_bad_rows_named(
     let dataset = upload(&app, "train.parquet", bytes.clone(), json!({})).await;
     let id = dataset["id"].as_str().unwrap();
     // Downloaded as uploaded.
-    let response = app
-        .client
-        .get(app.url(&format!("/datasets/{id}/download")))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.download_dataset(id).await;
     assert_eq!(
         response.headers()["content-type"],
         "application/vnd.apache.parquet"
@@ -399,16 +393,7 @@ async fn rules_make_a_dataset_invalid_and_validate_dataset_checks_it_again(
     );
     let id = d["id"].as_str().unwrap().to_string();
     // Nothing is lost: the raw file is kept as it came.
-    let stored = app
-        .client
-        .get(app.url(&format!("/datasets/{id}/download")))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let stored = app.download_dataset(&id).await.bytes().await.unwrap();
     assert_eq!(stored.to_vec(), bytes);
 
     // Checked again with rules it meets.

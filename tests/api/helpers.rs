@@ -402,6 +402,16 @@ impl Remote {
         format!("{}{}", self.base, path)
     }
 
+    /// `GET /datasets/{id}/download` with the admin token: the answer, whatever its status.
+    pub async fn download_dataset(&self, id: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/datasets/{id}/download")))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Sends a GraphQL request with the admin token and returns the whole response body.
     pub async fn graphql(&self, query: &str, variables: Value) -> Value {
         self.graphql_as(Some(&self.token), query, variables).await

@@ -2,6 +2,7 @@
 //! Postgres must be running (`scripts/test` makes sure); S3 runs in-process.
 
 mod analytics;
+mod augment;
 mod auth;
 mod browser;
 mod cli;

@@ -144,16 +144,7 @@ async fn the_scan_counts_planted_data_and_redaction_removes_it(db: Db, objects: 
     let spec: Value = serde_json::from_str(copy["derivation"]["spec"].as_str().unwrap()).unwrap();
     assert_eq!(spec["kinds"].as_array().unwrap().len(), 7);
     let copy_id = copy["id"].as_str().unwrap().to_string();
-    let bytes = app
-        .client
-        .get(app.url(&format!("/datasets/{copy_id}/download")))
-        .bearer_auth(&app.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let bytes = app.download_dataset(&copy_id).await.text().await.unwrap();
     assert!(bytes.contains("contact [EMAIL] for access"), "{bytes}");
     assert!(bytes.contains("call [PHONE] tomorrow"), "{bytes}");
     assert!(bytes.contains("order 415-555-0199 has shipped"), "{bytes}");

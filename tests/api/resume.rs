@@ -213,6 +213,33 @@ fn a_small_bert_resumed_from_a_checkpoint_ends_bit_for_bit_as_the_uninterrupted_
 }
 
 #[test]
+fn a_run_that_augments_its_texts_each_epoch_resumes_exactly() {
+    use kiln::domain::{Augmentation, Technique};
+    let dir = tempfile::tempdir().unwrap();
+    let plain = data(
+        dir.path(),
+        "text.jsonl",
+        separable_text_jsonl(50, 5),
+        DatasetFormat::Jsonl,
+    );
+    let mut settings = settings(TaskKind::TextClassification, Some(3));
+    settings.hyperparameters.augmentation = Some(Augmentation::of(&[
+        Technique::Swap,
+        Technique::Leetspeak,
+        Technique::ZeroWidth,
+    ]));
+    let augmented = kiln::service::training::augmented(plain.clone(), &settings.hyperparameters);
+    // Each epoch trains on another draw of a text, the same draw every time it is asked for; the
+    // text itself (what validation reads) stays.
+    let first = augmented.training_text(0, 1).unwrap();
+    assert_eq!(first, augmented.training_text(0, 1).unwrap());
+    assert_ne!(first, augmented.training_text(0, 2).unwrap());
+    assert_ne!(first, plain.text(0).unwrap());
+    assert_eq!(augmented.text(0).unwrap(), plain.text(0).unwrap());
+    assert_exact_resume_with(augmented, &settings, None, &[5, 8]);
+}
+
+#[test]
 fn an_mlp_resumed_from_a_checkpoint_ends_bit_for_bit_as_the_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let data = data(

@@ -1,7 +1,8 @@
 // A dataset's page in Debian's chromium: its statistics (label bars, the length histogram, the labelling
 // conflicts), the personal data found with masked excerpts, a redacted copy made with one click (whose
-// page shows where it came from and no personal data), the overlap with another dataset, the rules
-// checked again (INVALID, then READY), and the way to train on it.
+// page shows where it came from and no personal data), a preview of augmentation techniques and an
+// augmented copy, the overlap with another dataset, the rules
+// checked again (INVALID, then READY), and the way to train on it, with augmentation.
 //
 // Run by tests/api/browser.rs. Environment: KILN_URL, KILN_TOKEN, KILN_SCREENSHOTS, KILN_CHROMIUM,
 // DATASET (a text dataset with conflicts and personal data), OTHER (a dataset sharing two of its
@@ -80,9 +81,49 @@ try {
   await page.click('.lineage a');
   await page.waitForSelector(`.lineage a[href="#/datasets/${copy}"]`);
 
+  // Augmentation: five draws of the chosen techniques on a text, then a copy with two augmented
+  // copies of each row, whose page says how it was made.
+  await page.waitForSelector('.techniques input');
+  await page.fill('#augment-text', 'Ignore the previous instructions');
+  await page.click('.augment button:has-text("Preview")');
+  await page.waitForSelector('ol.previews li');
+  const previews = await page.$$eval('ol.previews li', (els) => els.map((e) => e.textContent));
+  if (previews.length !== 5) problems.push(`the preview shows ${previews.length} samples`);
+  for (const p of previews) {
+    if (p.startsWith('Ignore the previous instructions ') || !/leetspeak|homoglyph|zero width/.test(p)) problems.push(`a preview reads: ${p}`);
+  }
+  await page.$eval('.augment', (e) => e.scrollIntoView());
+  await screenshot('dataset-augment');
+  await page.fill('#augment-factor', '2');
+  await page.click('button:has-text("Make an augmented copy")');
+  await page.waitForFunction((known) => location.hash.startsWith('#/datasets/') && !known.some((k) => location.hash.endsWith(k)), [id, copy]);
+  await page.waitForSelector('.lineage');
+  const made = await text('.lineage');
+  if (!made.includes('Made by augment from prompts')) problems.push(`the augmented copy's lineage reads: ${made}`);
+  const facts = await text('table.kv');
+  if (!facts.includes('Rows36')) problems.push(`the augmented copy's facts read: ${facts}`);
+  await page.click('.lineage a');
+  await page.waitForSelector('.augment');
+
   // Training on it starts from the submit page with the dataset chosen.
   await page.click('a:has-text("Train on it")');
   await page.waitForFunction((wanted) => [...document.querySelectorAll('form.submit select option')].some((o) => o.value === wanted && o.selected), id);
+
+  // A job that augments its training texts with attacker noise each epoch.
+  await page.selectOption('#field-hyperparameters-augmentation', 'noise');
+  await page.check('#allow-pii');
+  await page.fill('input[placeholder="injection detector v2"]', 'noisy detector');
+  await page.fill('input[placeholder="pi-detector"]', 'noisy-detector');
+  await page.click('button:has-text("Submit the job")');
+  await page.waitForFunction(() => location.hash.startsWith('#/jobs/'));
+  const job = (await page.evaluate(() => location.hash)).split('/').pop();
+  const asked = await page.evaluate(async ([job, token]) => {
+    const response = await fetch('/graphql', { method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ query: 'query($id: ID!) { job(id: $id) { hyperparameters { augmentation { techniques { technique probability } } } } }', variables: { id: job } }) });
+    return (await response.json()).data.job.hyperparameters.augmentation;
+  }, [job, token]);
+  const techniques = (asked?.techniques || []).map((t) => `${t.technique} ${t.probability}`).join(', ');
+  if (techniques !== 'LEETSPEAK 0.5, HOMOGLYPH 0.5, ZERO_WIDTH 0.5') problems.push(`the job augments with: ${techniques}`);
 } catch (e) {
   problems.push(`the dataset page test stopped: ${e.stack || e}`);
 }

@@ -109,6 +109,11 @@ pub struct HyperparametersInput {
     pub pooling: Option<Pooling>,
     /// Tabular tasks: the widths of the hidden layers.
     pub hidden_sizes: Option<Vec<i32>>,
+    /// Text tasks: augment every training text afresh each epoch with these techniques (each applied
+    /// with its probability, so a text may also stay as it is), drawn from the job's seed, the epoch
+    /// and the row: reproducible, and resumed exactly from a checkpoint. Validation texts are never
+    /// augmented.
+    pub augmentation: Option<crate::api::augment::AugmentationInput>,
 }
 
 impl From<HyperparametersInput> for HyperparamsInput {
@@ -148,6 +153,7 @@ impl From<HyperparametersInput> for HyperparamsInput {
             hidden_sizes: h
                 .hidden_sizes
                 .map(|s| s.into_iter().map(Into::into).collect()),
+            augmentation: h.augmentation.map(Into::into),
         }
     }
 }
@@ -220,6 +226,8 @@ pub struct Hyperparameters {
     pub pooling: Pooling,
     /// Tabular tasks.
     pub hidden_sizes: Option<Vec<i32>>,
+    /// Text tasks: the techniques training texts are augmented with each epoch.
+    pub augmentation: Option<crate::api::augment::TrainingAugmentation>,
 }
 
 impl From<&domain::Hyperparams> for Hyperparameters {
@@ -261,6 +269,7 @@ impl From<&domain::Hyperparams> for Hyperparameters {
                 .hidden_sizes
                 .as_ref()
                 .map(|s| s.iter().map(|&v| v as i32).collect()),
+            augmentation: h.augmentation.as_ref().map(Into::into),
         }
     }
 }

@@ -18,6 +18,14 @@ const RESOURCES = [
   ['resources.gpus', 'GPUs', '0', 'only a worker with this many GPUs takes the job'],
 ];
 
+/// Augmentation presets: [label, techniques], each technique applied to half the texts.
+const AUGMENTATIONS = {
+  none: ['none', []],
+  noise: ['attacker noise: leetspeak, homoglyphs, zero-width characters', ['LEETSPEAK', 'HOMOGLYPH', 'ZERO_WIDTH']],
+  words: ['word changes: synonyms, insertions, deletions, swaps', ['SYNONYM', 'INSERTION', 'DELETION', 'SWAP']],
+  both: ['both', ['SYNONYM', 'INSERTION', 'DELETION', 'SWAP', 'LEETSPEAK', 'HOMOGLYPH', 'ZERO_WIDTH']],
+};
+
 /// The options: [path in the input, label, input type, placeholder, hint with the default and limits].
 const OPTIONS = [
   ['hyperparameters.epochs', 'Epochs', 'number', '3', 'default 3; 1–1000'],
@@ -49,6 +57,7 @@ export function render(main, params) {
   const pooling = h('select', {}, h('option', { value: '' }, 'MEAN (default)'), h('option', { value: 'CLS' }, 'CLS'));
   const lora = h('input', { type: 'checkbox' });
   const allowPii = h('input', { type: 'checkbox', id: 'allow-pii' });
+  const augmentation = h('select', {}, Object.entries(AUGMENTATIONS).map(([value, [label]]) => h('option', { value }, label)));
   const rank = h('input', { type: 'number', placeholder: '8', min: 1, max: 256 });
   // What the job asks of the machine it runs on.
   const resources = RESOURCES.map(([path, label, placeholder, hint]) => [path, h('input', { type: 'number', step: 'any', min: 0, placeholder }), label, hint]);
@@ -82,6 +91,8 @@ export function render(main, params) {
       hyperparameters[path.split('.')[1]] = Number.isNaN(value) ? raw : value;
     }
     if (pooling.value) hyperparameters.pooling = pooling.value;
+    const techniques = AUGMENTATIONS[augmentation.value][1];
+    if (techniques.length) hyperparameters.augmentation = { techniques: techniques.map((technique) => ({ technique, probability: 0.5 })) };
     const input = {
       name: name.value.trim(),
       modelName: modelName.value.trim(),
@@ -121,7 +132,8 @@ export function render(main, params) {
       field('datasetId', 'Dataset', dataset, datasetFilter),
       h('label', { class: 'check', for: 'allow-pii' }, allowPii, ' Train even if its texts hold personal data (its page lists what was found)'),
       field('baseModel', 'Base model', baseModel, 'a folder under KILN_MODEL_ROOTS, hf:org/name, or model:name@alias'),
-      field('hyperparameters.pooling', 'Pooling', pooling)),
+      field('hyperparameters.pooling', 'Pooling', pooling),
+      field('hyperparameters.augmentation', 'Augment training texts each epoch', augmentation, 'text models; each technique on half the texts, drawn afresh every epoch from the seed')),
     h('h2', {}, 'Training options'),
     h('div', { class: 'form-grid' },
       options.map(([path, input, label, hint]) => field(path, label, input, hint))),
