@@ -150,8 +150,8 @@ pub struct DatasetStats {
     pub text_length: Option<LengthSummary>,
     /// Each feature column of a table, in feature order.
     pub features: Vec<FeatureSummary>,
-    /// False when the file had more than 1 000 000 distinct rows: repeats, conflicts and overlaps
-    /// were then counted among the first million only.
+    /// False when the file had more than 900 000 distinct rows: repeats, conflicts and overlaps
+    /// were then counted among the first 900 000 only.
     pub complete: bool,
 }
 

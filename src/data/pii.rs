@@ -82,8 +82,22 @@ pub fn find(text: &str) -> Vec<Finding> {
         (PiiKind::IpAddress, ip_addresses),
         (PiiKind::Phone, phones),
     ];
+    // What each scanner needs to find anything: most texts hold no `@`, many no digit.
+    let bytes = text.as_bytes();
+    let digits = bytes.iter().any(u8::is_ascii_digit);
+    let at = memchr::memchr(b'@', bytes).is_some();
+    let colon = memchr::memchr(b':', bytes).is_some();
     let mut spans = Vec::new();
     for (kind, scan) in scanners {
+        let possible = match kind {
+            PiiKind::Secret => true,
+            PiiKind::Email => at,
+            PiiKind::IpAddress => digits || colon,
+            PiiKind::Iban | PiiKind::CreditCard | PiiKind::Ssn | PiiKind::Phone => digits,
+        };
+        if !possible {
+            continue;
+        }
         spans.clear();
         scan(text, &mut spans);
         for &(start, end) in &spans {
@@ -433,7 +447,12 @@ fn ssns(text: &str, out: &mut Vec<(usize, usize)>) {
 fn ip_addresses(text: &str, out: &mut Vec<(usize, usize)>) {
     let bytes = text.as_bytes();
     // IPv4: four decimal octets, not part of a longer dotted run, not a version.
-    for run in digit_runs(text, b".") {
+    let dotted = memchr::memchr(b'.', bytes).is_some();
+    for run in if dotted {
+        digit_runs(text, b".")
+    } else {
+        Vec::new()
+    } {
         if run.groups.len() != 4 || run.groups.iter().any(|&g| g > 3) {
             continue;
         }
@@ -454,6 +473,9 @@ fn ip_addresses(text: &str, out: &mut Vec<(usize, usize)>) {
     }
     // IPv6: a run of hex digits and colons (and a trailing dotted quad) that parses as an address
     // with at least three groups written.
+    if memchr::memchr(b':', bytes).is_none() {
+        return;
+    }
     let hexish = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
     let mut i = 0;
     while i < bytes.len() {
@@ -784,13 +806,13 @@ fn secrets(text: &str, out: &mut Vec<(usize, usize)>) {
     // a lowercased copy of every text: this runs on each row of a dataset.
     const BEARER: &[u8] = b"bearer ";
     let mut search = 0;
-    while let Some(pos) = bytes
-        .get(search..)
-        .and_then(|rest| {
-            rest.windows(BEARER.len())
-                .position(|w| w.eq_ignore_ascii_case(BEARER))
-        })
+    while let Some(pos) = memchr::memchr2_iter(b'b', b'B', bytes.get(search..).unwrap_or(&[]))
         .map(|p| p + search)
+        .find(|&p| {
+            bytes
+                .get(p..p + BEARER.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(BEARER))
+        })
     {
         search = pos + BEARER.len();
         if pos > 0 && is_word_byte(bytes[pos - 1]) {
@@ -821,8 +843,14 @@ fn secrets(text: &str, out: &mut Vec<(usize, usize)>) {
     }
 }
 
+/// The shortest key [`is_key_token`] accepts (a Slack token: `xoxb-` and 10 more).
+const SHORTEST_KEY: usize = 15;
+
 /// Whether a token is an access key or API key by its known prefix and shape.
 fn is_key_token(token: &str) -> bool {
+    if token.len() < SHORTEST_KEY {
+        return false;
+    }
     let alnum = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric());
     let upper_alnum = |s: &str| {
         s.bytes()

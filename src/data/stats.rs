@@ -1,7 +1,8 @@
 //! Statistics gathered in the validation pass ([`DatasetStats`]): each valid row's text (or feature
 //! values) is reduced to a 64-bit key, and a table of keys seen finds repeated rows and texts labelled
-//! two ways. Memory: about 40 bytes per distinct row, up to [`MAX_TRACKED_ROWS`] of them (past it the
-//! statistics say they are not complete), and 800 KB for the text-length histogram.
+//! two ways. Memory: a hash table of 25 bytes a slot for up to [`MAX_TRACKED_ROWS`] distinct rows (past
+//! it the statistics say they are not complete), so at most 2^20 slots (26 MB, and half that again
+//! while it grows), and 800 KB for the text-length histogram.
 //!
 //! Texts are compared with their whitespace collapsed (runs of spaces, tabs and line breaks read as one
 //! space; leading and trailing ones dropped), case kept. The keys of a dataset's distinct rows, sorted,
@@ -17,13 +18,12 @@ use crate::domain::{
 /// Buckets of the length histogram.
 const HISTOGRAM_BUCKETS: u64 = 20;
 
-/// What is known of one distinct row.
+/// What is known of one distinct row: 12 bytes, so that a table entry with its key is 24.
 struct Seen {
-    /// Label ids below 64 it has occurred with, as bits (the others are in `Collector::overflow`).
-    labels: u64,
     first_line: u32,
-    first_label: u16,
     rows: u32,
+    first_label: u16,
+    /// It has occurred with a second label; its labels are then in `Collector::conflict_labels`.
     conflict: bool,
 }
 
@@ -63,8 +63,8 @@ impl Moments {
 /// Gathers [`DatasetStats`] a row at a time.
 pub(super) struct Collector {
     seen: HashMap<u64, Seen, ahash::RandomState>,
-    /// (key, label id) for label ids of 64 and more.
-    overflow: HashSet<(u64, u16), ahash::RandomState>,
+    /// (key, label id) of each label a row labelled two or more ways has occurred with.
+    conflict_labels: HashSet<(u64, u16), ahash::RandomState>,
     label_ids: HashMap<String, u16>,
     label_names: Vec<String>,
     listed: HashMap<u64, usize>,
@@ -92,7 +92,7 @@ impl Default for Collector {
     fn default() -> Self {
         Self {
             seen: HashMap::default(),
-            overflow: HashSet::default(),
+            conflict_labels: HashSet::default(),
             label_ids: HashMap::new(),
             label_names: Vec::new(),
             listed: HashMap::new(),
@@ -176,24 +176,19 @@ impl Collector {
             self.seen.insert(
                 key,
                 Seen {
-                    labels: bit(label),
                     first_line: line32,
                     first_label: label,
                     rows: 1,
                     conflict: false,
                 },
             );
-            if label >= 64 {
-                self.overflow.insert((key, label));
-            }
             return;
         };
-        let had = if label < 64 {
-            seen.labels & bit(label) != 0
+        let had = if seen.conflict {
+            !self.conflict_labels.insert((key, label))
         } else {
-            !self.overflow.insert((key, label))
+            seen.first_label == label
         };
-        seen.labels |= bit(label);
         let before = seen.rows;
         seen.rows = seen.rows.saturating_add(1);
         if had {
@@ -211,6 +206,8 @@ impl Collector {
         } else if !had {
             // A second label: every earlier row had the first one.
             seen.conflict = true;
+            self.conflict_labels.insert((key, seen.first_label));
+            self.conflict_labels.insert((key, label));
             self.conflicting_texts += 1;
             self.conflicting_rows += u64::from(before) + 1;
             if self.conflicts.len() < MAX_LISTED_CONFLICTS {
@@ -295,10 +292,6 @@ impl Collector {
         keys.sort_unstable();
         encode_keys(&keys)
     }
-}
-
-fn bit(label: u16) -> u64 {
-    if label < 64 { 1 << label } else { 0 }
 }
 
 /// A text's whitespace collapsed, at most 200 characters.

@@ -9,7 +9,8 @@ pub const MAX_LISTED_CONFLICTS: usize = 100;
 pub const MAX_CONFLICT_LINES: usize = 10;
 /// The most distinct texts (or feature rows) whose repeats are tracked in one pass; past it, repeats
 /// and overlaps are counted among the first this many only, and the statistics say so.
-pub const MAX_TRACKED_ROWS: usize = 1_000_000;
+/// 900 000 keeps the table within 2^20 slots (a table doubles when 7/8 of its slots are taken).
+pub const MAX_TRACKED_ROWS: usize = 900_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

@@ -219,6 +219,52 @@ impl Objects {
         self.fetch_to_file(key, path, None).await
     }
 
+    /// A local store's own file of `key`, opened for reading, with its size and SHA-256 (`known`
+    /// when the caller has them, else read once): what [`Objects::get_to_file_hashed`] gives,
+    /// without copying the bytes. `None` on S3.
+    pub async fn open_local_hashed(
+        &self,
+        key: &ObjectKey,
+        known: Option<Stored>,
+    ) -> Result<Option<(std::fs::File, Stored)>> {
+        let Some(root) = &self.local_root else {
+            return Ok(None);
+        };
+        let path = root.join(key.as_str());
+        let opened = tokio::task::spawn_blocking(move || -> Result<(std::fs::File, Stored)> {
+            use std::io::{Read, Seek};
+            let mut file = std::fs::File::open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            if let Some(known) = known {
+                return Ok((file, known));
+            }
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut size = 0u64;
+            loop {
+                let n = file
+                    .read(&mut buf)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                size += n as u64;
+            }
+            file.rewind()?;
+            Ok((
+                file,
+                Stored {
+                    size_bytes: size,
+                    sha256: hex::encode(hasher.finalize()),
+                },
+            ))
+        })
+        .await
+        .context("the hashing thread ended")??;
+        Ok(Some(opened))
+    }
+
     /// [`Objects::get_to_file`], computing the SHA-256 of the bytes as they pass.
     pub async fn get_to_file_hashed(
         &self,
@@ -245,9 +291,11 @@ impl Objects {
             .get(&self.path(key))
             .await
             .with_context(|| format!("reading {key}"))?;
-        let mut file = tokio::fs::File::create(path)
+        let file = tokio::fs::File::create(path)
             .await
             .with_context(|| format!("creating {}", path.display()))?;
+        // Each write of a tokio file is a trip to a blocking thread: written a MiB at a time.
+        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
         let mut stream = result.into_stream();
         let mut size = 0u64;
         while let Some(chunk) = stream.next().await {

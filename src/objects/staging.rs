@@ -65,13 +65,14 @@ impl Objects {
         }
     }
 
-    /// Makes `key` from the parts named by `parts` (their ids, in order).
+    /// Makes `key` from the parts named by `parts` (their ids, in order). On local storage, where
+    /// the parts are read and written again, the answer is the object's size and SHA-256.
     pub async fn finish_staged(
         &self,
         key: &ObjectKey,
         staging: &str,
         parts: &[String],
-    ) -> Result<()> {
+    ) -> Result<Option<super::Stored>> {
         match &self.multipart {
             Some(multipart) => {
                 let parts = parts
@@ -84,7 +85,7 @@ impl Objects {
                     .complete_multipart(&self.path(key), &staging.to_string(), parts)
                     .await
                     .with_context(|| format!("completing the multipart upload of {key}"))?;
-                Ok(())
+                Ok(None)
             }
             None => {
                 let count = parts.len();
@@ -98,9 +99,9 @@ impl Objects {
                     }
                 });
                 let reader = tokio_util::io::StreamReader::new(Box::pin(chunks));
-                self.put_stream(key, reader, u64::MAX).await?;
+                let stored = self.put_stream(key, reader, u64::MAX).await?;
                 self.drop_staged_parts(key, count).await;
-                Ok(())
+                Ok(Some(stored))
             }
         }
     }

@@ -446,8 +446,10 @@ impl Service {
         {
             return Ok(dataset);
         }
+        let mut joined = None;
         if self.objects.size_of(&key).await? != Some(upload.length as u64) {
-            self.objects
+            joined = self
+                .objects
                 .finish_staged(&key, &upload.multipart_id, &upload.parts)
                 .await?;
         }
@@ -458,11 +460,20 @@ impl Service {
                     .await;
             }
         }
-        // A local copy to hash and check, removed when this ends.
-        let local = self.spool_file().await?;
-        let stored = self.objects.get_to_file_hashed(&key, local.path()).await?;
+        // On local storage the stored file itself is hashed and checked; on S3 a local copy, removed
+        // when this ends.
+        let mut _copy = None;
+        let (file, stored) = match self.objects.open_local_hashed(&key, joined).await? {
+            Some(opened) => opened,
+            None => {
+                let local = self.spool_file().await?;
+                let stored = self.objects.get_to_file_hashed(&key, local.path()).await?;
+                let file = local.reopen().map_err(anyhow::Error::from)?;
+                _copy = Some(local);
+                (file, stored)
+            }
+        };
         let (size, sha256) = (stored.size_bytes, stored.sha256);
-        let file = local.reopen().map_err(anyhow::Error::from)?;
         let declared = super::datasets::Declared {
             name: upload.name.clone(),
             format: upload.format,

@@ -96,7 +96,7 @@ function statsCard(d) {
   if (!s) return h('div', { class: 'card' }, h('h2', {}, 'Statistics'), h('p', { class: 'muted' }, 'Not measured yet: check the file again below to measure it.'));
   const t = s.textLength;
   return h('div', { class: 'card stats' }, h('h2', {}, 'Statistics'),
-    s.complete ? null : h('p', { class: 'muted' }, 'Over a million distinct rows: repeats and conflicts were counted among the first million.'),
+    s.complete ? null : h('p', { class: 'muted' }, 'Over 900 000 distinct rows: repeats and conflicts were counted among the first 900 000.'),
     h('div', { class: 'columns' },
       h('div', {}, h('h3', {}, 'Labels'),
         bars(d.labels.map((l) => [l.label, l.count]), 'rows per label'),
@@ -218,7 +218,7 @@ function overlapCard(d, errorSlot) {
     const o = dataset.overlapWith;
     fill(out, h('p', {}, h('strong', {}, `${o.rows} rows (${percent(o.fraction)})`), ` of this dataset also occur in ${o.dataset.name}, ${o.distinctTexts} distinct texts`,
       o.lines.length ? h('span', { class: 'muted' }, ` · first on lines ${o.lines.join(', ')}`) : null,
-      o.complete ? null : h('span', { class: 'muted' }, ' (counted among the first million distinct rows)')));
+      o.complete ? null : h('span', { class: 'muted' }, ' (counted among the first 900 000 distinct rows)')));
   }, errorSlot);
   return h('div', { class: 'card' }, h('h2', {}, 'Overlap'),
     h('p', { class: 'muted' }, 'Rows of this dataset whose text another dataset also has: a test set leaking into a training set.'),
